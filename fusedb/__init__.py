@@ -1,0 +1,26 @@
+"""FuseDB: an embedded key-value engine for small, hot, mutable state.
+
+    import fusedb
+    with fusedb.open("state/") as db:
+        db.put(b"user:1", b"...", ttl=30)
+        db.incr(b"hits:/login")
+
+See README.md for the API and docs/design.md for how it works.
+"""
+
+from .batch import Batch
+from .db import TTL_MISSING, TTL_NONE, FuseDB, open
+from .errors import (ClosedError, CorruptionError, FuseDBError, FuseDBKeyError,
+                     IntegerOverflowError, InvalidArgumentError, KeyTooLargeError, KeyTypeError,
+                     LockedError, NotAnIntegerError, ValueTooLargeError, ValueTypeError,
+                     WriteStallError)
+from .options import Options
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "open", "FuseDB", "Batch", "Options", "TTL_NONE", "TTL_MISSING",
+    "FuseDBError", "ClosedError", "CorruptionError", "FuseDBKeyError", "IntegerOverflowError",
+    "InvalidArgumentError", "KeyTooLargeError", "KeyTypeError", "LockedError",
+    "NotAnIntegerError", "ValueTooLargeError", "ValueTypeError", "WriteStallError",
+]

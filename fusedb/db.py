@@ -1,0 +1,371 @@
+"""The public API: :func:`open` and :class:`FuseDB`.
+
+Every point operation runs the same short path (docs/design.md, "Point
+operations"): validate, hash the key, route it to a leaf with the cached routing
+table, take the leaf's shard lock, check the routing version is unchanged, read
+or write the leaf's buffers, release. Segment lookups for ``get`` happen after
+the lock is released, on segment objects taken under it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterable, Iterator
+
+from . import ops
+from . import scan as _scan
+from .batch import Batch
+from .entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT, KIND_VALUE, key_hash
+from .errors import ClosedError, FuseDBKeyError, IntegerOverflowError, InvalidArgumentError, \
+    KeyTooLargeError, KeyTypeError, ValueTooLargeError, ValueTypeError, WriteStallError
+from .options import Options
+from .router.routing import RouteCache
+from .shard.shard import NEED_SEGMENTS, segment_entry
+from .shm.meta import S_LOGICAL, S_STALLS, STAT_FIELDS
+from .store import Store
+
+#: ``ttl()`` result for a key that exists but never expires (as Redis's TTL).
+TTL_NONE = -1.0
+#: ``ttl()`` result for a key that does not exist (as Redis's TTL).
+TTL_MISSING = -2.0
+
+
+def open(path: str = "fusedb-data", **options) -> "FuseDB":  # noqa: A001 - the API's name
+    """Open (creating if missing) the database in directory ``path``.
+
+    Options are the fields of :class:`fusedb.options.Options`. Raises
+    ``LockedError`` if another process has it open, ``CorruptionError`` if a file
+    fails verification, ``InvalidArgumentError`` for bad options.
+    """
+    return FuseDB(path, **options)
+
+
+def _coerce_key(key) -> bytes:
+    if isinstance(key, str):
+        return key.encode("utf-8")
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        return bytes(key)
+    raise KeyTypeError(f"keys are bytes or str, not {type(key).__name__}")
+
+
+def _coerce_value(value) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise ValueTypeError(f"values are bytes, not {type(value).__name__}")
+
+
+class FuseDB:
+    """An open database. Thread-safe: any thread may call any method, except that
+    ``close()`` must not race with other calls. Not shared across ``fork()``."""
+
+    def __init__(self, path: str, **options):
+        self._opts = opts = Options(**options)
+        self._store = store = Store(path, opts)
+        self._meta = store.meta
+        self._routes = RouteCache(store.meta)
+        self._shards = store.shards
+        self._max_key = opts.max_key_size
+        self._max_value = opts.max_value_size
+        self._clock = opts.clock
+        self._closed = False
+        self.path = store.path
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the database is closed")
+        self._store.check()
+
+    def _key(self, key) -> bytes:
+        if type(key) is not bytes:
+            key = _coerce_key(key)
+        n = len(key)
+        if n == 0 or n > self._max_key:
+            raise KeyTooLargeError(f"key length {n} is outside 1..{self._max_key} bytes")
+        return key
+
+    def _value(self, value) -> bytes:
+        if type(value) is not bytes:
+            value = _coerce_value(value)
+        if len(value) > self._max_value:
+            raise ValueTooLargeError(
+                f"value length {len(value)} is over max_value_size={self._max_value}")
+        return value
+
+    def _deadline(self, ttl) -> float:
+        if ttl is None:
+            return 0.0
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+            raise ValueTypeError(f"ttl is seconds (int or float), not {type(ttl).__name__}")
+        if not (ttl > 0 and math.isfinite(ttl)):
+            raise InvalidArgumentError(f"ttl must be a positive finite number, got {ttl!r}")
+        return self._clock() + ttl
+
+    def _stall(self, shard, deadline: float | None) -> float:
+        """Wait a little for the worker to free buffer memory; raise once the wait
+        passes ``write_timeout``. Returns the deadline for the next call."""
+        now = time.monotonic()
+        if deadline is None:
+            return now + self._opts.write_timeout
+        if now > deadline:
+            with shard.lock:
+                self._meta.stats[shard.no * 8 + S_STALLS] += 1
+            raise WriteStallError(f"no buffer memory freed within write_timeout="
+                                  f"{self._opts.write_timeout}s; the write was not applied")
+        self._store.check()
+        time.sleep(0.0005)
+        return deadline
+
+    def _read_modify_write(self, key: bytes, fn):
+        """Run ``fn(entry)`` under the key's shard lock, where entry is the key's
+        current (kind, payload, exp) or None. ``fn`` returns (result, write) where
+        write is None or (kind, value, ivalue, exp) to store. Returns result."""
+        h = key_hash(key)
+        routes = self._routes
+        deadline = None
+        while True:
+            ver, leaf = routes.route(key)
+            shard = self._shards[self._meta.shard[leaf]]
+            need = False
+            shard.lock.acquire()
+            try:
+                if not routes.valid(ver):
+                    continue
+                e = shard.read_locked(leaf, key, h)
+                if e is NEED_SEGMENTS:
+                    need = True
+                else:
+                    result, write = fn(e)
+                    if write is None:
+                        return result
+                    kind, value, ivalue, exp = write
+                    if shard.write_locked(leaf, key, h, kind, value, ivalue, exp):
+                        self._meta.stats[shard.no * 8 + S_LOGICAL] += len(key) + (
+                            len(value) if value is not None else 8 if kind == KIND_INT else 0)
+                        return result
+            finally:
+                shard.lock.release()
+            if need:
+                self._store.open_segments(self._meta.segs_of(leaf))
+            else:
+                deadline = self._stall(shard, deadline)
+
+    # -- point operations -----------------------------------------------------------
+
+    def put(self, key, value, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key``, expiring after ``ttl`` seconds if given."""
+        if self._closed or self._store.error is not None:
+            self._check_open()
+        key = self._key(key)
+        value = self._value(value)
+        exp = 0.0 if ttl is None else self._deadline(ttl)
+        h = key_hash(key)
+        routes = self._routes
+        meta = self._meta
+        deadline = None
+        while True:
+            ver, leaf = routes.route(key)
+            shard = self._shards[meta.shard[leaf]]
+            lock = shard.lock
+            lock.acquire()
+            try:
+                if not routes.valid(ver):
+                    continue
+                if shard.write_locked(leaf, key, h, KIND_VALUE, value, 0, exp):
+                    meta.stats[shard.no * 8 + S_LOGICAL] += len(key) + len(value)
+                    return
+            finally:
+                lock.release()
+            deadline = self._stall(shard, deadline)
+
+    def get(self, key, default=None):
+        """The value of ``key`` (bytes; a counter reads as its ASCII decimal), or
+        ``default`` if it is missing, deleted or expired."""
+        if self._closed or self._store.error is not None:
+            self._check_open()
+        key = self._key(key)
+        h = key_hash(key)
+        routes = self._routes
+        meta = self._meta
+        cache = self._store.segcache
+        while True:
+            ver, leaf = routes.route(key)
+            shard = self._shards[meta.shard[leaf]]
+            lock = shard.lock
+            segs = None
+            lock.acquire()
+            try:
+                if not routes.valid(ver):
+                    continue
+                e = shard.read_buffers_locked(leaf, key, h)
+                if e is None:
+                    segids = meta.segs_of(leaf)
+                    segs = [cache.get(s) for s in segids]
+            finally:
+                lock.release()
+            if segs is not None:
+                if None in segs:
+                    self._store.open_segments(segids)
+                    continue
+                for seg in segs:
+                    e = segment_entry(seg, key, h)
+                    if e is not None:
+                        break
+            if e is None or e[0] == KIND_DEL:
+                return default
+            if e[2] != 0.0 and e[2] <= self._clock():
+                return default
+            return str(e[1]).encode() if e[0] == KIND_INT else e[1]
+
+    def incr(self, key, delta: int = 1) -> int:
+        """Add ``delta`` to the signed 64-bit counter at ``key`` (a missing key
+        counts as 0; an ASCII decimal value is parsed, as Redis's INCR does; an
+        existing TTL is kept). Returns the new value. Atomic."""
+        if self._closed or self._store.error is not None:
+            self._check_open()
+        key = self._key(key)
+        if type(delta) is not int:
+            raise ValueTypeError(f"incr delta must be an int, not {type(delta).__name__}")
+        if delta < INT64_MIN or delta > INT64_MAX:
+            raise IntegerOverflowError(f"incr delta {delta} does not fit in 64 bits")
+
+        return self._read_modify_write(key, ops.op_incr(key, delta, self._clock()))
+
+    def decr(self, key, delta: int = 1) -> int:
+        """``incr(key, -delta)``."""
+        if type(delta) is not int:
+            raise ValueTypeError(f"decr delta must be an int, not {type(delta).__name__}")
+        return self.incr(key, -delta)
+
+    def delete(self, key) -> bool:
+        """Delete ``key``; True if it existed (and had not expired)."""
+        self._check_open()
+        key = self._key(key)
+        return self._read_modify_write(key, ops.op_delete(self._clock()))
+
+    def expire(self, key, ttl: float | None) -> bool:
+        """Set ``key`` to expire ``ttl`` seconds from now (None: never). True if the
+        key exists."""
+        self._check_open()
+        key = self._key(key)
+        exp = self._deadline(ttl)
+        return self._read_modify_write(key, ops.op_expire(exp, self._clock()))
+
+    def ttl(self, key) -> float:
+        """Seconds until ``key`` expires; ``TTL_NONE`` (-1.0) if it never does,
+        ``TTL_MISSING`` (-2.0) if it does not exist."""
+        self._check_open()
+        key = self._key(key)
+        now = self._clock()
+        e = self._read_modify_write(key, ops.op_read)
+        if not ops.alive(e, now):
+            return TTL_MISSING
+        return TTL_NONE if e[2] == 0.0 else e[2] - now
+
+    def get_many(self, keys: Iterable) -> list[bytes | None]:
+        """``[get(k) for k in keys]`` (each key read atomically, not the set)."""
+        return [self.get(k) for k in keys]
+
+    def __contains__(self, key) -> bool:
+        return self.get(key) is not None
+
+    def __getitem__(self, key) -> bytes:
+        v = self.get(key)
+        if v is None:
+            raise FuseDBKeyError(key)
+        return v
+
+    def __setitem__(self, key, value) -> None:
+        self.put(key, value)
+
+    def __delitem__(self, key) -> None:
+        if not self.delete(key):
+            raise FuseDBKeyError(key)
+
+    # -- bulk -------------------------------------------------------------------------
+
+    def scan(self, start=None, stop=None, *, prefix=None, limit: int | None = None,
+             reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """Live (key, value) pairs with start <= key < stop (or keys starting with
+        ``prefix``), in key order (descending with ``reverse``), at most ``limit``.
+
+        Each leaf is read from a snapshot taken under its lock; a key appears at
+        most once; a scan sees every key that stays unchanged while it runs."""
+        self._check_open()
+        return _scan.scan(self, start, stop, prefix, limit, reverse)
+
+    def batch(self) -> Batch:
+        """A batch of writes applied on exit of ``with db.batch() as b:``, atomically
+        per shard (readers of a shard see all of its part or none)."""
+        self._check_open()
+        return Batch(self)
+
+    # -- introspection and lifecycle ---------------------------------------------------
+
+    def stats(self) -> dict:
+        """Counters and gauges: leaves, segments, merges, splits, bytes written,
+        buffer fill, arena use."""
+        self._check_open()
+        meta = self._meta
+        routes = self._routes.current()
+        leaves = routes[2]
+        segids = set()
+        frozen = active = 0
+        fill = 0.0
+        totals = dict.fromkeys(STAT_FIELDS[:-1], 0)
+        shards = []
+        for shard in self._shards:
+            with shard.lock:
+                for name_i, name in enumerate(STAT_FIELDS[:-1]):
+                    totals[name] += meta.stats[shard.no * 8 + name_i]
+                free = shard.arena.free_count()
+                for leaf in leaves:
+                    if meta.shard[leaf] != shard.no:
+                        continue
+                    segids.update(meta.segs_of(leaf))
+                    if meta.frozen[leaf] >= 0:
+                        frozen += 1
+                    a = meta.active[leaf]
+                    if a >= 0:
+                        active += 1
+                        fill += shard.slabs[a].fill()
+            shards.append({"shard": shard.no, "slabs_total": shard.arena.nslabs,
+                           "slabs_free": free})
+        seg_bytes = sum(s.size for s in self._store.open_segments(sorted(segids)))
+        logical = totals["logical_bytes_written"]
+        return {
+            "leaves": len(leaves),
+            "segments": len(segids),
+            "segment_bytes": seg_bytes,
+            **totals,
+            "write_amplification": (totals["segment_bytes_written"] / logical) if logical else 0.0,
+            "active_buffers": active,
+            "frozen_buffers": frozen,
+            "buffer_fill": (fill / active) if active else 0.0,
+            "arena_slabs_total": sum(s["slabs_total"] for s in shards),
+            "arena_slabs_used": sum(s["slabs_total"] - s["slabs_free"] for s in shards),
+            "shards": shards,
+        }
+
+    def close(self) -> None:
+        """Merge every buffer into segments, write the manifest and release all shared
+        memory. Idempotent. Raises if a background merge had failed."""
+        if self._closed:
+            return
+        self._closed = True
+        self._store.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "FuseDB":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<FuseDB {self.path!r}{' closed' if self._closed else ''}>"

@@ -1,0 +1,80 @@
+"""FuseDB's one error hierarchy.
+
+Every error FuseDB raises on purpose is a :class:`FuseDBError`. Where a Python
+user would expect a builtin (``TypeError`` for a wrong type, ``ValueError`` for
+a bad value, ``KeyError`` from the mapping protocol) the class also inherits
+from that builtin, so ``except TypeError`` keeps working.
+
+All classes pickle cleanly (they take the message as their only argument).
+"""
+
+from __future__ import annotations
+
+
+class FuseDBError(Exception):
+    """Base class of every error FuseDB raises deliberately."""
+
+
+class ClosedError(FuseDBError):
+    """Raised by any call on a database handle (or a batch) after ``close()``."""
+
+
+class KeyTypeError(FuseDBError, TypeError):
+    """Raised when a key is not ``bytes``/``bytearray``/``memoryview``/``str``."""
+
+
+class ValueTypeError(FuseDBError, TypeError):
+    """Raised when a value is not bytes-like, or an ``incr`` delta / TTL has the wrong type."""
+
+
+class KeyTooLargeError(FuseDBError, ValueError):
+    """Raised when a key is empty or longer than ``max_key_size``."""
+
+
+class ValueTooLargeError(FuseDBError, ValueError):
+    """Raised when a value is longer than ``max_value_size``."""
+
+
+class InvalidArgumentError(FuseDBError, ValueError):
+    """Raised for a bad argument: a non-positive TTL, bad scan bounds, bad ``open`` options."""
+
+
+class NotAnIntegerError(FuseDBError, ValueError):
+    """Raised by ``incr`` when the stored value is not an ASCII decimal signed 64-bit integer."""
+
+
+class IntegerOverflowError(FuseDBError, OverflowError):
+    """Raised by ``incr`` when the result (or the delta) does not fit a signed 64-bit integer."""
+
+
+class WriteStallError(FuseDBError):
+    """Raised when a write waited ``write_timeout`` seconds for buffer memory and got none.
+
+    Buffer memory (the shard arena) is fixed in size; when every slab is in use the
+    writer waits for the merge worker to free one. This error bounds that wait. The
+    write was not applied.
+    """
+
+
+class CorruptionError(FuseDBError):
+    """Raised when a file fails verification: bad magic or checksum, truncation,
+    unknown format version, or a file the manifest references is missing.
+
+    ``path`` and ``offset`` name where the damage was found.
+    """
+
+    def __init__(self, message: str, path: str | None = None, offset: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.offset = offset
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.path, self.offset))
+
+
+class LockedError(FuseDBError):
+    """Raised when the database directory is already open by another live process."""
+
+
+class FuseDBKeyError(FuseDBError, KeyError):
+    """Raised by the mapping protocol (``db[key]``, ``del db[key]``) for a missing key."""

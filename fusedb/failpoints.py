@@ -1,0 +1,31 @@
+"""Failpoints: named places in the engine where a test can inject a delay or a fault.
+
+Production code calls :func:`hit` at a few chosen places; with nothing armed it
+is one dict lookup. Tests arm a point with a callable (which may block, sleep or
+raise) and must disarm it (``with armed(...)``).
+
+Points: ``merge.before_publish`` (segment written, not yet published),
+``split.before_publish`` (both halves written, not yet published).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+_points: dict[str, Callable[[], None]] = {}
+
+
+def hit(name: str) -> None:
+    fn = _points.get(name)
+    if fn is not None:
+        fn()
+
+
+@contextlib.contextmanager
+def armed(name: str, fn: Callable[[], None]) -> Iterator[None]:
+    _points[name] = fn
+    try:
+        yield
+    finally:
+        _points.pop(name, None)

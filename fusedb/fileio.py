@@ -1,0 +1,45 @@
+"""Durable file publication: write temp -> fsync -> rename -> fsync directory.
+
+Every immutable file FuseDB publishes (segments, manifests) goes through
+:func:`publish`, so the rule of invariant 4 lives in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(path: str, chunks: Iterable[bytes | memoryview]) -> int:
+    """Write ``chunks`` to ``path`` atomically and durably; return the byte count.
+
+    The data goes to ``path + ".tmp"``, is fsynced, renamed over ``path``, and the
+    directory is fsynced, so after a crash ``path`` is either absent or complete.
+    """
+    tmp = path + ".tmp"
+    size = 0
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for chunk in chunks:
+            view = memoryview(chunk).cast("B")
+            while len(view):
+                n = os.write(fd, view)
+                view = view[n:]
+                size += n
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    return size

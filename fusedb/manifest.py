@@ -1,0 +1,88 @@
+"""The manifest: which leaves exist, their key ranges, seqnos and live segments.
+
+File ``MANIFEST`` in the database directory (docs/format.md, "Manifest")::
+
+    line 1   b"FUSEMAN1\\n"
+    line 2   JSON object (UTF-8, one line), see :class:`ManifestData`
+    line 3   xxh3_64 of line 2 (without its newline) as 16 lowercase hex digits, b"\\n"
+
+It is replaced atomically (temp -> fsync -> rename -> fsync dir) after every merge
+or split publishes, and on close. Segment files it does not name are garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import xxhash
+
+from .errors import CorruptionError
+from .fileio import publish
+
+FILE = "MANIFEST"
+MAGIC = b"FUSEMAN1\n"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class LeafRecord:
+    lo: bytes          # inclusive lower bound (b"" for the first leaf)
+    seq: int           # last seqno materialised in the leaf's segments
+    segs: list[int]    # live segment ids, newest first
+    shard: int = 0
+
+
+@dataclass
+class ManifestData:
+    leaves: list[LeafRecord] = field(default_factory=list)   # sorted by lo
+    next_seg: int = 1
+    options: dict = field(default_factory=dict)               # persisted format options
+
+    def to_json(self) -> bytes:
+        body = {
+            "version": FORMAT_VERSION,
+            "next_seg": self.next_seg,
+            "options": self.options,
+            "leaves": [{"lo": lf.lo.hex(), "seq": lf.seq, "segs": lf.segs, "shard": lf.shard}
+                       for lf in self.leaves],
+        }
+        return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+def write(dirpath: str, data: ManifestData) -> int:
+    body = data.to_json()
+    digest = xxhash.xxh3_64_hexdigest(body).encode()
+    return publish(os.path.join(dirpath, FILE), [MAGIC, body, b"\n", digest, b"\n"])
+
+
+def read(dirpath: str) -> ManifestData | None:
+    """The manifest of ``dirpath``; None if the database has none yet."""
+    path = os.path.join(dirpath, FILE)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    if not raw.startswith(MAGIC):
+        raise CorruptionError(f"manifest has a bad magic at offset 0: {path}", path, 0)
+    lines = raw[len(MAGIC):].split(b"\n")
+    if len(lines) != 3 or lines[2] != b"":
+        raise CorruptionError(f"manifest truncated or malformed at offset {len(raw)}: {path}",
+                              path, len(raw))
+    body, digest = lines[0], lines[1]
+    if xxhash.xxh3_64_hexdigest(body).encode() != digest:
+        raise CorruptionError(f"manifest checksum mismatch at offset {len(MAGIC)}: {path}",
+                              path, len(MAGIC))
+    try:
+        obj = json.loads(body)
+        if obj["version"] != FORMAT_VERSION:
+            raise CorruptionError(f"unknown manifest format version {obj['version']} at "
+                                  f"offset {len(MAGIC)}: {path}", path, len(MAGIC))
+        leaves = [LeafRecord(bytes.fromhex(x["lo"]), int(x["seq"]), [int(s) for s in x["segs"]],
+                             int(x.get("shard", 0))) for x in obj["leaves"]]
+        return ManifestData(leaves, int(obj["next_seg"]), dict(obj.get("options", {})))
+    except (ValueError, KeyError, TypeError) as e:
+        raise CorruptionError(f"manifest body unreadable at offset {len(MAGIC)}: {path}: {e}",
+                              path, len(MAGIC)) from e

@@ -1,0 +1,103 @@
+"""Options of :func:`fusedb.open`, their defaults, and their validation.
+
+Every size is in bytes, every time in seconds. ``docs/design.md`` explains how
+the sizes relate (a slab must hold the largest entry; an arena holds a whole
+number of slabs).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from typing import Callable
+
+from .errors import InvalidArgumentError
+
+KiB = 1024
+MiB = 1024 * KiB
+
+#: Most segments a leaf keeps before the scheduler merges them into one.
+MAX_SEGMENTS_LIMIT = 4
+
+
+@dataclass(frozen=True)
+class Options:
+    """Tunables of one database; immutable once the database is open."""
+
+    #: Largest key accepted, in bytes (keys must also be non-empty).
+    max_key_size: int = 512
+    #: Largest value accepted, in bytes.
+    max_value_size: int = 16 * KiB
+    #: Number of shards: each owns one arena, one lock and one merge worker.
+    shards: int = 1
+    #: Size of one leaf buffer (a slab of the arena): hash index + slots + heap.
+    buffer_bytes: int = 256 * KiB
+    #: Number of entry slots per buffer.
+    buffer_slots: int = 2048
+    #: Size of each shard's shared-memory arena; a whole number of buffers.
+    arena_bytes: int = 32 * MiB
+    #: A leaf whose segments exceed this many bytes is split in two.
+    leaf_max_bytes: int = 8 * MiB
+    #: Buffers frozen within ``hot_window`` seconds that make a leaf "hot" (split).
+    hot_fills: int = 8
+    #: Window, in seconds, for ``hot_fills``.
+    hot_window: float = 10.0
+    #: A leaf is not split (for heat) with fewer entries than this.
+    min_split_entries: int = 64
+    #: Segments a leaf may keep before a full merge folds them into one.
+    max_segments: int = 4
+    #: Most leaves in the routing table; splits stop there.
+    max_leaves: int = 4096
+    #: Fraction of free slabs below which cold leaves are merged to free memory.
+    low_free_fraction: float = 0.25
+    #: Longest a write waits for buffer memory before ``WriteStallError``.
+    write_timeout: float = 10.0
+    #: Worker wake-up period when nothing signals it.
+    merge_tick: float = 0.05
+    #: Time source for TTLs (seconds, float). Tests inject a fake clock.
+    clock: Callable[[], float] = field(default=time.time, compare=False)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "clock":
+                if not callable(v):
+                    raise InvalidArgumentError("clock must be callable")
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise InvalidArgumentError(f"option {f.name} must be a number, got {v!r}")
+            if v <= 0:
+                raise InvalidArgumentError(f"option {f.name} must be positive, got {v!r}")
+        ints = ("max_key_size", "max_value_size", "shards", "buffer_bytes", "buffer_slots",
+                "arena_bytes", "leaf_max_bytes", "hot_fills", "min_split_entries",
+                "max_segments", "max_leaves")
+        for name in ints:
+            if not isinstance(getattr(self, name), int):
+                raise InvalidArgumentError(f"option {name} must be an int")
+        if self.max_key_size > 4096:
+            raise InvalidArgumentError("max_key_size must be <= 4096")
+        if self.max_segments > MAX_SEGMENTS_LIMIT:
+            raise InvalidArgumentError(f"max_segments must be <= {MAX_SEGMENTS_LIMIT}")
+        if self.buffer_bytes % 4096:
+            raise InvalidArgumentError("buffer_bytes must be a multiple of 4096")
+        if self.buffer_slots < 4:
+            raise InvalidArgumentError("buffer_slots must be >= 4")
+        if self.arena_bytes // self.buffer_bytes < 2:
+            raise InvalidArgumentError("arena_bytes must hold at least 2 buffers")
+        if self.min_split_entries < 2:
+            raise InvalidArgumentError("min_split_entries must be >= 2")
+        if self.low_free_fraction >= 1:
+            raise InvalidArgumentError("low_free_fraction must be < 1")
+        from .shm.slab import SlabLayout  # late import: options is below shm
+
+        layout = SlabLayout(self.buffer_bytes, self.buffer_slots)
+        need = self.max_key_size + self.max_value_size + 16
+        if layout.heap_bytes < need:
+            raise InvalidArgumentError(
+                f"buffer_bytes={self.buffer_bytes} with buffer_slots={self.buffer_slots} leaves "
+                f"{layout.heap_bytes} heap bytes; the largest entry needs {need}: raise "
+                f"buffer_bytes or lower max_key_size/max_value_size")
+
+    @property
+    def slabs_per_arena(self) -> int:
+        return self.arena_bytes // self.buffer_bytes

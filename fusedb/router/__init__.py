@@ -1,0 +1,1 @@
+"""Key-range routing: which leaf (and so which shard) owns a key."""

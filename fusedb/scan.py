@@ -1,0 +1,171 @@
+"""Range scans: leaf by leaf, each from a snapshot taken under the leaf's lock.
+
+For one leaf the snapshot is a copy of its active and frozen buffers (bounded by
+two slabs) plus references to its immutable segments, taken in one short
+critical section. The leaf is then read without the lock in chunks: up to
+``CHUNK`` entries from each segment, merged (vectorised) with the buffers; only
+keys below the smallest key not yet taken from any segment are emitted, so a
+chunk never emits a key that a later chunk could shadow.
+
+Across leaves the scan resumes at the upper bound of the leaf it just read
+(routing is looked up again), so a split during a scan neither repeats nor skips
+a key. See docs/design.md, "Scans".
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import TYPE_CHECKING, Iterator
+
+from .entry import KIND_INT
+from .errors import ClosedError, InvalidArgumentError, KeyTypeError
+from .merge import cut, merge_runs
+from .router.routing import RouteCache
+
+if TYPE_CHECKING:
+    from .db import FuseDB
+
+CHUNK = 256
+
+
+def _bound(x, what: str) -> bytes | None:
+    if x is None:
+        return None
+    if isinstance(x, str):
+        return x.encode("utf-8")
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return bytes(x)
+    raise KeyTypeError(f"scan {what} must be bytes or str, not {type(x).__name__}")
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix``."""
+    p = prefix.rstrip(b"\xff")
+    if not p:
+        return None
+    return p[:-1] + bytes([p[-1] + 1])
+
+
+def scan(db: "FuseDB", start, stop, prefix, limit, reverse) -> Iterator[tuple[bytes, bytes]]:
+    start, stop, prefix = _bound(start, "start"), _bound(stop, "stop"), _bound(prefix, "prefix")
+    if prefix is not None:
+        if start is not None or stop is not None:
+            raise InvalidArgumentError("scan takes prefix= or start=/stop=, not both")
+        start, stop = prefix, prefix_end(prefix)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidArgumentError(f"scan limit must be a non-negative int, got {limit!r}")
+    start = start or b""
+    return _scan(db, start, stop, limit, reverse)
+
+
+def _scan(db: "FuseDB", start: bytes, stop: bytes | None, limit: int | None,
+          reverse: bool) -> Iterator[tuple[bytes, bytes]]:
+    if limit == 0 or (stop is not None and stop <= start):
+        return
+    count = 0
+    cursor = stop if reverse else start   # reverse: exclusive upper bound (None = +inf)
+    while True:
+        lo, hi, buf, segs = _leaf_snapshot(db, cursor, reverse)
+        a = max(lo, start)
+        b = hi if stop is None else (stop if hi is None else min(hi, stop))
+        if b is None or a < b:
+            for key, value in (_leaf_backward if reverse else _leaf_forward)(db, a, b, buf, segs):
+                yield key, value
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+        if reverse:
+            if lo <= start:
+                return
+            cursor = lo
+        else:
+            if hi is None or (stop is not None and hi >= stop):
+                return
+            cursor = hi
+
+
+def _leaf_snapshot(db: "FuseDB", cursor: bytes | None, reverse: bool):
+    """(lo, hi, buffers run, segments) of the leaf holding ``cursor`` (forward) or
+    the keys just below ``cursor`` (reverse)."""
+    routes = db._routes
+    meta = db._meta
+    store = db._store
+    while True:
+        if db._closed:
+            raise ClosedError("the database is closed")
+        store.check()
+        st = routes.current()
+        if reverse:
+            pos = len(st[1]) - 1 if cursor is None else max(0, bisect.bisect_left(st[1], cursor) - 1)
+        else:
+            pos = RouteCache.position(st, cursor)
+        leaf = st[2][pos]
+        lo, hi = RouteCache.leaf_range(st, pos)
+        shard = db._shards[meta.shard[leaf]]
+        runs = []
+        with shard.lock:
+            if not routes.valid(st[0]):
+                continue
+            for sid in (meta.active[leaf], meta.frozen[leaf]):
+                if sid >= 0:
+                    runs.append(shard.slabs[sid].to_run(copy=True))
+            segids = meta.segs_of(leaf)
+            segs = [store.segcache.get(s) for s in segids]
+        if None in segs:
+            store.open_segments(segids)
+            continue
+        buf = merge_runs(runs, 0.0, drop_dead=False)
+        return lo, hi, buf, [(s, s.to_run()) for s in segs]
+
+
+def _emit(run, now: float, backward: bool) -> Iterator[tuple[bytes, bytes]]:
+    idx = range(len(run) - 1, -1, -1) if backward else range(len(run))
+    for i in idx:
+        v = run.value(i)
+        if run.kind[i] == KIND_INT:
+            v = str(int.from_bytes(v[:8], "little", signed=True)).encode()
+        yield run.key(i), v
+
+
+def _leaf_forward(db, a: bytes, b: bytes | None, buf, segs):
+    cur = a
+    while True:
+        bound = b
+        parts = []
+        for seg, run in segs:
+            i = seg.lower_bound(cur)
+            e = seg.count if b is None else seg.lower_bound(b)
+            j = min(i + CHUNK, e)
+            if j < e:
+                k = seg.key(j)
+                if bound is None or k < bound:
+                    bound = k
+            parts.append(run.take(slice(i, j)))
+        now = db._clock()
+        merged = merge_runs([cut(buf, cur, bound)] + [cut(p, cur, bound) for p in parts],
+                            now, drop_dead=True)
+        yield from _emit(merged, now, False)
+        if bound == b:
+            return
+        cur = bound
+
+
+def _leaf_backward(db, a: bytes, b: bytes | None, buf, segs):
+    cur = b
+    while True:
+        bound = a
+        parts = []
+        for seg, run in segs:
+            i0 = seg.lower_bound(a)
+            e = seg.count if cur is None else seg.lower_bound(cur)
+            i = max(i0, e - CHUNK)
+            if i > i0:
+                bound = max(bound, seg.key(i))
+            parts.append(run.take(slice(i, e)))
+        now = db._clock()
+        merged = merge_runs([cut(buf, bound, cur)] + [cut(p, bound, cur) for p in parts],
+                            now, drop_dead=True)
+        yield from _emit(merged, now, True)
+        if bound == a:
+            return
+        cur = bound

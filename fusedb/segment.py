@@ -1,0 +1,222 @@
+"""Segment files: immutable, sorted, one leaf's materialised entries.
+
+Byte layout: docs/format.md, "Segment file". In short (little-endian, every
+section starting on an 8-byte boundary)::
+
+    header   64 bytes   magic "FUSESEG\\0", version, count n, bucket bits, heap sizes, seqnos
+    hash     u64[n]     xxh3_64 of each key
+    seq      u64[n]     per-leaf seqno of each entry
+    exp      f64[n]     absolute expiry (0 = never)
+    voff     u64[n+1]   value i = vals[voff[i]:voff[i+1]]
+    koff     u32[n+1]   key i   = keys[koff[i]:koff[i+1]]
+    kind     u8[n]      entry.KIND_*
+    buckets  u32[2^b+1] hash index: entries of bucket x are order[buckets[x]:buckets[x+1]]
+    order    u32[n]     entry numbers grouped by bucket (bucket = hash >> (64 - b))
+    keys     bytes
+    vals     bytes
+    footer   16 bytes   xxh3_64 of everything before it, magic "FUSEEND\\0"
+
+Entries are sorted by key (byte order), keys unique. Point lookups use the hash
+index (about one probe); scans and merges use the sorted order.
+
+A :class:`Segment` is read-only and may be shared by any thread; it stays valid
+(the mmap open) for as long as someone holds it, even after the file is deleted.
+"""
+
+from __future__ import annotations
+
+import bisect
+import mmap
+import os
+import struct
+
+import numpy as np
+import xxhash
+
+from .entry import KIND_INT
+from .errors import CorruptionError
+from .fileio import publish
+from .run import Run, gather
+
+MAGIC = b"FUSESEG\x00"
+END_MAGIC = b"FUSEEND\x00"
+VERSION = 1
+HEADER = struct.Struct("<8sIIQIIQQQQ")
+FOOTER = struct.Struct("<Q8s")
+assert HEADER.size == 64 and FOOTER.size == 16
+
+
+def _pad8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def _layout(n: int, bits: int, keys_bytes: int, vals_bytes: int) -> tuple[dict[str, int], int]:
+    """Offsets of each section, and the total file size."""
+    sizes = [("hash", 8 * n), ("seq", 8 * n), ("exp", 8 * n), ("voff", 8 * (n + 1)),
+             ("koff", 4 * (n + 1)), ("kind", n), ("buckets", 4 * ((1 << bits) + 1)),
+             ("order", 4 * n), ("keys", keys_bytes), ("vals", vals_bytes)]
+    off = HEADER.size
+    offsets = {}
+    for name, size in sizes:
+        offsets[name] = off
+        off += _pad8(size)
+    return offsets, off + FOOTER.size
+
+
+def file_name(segid: int) -> str:
+    return f"seg-{segid:016x}.fseg"
+
+
+def write_segment(path: str, run: Run) -> int:
+    """Write sorted, unique ``run`` as a segment file at ``path`` (atomically,
+    durably); return its size in bytes."""
+    n = len(run)
+    if n >= 1 << 32:
+        raise ValueError("segment too large")
+    keys, koff = gather(run.kheap, run.kstart, run.klen)
+    vals, voff = gather(run.vheap, run.vstart, run.vlen)
+    if len(keys) >= 1 << 32:
+        raise ValueError("segment keys too large")
+    bits = (n - 1).bit_length() if n > 1 else 0
+    if bits:
+        bucket = (run.hash >> np.uint64(64 - bits)).astype(np.int64)
+    else:
+        bucket = np.zeros(n, np.int64)
+    order = np.argsort(bucket, kind="stable").astype(np.uint32)
+    buckets = np.zeros((1 << bits) + 1, np.uint32)
+    np.cumsum(np.bincount(bucket, minlength=1 << bits), out=buckets[1:])
+    max_seq = int(run.seq.max()) if n else 0
+    min_seq = int(run.seq.min()) if n else 0
+    header = HEADER.pack(MAGIC, VERSION, 0, n, bits, 0, len(keys), len(vals), max_seq, min_seq)
+    sections = [run.hash.astype("<u8"), run.seq.astype("<u8"), run.exp.astype("<f8"),
+                voff.astype("<u8"), koff.astype("<u4"), run.kind.astype(np.uint8),
+                buckets.astype("<u4"), order.astype("<u4"), keys, vals]
+    chunks: list[bytes | memoryview] = [header]
+    for arr in sections:
+        data = memoryview(np.ascontiguousarray(arr)).cast("B")
+        chunks.append(data)
+        if len(data) % 8:
+            chunks.append(b"\x00" * (8 - len(data) % 8))
+    h = xxhash.xxh3_64()
+    for c in chunks:
+        h.update(c)
+    chunks.append(FOOTER.pack(h.intdigest(), END_MAGIC))
+    return publish(path, chunks)
+
+
+class Segment:
+    """One open, verified segment file (read-only; safe from any thread)."""
+
+    def __init__(self, path: str, segid: int = -1):
+        self.path = path
+        self.segid = segid
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise CorruptionError(f"segment file missing: {path}", path, 0) from None
+        try:
+            self.size = os.fstat(fd).st_size
+            if self.size < HEADER.size + FOOTER.size:
+                raise CorruptionError(f"segment truncated: {path} is {self.size} bytes",
+                                      path, self.size)
+            self._mm = mmap.mmap(fd, self.size, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        mv = memoryview(self._mm)
+        magic, version, _flags, n, bits, _r, kbytes, vbytes, self.max_seq, self.min_seq = \
+            HEADER.unpack_from(mv, 0)
+        if magic != MAGIC:
+            raise CorruptionError(f"not a segment file (bad magic) at offset 0: {path}", path, 0)
+        if version != VERSION:
+            raise CorruptionError(f"unknown segment format version {version} at offset 8: {path}",
+                                  path, 8)
+        off, total = _layout(n, bits, kbytes, vbytes)
+        if total != self.size:
+            raise CorruptionError(
+                f"segment truncated or padded: {path} is {self.size} bytes, header says {total}",
+                path, min(total, self.size))
+        checksum, end = FOOTER.unpack_from(mv, total - FOOTER.size)
+        if end != END_MAGIC or checksum != xxhash.xxh3_64_intdigest(mv[:total - FOOTER.size]):
+            raise CorruptionError(f"segment checksum mismatch at offset {total - FOOTER.size}: "
+                                  f"{path}", path, total - FOOTER.size)
+        self.count = n
+        self.shift = 64 - bits
+        self._off = off
+        self._kbytes, self._vbytes = kbytes, vbytes
+        self.hash = mv[off["hash"]:off["hash"] + 8 * n].cast("Q")
+        self.seq = mv[off["seq"]:off["seq"] + 8 * n].cast("Q")
+        self.exp = mv[off["exp"]:off["exp"] + 8 * n].cast("d")
+        self.voff = mv[off["voff"]:off["voff"] + 8 * (n + 1)].cast("Q")
+        self.koff = mv[off["koff"]:off["koff"] + 4 * (n + 1)].cast("I")
+        self.kind = mv[off["kind"]:off["kind"] + n]
+        self.buckets = mv[off["buckets"]:off["buckets"] + 4 * ((1 << bits) + 1)].cast("I")
+        self.order = mv[off["order"]:off["order"] + 4 * n].cast("I")
+        self.keys = mv[off["keys"]:off["keys"] + kbytes]
+        self.vals = mv[off["vals"]:off["vals"] + vbytes]
+        self._views = [self.hash, self.seq, self.exp, self.voff, self.koff, self.kind,
+                       self.buckets, self.order, self.keys, self.vals, mv]
+
+    # -- point access (hot path when a key is not in a buffer) -------------------
+
+    def find(self, key: bytes, h: int) -> int:
+        """Entry number of ``key`` (whose hash is ``h``), or -1."""
+        b = h >> self.shift
+        buckets = self.buckets
+        i, e = buckets[b], buckets[b + 1]
+        while i < e:
+            j = self.order[i]
+            if self.hash[j] == h and self.keys[self.koff[j]:self.koff[j + 1]] == key:
+                return j
+            i += 1
+        return -1
+
+    def key(self, j: int) -> bytes:
+        return bytes(self.keys[self.koff[j]:self.koff[j + 1]])
+
+    def value(self, j: int) -> bytes:
+        """Value bytes of entry ``j`` as stored (8 raw bytes for a counter)."""
+        return bytes(self.vals[self.voff[j]:self.voff[j + 1]])
+
+    def int_value(self, j: int) -> int:
+        assert self.kind[j] == KIND_INT
+        return int.from_bytes(self.vals[self.voff[j]:self.voff[j] + 8], "little", signed=True)
+
+    def lower_bound(self, key: bytes) -> int:
+        """First entry number whose key is >= ``key``."""
+        return bisect.bisect_left(_SegmentKeys(self), key)
+
+    # -- bulk access ---------------------------------------------------------------
+
+    def to_run(self) -> Run:
+        """All entries as numpy views over the mapping (no copy)."""
+        n, off, mm = self.count, self._off, self._mm
+        voff = np.frombuffer(mm, "<u8", n + 1, off["voff"]).astype(np.int64)
+        koff = np.frombuffer(mm, "<u4", n + 1, off["koff"]).astype(np.int64)
+        return Run(
+            np.frombuffer(mm, "<u8", n, off["hash"]),
+            np.frombuffer(mm, "<u8", n, off["seq"]),
+            np.frombuffer(mm, "<f8", n, off["exp"]),
+            np.frombuffer(mm, np.uint8, n, off["kind"]),
+            koff[:-1], np.diff(koff),
+            np.frombuffer(mm, np.uint8, self._kbytes, off["keys"]),
+            voff[:-1], np.diff(voff),
+            np.frombuffer(mm, np.uint8, self._vbytes, off["vals"]),
+        )
+
+    def close(self) -> None:
+        """Release the mapping. Only the owner calls this, when no reader holds it."""
+        for v in self._views:
+            v.release()
+        self._views = []
+        self._mm.close()
+
+
+class _SegmentKeys:
+    def __init__(self, seg: Segment):
+        self.seg = seg
+
+    def __len__(self) -> int:
+        return self.seg.count
+
+    def __getitem__(self, j: int) -> bytes:
+        return self.seg.key(j)

@@ -1,0 +1,1 @@
+"""Shards: a lock, an arena of leaf buffers, and the worker that merges and splits."""

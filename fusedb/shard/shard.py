@@ -1,0 +1,281 @@
+"""A shard as seen from one process: its lock, its arena, and the leaf operations.
+
+Two kinds of callers:
+
+* **Writers and readers** (any thread of any attached process) call the
+  ``*_locked`` methods while holding ``lock``. Each is O(1) or bounded by one
+  buffer: a hash probe, a slot write, at most one freeze (a pointer swap).
+* **The shard's worker** (one thread per shard; later one process) calls
+  :meth:`merge_leaf` and :meth:`split_leaf`. They take ``lock`` only for O(1)
+  snapshots and publications; reading inputs and writing segment files happen
+  outside it, so writers keep flowing into the active buffer meanwhile.
+
+See docs/design.md, "Who touches what under which lock".
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from .. import failpoints
+from ..entry import KIND_DEL, KIND_INT
+from ..merge import cut, merge_runs, split_point
+from ..segment import file_name, write_segment
+from ..shm.meta import M_NEXT_LEAF, M_NLEAVES, M_ROUTE_VER, S_FREEZES, S_MERGES, \
+    S_SEG_BYTES, S_SEG_FILES, S_SPLITS
+from ..shm.slab import H_STATE, STATE_FROZEN
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+#: What the locked read path returns when a segment is not open in this process yet.
+NEED_SEGMENTS = object()
+
+
+class Shard:
+    def __init__(self, store: "Store", no: int, lock, arena):
+        self.store = store
+        self.no = no
+        self.lock = lock
+        self.arena = arena
+        self.slabs = arena.slabs
+        self.meta = store.meta
+        self.low_free = max(1, int(store.opts.low_free_fraction * arena.nslabs))
+
+    # -- writers (under lock) ----------------------------------------------------------
+
+    def freeze_locked(self, leaf: int) -> None:
+        """Make the leaf's active buffer its frozen buffer; caller checked there is none."""
+        meta = self.meta
+        a = meta.active[leaf]
+        meta.frozen[leaf] = a
+        self.slabs[a].hdr[H_STATE] = STATE_FROZEN
+        meta.active[leaf] = -1
+        meta.fills[leaf] += 1
+        meta.stats[self.no * 8 + S_FREEZES] += 1
+        self.store.wake(self.no)
+
+    def write_locked(self, leaf: int, key: bytes, h: int, kind: int, value: bytes | None,
+                     ivalue: int, exp: float) -> bool:
+        """Apply one mutation to the leaf's active buffer. False: no room now (the
+        caller releases the lock, waits for the worker, and retries)."""
+        meta = self.meta
+        sid = meta.active[leaf]
+        if sid < 0:
+            sid = self.arena.alloc(leaf)
+            if sid < 0:
+                self.store.wake(self.no)
+                return False
+            meta.active[leaf] = sid
+            if self.arena.free_count() < self.low_free:
+                self.store.wake(self.no)
+        slab = self.slabs[sid]
+        seq = meta.seq[leaf] + 1
+        s = slab.find(key, h)
+        if s >= 0:
+            ok = slab.update(s, seq, exp, kind, value, ivalue)
+        else:
+            ok = slab.insert(-1 - s, key, h, seq, exp, kind, value, ivalue)
+        if not ok:
+            if meta.frozen[leaf] >= 0:
+                self.store.wake(self.no)
+                return False
+            self.freeze_locked(leaf)
+            sid = self.arena.alloc(leaf)
+            if sid < 0:
+                return False
+            meta.active[leaf] = sid
+            slab = self.slabs[sid]
+            s = slab.find(key, h)
+            ok = slab.insert(-1 - s, key, h, seq, exp, kind, value, ivalue)
+            assert ok, "an empty buffer holds any entry within the size limits"
+        meta.seq[leaf] = seq
+        meta.writes[leaf] += 1
+        return True
+
+    def read_buffers_locked(self, leaf: int, key: bytes, h: int):
+        """(kind, payload, exp) from the active or frozen buffer, or None if the key
+        is in neither. payload: bytes for a value, int for a counter, None for a
+        tombstone."""
+        meta = self.meta
+        for sid in (meta.active[leaf], meta.frozen[leaf]):
+            if sid >= 0:
+                slab = self.slabs[sid]
+                s = slab.find(key, h)
+                if s >= 0:
+                    kind = slab.kind[s]
+                    if kind == KIND_INT:
+                        return kind, slab.heap_q[slab.voff[s] >> 3], slab.exp[s]
+                    if kind == KIND_DEL:
+                        return kind, None, 0.0
+                    return kind, slab.value(s), slab.exp[s]
+        return None
+
+    def read_locked(self, leaf: int, key: bytes, h: int):
+        """Like :meth:`read_buffers_locked` but also searches the leaf's segments.
+        Returns NEED_SEGMENTS if one is not open in this process (the caller opens
+        it outside the lock with :meth:`Store.open_segments` and retries)."""
+        e = self.read_buffers_locked(leaf, key, h)
+        if e is not None:
+            return e
+        cache = self.store.segcache
+        meta = self.meta
+        base = leaf * 4
+        for i in range(meta.nsegs[leaf]):
+            seg = cache.get(meta.segs[base + i])
+            if seg is None:
+                return NEED_SEGMENTS
+            e = segment_entry(seg, key, h)
+            if e is not None:
+                return e
+        return None
+
+    # -- worker ------------------------------------------------------------------------
+
+    def snapshot_leaves(self) -> tuple[list[tuple], int, int]:
+        """Raw state of the shard's leaves for the scheduler, under the lock
+        (O(leaves)): rows of (leaf, has_frozen, has_active, active_fill, segids,
+        writes, fills), the free slab count, and the database's leaf count."""
+        meta = self.meta
+        with self.lock:
+            n = meta.hdr[M_NLEAVES]
+            rows = []
+            for pos in range(n):
+                leaf = meta.route_leaf[pos]
+                if meta.shard[leaf] != self.no:
+                    continue
+                a = meta.active[leaf]
+                rows.append((leaf, meta.frozen[leaf] >= 0, a >= 0,
+                             self.slabs[a].fill() if a >= 0 else 0.0, meta.segs_of(leaf),
+                             meta.writes[leaf], meta.fills[leaf]))
+            free = self.arena.free_count()
+        return rows, free, n
+
+    def merge_leaf(self, leaf: int, full: bool) -> bool:
+        """Merge the leaf's frozen buffer (freezing the active one if there is no
+        frozen one) into its segments. ``full`` folds all segments into one and
+        drops tombstones and expired entries; otherwise the buffer becomes one
+        more segment. Returns whether anything was merged."""
+        meta, store = self.meta, self.store
+        with self.lock:
+            fz = meta.frozen[leaf]
+            if fz < 0:
+                a = meta.active[leaf]
+                if a >= 0 and self.slabs[a].used():
+                    self.freeze_locked(leaf)
+                    fz = a
+                elif a >= 0:
+                    meta.active[leaf] = -1
+                    self.arena.release_slab(a)
+            segids = meta.segs_of(leaf)
+            lo, hi = meta.leaf_range(leaf)
+        if fz < 0 and not (full and len(segids) > 1):
+            return False
+        if len(segids) + 1 > store.opts.max_segments:
+            full = True
+        inputs = segids if full else []
+        runs = [self.slabs[fz].to_run(copy=False)] if fz >= 0 else []
+        runs += [s.to_run() for s in store.open_segments(inputs)]
+        fz_seq = int(runs[0].seq.max()) if fz >= 0 and len(runs[0]) else 0
+        out = cut(merge_runs(runs, store.opts.clock(), drop_dead=full), lo, hi)
+        new = self._write(out)
+        del runs, out
+        failpoints.hit("merge.before_publish")
+        with self.lock:
+            meta.set_segs(leaf, new + (segids if not full else []))
+            meta.mseq[leaf] = max(meta.mseq[leaf], fz_seq)
+            if fz >= 0:
+                meta.frozen[leaf] = -1
+                self.arena.release_slab(fz)
+            meta.stats[self.no * 8 + S_MERGES] += 1
+        store.after_publish(inputs)
+        return True
+
+    def split_leaf(self, leaf: int) -> bool:
+        """Split the leaf in two at about half its bytes.
+
+        First, under the lock (O(1) plus the routing-table insert): freeze the active
+        buffer, create the right leaf sharing the frozen buffer and the segments, and
+        publish the new routing version. Writers of either half go to their own new
+        active buffers from then on. Then, outside the lock, merge frozen buffer and
+        segments into one segment per half, and publish both.
+        """
+        meta, store = self.meta, self.store
+        with self.lock:
+            segids = meta.segs_of(leaf)
+            lo, hi = meta.leaf_range(leaf)
+        segs = store.open_segments(segids)
+        if not segs:
+            return False
+        biggest = max(segs, key=lambda s: s.count)
+        key = split_point(cut(biggest.to_run(), lo, hi), lo)
+        if key is None or (hi is not None and key >= hi):
+            return False
+        with self.lock:
+            if meta.frozen[leaf] >= 0 or meta.segs_of(leaf) != segids:
+                return False
+            a = meta.active[leaf]
+            fz = -1
+            if a >= 0 and self.slabs[a].used():
+                self.freeze_locked(leaf)
+                fz = a
+            with store.meta_lock:
+                right = meta.hdr[M_NEXT_LEAF]
+                if right >= meta.max_leaves:
+                    return False
+                meta.hdr[M_NEXT_LEAF] = right + 1
+                meta.init_leaf(right, self.no, meta.seq[leaf], segids)
+                meta.mseq[right] = meta.mseq[leaf]
+                meta.frozen[right] = fz
+                pos = meta.route_pos(leaf)
+                meta.hdr[M_ROUTE_VER] += 1          # seqlock: odd while changing
+                meta.route_insert(pos + 1, key, right)
+                meta.hdr[M_ROUTE_VER] += 1
+        runs = [self.slabs[fz].to_run(copy=False)] if fz >= 0 else []
+        runs += [s.to_run() for s in segs]
+        fz_seq = int(runs[0].seq.max()) if fz >= 0 and len(runs[0]) else 0
+        out = merge_runs(runs, store.opts.clock(), drop_dead=True)
+        new_left = self._write(cut(out, lo, key))
+        new_right = self._write(cut(out, key, hi))
+        del runs, out
+        failpoints.hit("split.before_publish")
+        with self.lock:
+            meta.set_segs(leaf, new_left)
+            meta.set_segs(right, new_right)
+            for lf in (leaf, right):
+                meta.mseq[lf] = max(meta.mseq[lf], fz_seq)
+                if fz >= 0 and meta.frozen[lf] == fz:
+                    meta.frozen[lf] = -1
+            if fz >= 0:
+                self.arena.release_slab(fz)
+            meta.stats[self.no * 8 + S_SPLITS] += 1
+        store.after_publish(segids)
+        return True
+
+    def _write(self, run) -> list[int]:
+        """Write ``run`` as a new segment (if it has entries); its id in a list."""
+        if not len(run):
+            return []
+        store = self.store
+        segid = store.new_segment_id()
+        nbytes = write_segment(os.path.join(store.path, file_name(segid)), run)
+        store.open_segments([segid])
+        with self.lock:
+            self.meta.stats[self.no * 8 + S_SEG_BYTES] += nbytes
+            self.meta.stats[self.no * 8 + S_SEG_FILES] += 1
+        return [segid]
+
+
+def segment_entry(seg, key: bytes, h: int):
+    """(kind, payload, exp) of ``key`` in segment ``seg``, or None."""
+    j = seg.find(key, h)
+    if j < 0:
+        return None
+    kind = seg.kind[j]
+    if kind == KIND_INT:
+        return kind, seg.int_value(j), seg.exp[j]
+    if kind == KIND_DEL:
+        return kind, None, 0.0
+    return kind, seg.value(j), seg.exp[j]
+

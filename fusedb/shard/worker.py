@@ -1,0 +1,83 @@
+"""The shard worker: wakes on a signal or a tick, asks the scheduler what to do,
+does it. In embedded mode it is a daemon thread of the opening process.
+
+The worker is the only code that merges or splits the shard's leaves, so a
+leaf's segment list and key range change only here (and in the close-time
+flush, which runs after the worker has stopped).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from ..scheduler import LeafView, Policy, ShardView, decide
+
+if TYPE_CHECKING:
+    from ..store import Store
+    from .shard import Shard
+
+
+class Worker(threading.Thread):
+    def __init__(self, store: "Store", shard: "Shard"):
+        super().__init__(name=f"fusedb-worker-{shard.no}", daemon=True)
+        self.store = store
+        self.shard = shard
+        self.wakeup = threading.Event()
+        self.stopping = threading.Event()
+        o = store.opts
+        self.policy = Policy(o.leaf_max_bytes, o.hot_fills, o.min_split_entries, o.max_segments,
+                             store.meta.max_leaves, o.low_free_fraction)
+        self._fill_times: dict[int, collections.deque] = {}
+        self._last_fills: dict[int, int] = {}
+        self._last_writes: dict[int, int] = {}
+
+    def run(self) -> None:
+        tick = self.store.opts.merge_tick
+        while not self.stopping.is_set():
+            self.wakeup.wait(tick)
+            self.wakeup.clear()
+            if self.stopping.is_set():
+                break
+            try:
+                self.step()
+            except BaseException as e:  # noqa: BLE001 - handed to every caller, not swallowed
+                self.store.fail(e)
+                return
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wakeup.set()
+        self.join()
+
+    def view(self) -> ShardView:
+        rows, free, total_leaves = self.shard.snapshot_leaves()
+        now = time.monotonic()
+        window = self.store.opts.hot_window
+        leaves = []
+        for leaf, has_frozen, has_active, fill, segids, writes, fills in rows:
+            times = self._fill_times.setdefault(leaf, collections.deque())
+            new = fills - self._last_fills.get(leaf, 0)
+            times.extend([now] * max(0, min(new, self.policy.hot_fills)))
+            self._last_fills[leaf] = fills
+            while times and times[0] < now - window:
+                times.popleft()
+            segs = self.store.open_segments(segids)
+            leaves.append(LeafView(leaf, has_frozen, fill, has_active, len(segids),
+                                   sum(s.size for s in segs), sum(s.count for s in segs),
+                                   len(times), writes - self._last_writes.get(leaf, 0)))
+            self._last_writes[leaf] = writes
+        return ShardView(tuple(leaves), free, self.shard.arena.nslabs, total_leaves)
+
+    def step(self) -> None:
+        """One scheduling round: decide on the current state, execute in order."""
+        for d in decide(self.view(), self.policy):
+            if self.stopping.is_set():
+                return
+            if d.action == "merge":
+                self.shard.merge_leaf(d.leaf, d.full)
+            elif d.action == "split":
+                if self.shard.split_leaf(d.leaf):
+                    self._fill_times.pop(d.leaf, None)

@@ -1,0 +1,1 @@
+"""Shared-memory structures: named regions, arenas of buffer slabs, the meta block."""

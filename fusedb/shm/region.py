@@ -1,0 +1,82 @@
+"""Named POSIX shared-memory regions and semaphores of one database.
+
+Every object a database creates is named ``/fusedb-<tag>-<what>`` where ``tag``
+is derived from the database directory's real path, so the next ``open`` of the
+same directory can find and remove objects a crashed run left behind
+(invariant 5). In ``/dev/shm`` they appear as ``fusedb-<tag>-*`` (regions) and
+``sem.fusedb-<tag>-*`` (semaphores).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+import posix_ipc
+import xxhash
+
+PREFIX = "fusedb-"
+SHM_DIR = "/dev/shm"
+
+
+def tag_for(path: str) -> str:
+    return xxhash.xxh64_hexdigest(os.path.realpath(path).encode())[:12]
+
+
+def name(tag: str, what: str) -> str:
+    return f"/{PREFIX}{tag}-{what}"
+
+
+def leftovers(tag: str) -> list[str]:
+    """Names (``/fusedb-...``) of every shared-memory object carrying ``tag``."""
+    found = []
+    mark = f"{PREFIX}{tag}-"
+    for entry in os.listdir(SHM_DIR):
+        base = entry[4:] if entry.startswith("sem.") else entry
+        if base.startswith(mark):
+            found.append(("sem", "/" + base) if entry.startswith("sem.") else ("shm", "/" + base))
+    return found
+
+
+def remove_leftovers(tag: str) -> int:
+    """Unlink every object carrying ``tag``; return how many there were."""
+    items = leftovers(tag)
+    for kind, nm in items:
+        try:
+            if kind == "sem":
+                posix_ipc.unlink_semaphore(nm)
+            else:
+                posix_ipc.unlink_shared_memory(nm)
+        except posix_ipc.ExistentialError:
+            pass  # removed concurrently: the goal is reached either way
+    return len(items)
+
+
+class Region:
+    """A mapped shared-memory object. ``buf`` is a writable memoryview of it."""
+
+    def __init__(self, nm: str, size: int | None = None):
+        self.name = nm
+        if size is not None:
+            shm = posix_ipc.SharedMemory(nm, posix_ipc.O_CREX, size=size)
+        else:
+            shm = posix_ipc.SharedMemory(nm)
+        try:
+            self.size = shm.size
+            self._mm = mmap.mmap(shm.fd, shm.size)
+        finally:
+            shm.close_fd()
+        self.buf = memoryview(self._mm)
+
+    def close(self) -> None:
+        """Unmap. Every view made from ``buf`` must be released first."""
+        self.buf.release()
+        self._mm.close()
+
+    def unlink(self) -> None:
+        posix_ipc.unlink_shared_memory(self.name)
+
+
+def create_lock(nm: str) -> posix_ipc.Semaphore:
+    """A new binary semaphore (a lock usable from any thread of any process)."""
+    return posix_ipc.Semaphore(nm, posix_ipc.O_CREX, initial_value=1)

@@ -1,0 +1,230 @@
+"""Leaf buffers: one slab of a shard arena, holding a hash index, fixed-size slots
+and a byte heap. This module is the per-operation hot path.
+
+Layout (docs/format.md, "Buffer slab"), offsets from the slab start::
+
+    header  u32[16]    [0] leaf id, [1] slots used, [2] heap bytes used, [3] state
+    index   u32[cap]   open addressing, linear probe on (hash & (cap-1)); 0 = empty,
+                       else slot number + 1. cap = power of two >= 2 * slots.
+    hash    u64[S]     slot columns (S = slots): key hash,
+    seq     u64[S]       per-leaf seqno of the slot's last mutation,
+    exp     f64[S]       absolute expiry (0 = never),
+    koff    u32[S]       key offset in heap,
+    klen    u32[S]       key length,
+    voff    u32[S]       value offset in heap (8-aligned),
+    vlen    u32[S]       value length (8 for a counter),
+    vcap    u32[S]       bytes reserved at voff (values are rewritten in place if they fit),
+    kind    u8[S]        entry.KIND_*
+    heap    bytes      keys and values, bump-allocated; value space 8-aligned.
+
+A key occupies one slot for the life of the buffer: overwrites, increments and
+deletes update the slot in place (delete sets KIND_DEL). Slots are never removed,
+so the index needs no deletion markers. The buffer is *full* when a new key finds
+no free slot or no heap room; the writer then freezes it (see shard).
+
+Concurrency: every call here is made under the owning shard's lock, except reads
+of a *frozen* slab, which nobody writes until the merge worker frees it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..entry import KIND_INT
+from ..run import Run
+
+HEADER_BYTES = 64
+H_LEAF, H_USED, H_HEAP, H_STATE = 0, 1, 2, 3
+
+STATE_FREE, STATE_ACTIVE, STATE_FROZEN = 0, 1, 2
+
+
+def _align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+class SlabLayout:
+    """Byte offsets of each column of a slab of ``slab_bytes`` with ``nslots`` slots."""
+
+    def __init__(self, slab_bytes: int, nslots: int):
+        self.slab_bytes = slab_bytes
+        self.nslots = nslots
+        self.cap = 1 << max(2, (2 * nslots - 1).bit_length())
+        off = HEADER_BYTES
+        self.index_off = off
+        off = _align8(off + 4 * self.cap)
+        self.cols: dict[str, tuple[int, str]] = {}
+        for name, size, fmt in (("hash", 8, "Q"), ("seq", 8, "Q"), ("exp", 8, "d"),
+                                ("koff", 4, "I"), ("klen", 4, "I"), ("voff", 4, "I"),
+                                ("vlen", 4, "I"), ("vcap", 4, "I"), ("kind", 1, "B")):
+            self.cols[name] = (off, fmt)
+            off = _align8(off + size * nslots)
+        self.heap_off = off
+        self.heap_bytes = slab_bytes - off
+        self.zero_index = bytes(4 * self.cap)
+
+
+class Slab:
+    """Views of one slab; one object per slab per attached process."""
+
+    __slots__ = ("sid", "layout", "hdr", "index", "index_bytes", "mask", "nslots", "heap",
+                 "heap_q", "heap_bytes", "hash", "seq", "exp", "koff", "klen", "voff", "vlen",
+                 "vcap", "kind", "_buf", "_base")
+
+    def __init__(self, buf: memoryview, base: int, layout: SlabLayout, sid: int):
+        self.sid = sid
+        self.layout = layout
+        self._buf = buf
+        self._base = base
+        mv = buf[base:base + layout.slab_bytes]
+        self.hdr = mv[0:HEADER_BYTES].cast("I")
+        self.index_bytes = mv[layout.index_off:layout.index_off + 4 * layout.cap]
+        self.index = self.index_bytes.cast("I")
+        self.mask = layout.cap - 1
+        self.nslots = layout.nslots
+        n = layout.nslots
+        for name, (off, fmt) in layout.cols.items():
+            size = 1 if fmt == "B" else (8 if fmt in "Qd" else 4)
+            setattr(self, name, mv[off:off + size * n].cast(fmt))
+        self.heap = mv[layout.heap_off:layout.slab_bytes]
+        self.heap_q = self.heap.cast("q")
+        self.heap_bytes = layout.heap_bytes
+
+    def release(self) -> None:
+        for name in ("hdr", "index", "index_bytes", "hash", "seq", "exp", "koff", "klen",
+                     "voff", "vlen", "vcap", "kind", "heap_q", "heap"):
+            getattr(self, name).release()
+
+    # -- lifecycle (under the shard lock) -------------------------------------------
+
+    def reset(self, leaf_id: int, state: int) -> None:
+        self.index_bytes[:] = self.layout.zero_index
+        hdr = self.hdr
+        hdr[H_LEAF] = leaf_id
+        hdr[H_USED] = 0
+        hdr[H_HEAP] = 0
+        hdr[H_STATE] = state
+
+    # -- hot path --------------------------------------------------------------------
+
+    def find(self, key: bytes, h: int) -> int:
+        """Slot of ``key``, or ``-1 - i`` where ``i`` is the free index position."""
+        index = self.index
+        mask = self.mask
+        hashes = self.hash
+        i = h & mask
+        while True:
+            s = index[i]
+            if s == 0:
+                return -1 - i
+            s -= 1
+            if hashes[s] == h:
+                a = self.koff[s]
+                if self.heap[a:a + self.klen[s]] == key:
+                    return s
+            i = (i + 1) & mask
+
+    def insert(self, pos: int, key: bytes, h: int, seq: int, exp: float, kind: int,
+               value: bytes | None, ivalue: int) -> bool:
+        """Add ``key`` at free index position ``pos``; False if the slab is full.
+
+        The value is ``ivalue`` for KIND_INT, ``value`` for KIND_VALUE, nothing for KIND_DEL.
+        """
+        hdr = self.hdr
+        s = hdr[H_USED]
+        if s >= self.nslots:
+            return False
+        klen = len(key)
+        koff = hdr[H_HEAP]
+        voff = (koff + klen + 7) & ~7
+        vlen = 8 if kind == KIND_INT else (len(value) if value is not None else 0)
+        vcap = (vlen + 7) & ~7 or 8
+        end = voff + vcap
+        if end > self.heap_bytes:
+            return False
+        self.heap[koff:koff + klen] = key
+        if kind == KIND_INT:
+            self.heap_q[voff >> 3] = ivalue
+        elif vlen:
+            self.heap[voff:voff + vlen] = value
+        self.hash[s] = h
+        self.seq[s] = seq
+        self.exp[s] = exp
+        self.koff[s] = koff
+        self.klen[s] = klen
+        self.voff[s] = voff
+        self.vlen[s] = vlen
+        self.vcap[s] = vcap
+        self.kind[s] = kind
+        self.index[pos] = s + 1
+        hdr[H_USED] = s + 1
+        hdr[H_HEAP] = end
+        return True
+
+    def update(self, s: int, seq: int, exp: float, kind: int, value: bytes | None,
+               ivalue: int) -> bool:
+        """Overwrite slot ``s`` in place; False if a bigger value finds no heap room."""
+        vlen = 8 if kind == KIND_INT else (len(value) if value is not None else 0)
+        voff = self.voff[s]
+        if vlen > self.vcap[s]:
+            hdr = self.hdr
+            voff = (hdr[H_HEAP] + 7) & ~7
+            vcap = (vlen + 7) & ~7
+            if voff + vcap > self.heap_bytes:
+                return False
+            hdr[H_HEAP] = voff + vcap
+            self.voff[s] = voff
+            self.vcap[s] = vcap
+        if kind == KIND_INT:
+            self.heap_q[voff >> 3] = ivalue
+        elif vlen:
+            self.heap[voff:voff + vlen] = value
+        self.vlen[s] = vlen
+        self.kind[s] = kind
+        self.seq[s] = seq
+        self.exp[s] = exp
+        return True
+
+    def value(self, s: int) -> bytes:
+        v = self.voff[s]
+        return bytes(self.heap[v:v + self.vlen[s]])
+
+    def used(self) -> int:
+        return self.hdr[H_USED]
+
+    def fill(self) -> float:
+        """How full the slab is, 0..1 (the larger of slot and heap use)."""
+        hdr = self.hdr
+        return max(hdr[H_USED] / self.nslots, hdr[H_HEAP] / self.heap_bytes)
+
+    # -- bulk ------------------------------------------------------------------------
+
+    def to_run(self, copy: bool) -> Run:
+        """The slab's entries as a run (unsorted). ``copy=False`` gives views over
+        shared memory: only for frozen slabs, which nobody writes."""
+        n = self.hdr[H_USED]
+        lay = self.layout
+        buf = self._buf
+        base = self._base
+
+        def col(name: str, dtype: str) -> np.ndarray:
+            off = lay.cols[name][0]
+            a = np.frombuffer(buf, dtype, n, base + off)
+            return a.copy() if copy else a
+
+        heap_used = self.hdr[H_HEAP]
+        heap = np.frombuffer(buf, np.uint8, heap_used, base + lay.heap_off)
+        if copy:
+            heap = heap.copy()
+        return Run(col("hash", "<u8"), col("seq", "<u8"), col("exp", "<f8"),
+                   col("kind", "u1"), col("koff", "<u4").astype(np.int64),
+                   col("klen", "<u4").astype(np.int64), heap,
+                   col("voff", "<u4").astype(np.int64), col("vlen", "<u4").astype(np.int64),
+                   heap)
+
+    def room(self, nkeys: int, nbytes: int) -> bool:
+        """Whether ``nkeys`` new keys totalling ``nbytes`` of key+value surely fit
+        (each entry may waste up to 16 bytes to alignment)."""
+        hdr = self.hdr
+        return (hdr[H_USED] + nkeys <= self.nslots
+                and hdr[H_HEAP] + nbytes + 16 * nkeys + 8 <= self.heap_bytes)

@@ -1,0 +1,277 @@
+"""The open database's internals: directory, shared memory, shards, workers,
+segment cache and manifest. :class:`fusedb.db.FuseDB` is the API on top.
+
+Lifecycle (docs/design.md, "Open and close"):
+
+open   take the directory's LOCK (flock), remove shared-memory objects a crashed
+       run left, read the MANIFEST, verify every segment it names, delete files
+       it does not name, create the meta block, one arena and one lock per shard,
+       start one worker per shard.
+close  stop the workers, merge every buffer into segments, write the MANIFEST,
+       unmap and unlink every shared-memory object, release LOCK.
+
+Lock order, outermost first: manifest lock (a thread lock) -> shard locks in
+shard order -> meta lock. Writers take one shard lock; a split takes its shard's
+lock then the meta lock; the manifest writer takes every shard lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from typing import Iterator
+
+import numpy as np
+
+from . import manifest
+from .errors import FuseDBError, LockedError
+from .manifest import LeafRecord, ManifestData
+from .options import Options
+from .segment import Segment, file_name
+from .shard.shard import Shard
+from .shard.worker import Worker
+from .shm import region
+from .shm.arena import Arena
+from .shm.meta import MAX_SEGS, M_NEXT_LEAF, M_NEXT_SEG, M_NLEAVES, Meta
+
+LOCK_FILE = "LOCK"
+
+
+class Store:
+    def __init__(self, path: str, opts: Options):
+        self.opts = opts
+        os.makedirs(path, exist_ok=True)
+        self.path = os.path.realpath(path)
+        self.error: BaseException | None = None
+        self.segcache: dict[int, Segment] = {}
+        self._segcache_lock = threading.Lock()
+        self._manifest_lock = threading.Lock()
+        self.workers: list[Worker] = []
+        self._lockfd = os.open(os.path.join(self.path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lockfd)
+            raise LockedError(f"database {self.path} is open in another process") from None
+        self._unlink: list[tuple[str, str]] = []
+        self.meta = None
+        self.meta_lock = None
+        self.shards: list[Shard] = []
+        try:
+            self._open()
+        except BaseException:
+            self._release_shm()
+            raise
+
+    # -- open ---------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        opts = self.opts
+        self.tag = region.tag_for(self.path)
+        region.remove_leftovers(self.tag)
+        man = manifest.read(self.path)
+        if man is None:
+            n = opts.shards
+            man = ManifestData([LeafRecord(b"" if i == 0 else bytes([256 * i // n]), 0, [], i)
+                                for i in range(n)], 1)
+        referenced = {s for lf in man.leaves for s in lf.segs}
+        for segid in sorted(referenced):
+            self.segcache[segid] = Segment(os.path.join(self.path, file_name(segid)), segid)
+        self._remove_garbage(referenced)
+        nleaves = len(man.leaves)
+        max_key = max([opts.max_key_size] + [len(lf.lo) for lf in man.leaves])
+        max_leaves = max(opts.max_leaves, nleaves)
+        nm = region.name
+        self.meta = meta = Meta(nm(self.tag, "meta"), max_leaves, max_key, opts.shards,
+                                create=True)
+        self._unlink.append(("shm", nm(self.tag, "meta")))
+        self.meta_lock = region.create_lock(nm(self.tag, "metalock"))
+        self._unlink.append(("sem", nm(self.tag, "metalock")))
+        for i in range(opts.shards):
+            arena = Arena(nm(self.tag, f"arena{i}"), opts.slabs_per_arena, opts.buffer_bytes,
+                          opts.buffer_slots, create=True)
+            self._unlink.append(("shm", nm(self.tag, f"arena{i}")))
+            lock = region.create_lock(nm(self.tag, f"lock{i}"))
+            self._unlink.append(("sem", nm(self.tag, f"lock{i}")))
+            self.shards.append(Shard(self, i, lock, arena))
+        # Leaves keep their shard if the shard count is unchanged; otherwise they are
+        # dealt out again in contiguous runs (buffers are empty at open, so it is free).
+        keep = man.options.get("shards") == opts.shards
+        for leaf_id, lf in enumerate(man.leaves):
+            shard = lf.shard if keep else leaf_id * opts.shards // nleaves
+            meta.init_leaf(leaf_id, shard, lf.seq, lf.segs)
+        meta.route_set([(lf.lo, i) for i, lf in enumerate(man.leaves)])
+        meta.hdr[M_NEXT_LEAF] = nleaves
+        meta.hdr[M_NEXT_SEG] = max([man.next_seg] + [s + 1 for s in referenced])
+        for shard in self.shards:
+            w = Worker(self, shard)
+            self.workers.append(w)
+            w.start()
+
+    def _remove_garbage(self, referenced: set[int]) -> None:
+        """Delete temp files and segment files the manifest does not name."""
+        for fn in os.listdir(self.path):
+            if fn.endswith(".tmp"):
+                os.unlink(os.path.join(self.path, fn))
+            elif fn.startswith("seg-") and fn.endswith(".fseg"):
+                try:
+                    segid = int(fn[4:-5], 16)
+                except ValueError:
+                    continue
+                if segid not in referenced:
+                    os.unlink(os.path.join(self.path, fn))
+
+    # -- used by shards and workers ------------------------------------------------------
+
+    def wake(self, shard_no: int) -> None:
+        if self.workers:
+            self.workers[shard_no].wakeup.set()
+
+    def fail(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise FuseDBError(f"the background merge worker failed: {self.error!r}") \
+                from self.error
+
+    def new_segment_id(self) -> int:
+        with self.meta_lock:
+            segid = self.meta.hdr[M_NEXT_SEG]
+            self.meta.hdr[M_NEXT_SEG] = segid + 1
+        return segid
+
+    def open_segments(self, segids: list[int]) -> list[Segment]:
+        """The Segment objects of ``segids``, opening (and verifying) any not open yet."""
+        cache = self.segcache
+        out = []
+        for segid in segids:
+            seg = cache.get(segid)
+            if seg is None:
+                with self._segcache_lock:
+                    seg = cache.get(segid)
+                    if seg is None:
+                        seg = Segment(os.path.join(self.path, file_name(segid)), segid)
+                        cache[segid] = seg
+            out.append(seg)
+        return out
+
+    def after_publish(self, replaced: list[int]) -> None:
+        """After a merge or split published: make the manifest durable, then delete
+        the segment files it no longer names (never before: a crash in between
+        would leave a manifest naming deleted files)."""
+        referenced = self.write_manifest()
+        for segid in replaced:
+            if segid not in referenced:
+                with self._segcache_lock:
+                    self.segcache.pop(segid, None)
+                os.unlink(os.path.join(self.path, file_name(segid)))
+
+    @contextlib.contextmanager
+    def all_shard_locks(self) -> Iterator[None]:
+        taken = []
+        try:
+            for shard in self.shards:
+                shard.lock.acquire()
+                taken.append(shard.lock)
+            yield
+        finally:
+            for lock in reversed(taken):
+                lock.release()
+
+    def manifest_data(self) -> ManifestData:
+        """A consistent copy of every leaf's range, seqno and segments.
+
+        Copied as raw bytes under all shard locks (splits and publications need one
+        of them), decoded after."""
+        meta = self.meta
+        mk = meta.max_key
+        with self.all_shard_locks():
+            n = meta.hdr[M_NLEAVES]
+            nl = meta.hdr[M_NEXT_LEAF]
+            next_seg = meta.hdr[M_NEXT_SEG]
+            blen = meta.bound_len[:n].tobytes()
+            bounds = meta.bounds[:n * mk].tobytes()
+            rleaf = meta.route_leaf[:n].tobytes()
+            nsegs = meta.nsegs[:nl].tobytes()
+            segs = meta.segs[:nl * MAX_SEGS].tobytes()
+            mseq = meta.mseq[:nl].tobytes()
+            shard = meta.shard[:nl].tobytes()
+        blen_a = np.frombuffer(blen, np.uint32)
+        rleaf_a = np.frombuffer(rleaf, np.uint32)
+        nsegs_a = np.frombuffer(nsegs, np.uint32)
+        segs_a = np.frombuffer(segs, np.uint64).reshape(nl, MAX_SEGS)
+        mseq_a = np.frombuffer(mseq, np.uint64)
+        shard_a = np.frombuffer(shard, np.uint32)
+        leaves = []
+        for i in range(n):
+            leaf = int(rleaf_a[i])
+            leaves.append(LeafRecord(bounds[i * mk:i * mk + int(blen_a[i])], int(mseq_a[leaf]),
+                                     [int(s) for s in segs_a[leaf, :int(nsegs_a[leaf])]],
+                                     int(shard_a[leaf])))
+        return ManifestData(leaves, int(next_seg), {"shards": self.opts.shards})
+
+    def write_manifest(self) -> set[int]:
+        """Write the manifest; return the segment ids it names."""
+        with self._manifest_lock:
+            data = self.manifest_data()
+            manifest.write(self.path, data)
+        return {s for lf in data.leaves for s in lf.segs}
+
+    # -- close --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop workers, merge every buffer to segments, write the manifest, and
+        remove all shared memory. Shared memory is removed even if the flush fails."""
+        try:
+            for w in self.workers:
+                w.stop()
+            self.workers = []
+            if self.error is None:
+                self._flush_all()
+                self.write_manifest()
+        finally:
+            self._release_shm()
+        self.check()
+
+    def _flush_all(self) -> None:
+        meta = self.meta
+        for shard in self.shards:
+            for pos in range(meta.hdr[M_NLEAVES]):
+                leaf = meta.route_leaf[pos]
+                if meta.shard[leaf] != shard.no:
+                    continue
+                while meta.frozen[leaf] >= 0 or meta.active[leaf] >= 0:
+                    full = meta.nsegs[leaf] + 1 > self.opts.max_segments
+                    shard.merge_leaf(leaf, full)
+
+    def _release_shm(self) -> None:
+        for w in self.workers:
+            w.stop()
+        self.workers = []
+        for seg in self.segcache.values():
+            seg.close()
+        self.segcache.clear()
+        for shard in self.shards:
+            shard.arena.close()
+            shard.lock.close()
+        self.shards = []
+        if self.meta is not None:
+            self.meta.close()
+            self.meta = None
+        if self.meta_lock is not None:
+            self.meta_lock.close()
+            self.meta_lock = None
+        for kind, nm in self._unlink:
+            if kind == "shm":
+                region.posix_ipc.unlink_shared_memory(nm)
+            else:
+                region.posix_ipc.unlink_semaphore(nm)
+        self._unlink = []
+        if self._lockfd >= 0:
+            fcntl.flock(self._lockfd, fcntl.LOCK_UN)
+            os.close(self._lockfd)
+            self._lockfd = -1
