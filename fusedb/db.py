@@ -302,6 +302,12 @@ class FuseDB:
         self._check_open()
         return Batch(self)
 
+    def flush(self) -> None:
+        """Merge every buffer into segments now and let the scheduler finish what
+        that calls for (splits); returns when done. Writes keep flowing meanwhile."""
+        self._check_open()
+        self._store.flush()
+
     # -- introspection and lifecycle ---------------------------------------------------
 
     def stats(self) -> dict:

@@ -238,15 +238,21 @@ class Store:
         self.check()
 
     def _flush_all(self) -> None:
+        """Close-time flush, run by the closing thread after the workers stopped."""
         meta = self.meta
         for shard in self.shards:
             for pos in range(meta.hdr[M_NLEAVES]):
                 leaf = meta.route_leaf[pos]
-                if meta.shard[leaf] != shard.no:
-                    continue
-                while meta.frozen[leaf] >= 0 or meta.active[leaf] >= 0:
-                    full = meta.nsegs[leaf] + 1 > self.opts.max_segments
-                    shard.merge_leaf(leaf, full)
+                if meta.shard[leaf] == shard.no:
+                    shard.flush_leaf(leaf)
+
+    def flush(self) -> None:
+        """Have every worker merge all buffers to segments; wait for it."""
+        events = [w.request_flush() for w in self.workers]
+        for ev in events:
+            while not ev.wait(0.1):
+                self.check()
+        self.check()
 
     def _release_shm(self) -> None:
         for w in self.workers:

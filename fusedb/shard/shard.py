@@ -192,6 +192,14 @@ class Shard:
         store.after_publish(inputs)
         return True
 
+    def flush_leaf(self, leaf: int) -> None:
+        """Merge the leaf's frozen buffer, then its active one. Worker only. With no
+        concurrent writers (close) the leaf is left with no buffer at all."""
+        meta = self.meta
+        for _ in range(2):
+            if meta.frozen[leaf] >= 0 or meta.active[leaf] >= 0:
+                self.merge_leaf(leaf, meta.nsegs[leaf] + 1 > self.store.opts.max_segments)
+
     def split_leaf(self, leaf: int) -> bool:
         """Split the leaf in two at about half its bytes.
 

@@ -9,6 +9,7 @@ flush, which runs after the worker has stopped).
 from __future__ import annotations
 
 import collections
+import queue
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ class Worker(threading.Thread):
         self._fill_times: dict[int, collections.deque] = {}
         self._last_fills: dict[int, int] = {}
         self._last_writes: dict[int, int] = {}
+        self._flush_waiters: queue.SimpleQueue[threading.Event] = queue.SimpleQueue()
 
     def run(self) -> None:
         tick = self.store.opts.merge_tick
@@ -41,11 +43,36 @@ class Worker(threading.Thread):
             self.wakeup.clear()
             if self.stopping.is_set():
                 break
+            waiters = []
+            while not self._flush_waiters.empty():
+                waiters.append(self._flush_waiters.get())
             try:
-                self.step()
+                if waiters:
+                    self.flush()
+                else:
+                    self.step()
             except BaseException as e:  # noqa: BLE001 - handed to every caller, not swallowed
                 self.store.fail(e)
                 return
+            finally:
+                for ev in waiters:
+                    ev.set()
+
+    def request_flush(self) -> threading.Event:
+        """Ask for :meth:`flush`; the event is set when it is done (or failed)."""
+        ev = threading.Event()
+        self._flush_waiters.put(ev)
+        self.wakeup.set()
+        return ev
+
+    def flush(self) -> None:
+        """Merge every buffer of the shard into segments, then run scheduling rounds
+        until the policy has nothing left to do (splits included), at most 16."""
+        for leaf, _f, _a, _fill, _segs, _w, _fills in self.shard.snapshot_leaves()[0]:
+            self.shard.flush_leaf(leaf)
+        for _ in range(16):
+            if not self.step():
+                break
 
     def stop(self) -> None:
         self.stopping.set()
@@ -71,13 +98,16 @@ class Worker(threading.Thread):
             self._last_writes[leaf] = writes
         return ShardView(tuple(leaves), free, self.shard.arena.nslabs, total_leaves)
 
-    def step(self) -> None:
-        """One scheduling round: decide on the current state, execute in order."""
-        for d in decide(self.view(), self.policy):
+    def step(self) -> int:
+        """One scheduling round: decide on the current state, execute in order.
+        Returns the number of decisions."""
+        decisions = decide(self.view(), self.policy)
+        for d in decisions:
             if self.stopping.is_set():
-                return
+                break
             if d.action == "merge":
                 self.shard.merge_leaf(d.leaf, d.full)
             elif d.action == "split":
                 if self.shard.split_leaf(d.leaf):
                     self._fill_times.pop(d.leaf, None)
+        return len(decisions)
