@@ -230,8 +230,18 @@ class FuseDB:
             raise ValueTypeError(f"incr delta must be an int, not {type(delta).__name__}")
         if delta < INT64_MIN or delta > INT64_MAX:
             raise IntegerOverflowError(f"incr delta {delta} does not fit in 64 bits")
-
-        return self._read_modify_write(key, ops.op_incr(key, delta, self._clock()))
+        now = self._clock()
+        # Fast path, the in-buffer merge: the counter's slot is in the active buffer.
+        h = key_hash(key)
+        ver, leaf = self._routes.route(key)
+        shard = self._shards[self._meta.shard[leaf]]
+        with shard.lock:
+            if self._routes.valid(ver):
+                new = shard.incr_in_place_locked(leaf, key, h, delta, now)
+                if new is not None:
+                    self._meta.stats[shard.no * 8 + S_LOGICAL] += len(key) + 8
+                    return new
+        return self._read_modify_write(key, ops.op_incr(key, delta, now))
 
     def decr(self, key, delta: int = 1) -> int:
         """``incr(key, -delta)``."""

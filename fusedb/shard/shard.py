@@ -19,7 +19,7 @@ import os
 from typing import TYPE_CHECKING
 
 from .. import failpoints
-from ..entry import KIND_DEL, KIND_INT
+from ..entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT
 from ..merge import cut, merge_runs, split_point
 from ..segment import file_name, write_segment
 from ..shm.meta import M_NEXT_LEAF, M_NLEAVES, M_ROUTE_VER, S_FREEZES, S_MERGES, \
@@ -93,6 +93,31 @@ class Shard:
         meta.seq[leaf] = seq
         meta.writes[leaf] += 1
         return True
+
+    def incr_in_place_locked(self, leaf: int, key: bytes, h: int, delta: int, now: float):
+        """In-buffer merge: if ``key`` is a live counter in the active buffer, add
+        ``delta`` in its slot and return the new value; else None (the caller takes
+        the general path). Raises nothing: an overflowing sum returns None too."""
+        sid = self.meta.active[leaf]
+        if sid < 0:
+            return None
+        slab = self.slabs[sid]
+        s = slab.find(key, h)
+        if s < 0 or slab.kind[s] != KIND_INT:
+            return None
+        exp = slab.exp[s]
+        if exp != 0.0 and exp <= now:
+            return None
+        q = slab.voff[s] >> 3
+        new = slab.heap_q[q] + delta
+        if new < INT64_MIN or new > INT64_MAX:
+            return None
+        seq = self.meta.seq[leaf] + 1
+        slab.heap_q[q] = new
+        slab.seq[s] = seq
+        self.meta.seq[leaf] = seq
+        self.meta.writes[leaf] += 1
+        return new
 
     def read_buffers_locked(self, leaf: int, key: bytes, h: int):
         """(kind, payload, exp) from the active or frozen buffer, or None if the key
