@@ -4,8 +4,8 @@ Production code calls :func:`hit` at a few chosen places; with nothing armed it
 is one dict lookup. Tests arm a point with a callable (which may block, sleep or
 raise) and must disarm it (``with armed(...)``).
 
-Points: ``merge.before_publish`` (segment written, not yet published),
-``split.before_publish`` (both halves written, not yet published).
+Points: ``merge.before_publish`` (a merge's or split's segments are written, not
+yet published).
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ class Decision:
     leaf: int
     full: bool = True   # merge: fold every segment (True) or only add one (False)
     reason: str = ""
+    then_split: bool = False   # merge: split the leaf right after (it is big or hot)
 
 
 def decide(view: ShardView, policy: Policy) -> list[Decision]:
@@ -57,27 +58,31 @@ def decide(view: ShardView, policy: Policy) -> list[Decision]:
        again, so its writers stall once the active buffer fills. The merge is
        partial (the buffer becomes one more segment, write amplification 1) while
        the leaf has fewer than ``max_segments`` segments, else full.
-    2. A leaf without a frozen buffer splits when its segments pass
-       ``leaf_max_bytes``, or when it is hot (``hot_fills`` buffers frozen in the
-       window) and holds at least ``min_split_entries`` entries.
+    2. A leaf splits when its segments pass ``leaf_max_bytes``, or when it is hot
+       (``hot_fills`` buffers frozen in the window) and holds at least
+       ``min_split_entries`` entries; a leaf with a frozen buffer splits right
+       after that buffer's merge.
     3. When free slabs fall under ``low_free_fraction`` of the arena, the coldest
        leaves holding an active buffer are merged to give their slab back.
     """
     out: list[Decision] = []
-    for lf in view.leaves:
-        if lf.has_frozen:
-            full = lf.nsegs + 1 > policy.max_segments
-            out.append(Decision("merge", lf.leaf, full, "frozen buffer"))
     leaves_left = policy.max_leaves - view.total_leaves
     for lf in view.leaves:
-        if lf.has_frozen or leaves_left <= 0 or lf.seg_entries < 2:
-            continue
-        if lf.seg_bytes > policy.leaf_max_bytes:
-            out.append(Decision("split", lf.leaf, True, "leaf size"))
+        why = ""
+        if leaves_left > 0 and lf.seg_entries >= 2:
+            if lf.seg_bytes > policy.leaf_max_bytes:
+                why = "leaf size"
+            elif lf.recent_fills >= policy.hot_fills and lf.seg_entries >= policy.min_split_entries:
+                why = "hot range"
+        if why:
             leaves_left -= 1
-        elif lf.recent_fills >= policy.hot_fills and lf.seg_entries >= policy.min_split_entries:
-            out.append(Decision("split", lf.leaf, True, "hot range"))
-            leaves_left -= 1
+        if lf.has_frozen:
+            # A split needs the leaf without a frozen buffer: under a steady write
+            # load that is only true right after its merge, so split then.
+            full = lf.nsegs + 1 > policy.max_segments
+            out.append(Decision("merge", lf.leaf, full, "frozen buffer", then_split=bool(why)))
+        elif why:
+            out.append(Decision("split", lf.leaf, True, why))
     low = policy.low_free_fraction * view.total_slabs
     if view.free_slabs < low:
         busy = {d.leaf for d in out}

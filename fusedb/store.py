@@ -146,6 +146,15 @@ class Store:
             self.meta.hdr[M_NEXT_SEG] = segid + 1
         return segid
 
+    def new_leaf_id(self) -> int:
+        """A fresh leaf id, or -1 when max_leaves are in use."""
+        with self.meta_lock:
+            leaf = self.meta.hdr[M_NEXT_LEAF]
+            if leaf >= self.meta.max_leaves:
+                return -1
+            self.meta.hdr[M_NEXT_LEAF] = leaf + 1
+        return leaf
+
     def open_segments(self, segids: list[int]) -> list[Segment]:
         """The Segment objects of ``segids``, opening (and verifying) any not open yet."""
         cache = self.segcache

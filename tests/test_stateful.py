@@ -166,7 +166,7 @@ class FuseDBMachine(RuleBasedStateMachine):
                 for op, k, v in ops:
                     b.put(k, v) if op == "put" else b.incr(k) if op == "incr" else b.delete(k)
             assert not failed, "the batch should have failed"
-        except fusedb.NotAnIntegerError:
+        except (fusedb.NotAnIntegerError, fusedb.IntegerOverflowError):
             assert failed
 
     @rule(a=keys, b=st.one_of(st.none(), keys), reverse=st.booleans(),

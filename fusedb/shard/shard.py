@@ -6,7 +6,7 @@ Two kinds of callers:
   ``*_locked`` methods while holding ``lock``. Each is O(1) or bounded by one
   buffer: a hash probe, a slot write, at most one freeze (a pointer swap).
 * **The shard's worker** (one thread per shard; later one process) calls
-  :meth:`merge_leaf` and :meth:`split_leaf`. They take ``lock`` only for O(1)
+  :meth:`merge_leaf` (which also splits). It takes ``lock`` only for O(1)
   snapshots and publications; reading inputs and writing segment files happen
   outside it, so writers keep flowing into the active buffer meanwhile.
 
@@ -22,9 +22,9 @@ from .. import failpoints
 from ..entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT
 from ..merge import cut, merge_runs, split_point
 from ..segment import file_name, write_segment
-from ..shm.meta import M_NEXT_LEAF, M_NLEAVES, M_ROUTE_VER, S_FREEZES, S_MERGES, \
+from ..shm.meta import M_NLEAVES, M_ROUTE_VER, S_FREEZES, S_MERGES, \
     S_SEG_BYTES, S_SEG_FILES, S_SPLITS
-from ..shm.slab import H_STATE, STATE_FROZEN
+from ..shm.slab import H_REFS, H_STATE, STATE_FROZEN
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -49,8 +49,10 @@ class Shard:
         """Make the leaf's active buffer its frozen buffer; caller checked there is none."""
         meta = self.meta
         a = meta.active[leaf]
+        assert meta.frozen[leaf] < 0, "a leaf has at most one frozen buffer"
         meta.frozen[leaf] = a
         self.slabs[a].hdr[H_STATE] = STATE_FROZEN
+        self.slabs[a].hdr[H_REFS] = 1
         meta.active[leaf] = -1
         meta.fills[leaf] += 1
         meta.stats[self.no * 8 + S_FREEZES] += 1
@@ -177,11 +179,18 @@ class Shard:
             free = self.arena.free_count()
         return rows, free, n
 
-    def merge_leaf(self, leaf: int, full: bool) -> bool:
+    def merge_leaf(self, leaf: int, full: bool, split: bool = False) -> bool:
         """Merge the leaf's frozen buffer (freezing the active one if there is no
-        frozen one) into its segments. ``full`` folds all segments into one and
-        drops tombstones and expired entries; otherwise the buffer becomes one
-        more segment. Returns whether anything was merged."""
+        frozen one) into its segments; with ``split``, also cut the leaf in two.
+
+        ``full`` folds all segments into one and drops tombstones and expired
+        entries; otherwise the buffer becomes one more segment. A split is always
+        full: the merged data is written as two segments, one per half, at the key
+        that halves its bytes. Returns whether anything was merged.
+
+        Locking: one O(1) critical section to snapshot, none while merging and
+        writing files, one to publish (plus the routing insert for a split).
+        """
         meta, store = self.meta, self.store
         with self.lock:
             fz = meta.frozen[leaf]
@@ -195,25 +204,37 @@ class Shard:
                     self.arena.release_slab(a)
             segids = meta.segs_of(leaf)
             lo, hi = meta.leaf_range(leaf)
-        if fz < 0 and not (full and len(segids) > 1):
+        full = full or split or len(segids) + 1 > store.opts.max_segments
+        if fz < 0 and not (full and (len(segids) > 1 or split)):
             return False
-        if len(segids) + 1 > store.opts.max_segments:
-            full = True
         inputs = segids if full else []
         runs = [self.slabs[fz].to_run(copy=False)] if fz >= 0 else []
         runs += [s.to_run() for s in store.open_segments(inputs)]
         fz_seq = int(runs[0].seq.max()) if fz >= 0 and len(runs[0]) else 0
         out = cut(merge_runs(runs, store.opts.clock(), drop_dead=full), lo, hi)
-        new = self._write(out)
+        key = split_point(out, lo) if split else None
+        right = store.new_leaf_id() if key is not None else -1
+        if right < 0:
+            key = None
+            new = self._write(out)
+        else:
+            new, new_right = self._write(cut(out, lo, key)), self._write(cut(out, key, hi))
         del runs, out
         failpoints.hit("merge.before_publish")
         with self.lock:
+            if key is not None and fz < 0 and meta.frozen[leaf] >= 0:
+                # A writer froze a buffer while we merged (we held none): the split
+                # could not freeze the active buffer now. Keep both halves as the
+                # leaf's two segments; a later merge splits it.
+                new, key = new + new_right, None
             meta.set_segs(leaf, new + (segids if not full else []))
             meta.mseq[leaf] = max(meta.mseq[leaf], fz_seq)
             if fz >= 0:
                 meta.frozen[leaf] = -1
-                self.arena.release_slab(fz)
+                self.unref_slab_locked(fz)
             meta.stats[self.no * 8 + S_MERGES] += 1
+            if key is not None:
+                self._split_locked(leaf, right, key, new_right)
         store.after_publish(inputs)
         return True
 
@@ -225,66 +246,38 @@ class Shard:
             if meta.frozen[leaf] >= 0 or meta.active[leaf] >= 0:
                 self.merge_leaf(leaf, meta.nsegs[leaf] + 1 > self.store.opts.max_segments)
 
-    def split_leaf(self, leaf: int) -> bool:
-        """Split the leaf in two at about half its bytes.
-
-        First, under the lock (O(1) plus the routing-table insert): freeze the active
-        buffer, create the right leaf sharing the frozen buffer and the segments, and
-        publish the new routing version. Writers of either half go to their own new
-        active buffers from then on. Then, outside the lock, merge frozen buffer and
-        segments into one segment per half, and publish both.
-        """
+    def _split_locked(self, leaf: int, right: int, key: bytes, right_segs: list[int]) -> None:
+        """Publish a split (under the lock, right after the leaf's merge published;
+        the caller made sure the leaf has no frozen buffer). The left leaf keeps ``leaf``'s id and its new
+        segments; the right leaf ``right`` gets ``right_segs``. The active buffer,
+        which holds writes to both halves made during the merge, becomes the frozen
+        buffer of *both* leaves (slab refcount 2); each leaf's next merge takes its
+        own half of it. Writers of either half get fresh active buffers."""
         meta, store = self.meta, self.store
-        with self.lock:
-            segids = meta.segs_of(leaf)
-            lo, hi = meta.leaf_range(leaf)
-        segs = store.open_segments(segids)
-        if not segs:
-            return False
-        biggest = max(segs, key=lambda s: s.count)
-        key = split_point(cut(biggest.to_run(), lo, hi), lo)
-        if key is None or (hi is not None and key >= hi):
-            return False
-        with self.lock:
-            if meta.frozen[leaf] >= 0 or meta.segs_of(leaf) != segids:
-                return False
-            a = meta.active[leaf]
-            fz = -1
-            if a >= 0 and self.slabs[a].used():
-                self.freeze_locked(leaf)
-                fz = a
-            with store.meta_lock:
-                right = meta.hdr[M_NEXT_LEAF]
-                if right >= meta.max_leaves:
-                    return False
-                meta.hdr[M_NEXT_LEAF] = right + 1
-                meta.init_leaf(right, self.no, meta.seq[leaf], segids)
-                meta.mseq[right] = meta.mseq[leaf]
-                meta.frozen[right] = fz
-                pos = meta.route_pos(leaf)
-                meta.hdr[M_ROUTE_VER] += 1          # seqlock: odd while changing
-                meta.route_insert(pos + 1, key, right)
-                meta.hdr[M_ROUTE_VER] += 1
-        runs = [self.slabs[fz].to_run(copy=False)] if fz >= 0 else []
-        runs += [s.to_run() for s in segs]
-        fz_seq = int(runs[0].seq.max()) if fz >= 0 and len(runs[0]) else 0
-        out = merge_runs(runs, store.opts.clock(), drop_dead=True)
-        new_left = self._write(cut(out, lo, key))
-        new_right = self._write(cut(out, key, hi))
-        del runs, out
-        failpoints.hit("split.before_publish")
-        with self.lock:
-            meta.set_segs(leaf, new_left)
-            meta.set_segs(right, new_right)
-            for lf in (leaf, right):
-                meta.mseq[lf] = max(meta.mseq[lf], fz_seq)
-                if fz >= 0 and meta.frozen[lf] == fz:
-                    meta.frozen[lf] = -1
-            if fz >= 0:
-                self.arena.release_slab(fz)
-            meta.stats[self.no * 8 + S_SPLITS] += 1
-        store.after_publish(segids)
-        return True
+        assert meta.frozen[leaf] < 0
+        a = meta.active[leaf]
+        meta.init_leaf(right, self.no, meta.seq[leaf], right_segs)
+        meta.mseq[right] = meta.mseq[leaf]
+        if a >= 0 and self.slabs[a].used():
+            self.freeze_locked(leaf)
+            self.slabs[a].hdr[H_REFS] = 2
+            meta.frozen[right] = a
+        elif a >= 0:
+            meta.active[leaf] = -1
+            self.arena.release_slab(a)
+        with store.meta_lock:
+            pos = meta.route_pos(leaf)
+            meta.hdr[M_ROUTE_VER] += 1          # seqlock: odd while changing
+            meta.route_insert(pos + 1, key, right)
+            meta.hdr[M_ROUTE_VER] += 1
+        meta.stats[self.no * 8 + S_SPLITS] += 1
+
+    def unref_slab_locked(self, sid: int) -> None:
+        """Drop one leaf's reference to frozen slab ``sid``; free it at zero."""
+        hdr = self.slabs[sid].hdr
+        hdr[H_REFS] -= 1
+        if hdr[H_REFS] == 0:
+            self.arena.release_slab(sid)
 
     def _write(self, run) -> list[int]:
         """Write ``run`` as a new segment (if it has entries); its id in a list."""

@@ -105,9 +105,8 @@ class Worker(threading.Thread):
         for d in decisions:
             if self.stopping.is_set():
                 break
-            if d.action == "merge":
-                self.shard.merge_leaf(d.leaf, d.full)
-            elif d.action == "split":
-                if self.shard.split_leaf(d.leaf):
-                    self._fill_times.pop(d.leaf, None)
+            split = d.action == "split" or d.then_split
+            self.shard.merge_leaf(d.leaf, d.full, split)
+            if split:
+                self._fill_times.pop(d.leaf, None)
         return len(decisions)

@@ -3,7 +3,8 @@ and a byte heap. This module is the per-operation hot path.
 
 Layout (docs/format.md, "Buffer slab"), offsets from the slab start::
 
-    header  u32[16]    [0] leaf id, [1] slots used, [2] heap bytes used, [3] state
+    header  u32[16]    [0] leaf id, [1] slots used, [2] heap bytes used, [3] state,
+                       [4] leaves whose frozen buffer this is (2 just after a split)
     index   u32[cap]   open addressing, linear probe on (hash & (cap-1)); 0 = empty,
                        else slot number + 1. cap = power of two >= 2 * slots.
     hash    u64[S]     slot columns (S = slots): key hash,
@@ -34,7 +35,7 @@ from ..entry import KIND_INT
 from ..run import Run
 
 HEADER_BYTES = 64
-H_LEAF, H_USED, H_HEAP, H_STATE = 0, 1, 2, 3
+H_LEAF, H_USED, H_HEAP, H_STATE, H_REFS = 0, 1, 2, 3, 4
 
 STATE_FREE, STATE_ACTIVE, STATE_FROZEN = 0, 1, 2
 
@@ -104,6 +105,7 @@ class Slab:
         hdr[H_USED] = 0
         hdr[H_HEAP] = 0
         hdr[H_STATE] = state
+        hdr[H_REFS] = 0
 
     # -- hot path --------------------------------------------------------------------
 
