@@ -17,10 +17,12 @@ lock then the meta lock; the manifest writer takes every shard lock.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import os
 import threading
+import weakref
 from typing import Iterator
 
 import numpy as np
@@ -37,6 +39,16 @@ from .shm.arena import Arena
 from .shm.meta import MAX_SEGS, M_NEXT_LEAF, M_NEXT_SEG, M_NLEAVES, Meta
 
 LOCK_FILE = "LOCK"
+
+# Databases still open at interpreter exit are closed (flushed, shared memory
+# removed) so that a script that forgets close() leaves nothing in /dev/shm.
+_open_stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_stores() -> None:
+    for store in list(_open_stores):
+        store.close()
 
 
 class Store:
@@ -64,6 +76,7 @@ class Store:
         except BaseException:
             self._release_shm()
             raise
+        _open_stores.add(self)
 
     # -- open ---------------------------------------------------------------------------
 
@@ -237,6 +250,9 @@ class Store:
     def close(self) -> None:
         """Stop workers, merge every buffer to segments, write the manifest, and
         remove all shared memory. Shared memory is removed even if the flush fails."""
+        if self.meta is None:
+            return
+        _open_stores.discard(self)
         try:
             for w in self.workers:
                 w.stop()
