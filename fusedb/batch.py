@@ -19,6 +19,7 @@ from .entry import INT64_MAX, INT64_MIN, key_hash
 from .errors import ClosedError, IntegerOverflowError, InvalidArgumentError, ValueTypeError
 from .shard.shard import NEED_SEGMENTS
 from .shm.meta import S_LOGICAL
+from .wal.ring import R_HEAD
 
 if TYPE_CHECKING:
     from .db import FuseDB
@@ -123,19 +124,36 @@ class Batch:
                     if write is not None:
                         st[2] = ops.as_entry(write)
                         st[3] = write
-                if missing is None:
-                    if self._make_room(shard, state):
+                end = 0
+                if missing is None and self._make_room(shard, state):
+                    # One WAL record for the shard's whole part (atomic on replay),
+                    # with the seqnos the writes below will take, in the same order.
+                    muts, seqs = [], {}
+                    for key, (leaf, h, _e, write) in state.items():
+                        if write is not None:
+                            seqs[leaf] = seqs.get(leaf, meta.seq[leaf]) + 1
+                            kind, value, ivalue, exp = write
+                            muts.append((seqs[leaf], exp, kind, key, value, ivalue))
+                    at = shard.ring.hdr[R_HEAD]
+                    end = shard.ring.append_many(muts) if muts else 1
+                    if end > 0:
                         logical = 0
                         for key, (leaf, h, _e, write) in state.items():
                             if write is not None:
                                 kind, value, ivalue, exp = write
-                                ok = shard.write_locked(leaf, key, h, kind, value, ivalue, exp)
+                                ok = shard.write_locked(leaf, key, h, kind, value, ivalue,
+                                                        exp, log=False, logged_at=at)
                                 assert ok, "room was ensured before writing"
                                 logical += len(key) + (len(value) if value else 8)
                         meta.stats[shard.no * 8 + S_LOGICAL] += logical
-                        return
+                    else:
+                        db._store.kick_flusher(shard.no)
             finally:
                 shard.lock.release()
+            if end > 0:
+                if db._sync and muts:
+                    shard.flusher.wait_durable(end)
+                return
             if missing is not None:
                 db._store.open_segments(meta.segs_of(missing))
             else:

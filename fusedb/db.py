@@ -18,7 +18,8 @@ from . import scan as _scan
 from .batch import Batch
 from .entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT, KIND_VALUE, key_hash
 from .errors import ClosedError, FuseDBKeyError, IntegerOverflowError, InvalidArgumentError, \
-    KeyTooLargeError, KeyTypeError, ValueTooLargeError, ValueTypeError, WriteStallError
+    KeyTooLargeError, KeyTypeError, ValueTooLargeError, ValueTypeError, WriteStallError, \
+    DiskError
 from .options import Options
 from .router.routing import RouteCache
 from .shard.shard import NEED_SEGMENTS, segment_entry
@@ -68,6 +69,7 @@ class FuseDB:
         self._max_key = opts.max_key_size
         self._max_value = opts.max_value_size
         self._clock = opts.clock
+        self._sync = opts.durability == "sync"
         self._closed = False
         self.path = store.path
 
@@ -107,6 +109,9 @@ class FuseDB:
         """Wait a little for the worker to free buffer memory; raise once the wait
         passes ``write_timeout``. Returns the deadline for the next call."""
         now = time.monotonic()
+        if shard.flusher.error is not None:
+            raise DiskError(f"the WAL cannot be written ({shard.flusher.error}); the write "
+                            f"was not applied; reads still work") from shard.flusher.error
         if deadline is None:
             return now + self._opts.write_timeout
         if now > deadline:
@@ -129,6 +134,7 @@ class FuseDB:
             ver, leaf = routes.route(key)
             shard = self._shards[self._meta.shard[leaf]]
             need = False
+            end = 0
             shard.lock.acquire()
             try:
                 if not routes.valid(ver):
@@ -141,12 +147,16 @@ class FuseDB:
                     if write is None:
                         return result
                     kind, value, ivalue, exp = write
-                    if shard.write_locked(leaf, key, h, kind, value, ivalue, exp):
+                    end = shard.write_locked(leaf, key, h, kind, value, ivalue, exp)
+                    if end:
                         self._meta.stats[shard.no * 8 + S_LOGICAL] += len(key) + (
                             len(value) if value is not None else 8 if kind == KIND_INT else 0)
-                        return result
             finally:
                 shard.lock.release()
+            if end:
+                if self._sync:
+                    shard.flusher.wait_durable(end)
+                return result
             if need:
                 self._store.open_segments(self._meta.segs_of(leaf))
             else:
@@ -173,11 +183,15 @@ class FuseDB:
             try:
                 if not routes.valid(ver):
                     continue
-                if shard.write_locked(leaf, key, h, KIND_VALUE, value, 0, exp):
+                end = shard.write_locked(leaf, key, h, KIND_VALUE, value, 0, exp)
+                if end:
                     meta.stats[shard.no * 8 + S_LOGICAL] += len(key) + len(value)
-                    return
             finally:
                 lock.release()
+            if end:
+                if self._sync:
+                    shard.flusher.wait_durable(end)
+                return
             deadline = self._stall(shard, deadline)
 
     def get(self, key, default=None):
@@ -235,12 +249,17 @@ class FuseDB:
         h = key_hash(key)
         ver, leaf = self._routes.route(key)
         shard = self._shards[self._meta.shard[leaf]]
+        new = None
         with shard.lock:
             if self._routes.valid(ver):
                 new = shard.incr_in_place_locked(leaf, key, h, delta, now)
                 if new is not None:
                     self._meta.stats[shard.no * 8 + S_LOGICAL] += len(key) + 8
-                    return new
+                    end = shard.last_end
+        if new is not None:
+            if self._sync:
+                shard.flusher.wait_durable(end)
+            return new
         return self._read_modify_write(key, ops.op_incr(key, delta, now))
 
     def decr(self, key, delta: int = 1) -> int:

@@ -72,6 +72,14 @@ class CorruptionError(FuseDBError):
         return (type(self), (self.args[0], self.path, self.offset))
 
 
+class DiskError(FuseDBError, OSError):
+    """Raised to a writer when the WAL cannot be written or fsynced (ENOSPC, EIO).
+
+    The database stays readable; the flusher keeps retrying, and once the disk
+    accepts writes again nothing acknowledged is lost. In ``sync`` mode the write
+    that gets this error was not acknowledged."""
+
+
 class LockedError(FuseDBError):
     """Raised when the database directory is already open by another live process."""
 

@@ -54,6 +54,14 @@ class Options:
     write_timeout: float = 10.0
     #: Worker wake-up period when nothing signals it.
     merge_tick: float = 0.05
+    #: Durability mode: "sync", "interval" or "none" (see README, "Durability").
+    durability: str = "interval"
+    #: In "interval" mode, the longest time between two WAL fsyncs.
+    sync_interval: float = 0.1
+    #: Size of each shard's WAL ring in shared memory (multiple of 16).
+    wal_ring_bytes: int = 4 * MiB
+    #: A WAL file is closed and a new one started past this size.
+    wal_file_bytes: int = 64 * MiB
     #: Time source for TTLs (seconds, float). Tests inject a fake clock.
     clock: Callable[[], float] = field(default=time.time, compare=False)
 
@@ -64,13 +72,18 @@ class Options:
                 if not callable(v):
                     raise InvalidArgumentError("clock must be callable")
                 continue
+            if f.name == "durability":
+                if v not in ("sync", "interval", "none"):
+                    raise InvalidArgumentError(
+                        f"durability must be 'sync', 'interval' or 'none', got {v!r}")
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise InvalidArgumentError(f"option {f.name} must be a number, got {v!r}")
             if v <= 0:
                 raise InvalidArgumentError(f"option {f.name} must be positive, got {v!r}")
         ints = ("max_key_size", "max_value_size", "shards", "buffer_bytes", "buffer_slots",
                 "arena_bytes", "leaf_max_bytes", "hot_fills", "min_split_entries",
-                "max_segments", "max_leaves")
+                "max_segments", "max_leaves", "wal_ring_bytes", "wal_file_bytes")
         for name in ints:
             if not isinstance(getattr(self, name), int):
                 raise InvalidArgumentError(f"option {name} must be an int")
@@ -84,6 +97,10 @@ class Options:
             raise InvalidArgumentError("buffer_slots must be >= 4")
         if self.arena_bytes // self.buffer_bytes < 2:
             raise InvalidArgumentError("arena_bytes must hold at least 2 buffers")
+        if self.wal_ring_bytes % 16 or self.wal_ring_bytes < 4 * (self.max_key_size +
+                                                                  self.max_value_size + 64):
+            raise InvalidArgumentError("wal_ring_bytes must be a multiple of 16 holding at "
+                                       "least four of the largest records")
         if self.min_split_entries < 2:
             raise InvalidArgumentError("min_split_entries must be >= 2")
         if self.low_free_fraction >= 1:

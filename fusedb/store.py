@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from . import manifest
-from .errors import FuseDBError, LockedError
+from .errors import DiskError, FuseDBError, LockedError
 from .manifest import LeafRecord, ManifestData
 from .options import Options
 from .segment import Segment, file_name
@@ -36,6 +36,10 @@ from .shard.shard import Shard
 from .shard.worker import Worker
 from .shm import region
 from .shm.arena import Arena
+from .wal import recovery
+from .wal.reader import list_files as list_wal_files
+from .wal.ring import R_FILE_NO, R_HEAD, Ring
+from .wal.writer import Flusher
 from .shm.meta import MAX_SEGS, M_NEXT_LEAF, M_NEXT_SEG, M_NLEAVES, Meta
 
 LOCK_FILE = "LOCK"
@@ -61,6 +65,8 @@ class Store:
         self._segcache_lock = threading.Lock()
         self._manifest_lock = threading.Lock()
         self.workers: list[Worker] = []
+        self.flushers: list[Flusher] = []
+        self.replayed = 0
         self._lockfd = os.open(os.path.join(self.path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -83,6 +89,7 @@ class Store:
     def _open(self) -> None:
         opts = self.opts
         self.tag = region.tag_for(self.path)
+        recovery.salvage(self.tag, self.path)
         region.remove_leftovers(self.tag)
         man = manifest.read(self.path)
         if man is None:
@@ -93,6 +100,9 @@ class Store:
         for segid in sorted(referenced):
             self.segcache[segid] = Segment(os.path.join(self.path, file_name(segid)), segid)
         self._remove_garbage(referenced)
+        self.replayed, next_wal = recovery.replay(self.path, man, self.segcache, opts.clock())
+        referenced = {s for lf in man.leaves for s in lf.segs}
+        first_wal_no = max(next_wal.values(), default=0)
         nleaves = len(man.leaves)
         max_key = max([opts.max_key_size] + [len(lf.lo) for lf in man.leaves])
         max_leaves = max(opts.max_leaves, nleaves)
@@ -110,7 +120,10 @@ class Store:
             arena = Arena(nm(self.tag, f"arena{i}"), opts.slabs_per_arena, opts.buffer_bytes,
                           opts.buffer_slots, create=True)
             self._unlink.append(("shm", nm(self.tag, f"arena{i}")))
-            self.shards.append(Shard(self, i, threading.Lock(), arena))
+            ring = Ring(nm(self.tag, f"wal{i}"), opts.wal_ring_bytes, create=True)
+            self._unlink.append(("shm", nm(self.tag, f"wal{i}")))
+            ring.hdr[R_FILE_NO] = first_wal_no
+            self.shards.append(Shard(self, i, threading.Lock(), arena, ring))
         # Leaves keep their shard if the shard count is unchanged; otherwise they are
         # dealt out again in contiguous runs (buffers are empty at open, so it is free).
         keep = man.options.get("shards") == opts.shards
@@ -120,6 +133,12 @@ class Store:
         meta.route_set([(lf.lo, i) for i, lf in enumerate(man.leaves)])
         meta.hdr[M_NEXT_LEAF] = nleaves
         meta.hdr[M_NEXT_SEG] = max([man.next_seg] + [s + 1 for s in referenced])
+        for shard in self.shards:
+            f = Flusher(self.path, shard.no, shard.ring, opts.durability, opts.sync_interval,
+                        opts.wal_file_bytes)
+            shard.flusher = f
+            self.flushers.append(f)
+            f.start()
         for shard in self.shards:
             w = Worker(self, shard)
             self.workers.append(w)
@@ -143,6 +162,10 @@ class Store:
     def wake(self, shard_no: int) -> None:
         if self.workers:
             self.workers[shard_no].wakeup.set()
+
+    def kick_flusher(self, shard_no: int) -> None:
+        if self.flushers:
+            self.flushers[shard_no].kick.set()
 
     def fail(self, error: BaseException) -> None:
         if self.error is None:
@@ -187,7 +210,10 @@ class Store:
         """After a merge or split published: make the manifest durable, then delete
         the segment files it no longer names (never before: a crash in between
         would leave a manifest naming deleted files)."""
-        referenced = self.write_manifest()
+        referenced, floors = self.write_manifest()
+        for shard, floor in zip(self.shards, floors):
+            if shard.flusher is not None:
+                shard.flusher.truncate(floor)
         for segid in replaced:
             if segid not in referenced:
                 with self._segcache_lock:
@@ -214,6 +240,16 @@ class Store:
         meta = self.meta
         mk = meta.max_key
         with self.all_shard_locks():
+            # WAL floor per shard: the first record of any buffer not merged yet.
+            floors = [shard.ring.hdr[R_HEAD] for shard in self.shards]
+            for shard in self.shards:
+                for leaf in range(meta.hdr[M_NEXT_LEAF]):
+                    if meta.shard[leaf] != shard.no:
+                        continue
+                    for sid in (meta.active[leaf], meta.frozen[leaf]):
+                        if sid >= 0 and shard.slabs[sid].used():
+                            floors[shard.no] = min(floors[shard.no],
+                                                   shard.slabs[sid].first_pos())
             n = meta.hdr[M_NLEAVES]
             nl = meta.hdr[M_NEXT_LEAF]
             next_seg = meta.hdr[M_NEXT_SEG]
@@ -236,14 +272,15 @@ class Store:
             leaves.append(LeafRecord(bounds[i * mk:i * mk + int(blen_a[i])], int(mseq_a[leaf]),
                                      [int(s) for s in segs_a[leaf, :int(nsegs_a[leaf])]],
                                      int(shard_a[leaf])))
-        return ManifestData(leaves, int(next_seg), {"shards": self.opts.shards})
+        return ManifestData(leaves, int(next_seg), {"shards": self.opts.shards}), floors
 
-    def write_manifest(self) -> set[int]:
-        """Write the manifest; return the segment ids it names."""
+    def write_manifest(self) -> tuple[set[int], list[int]]:
+        """Write the manifest; return the segment ids it names and, per shard, the
+        WAL position below which every record is materialised in those segments."""
         with self._manifest_lock:
-            data = self.manifest_data()
+            data, floors = self.manifest_data()
             manifest.write(self.path, data)
-        return {s for lf in data.leaves for s in lf.segs}
+        return {s for lf in data.leaves for s in lf.segs}, floors
 
     # -- close --------------------------------------------------------------------------
 
@@ -253,16 +290,31 @@ class Store:
         if self.meta is None:
             return
         _open_stores.discard(self)
+        disk_error = None
         try:
             for w in self.workers:
                 w.stop()
             self.workers = []
-            if self.error is None:
+            # WAL first: what the ring holds reaches the file before merging, so a
+            # failure below still leaves every acknowledged write in the log.
+            for f in self.flushers:
+                try:
+                    f.stop()
+                except DiskError as e:
+                    disk_error = disk_error or e
+            self.flushers = []
+            if self.error is None and disk_error is None:
                 self._flush_all()
                 self.write_manifest()
+                # Every record is now in a segment named by a durable manifest.
+                for files in list_wal_files(self.path).values():
+                    for _no, path in files:
+                        os.unlink(path)
         finally:
             self._release_shm()
         self.check()
+        if disk_error is not None:
+            raise disk_error
 
     def _flush_all(self) -> None:
         """Close-time flush, run by the closing thread after the workers stopped."""
@@ -285,11 +337,19 @@ class Store:
         for w in self.workers:
             w.stop()
         self.workers = []
+        for f in self.flushers:
+            f.stopping.set()
+            f.kick.set()
+            f.join()
+            if f.fd >= 0:
+                os.close(f.fd)
+        self.flushers = []
         for seg in self.segcache.values():
             seg.close()
         self.segcache.clear()
         for shard in self.shards:
             shard.arena.close()
+            shard.ring.close()
         self.shards = []
         if self.meta is not None:
             self.meta.close()

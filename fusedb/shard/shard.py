@@ -24,7 +24,8 @@ from ..merge import cut, merge_runs, split_point
 from ..segment import file_name, write_segment
 from ..shm.meta import M_NLEAVES, M_ROUTE_VER, S_FREEZES, S_MERGES, \
     S_SEG_BYTES, S_SEG_FILES, S_SPLITS
-from ..shm.slab import H_REFS, H_STATE, STATE_FROZEN
+from ..shm.slab import H_REFS, H_STATE, H_USED, STATE_FROZEN
+from ..wal.ring import R_HEAD
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -34,11 +35,14 @@ NEED_SEGMENTS = object()
 
 
 class Shard:
-    def __init__(self, store: "Store", no: int, lock, arena):
+    def __init__(self, store: "Store", no: int, lock, arena, ring):
         self.store = store
         self.no = no
         self.lock = lock
         self.arena = arena
+        self.ring = ring
+        self.flusher = None   # set by the store once the flusher runs
+        self.last_end = 0   # WAL position of the last in-place incr (read under the lock)
         self.slabs = arena.slabs
         self.meta = store.meta
         self.low_free = max(1, int(store.opts.low_free_fraction * arena.nslabs))
@@ -59,42 +63,56 @@ class Shard:
         self.store.wake(self.no)
 
     def write_locked(self, leaf: int, key: bytes, h: int, kind: int, value: bytes | None,
-                     ivalue: int, exp: float) -> bool:
-        """Apply one mutation to the leaf's active buffer. False: no room now (the
-        caller releases the lock, waits for the worker, and retries)."""
+                     ivalue: int, exp: float, log: bool = True, logged_at: int = 0) -> int:
+        """Log one mutation to the WAL ring, then apply it to the leaf's active
+        buffer (WAL first: invariant 1). Returns the WAL stream position after the
+        record (truthy), or 0 if there is no room now in the buffers or the ring:
+        the caller releases the lock, waits, and retries; nothing was written.
+        ``log=False`` applies without logging: a batch logged its record already,
+        at stream position ``logged_at``."""
         meta = self.meta
         sid = meta.active[leaf]
         if sid < 0:
             sid = self.arena.alloc(leaf)
             if sid < 0:
                 self.store.wake(self.no)
-                return False
+                return 0
             meta.active[leaf] = sid
             if self.arena.free_count() < self.low_free:
                 self.store.wake(self.no)
         slab = self.slabs[sid]
-        seq = meta.seq[leaf] + 1
         s = slab.find(key, h)
+        vlen = 8 if kind == KIND_INT else (len(value) if value is not None else 0)
+        if not slab.fits(s, len(key), vlen):
+            if meta.frozen[leaf] >= 0:
+                self.store.wake(self.no)
+                return 0
+            self.freeze_locked(leaf)
+            sid = self.arena.alloc(leaf)
+            if sid < 0:
+                return 0
+            meta.active[leaf] = sid
+            slab = self.slabs[sid]
+            s = slab.find(key, h)
+        seq = meta.seq[leaf] + 1
+        ring = self.ring
+        start = ring.hdr[R_HEAD] if log else logged_at
+        end = start
+        if log:
+            end = ring.append(seq, exp, kind, key, value, ivalue)
+            if end < 0:
+                self.store.kick_flusher(self.no)
+                return 0
+        if slab.hdr[H_USED] == 0:
+            slab.set_first_pos(start)
         if s >= 0:
             ok = slab.update(s, seq, exp, kind, value, ivalue)
         else:
             ok = slab.insert(-1 - s, key, h, seq, exp, kind, value, ivalue)
-        if not ok:
-            if meta.frozen[leaf] >= 0:
-                self.store.wake(self.no)
-                return False
-            self.freeze_locked(leaf)
-            sid = self.arena.alloc(leaf)
-            if sid < 0:
-                return False
-            meta.active[leaf] = sid
-            slab = self.slabs[sid]
-            s = slab.find(key, h)
-            ok = slab.insert(-1 - s, key, h, seq, exp, kind, value, ivalue)
-            assert ok, "an empty buffer holds any entry within the size limits"
+        assert ok, "fits() promised room"
         meta.seq[leaf] = seq
         meta.writes[leaf] += 1
-        return True
+        return end or 1
 
     def incr_in_place_locked(self, leaf: int, key: bytes, h: int, delta: int, now: float):
         """In-buffer merge: if ``key`` is a live counter in the active buffer, add
@@ -115,6 +133,10 @@ class Shard:
         if new < INT64_MIN or new > INT64_MAX:
             return None
         seq = self.meta.seq[leaf] + 1
+        end = self.ring.append(seq, exp, KIND_INT, key, None, new)
+        if end < 0:
+            return None
+        self.last_end = end
         slab.heap_q[q] = new
         slab.seq[s] = seq
         self.meta.seq[leaf] = seq

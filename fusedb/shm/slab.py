@@ -4,7 +4,9 @@ and a byte heap. This module is the per-operation hot path.
 Layout (docs/format.md, "Buffer slab"), offsets from the slab start::
 
     header  u32[16]    [0] leaf id, [1] slots used, [2] heap bytes used, [3] state,
-                       [4] leaves whose frozen buffer this is (2 just after a split)
+                       [4] leaves whose frozen buffer this is (2 just after a split),
+                       [5],[6] low and high 32 bits of the WAL stream position of the
+                       first record applied to this buffer (WAL truncation floor)
     index   u32[cap]   open addressing, linear probe on (hash & (cap-1)); 0 = empty,
                        else slot number + 1. cap = power of two >= 2 * slots.
     hash    u64[S]     slot columns (S = slots): key hash,
@@ -35,7 +37,7 @@ from ..entry import KIND_INT
 from ..run import Run
 
 HEADER_BYTES = 64
-H_LEAF, H_USED, H_HEAP, H_STATE, H_REFS = 0, 1, 2, 3, 4
+H_LEAF, H_USED, H_HEAP, H_STATE, H_REFS, H_FIRST_LO, H_FIRST_HI = 0, 1, 2, 3, 4, 5, 6
 
 STATE_FREE, STATE_ACTIVE, STATE_FROZEN = 0, 1, 2
 
@@ -162,6 +164,23 @@ class Slab:
         hdr[H_USED] = s + 1
         hdr[H_HEAP] = end
         return True
+
+    def fits(self, s: int, klen: int, vlen: int) -> bool:
+        """Whether writing a value of ``vlen`` bytes at slot ``s`` (or, for ``s < 0``,
+        inserting a key of ``klen`` bytes) will succeed. Mirrors insert/update."""
+        hdr = self.hdr
+        vcap = (vlen + 7) & ~7 or 8
+        if s >= 0:
+            return vlen <= self.vcap[s] or ((hdr[H_HEAP] + 7) & ~7) + vcap <= self.heap_bytes
+        return (hdr[H_USED] < self.nslots
+                and ((hdr[H_HEAP] + klen + 7) & ~7) + vcap <= self.heap_bytes)
+
+    def set_first_pos(self, pos: int) -> None:
+        self.hdr[H_FIRST_LO] = pos & 0xFFFFFFFF
+        self.hdr[H_FIRST_HI] = pos >> 32
+
+    def first_pos(self) -> int:
+        return self.hdr[H_FIRST_LO] | (self.hdr[H_FIRST_HI] << 32)
 
     def update(self, s: int, seq: int, exp: float, kind: int, value: bytes | None,
                ivalue: int) -> bool:

@@ -1,0 +1,124 @@
+"""Recovery at open: salvage rings a killed process left in shared memory, then
+fold the WAL into the leaves' segments.
+
+1. *Salvage.* For each ``wal<i>`` ring of a crashed run still in /dev/shm, the
+   bytes ``[flushed, head)`` (acknowledged but not yet written) are appended to
+   that shard's current WAL file, after cutting the file back to ``flushed`` (a
+   flusher killed mid-write may have left a partial copy).
+2. *Replay.* Every WAL file is framed (a torn tail of a shard's last file is cut
+   off; other damage raises CorruptionError), all mutations are decoded into one
+   run, deduplicated newest-first, cut by leaf, and the entries newer than the
+   leaf's materialised seqno are merged into a new segment for the leaf:
+   vectorised, one merge per touched leaf.
+3. The manifest is written, then the WAL files are deleted.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import manifest as manifest_mod
+from ..fileio import fsync_dir
+from ..manifest import ManifestData
+from ..merge import cut, merge_runs
+from ..segment import Segment, file_name as seg_file_name, write_segment
+from ..shm import region
+from .format import FILE_HEADER, MAGIC, VERSION, file_name
+from .reader import decode, fill_hashes, list_files, read_file
+from .ring import R_FILE_NO, R_FILE_START, R_FLUSHED, R_HEAD, Ring
+
+
+def salvage(tag: str, dirpath: str) -> int:
+    """Append what stale rings hold to their WAL files; return bytes salvaged."""
+    total = 0
+    for kind, nm in region.leftovers(tag):
+        what = nm.rsplit("-", 1)[-1]
+        if kind != "shm" or not what.startswith("wal") or not what[3:].isdigit():
+            continue
+        shard = int(what[3:])
+        try:
+            ring = Ring(nm)
+        except ValueError:
+            continue   # another layout version: nothing we can read
+        try:
+            hdr = ring.hdr
+            head, flushed = hdr[R_HEAD], hdr[R_FLUSHED]
+            path = os.path.join(dirpath, file_name(shard, hdr[R_FILE_NO]))
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if os.fstat(fd).st_size < FILE_HEADER.size:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, FILE_HEADER.pack(MAGIC, VERSION, shard, hdr[R_FILE_NO],
+                                                  hdr[R_FILE_START]))
+                keep = FILE_HEADER.size + (flushed - hdr[R_FILE_START])
+                if os.fstat(fd).st_size > keep:
+                    os.ftruncate(fd, keep)
+                os.lseek(fd, 0, os.SEEK_END)
+                for chunk in ring.chunks(flushed, head):
+                    view = chunk
+                    while len(view):
+                        view = view[os.write(fd, view):]
+                    chunk.release()
+                    total += len(chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            ring.close()
+    if total:
+        fsync_dir(dirpath)
+    return total
+
+
+def replay(dirpath: str, man: ManifestData, segments: dict[int, Segment],
+           now: float) -> tuple[int, dict[int, int]]:
+    """Fold every WAL file of ``dirpath`` into ``man``'s leaves (updating ``man`` and
+    ``segments`` in place, writing the manifest if anything changed) and delete
+    the files. Returns (mutations replayed, next WAL file number per shard)."""
+    files = list_files(dirpath)
+    next_no = {shard: lst[-1][0] + 1 for shard, lst in files.items()}
+    wfs = []
+    for shard, lst in files.items():
+        for i, (_no, path) in enumerate(lst):
+            wf = read_file(path, last=i == len(lst) - 1)
+            wfs.append(wf)
+    run = decode(wfs)
+    n = len(run)
+    replaced: list[int] = []
+    if n:
+        newest_first = run.take(np.arange(n - 1, -1, -1))
+        latest = merge_runs([newest_first], now, drop_dead=False)
+        for i, leaf in enumerate(man.leaves):
+            hi = man.leaves[i + 1].lo if i + 1 < len(man.leaves) else None
+            part = cut(latest, leaf.lo, hi)
+            if len(part):
+                part = part.take(np.flatnonzero(part.seq > np.uint64(leaf.seq)))
+            if not len(part):
+                continue
+            runs = [part] + [segments[s].to_run() for s in leaf.segs]
+            out = fill_hashes(merge_runs(runs, now, drop_dead=True))
+            new = []
+            if len(out):
+                segid = man.next_seg
+                man.next_seg += 1
+                write_segment(os.path.join(dirpath, seg_file_name(segid)), out)
+                segments[segid] = Segment(os.path.join(dirpath, seg_file_name(segid)), segid)
+                new = [segid]
+            del runs, out
+            replaced += leaf.segs
+            leaf.segs = new
+            leaf.seq = max(leaf.seq, int(part.seq.max()))
+        del latest, newest_first
+    del run
+    if n or replaced:
+        manifest_mod.write(dirpath, man)
+    for segid in replaced:
+        segments.pop(segid).close()
+        os.unlink(os.path.join(dirpath, seg_file_name(segid)))
+    for wf in wfs:
+        os.unlink(wf.path)
+    if wfs:
+        fsync_dir(dirpath)
+    return n, next_no

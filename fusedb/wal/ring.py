@@ -1,0 +1,168 @@
+"""The WAL ring: a shard's log records in shared memory, appended by writers under
+the shard lock, moved to WAL files by the flusher.
+
+Layout (docs/format.md, "WAL ring")::
+
+    header u64[16]  [0] magic "FUSERNG1", [1] version, [2] capacity (bytes, multiple of 16),
+                    [3] head: stream position after the last complete record,
+                    [4] flushed: stream position written to the WAL file,
+                    [5] durable: stream position fsynced,
+                    [6] next LSN, [7] current WAL file number, [8] its start position
+    data  from offset 4096: stream position p is at data[p % capacity]
+
+Positions only grow. Writers own ``head`` (under the shard lock) and publish it
+only after the record is complete, so everything below ``head`` is whole records;
+the flusher owns ``flushed`` and ``durable``. ``head - flushed <= capacity``: a
+writer that finds no room gets -1 and waits (back-pressure, never a dropped
+record). The ring outlives a killed process in /dev/shm: the next open appends
+``[flushed, head)`` to the WAL file before replaying (salvage).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import xxhash
+
+from ..entry import KIND_INT
+from ..shm.region import Region
+from .format import BODY_HEADER, MUTATION, RECORD_HEADER, T_MUTATIONS, T_PAD, pad8, pad16
+
+MAGIC = struct.unpack("<Q", b"FUSERNG1")[0]
+LAYOUT_VERSION = 1
+DATA_OFF = 4096
+R_MAGIC, R_VERSION, R_CAP, R_HEAD, R_FLUSHED, R_DURABLE, R_LSN, R_FILE_NO, R_FILE_START = range(9)
+_ZEROS = bytes(16)
+_hash = xxhash.xxh3_64_intdigest
+_pack_rec = RECORD_HEADER.pack_into
+_pack_body = BODY_HEADER.pack_into
+_pack_mut = MUTATION.pack_into
+_pack_q = struct.Struct("<Q").pack_into
+
+
+class Ring:
+    def __init__(self, nm: str, capacity: int = 0, create: bool = False):
+        if create:
+            assert capacity % 16 == 0
+            self.region = Region(nm, DATA_OFF + capacity)
+        else:
+            self.region = Region(nm)
+        buf = self.region.buf
+        self.hdr = buf[0:128].cast("Q")
+        if create:
+            self.hdr[R_MAGIC] = MAGIC
+            self.hdr[R_VERSION] = LAYOUT_VERSION
+            self.hdr[R_CAP] = capacity
+        elif self.hdr[R_MAGIC] != MAGIC or self.hdr[R_VERSION] != LAYOUT_VERSION:
+            raise ValueError(f"shared memory {nm} is not a FuseDB WAL ring of this version")
+        self.cap = self.hdr[R_CAP]
+        self.data = buf[DATA_OFF:DATA_OFF + self.cap]
+
+    def close(self) -> None:
+        self.data.release()
+        self.hdr.release()
+        self.region.close()
+
+    # -- writers, under the shard lock -------------------------------------------------
+
+    def _reserve(self, total: int) -> int:
+        """Data offset for a record of ``total`` bytes, writing a PAD record first if
+        it would cross the end; -1 if the ring has no room."""
+        hdr = self.hdr
+        head = hdr[R_HEAD]
+        cap = self.cap
+        off = head % cap
+        padlen = cap - off if off + total > cap else 0
+        if head + padlen + total - hdr[R_FLUSHED] > cap:
+            return -1
+        if padlen:
+            d = self.data
+            _pack_rec(d, off, 0, padlen - 16, T_PAD)
+            _pack_q(d, off, _hash(d[off + 8:off + 16]))
+            hdr[R_HEAD] = head + padlen
+            off = 0
+        return off
+
+    def append(self, seq: int, exp: float, kind: int, key: bytes, value: bytes | None,
+               ivalue: int) -> int:
+        """Log one mutation; returns the stream position after it, or -1 (no room)."""
+        klen = len(key)
+        if kind == KIND_INT:
+            value = ivalue.to_bytes(8, "little", signed=True)
+        vlen = len(value) if value is not None else 0
+        body = 40 + ((klen + vlen + 7) & ~7)
+        total = (body + 31) & ~15
+        off = self._reserve(total)
+        if off < 0:
+            return -1
+        d = self.data
+        hdr = self.hdr
+        lsn = hdr[R_LSN]
+        _pack_body(d, off + 16, lsn, 1, 0)
+        _pack_mut(d, off + 32, seq, exp, kind, 0, klen, vlen)
+        p = off + 56
+        d[p:p + klen] = key
+        p += klen
+        if vlen:
+            d[p:p + vlen] = value
+            p += vlen
+        end = off + 16 + body
+        if p < end:
+            d[p:end] = _ZEROS[:end - p]
+        _pack_rec(d, off, 0, body, T_MUTATIONS)
+        _pack_q(d, off, _hash(d[off + 8:end]))
+        hdr[R_LSN] = lsn + 1
+        pos = hdr[R_HEAD] + total
+        hdr[R_HEAD] = pos
+        return pos
+
+    def append_many(self, muts: list[tuple]) -> int:
+        """Log several mutations (seq, exp, kind, key, value, ivalue) as one atomic
+        record; returns the stream position after it, or -1 (no room)."""
+        parts = []
+        for seq, exp, kind, key, value, ivalue in muts:
+            if kind == KIND_INT:
+                value = ivalue.to_bytes(8, "little", signed=True)
+            parts.append((seq, exp, kind, key, value or b""))
+        body = 16 + sum(MUTATION.size + pad8(len(k) + len(v)) for _s, _e, _k, k, v in parts)
+        total = pad16(16 + body)
+        if total > self.cap // 2:
+            raise ValueError("batch too large for the WAL ring")
+        off = self._reserve(total)
+        if off < 0:
+            return -1
+        d = self.data
+        hdr = self.hdr
+        lsn = hdr[R_LSN]
+        _pack_body(d, off + 16, lsn, len(parts), 0)
+        p = off + 32
+        for seq, exp, kind, key, value in parts:
+            _pack_mut(d, p, seq, exp, kind, 0, len(key), len(value))
+            p += MUTATION.size
+            n = len(key) + len(value)
+            d[p:p + n] = key + value
+            q = p + pad8(n)
+            d[p + n:q] = _ZEROS[:q - p - n]
+            p = q
+        end = off + 16 + body
+        _pack_rec(d, off, 0, body, T_MUTATIONS)
+        _pack_q(d, off, _hash(d[off + 8:end]))
+        hdr[R_LSN] = lsn + 1
+        pos = hdr[R_HEAD] + total
+        hdr[R_HEAD] = pos
+        return pos
+
+    def free(self) -> int:
+        return self.cap - (self.hdr[R_HEAD] - self.hdr[R_FLUSHED])
+
+    # -- flusher -----------------------------------------------------------------------
+
+    def chunks(self, start: int, end: int) -> list[memoryview]:
+        """The stream bytes [start, end) as at most two views of the ring."""
+        cap = self.cap
+        a, b = start % cap, end % cap
+        if end - start == 0:
+            return []
+        if a < b or (b == 0 and end > start):
+            return [self.data[a:b or cap]]
+        return [self.data[a:cap], self.data[0:b]]

@@ -1,0 +1,151 @@
+"""The flusher: moves a shard's WAL ring to WAL files and applies the durability
+mode. One thread per shard in embedded mode.
+
+Modes (option ``durability``):
+
+* ``sync``: writers wait, after releasing the shard lock, until their record is
+  fsynced. The flusher fsyncs whatever the ring holds at once, so concurrent
+  writers share one fsync (group commit).
+* ``interval``: the ring is written to the file every ``flush_tick`` and fsynced
+  at least every ``sync_interval`` seconds.
+* ``none``: written every ``flush_tick``, fsynced only when a file is rotated or
+  the database closes.
+
+In every mode an acknowledged write is in the ring, which survives the death of
+the process in /dev/shm; the modes differ in what survives the loss of the OS.
+
+A disk error (ENOSPC, EIO) stops the flusher's progress, not the database: the
+error is recorded, writers get it as :class:`fusedb.errors.DiskError` once the
+ring is full (or at once in ``sync`` mode), reads go on, and the flusher retries.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from ..errors import DiskError
+from ..fileio import fsync_dir
+from .format import FILE_HEADER, MAGIC, VERSION, file_name
+from .ring import R_DURABLE, R_FILE_NO, R_FILE_START, R_FLUSHED, R_HEAD, Ring
+
+MODES = ("sync", "interval", "none")
+
+
+class Flusher(threading.Thread):
+    def __init__(self, dirpath: str, shard: int, ring: Ring, mode: str, sync_interval: float,
+                 file_bytes: int, flush_tick: float = 0.005):
+        super().__init__(name=f"fusedb-flusher-{shard}", daemon=True)
+        self.dirpath = dirpath
+        self.shard = shard
+        self.ring = ring
+        self.mode = mode
+        self.sync_interval = sync_interval
+        self.file_bytes = file_bytes
+        self.flush_tick = flush_tick
+        self.kick = threading.Event()
+        self.stopping = threading.Event()
+        self.cond = threading.Condition()
+        self.error: OSError | None = None
+        self.fd = -1
+        self._last_sync = time.monotonic()
+        #: (file number, start position) of every WAL file of this run, oldest first.
+        self.files: list[tuple[int, int]] = []
+        self._open_current()
+
+    # -- files ---------------------------------------------------------------------------
+
+    def _open_current(self) -> None:
+        hdr = self.ring.hdr
+        path = os.path.join(self.dirpath, file_name(self.shard, hdr[R_FILE_NO]))
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if os.fstat(self.fd).st_size == 0:
+            os.write(self.fd, FILE_HEADER.pack(MAGIC, VERSION, self.shard, hdr[R_FILE_NO],
+                                               hdr[R_FILE_START]))
+            os.fsync(self.fd)
+            fsync_dir(self.dirpath)
+        self.size = os.fstat(self.fd).st_size
+        self.files.append((hdr[R_FILE_NO], hdr[R_FILE_START]))
+
+    def _rotate(self) -> None:
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = -1
+        hdr = self.ring.hdr
+        hdr[R_DURABLE] = hdr[R_FLUSHED]
+        hdr[R_FILE_START] = hdr[R_FLUSHED]
+        hdr[R_FILE_NO] = hdr[R_FILE_NO] + 1
+        self._open_current()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        tick = self.flush_tick if self.mode != "sync" else 0.05
+        while not self.stopping.is_set():
+            self.kick.wait(tick)
+            self.kick.clear()
+            self.flush(fsync=self.mode == "sync" or (
+                self.mode == "interval"
+                and time.monotonic() - self._last_sync >= self.sync_interval))
+
+    def flush(self, fsync: bool) -> None:
+        """Write the ring to the file (and fsync if asked); record a disk error
+        instead of raising it, so the thread keeps retrying."""
+        hdr = self.ring.hdr
+        try:
+            head = hdr[R_HEAD]
+            flushed = hdr[R_FLUSHED]
+            if head > flushed:
+                for chunk in self.ring.chunks(flushed, head):
+                    view = chunk
+                    while len(view):
+                        n = os.write(self.fd, view)
+                        view = view[n:]
+                    chunk.release()
+                self.size += head - flushed
+                hdr[R_FLUSHED] = head
+            if fsync and hdr[R_DURABLE] < hdr[R_FLUSHED]:
+                target = hdr[R_FLUSHED]
+                os.fsync(self.fd)
+                hdr[R_DURABLE] = target
+                self._last_sync = time.monotonic()
+            elif fsync:
+                self._last_sync = time.monotonic()
+            if self.size >= self.file_bytes:
+                self._rotate()
+            self.error = None
+        except OSError as e:
+            self.error = e
+        with self.cond:
+            self.cond.notify_all()
+
+    def truncate(self, floor: int) -> None:
+        """Delete the WAL files whose records all lie below stream position ``floor``
+        (materialised in segments named by a durable manifest). Never the current file."""
+        while len(self.files) > 1 and self.files[1][1] <= floor:
+            no, _start = self.files.pop(0)
+            os.unlink(os.path.join(self.dirpath, file_name(self.shard, no)))
+
+    def wait_durable(self, pos: int) -> None:
+        """Block until stream position ``pos`` is fsynced (sync mode)."""
+        hdr = self.ring.hdr
+        self.kick.set()
+        with self.cond:
+            while hdr[R_DURABLE] < pos:
+                if self.error is not None:
+                    raise DiskError(f"the WAL could not be made durable: {self.error}") \
+                        from self.error
+                self.cond.wait(0.05)
+                self.kick.set()
+
+    def stop(self) -> None:
+        """Stop the thread after a last write and fsync; raise a disk error if any."""
+        self.stopping.set()
+        self.kick.set()
+        self.join()
+        self.flush(fsync=True)
+        os.close(self.fd)
+        self.fd = -1
+        if self.error is not None:
+            raise DiskError(f"the WAL could not be flushed: {self.error}") from self.error
