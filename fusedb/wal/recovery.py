@@ -57,11 +57,12 @@ def salvage(tag: str, dirpath: str) -> int:
                     os.ftruncate(fd, keep)
                 os.lseek(fd, 0, os.SEEK_END)
                 for chunk in ring.chunks(flushed, head):
-                    view = chunk
-                    while len(view):
-                        view = view[os.write(fd, view):]
-                    chunk.release()
                     total += len(chunk)
+                    done = 0
+                    while done < len(chunk):
+                        with chunk[done:] as rest:
+                            done += os.write(fd, rest)
+                    chunk.release()
                 os.fsync(fd)
             finally:
                 os.close(fd)

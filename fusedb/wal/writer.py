@@ -98,10 +98,10 @@ class Flusher(threading.Thread):
             flushed = hdr[R_FLUSHED]
             if head > flushed:
                 for chunk in self.ring.chunks(flushed, head):
-                    view = chunk
-                    while len(view):
-                        n = os.write(self.fd, view)
-                        view = view[n:]
+                    done = 0
+                    while done < len(chunk):
+                        with chunk[done:] as rest:
+                            done += os.write(self.fd, rest)
                     chunk.release()
                 self.size += head - flushed
                 hdr[R_FLUSHED] = head
