@@ -10,7 +10,7 @@ See README.md for the API and docs/design.md for how it works.
 
 from .batch import Batch
 from .db import TTL_MISSING, TTL_NONE, FuseDB, open
-from .errors import (ClosedError, CorruptionError, FuseDBError, FuseDBKeyError,
+from .errors import (ClosedError, CorruptionError, DiskError, FuseDBError, FuseDBKeyError,
                      IntegerOverflowError, InvalidArgumentError, KeyTooLargeError, KeyTypeError,
                      LockedError, NotAnIntegerError, ValueTooLargeError, ValueTypeError,
                      WriteStallError)
@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "open", "FuseDB", "Batch", "Options", "TTL_NONE", "TTL_MISSING",
-    "FuseDBError", "ClosedError", "CorruptionError", "FuseDBKeyError", "IntegerOverflowError",
+    "FuseDBError", "ClosedError", "CorruptionError", "DiskError", "FuseDBKeyError", "IntegerOverflowError",
     "InvalidArgumentError", "KeyTooLargeError", "KeyTypeError", "LockedError",
     "NotAnIntegerError", "ValueTooLargeError", "ValueTypeError", "WriteStallError",
 ]

@@ -1,11 +1,14 @@
 """The ``fusedb`` command.
 
     fusedb demo [PATH]    a small rate-limiter/session demo on PATH (default ./fusedb-data)
+    fusedb check PATH     verify every file of a closed database; exit 1 on damage
+    fusedb dump PATH      print manifest, segments and WAL records
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -51,10 +54,26 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="run a small demo on an embedded database")
     d.add_argument("path", nargs="?", default="fusedb-data")
     d.add_argument("--ops", type=int, default=100_000)
+    c = sub.add_parser("check", help="verify every file of a closed database")
+    c.add_argument("path")
+    u = sub.add_parser("dump", help="print manifest, segments and WAL records")
+    u.add_argument("path")
     args = ap.parse_args(argv)
     if args.cmd == "demo":
         return demo(args.path, args.ops)
-    return 2
+    from . import check as check_mod
+    if not os.path.isdir(args.path):
+        print(f"fusedb: {args.path}: not a directory", file=sys.stderr)
+        return 2
+    if args.cmd == "check":
+        problems = check_mod.check(args.path)
+        for p in problems:
+            print(p)
+        print("ok" if not problems else f"{len(problems)} problem(s)")
+        return 1 if problems else 0
+    for line in check_mod.dump(args.path):
+        print(line)
+    return 0
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ class FuseDB:
         """Wait a little for the worker to free buffer memory; raise once the wait
         passes ``write_timeout``. Returns the deadline for the next call."""
         now = time.monotonic()
-        if shard.flusher.error is not None:
+        if shard.flusher.error is not None and shard.ring.free() < shard.ring.cap // 2:
             raise DiskError(f"the WAL cannot be written ({shard.flusher.error}); the write "
                             f"was not applied; reads still work") from shard.flusher.error
         if deadline is None:

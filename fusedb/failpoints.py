@@ -5,7 +5,8 @@ is one dict lookup. Tests arm a point with a callable (which may block, sleep or
 raise) and must disarm it (``with armed(...)``).
 
 Points: ``merge.before_publish`` (a merge's or split's segments are written, not
-yet published).
+yet published); ``wal.write`` and ``wal.fsync`` (the flusher is about to write the
+ring to the WAL file / fsync it: raise OSError here to simulate ENOSPC or EIO).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import os
 import threading
 import time
 
+from .. import failpoints
 from ..errors import DiskError
 from ..fileio import fsync_dir
 from .format import FILE_HEADER, MAGIC, VERSION, file_name
@@ -48,6 +49,7 @@ class Flusher(threading.Thread):
         self.stopping = threading.Event()
         self.cond = threading.Condition()
         self.error: OSError | None = None
+        self.attempts = 0   # flush() calls so far (a writer raises only on a fresh failure)
         self.fd = -1
         self._last_sync = time.monotonic()
         #: (file number, start position) of every WAL file of this run, oldest first.
@@ -97,6 +99,7 @@ class Flusher(threading.Thread):
             head = hdr[R_HEAD]
             flushed = hdr[R_FLUSHED]
             if head > flushed:
+                failpoints.hit("wal.write")
                 for chunk in self.ring.chunks(flushed, head):
                     done = 0
                     while done < len(chunk):
@@ -107,6 +110,7 @@ class Flusher(threading.Thread):
                 hdr[R_FLUSHED] = head
             if fsync and hdr[R_DURABLE] < hdr[R_FLUSHED]:
                 target = hdr[R_FLUSHED]
+                failpoints.hit("wal.fsync")
                 os.fsync(self.fd)
                 hdr[R_DURABLE] = target
                 self._last_sync = time.monotonic()
@@ -117,6 +121,7 @@ class Flusher(threading.Thread):
             self.error = None
         except OSError as e:
             self.error = e
+        self.attempts += 1
         with self.cond:
             self.cond.notify_all()
 
@@ -131,9 +136,10 @@ class Flusher(threading.Thread):
         """Block until stream position ``pos`` is fsynced (sync mode)."""
         hdr = self.ring.hdr
         self.kick.set()
+        first = self.attempts
         with self.cond:
             while hdr[R_DURABLE] < pos:
-                if self.error is not None:
+                if self.error is not None and self.attempts > first:
                     raise DiskError(f"the WAL could not be made durable: {self.error}") \
                         from self.error
                 self.cond.wait(0.05)
