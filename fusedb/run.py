@@ -100,12 +100,21 @@ def fixed_width_keys(run: Run) -> np.ndarray:
     """Keys as a NUL-padded ``S<w>`` array. Sort by (this, klen) for exact byte order:
     padding makes b"a" and b"a\\0" equal here, and the length breaks the tie."""
     n = len(run)
-    w = int(run.klen.max()) if n else 1
-    w = max(w, 1)
-    mat = np.zeros((n, w), np.uint8)
-    packed, offsets = gather(run.kheap, run.kstart, run.klen)
-    if len(packed):
-        rows = np.repeat(np.arange(n, dtype=np.int64), run.klen)
-        cols = np.arange(len(packed), dtype=np.int64) - np.repeat(offsets[:-1], run.klen)
-        mat[rows, cols] = packed
-    return mat.view(f"S{w}").reshape(n)
+    w = max(int(run.klen.max()) if n else 1, 1)
+    if n == 0 or len(run.kheap) == 0:
+        return np.zeros((n, w), np.uint8).view(f"S{w}").reshape(n)
+    cols = np.arange(w, dtype=np.int64)
+    idx = run.kstart.astype(np.int64)[:, None] + cols
+    np.minimum(idx, len(run.kheap) - 1, out=idx)
+    mat = run.kheap[idx]
+    mat[cols[None, :] >= run.klen[:, None]] = 0
+    return np.ascontiguousarray(mat).view(f"S{w}").reshape(n)
+
+
+def compact(run: Run) -> Run:
+    """The same entries with their keys and values copied into fresh, tight heaps
+    (so a small run stops pinning a big source buffer)."""
+    kheap, koff = gather(run.kheap, run.kstart, run.klen)
+    vheap, voff = gather(run.vheap, run.vstart, run.vlen)
+    return Run(run.hash, run.seq, run.exp, run.kind, koff[:-1], run.klen, kheap,
+               voff[:-1], run.vlen, vheap)

@@ -8,7 +8,9 @@
     type     := MUTATIONS (1) | PAD (2)
     body(MUTATIONS) := lsn:u64 count:u32 reserved:u32 mutation{count}
     mutation := seq:u64 exp:f64 kind:u8 pad:u8 klen:u16 vlen:u32 key value zero-pad to 8
-    body(PAD)  := zero bytes (fills the ring up to its end; readers skip it)
+    body(PAD)  := unspecified bytes (fills the ring up to its end; readers skip it;
+                  its checksum covers only length and type)
+    Padding bytes (after a mutation, after a record's body) are unspecified.
 
 A record's total size is a multiple of 16, so the ring (whose capacity is a
 multiple of 16) never has a gap too small for a PAD record. A WAL file is the

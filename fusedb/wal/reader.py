@@ -2,9 +2,8 @@
 of mutations into a :class:`fusedb.run.Run`.
 
 Damage rules (docs/format.md, "WAL"): in the *last* file of a shard, a bad record
-that reaches the end of the file (its claimed extent passes EOF, or everything
-from it to EOF is zero bytes, or it is the final record) is a torn tail: it was
-never acknowledged as durable, and it is cut off silently. Any other bad record,
+after which no valid record starts (at any 16-byte boundary up to EOF) is a torn
+tail: it was never acknowledged as durable, and it is cut off silently. Any other bad record,
 a bad file header, or an unknown version raises CorruptionError naming the file
 and the offset.
 """
@@ -91,7 +90,10 @@ def read_file(path: str, last: bool) -> WalFile:
                 elif rtype == T_MUTATIONS and length < BODY_HEADER.size:
                     problem = f"bad record length {length}"
         if problem is not None:
-            at_tail = extent >= size or not any(data[off:])
+            # Torn only if nothing valid follows: a damaged length field must not
+            # hide the good records after it.
+            at_tail = not any(_valid_at(mv, o, size)
+                              for o in range(off + RECORD_HEADER.size, size - 15, 16))
             if last and at_tail:
                 torn = True
                 break
@@ -104,15 +106,30 @@ def read_file(path: str, last: bool) -> WalFile:
     return WalFile(path, shard, file_no, start_pos, data, off, torn, records)
 
 
+def _valid_at(mv: memoryview, off: int, size: int) -> bool:
+    """Whether a whole record with a good checksum starts at ``off``."""
+    checksum, length, rtype = RECORD_HEADER.unpack_from(mv, off)
+    if rtype == T_PAD:
+        return _hash(mv[off + 8:off + 16]) == checksum and off + 16 + length <= size
+    if rtype != T_MUTATIONS or off + 16 + length > size or length < BODY_HEADER.size:
+        return False
+    return _hash(mv[off + 8:off + 16 + length]) == checksum
+
+
 def decode(files: list[WalFile]) -> Run:
     """Every mutation of ``files`` (in log order) as one run; vectorised gathers."""
     offsets = []       # global byte offset of each mutation header
     blobs = []
     base = 0
+    unpack_body = BODY_HEADER.unpack_from
+    unpack_mut = MUTATION.unpack_from
     for wf in files:
         data = wf.data
         for off, length in wf.records:
-            _lsn, count, _r = BODY_HEADER.unpack_from(data, off + 16)
+            count = unpack_body(data, off + 16)[1]
+            if count == 1 and length >= 16 + MUTATION.size:
+                offsets.append(base + off + 32)
+                continue
             p = off + 32
             end = off + 16 + length
             for _ in range(count):
@@ -120,7 +137,7 @@ def decode(files: list[WalFile]) -> Run:
                     raise CorruptionError(f"WAL record body malformed at offset {off}: "
                                           f"{wf.path}", wf.path, off)
                 offsets.append(base + p)
-                _s, _e, _k, _p, klen, vlen = MUTATION.unpack_from(data, p)
+                klen, vlen = unpack_mut(data, p)[4:6]
                 p += MUTATION.size + ((klen + vlen + 7) & ~7)
         blobs.append(np.frombuffer(wf.data, np.uint8))
         base += len(wf.data)

@@ -22,7 +22,8 @@ import numpy as np
 from .. import manifest as manifest_mod
 from ..fileio import fsync_dir
 from ..manifest import ManifestData
-from ..merge import cut, merge_runs
+from ..merge import cut, merge_runs, newest_per_key
+from ..run import compact
 from ..segment import Segment, file_name as seg_file_name, write_segment
 from ..shm import region
 from .format import FILE_HEADER, MAGIC, VERSION, file_name
@@ -89,8 +90,7 @@ def replay(dirpath: str, man: ManifestData, segments: dict[int, Segment],
     n = len(run)
     replaced: list[int] = []
     if n:
-        newest_first = run.take(np.arange(n - 1, -1, -1))
-        latest = merge_runs([newest_first], now, drop_dead=False)
+        latest = compact(newest_per_key(run))
         for i, leaf in enumerate(man.leaves):
             hi = man.leaves[i + 1].lo if i + 1 < len(man.leaves) else None
             part = cut(latest, leaf.lo, hi)
@@ -111,7 +111,7 @@ def replay(dirpath: str, man: ManifestData, segments: dict[int, Segment],
             replaced += leaf.segs
             leaf.segs = new
             leaf.seq = max(leaf.seq, int(part.seq.max()))
-        del latest, newest_first
+        del latest
     del run
     if n or replaced:
         manifest_mod.write(dirpath, man)
