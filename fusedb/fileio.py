@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
+from . import failpoints
+
 
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -40,6 +42,8 @@ def publish(path: str, chunks: Iterable[bytes | memoryview]) -> int:
         os.unlink(tmp)
         raise
     os.close(fd)
+    failpoints.hit("publish.before_rename")
     os.rename(tmp, path)
+    failpoints.hit("publish.before_dir_fsync")
     fsync_dir(os.path.dirname(os.path.abspath(path)))
     return size

@@ -210,6 +210,8 @@ class Store:
         """After a merge or split published: make the manifest durable, then delete
         the segment files it no longer names (never before: a crash in between
         would leave a manifest naming deleted files)."""
+        for f in self.flushers:
+            f.sync_now()
         referenced, floors = self.write_manifest()
         for shard, floor in zip(self.shards, floors):
             if shard.flusher is not None:

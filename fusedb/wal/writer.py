@@ -50,6 +50,7 @@ class Flusher(threading.Thread):
         self.cond = threading.Condition()
         self.error: OSError | None = None
         self.attempts = 0   # flush() calls so far (a writer raises only on a fresh failure)
+        self._flush_lock = threading.Lock()   # the thread and sync_now() both flush
         self.fd = -1
         self._last_sync = time.monotonic()
         #: (file number, start position) of every WAL file of this run, oldest first.
@@ -91,9 +92,22 @@ class Flusher(threading.Thread):
                 self.mode == "interval"
                 and time.monotonic() - self._last_sync >= self.sync_interval))
 
+    def sync_now(self) -> None:
+        """Write and fsync everything the ring holds now, from the calling thread.
+        The store calls it before a manifest makes merged buffers durable, so a
+        segment never holds a write the log could still lose (the recovered state
+        is always a prefix of the shard's history). Raises DiskError."""
+        self.flush(fsync=True)
+        if self.error is not None:
+            raise DiskError(f"the WAL could not be made durable: {self.error}") from self.error
+
     def flush(self, fsync: bool) -> None:
         """Write the ring to the file (and fsync if asked); record a disk error
         instead of raising it, so the thread keeps retrying."""
+        with self._flush_lock:
+            self._flush(fsync)
+
+    def _flush(self, fsync: bool) -> None:
         hdr = self.ring.hdr
         try:
             head = hdr[R_HEAD]
@@ -130,6 +144,7 @@ class Flusher(threading.Thread):
         (materialised in segments named by a durable manifest). Never the current file."""
         while len(self.files) > 1 and self.files[1][1] <= floor:
             no, _start = self.files.pop(0)
+            failpoints.hit("wal.before_unlink")
             os.unlink(os.path.join(self.dirpath, file_name(self.shard, no)))
 
     def wait_durable(self, pos: int) -> None:
