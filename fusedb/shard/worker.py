@@ -12,6 +12,7 @@ import collections
 import queue
 import threading
 import time
+import traceback
 from typing import TYPE_CHECKING
 
 from ..scheduler import LeafView, Policy, ShardView, decide
@@ -52,6 +53,9 @@ class Worker(threading.Thread):
                 else:
                     self.step()
             except BaseException as e:  # noqa: BLE001 - handed to every caller, not swallowed
+                # The traceback's frames hold numpy views of shared memory (a merge's
+                # inputs); clear their locals so close() can unmap the arena.
+                traceback.clear_frames(e.__traceback__)
                 self.store.fail(e)
                 return
             finally:
