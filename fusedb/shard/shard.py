@@ -243,6 +243,8 @@ class Shard:
             new, new_right = self._write(cut(out, lo, key)), self._write(cut(out, key, hi))
         del runs, out
         failpoints.hit("merge.before_publish")
+        if key is not None:
+            failpoints.hit("split.before_publish")
         with self.lock:
             if key is not None and fz < 0 and meta.frozen[leaf] >= 0:
                 # A writer froze a buffer while we merged (we held none): the split
