@@ -11,6 +11,7 @@ and the offset.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,7 @@ class WalFile:
     end: int           # file offset after the last good record
     torn: bool         # a torn tail follows ``end``
     records: list[tuple[int, int]]   # (file offset, body length) of each MUTATIONS record
+    muts: list[int]                  # file offset of each mutation header, in log order
 
     @property
     def end_pos(self) -> int:
@@ -66,11 +68,30 @@ def read_file(path: str, last: bool) -> WalFile:
         raise CorruptionError(f"unknown WAL format version {version} at offset 8: {path}",
                               path, 8)
     records = []
+    muts = []          # file offset of every mutation header, in log order
     off = FILE_HEADER.size
     size = len(data)
     torn = False
     mv = memoryview(data)
+    unpack32 = _HEAD32.unpack_from
+    add_record, add_mut, h = records.append, muts.append, _hash
+    limit = size - 32
     while off < size:
+        # Fast path: whole, valid MUTATIONS records holding one mutation each.
+        while off <= limit:
+            checksum, length, rtype, _lsn, count, _r = unpack32(data, off)
+            end = off + 16 + length
+            if rtype != T_MUTATIONS or end > size or length < 40 or \
+                    h(mv[off + 8:end]) != checksum:
+                break
+            add_record((off, length))
+            if count == 1:
+                add_mut(off + 32)
+            else:
+                _mutations(data, off, length, count, muts, path)
+            off = (end + 15) & ~15
+        if off >= size:
+            break
         problem = None
         if size - off < RECORD_HEADER.size:
             problem = "truncated record header"
@@ -82,13 +103,16 @@ def read_file(path: str, last: bool) -> WalFile:
                 problem = f"bad record type {rtype}"
             elif off + RECORD_HEADER.size + length > size:
                 problem = f"record length {length} runs past the end of the file"
-            else:
-                covered = mv[off + 8:off + 16] if rtype == T_PAD else \
-                    mv[off + 8:off + RECORD_HEADER.size + length]
-                if _hash(covered) != checksum:
+            elif rtype == T_PAD:
+                if _hash(mv[off + 8:off + 16]) != checksum:
                     problem = "checksum mismatch"
-                elif rtype == T_MUTATIONS and length < BODY_HEADER.size:
-                    problem = f"bad record length {length}"
+            elif _hash(mv[off + 8:off + RECORD_HEADER.size + length]) != checksum:
+                problem = "checksum mismatch"
+            elif length < BODY_HEADER.size:
+                problem = f"bad record length {length}"
+            else:   # valid, just not the fast path's shape (e.g. zero mutations)
+                records.append((off, length))
+                _mutations(data, off, length, unpack32(data, off)[4], muts, path)
         if problem is not None:
             # Torn only if nothing valid follows: a damaged length field must not
             # hide the good records after it.
@@ -99,11 +123,28 @@ def read_file(path: str, last: bool) -> WalFile:
                 break
             raise CorruptionError(f"WAL record damaged ({problem}) at offset {off}: {path}",
                                   path, off)
-        if rtype == T_MUTATIONS:
-            records.append((off, length))
         off = min(extent, size)
     mv.release()
-    return WalFile(path, shard, file_no, start_pos, data, off, torn, records)
+    return WalFile(path, shard, file_no, start_pos, data, off, torn, records, muts)
+
+
+_HEAD32 = struct.Struct("<QIIQII")
+
+
+def _mutations(data: bytes, off: int, length: int, count: int, muts: list[int],
+               path: str) -> None:
+    """Append the offsets of the ``count`` mutations of the record at ``off``."""
+    p = off + 32
+    end = off + 16 + length
+    for _ in range(count):
+        if p + MUTATION.size > end:
+            raise CorruptionError(f"WAL record body malformed at offset {off}: {path}",
+                                  path, off)
+        muts.append(p)
+        klen, vlen = MUTATION.unpack_from(data, p)[4:6]
+        p += MUTATION.size + ((klen + vlen + 7) & ~7)
+    if p > end:
+        raise CorruptionError(f"WAL record body malformed at offset {off}: {path}", path, off)
 
 
 def _valid_at(mv: memoryview, off: int, size: int) -> bool:
@@ -117,45 +158,31 @@ def _valid_at(mv: memoryview, off: int, size: int) -> bool:
 
 
 def decode(files: list[WalFile]) -> Run:
-    """Every mutation of ``files`` (in log order) as one run; vectorised gathers."""
-    offsets = []       # global byte offset of each mutation header
-    blobs = []
-    base = 0
-    unpack_body = BODY_HEADER.unpack_from
-    unpack_mut = MUTATION.unpack_from
-    for wf in files:
-        data = wf.data
-        for off, length in wf.records:
-            count = unpack_body(data, off + 16)[1]
-            if count == 1 and length >= 16 + MUTATION.size:
-                offsets.append(base + off + 32)
-                continue
-            p = off + 32
-            end = off + 16 + length
-            for _ in range(count):
-                if p + MUTATION.size > end:
-                    raise CorruptionError(f"WAL record body malformed at offset {off}: "
-                                          f"{wf.path}", wf.path, off)
-                offsets.append(base + p)
-                klen, vlen = unpack_mut(data, p)[4:6]
-                p += MUTATION.size + ((klen + vlen + 7) & ~7)
-        blobs.append(np.frombuffer(wf.data, np.uint8))
-        base += len(wf.data)
-    heap = np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)
-    offs = np.array(offsets, np.int64)
-    hdr = heap[offs[:, None] + np.arange(MUTATION.size)] if len(offs) else \
-        np.zeros((0, MUTATION.size), np.uint8)
-    fields = np.ascontiguousarray(hdr).view(np.dtype([("seq", "<u8"), ("exp", "<f8"),
-                                                      ("kind", "u1"), ("pad", "u1"),
-                                                      ("klen", "<u2"), ("vlen", "<u4")]))
-    fields = fields.reshape(len(offs))
-    klen = fields["klen"].astype(np.int64)
-    vlen = fields["vlen"].astype(np.int64)
+    """Every mutation of ``files`` (in log order) as one run; vectorised gathers.
+
+    The heap is the files' bytes concatenated; keys start 24 bytes after each
+    mutation header and values right after the key."""
+    heaps = [np.frombuffer(wf.data, np.uint8) for wf in files]
+    bases = np.cumsum([0] + [len(h) for h in heaps[:-1]])
+    offs = np.concatenate([np.array(wf.muts, np.int64) + b for wf, b in zip(files, bases)]) \
+        if files else np.zeros(0, np.int64)
+    heap = np.concatenate(heaps) if len(heaps) > 1 else (heaps[0] if heaps else
+                                                           np.zeros(0, np.uint8))
+    # Mutation headers start at multiples of 8 (records are 16-aligned after a
+    # 64-byte file header), so each field is one gather through a typed view.
+    pad = (-len(heap)) % 8
+    base = np.concatenate([heap, np.zeros(pad, np.uint8)]) if pad else heap
+    q = offs // 8
+    seq = base.view("<u8")[q]
+    exp = base.view("<f8")[q + 1]
+    kind = base[offs + 16]
+    klen = base.view("<u2")[(offs + 18) // 2].astype(np.int64)
+    vlen = base.view("<u4")[(offs + 20) // 4].astype(np.int64)
     kstart = offs + MUTATION.size
     # Key hashes are left 0 here: most log records are overwrites, so they are
     # computed after deduplication, for the survivors only (see fill_hashes).
-    return Run(np.zeros(len(offs), np.uint64), fields["seq"].astype(np.uint64), fields["exp"].astype(np.float64),
-               fields["kind"].astype(np.uint8), kstart, klen, heap, kstart + klen, vlen, heap)
+    return Run(np.zeros(len(offs), np.uint64), seq, exp, kind, kstart, klen, heap,
+               kstart + klen, vlen, heap)
 
 
 def fill_hashes(run: Run) -> Run:
