@@ -38,6 +38,8 @@ _pack_rec = RECORD_HEADER.pack_into
 _pack_body = BODY_HEADER.pack_into
 _pack_mut = MUTATION.pack_into
 _pack_q = struct.Struct("<Q").pack_into
+_pack_lt = struct.Struct("<II").pack_into
+_pack_one = struct.Struct("<QIIQdBBHI").pack_into   # body header + one mutation header
 
 
 class Ring:
@@ -85,21 +87,26 @@ class Ring:
 
     def append(self, seq: int, exp: float, kind: int, key: bytes, value: bytes | None,
                ivalue: int) -> int:
-        """Log one mutation; returns the stream position after it, or -1 (no room)."""
+        """Log one mutation; returns the stream position after it, or -1 (no room).
+        The per-write hot path: three struct packs, one hash, two slice copies."""
         klen = len(key)
         if kind == KIND_INT:
             value = ivalue.to_bytes(8, "little", signed=True)
         vlen = len(value) if value is not None else 0
         body = 40 + ((klen + vlen + 7) & ~7)
         total = (body + 31) & ~15
-        off = self._reserve(total)
-        if off < 0:
-            return -1
-        d = self.data
         hdr = self.hdr
+        head = hdr[R_HEAD]
+        cap = self.cap
+        off = head % cap
+        if off + total > cap or head + total - hdr[R_FLUSHED] > cap:
+            off = self._reserve(total)
+            if off < 0:
+                return -1
+            head = hdr[R_HEAD]
+        d = self.data
         lsn = hdr[R_LSN]
-        _pack_body(d, off + 16, lsn, 1, 0)
-        _pack_mut(d, off + 32, seq, exp, kind, 0, klen, vlen)
+        _pack_one(d, off + 16, lsn, 1, 0, seq, exp, kind, 0, klen, vlen)
         p = off + 56
         d[p:p + klen] = key
         p += klen
@@ -109,10 +116,10 @@ class Ring:
         end = off + 16 + body
         if p < end:
             d[p:end] = _ZEROS[:end - p]
-        _pack_rec(d, off, 0, body, T_MUTATIONS)
+        _pack_lt(d, off + 8, body, T_MUTATIONS)
         _pack_q(d, off, _hash(d[off + 8:end]))
         hdr[R_LSN] = lsn + 1
-        pos = hdr[R_HEAD] + total
+        pos = head + total
         hdr[R_HEAD] = pos
         return pos
 
