@@ -43,19 +43,61 @@ def merge_runs(runs: list[Run], now: float, drop_dead: bool) -> Run:
     return out
 
 
+def _sort_key_matrix(run: Run) -> np.ndarray:
+    """Each key NUL-padded, then its length as two big-endian bytes, then NUL
+    padding to a multiple of 8 bytes: rows compare (as bytes) exactly as the keys
+    do, the length breaking the tie between b"a" and b"a\\0"."""
+    n = len(run)
+    skeys = fixed_width_keys(run)
+    w = skeys.dtype.itemsize
+    width = (w + 2 + 7) & ~7
+    mat = np.zeros((n, width), np.uint8)
+    mat[:, :w] = skeys.view(np.uint8).reshape(n, w)
+    mat[:, w] = (run.klen >> 8).astype(np.uint8)
+    mat[:, w + 1] = (run.klen & 0xFF).astype(np.uint8)
+    return mat
+
+
+def _by_key(mat: np.ndarray) -> np.ndarray:
+    """Stable order of the rows of ``mat`` by their bytes."""
+    n, width = mat.shape
+    return np.argsort(mat.view(f"S{width}").reshape(n), kind="stable")
+
+
 def newest_per_key(run: Run) -> Run:
     """One entry per key, the one latest in ``run``'s order, sorted by key. For log
-    replay, where ``run`` is in write order: vectorised, no heap copies."""
+    replay, where ``run`` is in write order (most entries overwrite a few keys).
+
+    Groups equal keys by a vectorised 64-bit hash of their padded bytes (a stable
+    integer sort, much faster than sorting byte strings), checks that every group
+    really holds one key (falling back to a byte-string sort on a collision), and
+    sorts only the survivors by key."""
     n = len(run)
     if n == 0:
         return run
-    skeys = fixed_width_keys(run)
-    order = np.lexsort((np.arange(n - 1, -1, -1), run.klen, skeys))
-    sk = skeys[order]
-    kl = run.klen[order]
-    first = np.ones(n, bool)
-    first[1:] = (sk[1:] != sk[:-1]) | (kl[1:] != kl[:-1])
-    return run.take(order[first])
+    mat = _sort_key_matrix(run)
+    words = mat.view("<u8")
+    h = np.full(n, 0xCBF29CE484222325, np.uint64)
+    prime = np.uint64(0x100000001B3)
+    with np.errstate(over="ignore"):
+        for c in range(words.shape[1]):
+            h ^= words[:, c]
+            h *= prime
+            h ^= h >> np.uint64(29)
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    last = np.ones(n, bool)
+    last[:-1] = hs[1:] != hs[:-1]
+    group_last = np.flatnonzero(last)
+    rep = np.repeat(order[group_last], np.diff(np.concatenate(([-1], group_last))))
+    if not (mat[order] == mat[rep]).all():        # a hash collision: exact path
+        order = _by_key(mat)
+        s = mat[order]
+        last = np.ones(n, bool)
+        last[:-1] = (s[1:] != s[:-1]).any(axis=1)
+        return run.take(order[last])
+    survivors = order[last]
+    return run.take(survivors[_by_key(mat[survivors])])
 
 
 class _Keys:

@@ -34,8 +34,13 @@ class WalFile:
     data: bytes        # the whole file
     end: int           # file offset after the last good record
     torn: bool         # a torn tail follows ``end``
-    records: list[tuple[int, int]]   # (file offset, body length) of each MUTATIONS record
+    record_offsets: list[int]        # file offset of each MUTATIONS record
     muts: list[int]                  # file offset of each mutation header, in log order
+
+    @property
+    def records(self) -> list[tuple[int, int]]:
+        """(file offset, body length) of each MUTATIONS record."""
+        return [(o, RECORD_HEADER.unpack_from(self.data, o)[1]) for o in self.record_offsets]
 
     @property
     def end_pos(self) -> int:
@@ -84,7 +89,7 @@ def read_file(path: str, last: bool) -> WalFile:
             if rtype != T_MUTATIONS or end > size or length < 40 or \
                     h(mv[off + 8:end]) != checksum:
                 break
-            add_record((off, length))
+            add_record(off)
             if count == 1:
                 add_mut(off + 32)
             else:
@@ -111,7 +116,7 @@ def read_file(path: str, last: bool) -> WalFile:
             elif length < BODY_HEADER.size:
                 problem = f"bad record length {length}"
             else:   # valid, just not the fast path's shape (e.g. zero mutations)
-                records.append((off, length))
+                records.append(off)
                 _mutations(data, off, length, unpack32(data, off)[4], muts, path)
         if problem is not None:
             # Torn only if nothing valid follows: a damaged length field must not
@@ -160,8 +165,8 @@ def _valid_at(mv: memoryview, off: int, size: int) -> bool:
 def decode(files: list[WalFile]) -> Run:
     """Every mutation of ``files`` (in log order) as one run; vectorised gathers.
 
-    The heap is the files' bytes concatenated; keys start 24 bytes after each
-    mutation header and values right after the key."""
+    The heap is the files' bytes concatenated (no copy for a single file); keys
+    start 24 bytes after each mutation header and values right after the key."""
     heaps = [np.frombuffer(wf.data, np.uint8) for wf in files]
     bases = np.cumsum([0] + [len(h) for h in heaps[:-1]])
     offs = np.concatenate([np.array(wf.muts, np.int64) + b for wf, b in zip(files, bases)]) \

@@ -23,7 +23,7 @@ from .. import manifest as manifest_mod
 from ..fileio import fsync_dir
 from ..manifest import ManifestData
 from ..merge import cut, merge_runs, newest_per_key
-from ..run import compact
+from ..run import compact, concat
 from ..segment import Segment, file_name as seg_file_name, write_segment
 from ..shm import region
 from .format import FILE_HEADER, MAGIC, VERSION, file_name
@@ -86,11 +86,13 @@ def replay(dirpath: str, man: ManifestData, segments: dict[int, Segment],
         for i, (_no, path) in enumerate(lst):
             wf = read_file(path, last=i == len(lst) - 1)
             wfs.append(wf)
-    run = decode(wfs)
-    n = len(run)
+    # Newest entry per key, file by file (no copy of the files' bytes), then across
+    # files; shards hold disjoint keys, and files of one shard are in log order.
+    parts = [compact(newest_per_key(decode([wf]))) for wf in wfs]
+    n = sum(len(wf.muts) for wf in wfs)
     replaced: list[int] = []
     if n:
-        latest = compact(newest_per_key(run))
+        latest = newest_per_key(concat(parts)[0])
         for i, leaf in enumerate(man.leaves):
             hi = man.leaves[i + 1].lo if i + 1 < len(man.leaves) else None
             part = cut(latest, leaf.lo, hi)
@@ -112,7 +114,7 @@ def replay(dirpath: str, man: ManifestData, segments: dict[int, Segment],
             leaf.segs = new
             leaf.seq = max(leaf.seq, int(part.seq.max()))
         del latest
-    del run
+    del parts
     if n or replaced:
         manifest_mod.write(dirpath, man)
     for segid in replaced:
