@@ -1,0 +1,232 @@
+"""FuseDB side by side with the engines users would pick instead, in one run.
+
+    python perf/bench.py [--workloads ycsb-a,counters] [--engines fusedb,rocksdict]
+                         [--keys 1000000] [--ops 1000000] [--key-size 16] [--value-size 100]
+                         [--dist zipfian|uniform] [--seed 42] [--plot DIR] [--json FILE]
+
+Each (engine, workload) runs in a fresh process on an empty directory: load
+``--keys`` keys, then run ``--ops`` operations of the mix, timing every
+operation into HDR histograms (overall and per one-second window). Prints one
+table; ``--plot DIR`` also writes PNG charts. Redis is skipped with a message
+when the Debian ``redis-server`` package is not installed. Settings used for each
+engine: see perf/engines.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+def disk_bytes(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def io_written(pid: int) -> int:
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    return 0
+
+
+def run_one(engine_name: str, workload: str, args) -> dict:
+    """One engine, one workload, in this process. Returns the result record."""
+    import numpy as np
+    import psutil
+    from hdrh.histogram import HdrHistogram
+
+    from engines import ENGINES
+    from workloads import WRITES, op_stream, uniform, zipfian
+
+    eng = ENGINES[engine_name]()
+    rng = np.random.default_rng(args.seed)
+    n = args.keys
+    kfmt = b"user%0" + str(args.key_size - 4).encode() + b"d"
+    keys = [kfmt % i for i in range(n)]
+    value = b"v" * args.value_size
+    pick = zipfian if args.dist == "zipfian" else uniform
+    idx = pick(n, args.ops, rng)
+    ops, names = op_stream(workload, args.ops, rng)
+    d = tempfile.mkdtemp(prefix=f"bench-{engine_name}-")
+    try:
+        eng.open(os.path.join(d, "db"))
+        for k in keys:
+            eng.put(k, value)
+        io0 = io_written(eng.pid())
+        own0 = eng.engine_bytes_written()
+        hist = HdrHistogram(1, 60_000_000_000, 3)
+        windows: list = []
+        logical = 0
+        now_ns = time.perf_counter_ns
+        start = now_ns()
+        win_start = start
+        win = HdrHistogram(1, 60_000_000_000, 3)
+        ttl = 30.0
+        for i in range(args.ops):
+            k = keys[idx[i]]
+            op = names[ops[i]]
+            t0 = now_ns()
+            if op == "read":
+                eng.get(k)
+            elif op == "update":
+                eng.put(k, value)
+            elif op == "rmw":
+                eng.get(k)
+                eng.put(k, value)
+            elif op == "incr":
+                eng.incr(b"c" + k)
+            elif op == "put_ttl":
+                eng.put_ttl(b"s" + k, value, ttl)
+            elif op == "delete":
+                eng.delete(b"s" + k)
+            else:   # ratelimit: a fixed one-second window per user
+                wk = b"rl:%s:%d" % (k, (t0 - start) // 1_000_000_000)
+                if eng.incr(wk) == 1:
+                    eng.expire(wk, 2.0)
+            t1 = now_ns()
+            dt = t1 - t0
+            hist.record_value(dt)
+            win.record_value(dt)
+            if op in WRITES:
+                logical += len(k) + (len(value) if op in ("update", "rmw", "put_ttl") else 8)
+            if t1 - win_start >= 1_000_000_000:
+                windows.append(win.get_value_at_percentile(99.9))
+                win = HdrHistogram(1, 60_000_000_000, 3)
+                win_start = t1
+        elapsed = (now_ns() - start) / 1e9
+        if win.get_total_count():
+            windows.append(win.get_value_at_percentile(99.9))
+        own = eng.engine_bytes_written()
+        io = io_written(eng.pid()) - io0
+        extra = getattr(eng, "stats", None)
+        eng.close()
+        space = disk_bytes(os.path.join(d, "db"))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    med = sorted(windows)[len(windows) // 2] if windows else 0
+    return {
+        "engine": engine_name, "workload": workload, "ops": args.ops,
+        "ops_per_s": args.ops / elapsed,
+        "p50_us": hist.get_value_at_percentile(50) / 1e3,
+        "p99_us": hist.get_value_at_percentile(99) / 1e3,
+        "p999_us": hist.get_value_at_percentile(99.9) / 1e3,
+        "max_us": hist.get_max_value() / 1e3,
+        "window_p999_us": [w / 1e3 for w in windows],
+        "worst_window_ratio": (max(windows) / med) if med else 0.0,
+        "logical_bytes": logical,
+        "wa_engine": ((own - own0) / logical) if own is not None and logical else None,
+        "wa_proc_io": (io / logical) if logical else None,
+        "disk_bytes": space,
+        "peak_rss_mb": psutil.Process().memory_info().rss / 2**20,
+        "native_ttl": eng.native_ttl, "native_incr": eng.native_incr,
+        "fusedb_stats": {k: extra[k] for k in ("leaves", "merges", "splits", "write_stalls")}
+        if extra else None,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workloads", default="ycsb-a,ycsb-b,ycsb-f,counters,sessions,ratelimit")
+    ap.add_argument("--engines", default="fusedb,rocksdict,lmdb,sqlite3,diskcache,redis")
+    ap.add_argument("--keys", type=int, default=1_000_000)
+    ap.add_argument("--ops", type=int, default=1_000_000)
+    ap.add_argument("--key-size", type=int, default=16)
+    ap.add_argument("--value-size", type=int, default=100)
+    ap.add_argument("--dist", choices=("zipfian", "uniform"), default="zipfian")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--plot", metavar="DIR")
+    ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--run-one", nargs=2, metavar=("ENGINE", "WORKLOAD"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.run_one:
+        print(json.dumps(run_one(args.run_one[0], args.run_one[1], args)))
+        return
+    from engines import RedisEngine
+    engines = args.engines.split(",")
+    if "redis" in engines and not RedisEngine.server:
+        print("redis: skipped, the Debian redis-server package is not installed "
+              "(apt-get install redis-server)", file=sys.stderr)
+        engines.remove("redis")
+    results = []
+    passthrough = ["--keys", str(args.keys), "--ops", str(args.ops), "--key-size",
+                   str(args.key_size), "--value-size", str(args.value_size), "--dist", args.dist,
+                   "--seed", str(args.seed)]
+    jobs = [(w, e) for w in args.workloads.split(",") for e in engines]
+    for n, (w, e) in enumerate(jobs, 1):
+        print(f"[{n}/{len(jobs)}] {w} on {e} ...", file=sys.stderr, flush=True)
+        out = subprocess.run([sys.executable, __file__, "--run-one", e, w] + passthrough,
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"  failed: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+            continue
+        results.append(json.loads(out.stdout))
+    print_table(results, args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "results": results}, f, indent=1)
+    if args.plot:
+        plot(results, args.plot)
+
+
+def print_table(results: list[dict], args) -> None:
+    print(f"\nkeys={args.keys:,} ops={args.ops:,} key={args.key_size}B value={args.value_size}B "
+          f"dist={args.dist} seed={args.seed}")
+    print(f"{'workload':10} {'engine':10} {'ops/s':>10} {'p50 us':>8} {'p99 us':>8} "
+          f"{'p99.9 us':>9} {'max us':>9} {'win p99.9 max/med':>17} {'WA':>6} {'WA io':>6} "
+          f"{'disk MB':>8} {'RSS MB':>7}")
+    for r in results:
+        wa = f"{r['wa_engine']:.2f}" if r["wa_engine"] is not None else "-"
+        wio = f"{r['wa_proc_io']:.2f}" if r["wa_proc_io"] is not None else "-"
+        print(f"{r['workload']:10} {r['engine']:10} {r['ops_per_s']:>10,.0f} {r['p50_us']:>8.1f} "
+              f"{r['p99_us']:>8.1f} {r['p999_us']:>9.1f} {r['max_us']:>9.0f} "
+              f"{r['worst_window_ratio']:>17.2f} {wa:>6} {wio:>6} "
+              f"{r['disk_bytes'] / 2**20:>8.1f} {r['peak_rss_mb']:>7.0f}")
+
+
+def plot(results: list[dict], outdir: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    os.makedirs(outdir, exist_ok=True)
+    for w in sorted({r["workload"] for r in results}):
+        rs = [r for r in results if r["workload"] == w]
+        fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+        for r in rs:
+            ax[0].plot(["p50", "p99", "p99.9"], [r["p50_us"], r["p99_us"], r["p999_us"]],
+                       marker="o", label=r["engine"])
+            ax[1].plot(r["window_p999_us"], label=r["engine"])
+        ax[0].set_yscale("log"); ax[0].set_ylabel("latency (us)"); ax[0].set_title(f"{w}: percentiles")
+        ax[1].set_yscale("log"); ax[1].set_xlabel("second"); ax[1].set_title(f"{w}: p99.9 per 1 s window")
+        ax[0].legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, f"{w}.png"))
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    labels = [f"{r['workload']}\n{r['engine']}" for r in results if r["wa_proc_io"] is not None]
+    ax.bar(range(len(labels)), [r["wa_proc_io"] for r in results if r["wa_proc_io"] is not None])
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
+    ax.set_ylabel("bytes written to disk / logical bytes")
+    fig.tight_layout()
+    fig.savefig(os.path.join(outdir, "write_amplification.png"))
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

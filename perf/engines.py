@@ -1,0 +1,216 @@
+"""Engine adapters for the benchmarks: one small class per engine, same methods.
+
+Fair settings (written next to every result table): every engine keeps its log
+on and does not fsync each write.
+
+* fusedb     durability="interval" (fsync every 100 ms)
+* rocksdict  defaults (WAL on, no sync per write)
+* lmdb       sync=False (the OS writes back; metasync left on)
+* sqlite3    journal_mode=WAL, synchronous=NORMAL
+* diskcache  defaults (SQLite WAL underneath)
+* redis      redis-server from Debian, appendonly yes, appendfsync everysec,
+             through redis-py on loopback
+
+``incr`` is native where the engine has it (fusedb, sqlite UPSERT, diskcache,
+redis) and a get+put read-modify-write otherwise (rocksdict, lmdb in one write
+transaction). TTLs are native in fusedb, diskcache and redis; the others store
+the value without one (noted in the output).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+
+class Engine:
+    name = "?"
+    native_ttl = False
+    native_incr = False
+
+    def open(self, path: str) -> None: ...
+    def get(self, k: bytes): ...
+    def put(self, k: bytes, v: bytes) -> None: ...
+    def put_ttl(self, k: bytes, v: bytes, ttl: float) -> None: self.put(k, v)
+    def incr(self, k: bytes) -> int: ...
+    def delete(self, k: bytes) -> None: ...
+    def expire(self, k: bytes, ttl: float) -> None: pass
+    def close(self) -> None: ...
+    def engine_bytes_written(self) -> int | None: return None
+    def pid(self) -> int: return os.getpid()
+
+
+class FuseDBEngine(Engine):
+    name = "fusedb"
+    native_ttl = native_incr = True
+
+    def open(self, path):
+        import fusedb
+        self.db = fusedb.open(path, durability="interval")
+
+    def get(self, k): return self.db.get(k)
+    def put(self, k, v): self.db.put(k, v)
+    def put_ttl(self, k, v, ttl): self.db.put(k, v, ttl=ttl)
+    def incr(self, k): return self.db.incr(k)
+    def delete(self, k): self.db.delete(k)
+    def expire(self, k, ttl): self.db.expire(k, ttl)
+
+    def engine_bytes_written(self):
+        from fusedb.wal.ring import R_FLUSHED
+        s = self.db.stats()
+        wal = sum(sh.ring.hdr[R_FLUSHED] for sh in self.db._store.shards)
+        self.stats = s
+        return s["segment_bytes_written"] + wal
+
+    def close(self): self.db.close()
+
+
+class RocksEngine(Engine):
+    name = "rocksdict"
+
+    def open(self, path):
+        import rocksdict
+        self.opts = rocksdict.Options(raw_mode=True)
+        self.opts.enable_statistics()
+        self.db = rocksdict.Rdict(path, self.opts)
+
+    def get(self, k): return self.db.get(k)
+    def put(self, k, v): self.db[k] = v
+
+    def incr(self, k):
+        v = self.db.get(k)
+        n = (int(v) if v is not None else 0) + 1
+        self.db[k] = b"%d" % n
+        return n
+
+    def delete(self, k): self.db.delete(k)
+
+    def engine_bytes_written(self):
+        stats = {}
+        for line in self.opts.get_statistics().splitlines():
+            parts = line.split()
+            if len(parts) >= 4 and parts[1] == "COUNT":
+                stats[parts[0]] = int(parts[3])
+        return (stats.get("rocksdb.wal.bytes", 0) + stats.get("rocksdb.flush.write.bytes", 0)
+                + stats.get("rocksdb.compact.write.bytes", 0))
+
+    def close(self): self.db.close()
+
+
+class LmdbEngine(Engine):
+    name = "lmdb"
+
+    def open(self, path):
+        import lmdb
+        self.env = lmdb.open(path, map_size=16 << 30, sync=False, writemap=False)
+
+    def get(self, k):
+        with self.env.begin() as t:
+            return t.get(k)
+
+    def put(self, k, v):
+        with self.env.begin(write=True) as t:
+            t.put(k, v)
+
+    def incr(self, k):
+        with self.env.begin(write=True) as t:
+            v = t.get(k)
+            n = (int(v) if v is not None else 0) + 1
+            t.put(k, b"%d" % n)
+            return n
+
+    def delete(self, k):
+        with self.env.begin(write=True) as t:
+            t.delete(k)
+
+    def close(self): self.env.close()
+
+
+class SqliteEngine(Engine):
+    name = "sqlite3"
+    native_incr = True
+
+    def open(self, path):
+        import sqlite3
+        os.makedirs(path, exist_ok=True)
+        self.db = sqlite3.connect(os.path.join(path, "kv.db"), isolation_level=None,
+                                  check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v) WITHOUT ROWID")
+
+    def get(self, k):
+        r = self.db.execute("SELECT v FROM kv WHERE k=?", (k,)).fetchone()
+        return r[0] if r else None
+
+    def put(self, k, v):
+        self.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (k, v))
+
+    def incr(self, k):
+        return self.db.execute("INSERT INTO kv VALUES (?, 1) ON CONFLICT(k) DO UPDATE SET "
+                               "v = v + 1 RETURNING v", (k,)).fetchone()[0]
+
+    def delete(self, k): self.db.execute("DELETE FROM kv WHERE k=?", (k,))
+    def close(self): self.db.close()
+
+
+class DiskcacheEngine(Engine):
+    name = "diskcache"
+    native_ttl = native_incr = True
+
+    def open(self, path):
+        import diskcache
+        self.c = diskcache.Cache(path, size_limit=1 << 40)
+
+    def get(self, k): return self.c.get(k)
+    def put(self, k, v): self.c.set(k, v)
+    def put_ttl(self, k, v, ttl): self.c.set(k, v, expire=ttl)
+    def incr(self, k): return self.c.incr(k)
+    def delete(self, k): self.c.delete(k)
+    def expire(self, k, ttl): self.c.touch(k, expire=ttl)
+    def close(self): self.c.close()
+
+
+class RedisEngine(Engine):
+    """Starts its own redis-server (Debian package) on a free loopback port."""
+    name = "redis"
+    native_ttl = native_incr = True
+    server = shutil.which("redis-server")
+
+    def open(self, path):
+        import redis
+        os.makedirs(path, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [self.server, "--port", str(port), "--bind", "127.0.0.1", "--dir", path,
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.r = redis.Redis(port=port)
+        for _ in range(200):
+            try:
+                self.r.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.02)
+
+    def get(self, k): return self.r.get(k)
+    def put(self, k, v): self.r.set(k, v)
+    def put_ttl(self, k, v, ttl): self.r.set(k, v, px=int(ttl * 1000))
+    def incr(self, k): return self.r.incr(k)
+    def delete(self, k): self.r.delete(k)
+    def expire(self, k, ttl): self.r.pexpire(k, int(ttl * 1000))
+    def pid(self): return self.proc.pid
+
+    def close(self):
+        self.r.close()
+        self.proc.terminate()
+        self.proc.wait()
+
+
+ENGINES = {e.name: e for e in (FuseDBEngine, RocksEngine, LmdbEngine, SqliteEngine,
+                               DiskcacheEngine, RedisEngine)}
