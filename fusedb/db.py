@@ -346,7 +346,7 @@ class FuseDB:
         meta = self._meta
         routes = self._routes.current()
         leaves = routes[2]
-        segids = set()
+        segids: dict[int, int] = {}   # segment id -> file size
         frozen = active = 0
         fill = 0.0
         totals = dict.fromkeys(STAT_FIELDS[:-1], 0)
@@ -356,10 +356,13 @@ class FuseDB:
                 for name_i, name in enumerate(STAT_FIELDS[:-1]):
                     totals[name] += meta.stats[shard.no * 8 + name_i]
                 free = shard.arena.free_count()
+                cache = self._store.segcache
                 for leaf in leaves:
                     if meta.shard[leaf] != shard.no:
                         continue
-                    segids.update(meta.segs_of(leaf))
+                    for segid in meta.segs_of(leaf):
+                        seg = cache.get(segid)    # published segments are cached here
+                        segids[segid] = seg.size if seg is not None else 0
                     if meta.frozen[leaf] >= 0:
                         frozen += 1
                     a = meta.active[leaf]
@@ -368,7 +371,7 @@ class FuseDB:
                         fill += shard.slabs[a].fill()
             shards.append({"shard": shard.no, "slabs_total": shard.arena.nslabs,
                            "slabs_free": free})
-        seg_bytes = sum(s.size for s in self._store.open_segments(sorted(segids)))
+        seg_bytes = sum(segids.values())
         logical = totals["logical_bytes_written"]
         return {
             "leaves": len(leaves),

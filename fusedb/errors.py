@@ -77,7 +77,9 @@ class DiskError(FuseDBError, OSError):
 
     The database stays readable; the flusher keeps retrying, and once the disk
     accepts writes again nothing acknowledged is lost. In ``sync`` mode the write
-    that gets this error was not acknowledged."""
+    that gets this error was *applied* (it is visible, and becomes durable when
+    the disk recovers) but was not acknowledged as durable: do not blindly retry
+    a non-idempotent call such as ``incr``."""
 
 
 class LockedError(FuseDBError):

@@ -204,11 +204,16 @@ class Segment:
         )
 
     def close(self) -> None:
-        """Release the mapping. Only the owner calls this, when no reader holds it."""
+        """Release the mapping (at once, or when the last reader's view goes)."""
         for v in self._views:
             v.release()
         self._views = []
-        self._mm.close()
+        try:
+            self._mm.close()
+        except BufferError:
+            # A reader (a scan iterator) still holds a numpy view of the file: the
+            # mapping is freed by the garbage collector when that view goes.
+            pass
 
 
 class _SegmentKeys:

@@ -26,6 +26,7 @@ import weakref
 from typing import Iterator
 
 import numpy as np
+import posix_ipc
 
 from . import manifest
 from .errors import DiskError, FuseDBError, LockedError
@@ -36,6 +37,7 @@ from .shard.shard import Shard
 from .shard.worker import Worker
 from .shm import region
 from .shm.arena import Arena
+from .shm.slab import H_STATE, H_USED, STATE_FREE
 from .wal import recovery
 from .wal.reader import list_files as list_wal_files
 from .wal.ring import R_FILE_NO, R_HEAD, Ring
@@ -210,8 +212,15 @@ class Store:
         """After a merge or split published: make the manifest durable, then delete
         the segment files it no longer names (never before: a crash in between
         would leave a manifest naming deleted files)."""
-        for f in self.flushers:
-            f.sync_now()
+        try:
+            for f in self.flushers:
+                f.sync_now()
+        except DiskError:
+            # The WAL cannot be made durable now, so no manifest may name the new
+            # segments yet. The durable manifest still names the replaced ones:
+            # keep them (garbage-collected at the next open). Writers see the
+            # error through the flusher; the next publication retries.
+            return
         referenced, floors = self.write_manifest()
         for shard, floor in zip(self.shards, floors):
             if shard.flusher is not None:
@@ -243,15 +252,13 @@ class Store:
         mk = meta.max_key
         with self.all_shard_locks():
             # WAL floor per shard: the first record of any buffer not merged yet.
-            floors = [shard.ring.hdr[R_HEAD] for shard in self.shards]
+            # Every slab in use is some leaf's active or frozen buffer, so walking
+            # the arena (a fixed, small number of slabs) finds them all.
+            floors = []
             for shard in self.shards:
-                for leaf in range(meta.hdr[M_NEXT_LEAF]):
-                    if meta.shard[leaf] != shard.no:
-                        continue
-                    for sid in (meta.active[leaf], meta.frozen[leaf]):
-                        if sid >= 0 and shard.slabs[sid].used():
-                            floors[shard.no] = min(floors[shard.no],
-                                                   shard.slabs[sid].first_pos())
+                firsts = [slab.first_pos() for slab in shard.slabs
+                          if slab.hdr[H_STATE] != STATE_FREE and slab.hdr[H_USED]]
+                floors.append(min(firsts, default=shard.ring.hdr[R_HEAD]))
             n = meta.hdr[M_NLEAVES]
             nl = meta.hdr[M_NEXT_LEAF]
             next_seg = meta.hdr[M_NEXT_SEG]
@@ -305,6 +312,11 @@ class Store:
                 except DiskError as e:
                     disk_error = disk_error or e
             self.flushers = []
+            if disk_error is not None:
+                # The rings hold acknowledged records no file has: leave them in
+                # /dev/shm for the next open to salvage (recovery.salvage).
+                self._unlink = [(k, nm) for k, nm in self._unlink
+                                if not nm.rsplit("-", 1)[-1].startswith("wal")]
             if self.error is None and disk_error is None:
                 self._flush_all()
                 self.write_manifest()
@@ -336,6 +348,17 @@ class Store:
         self.check()
 
     def _release_shm(self) -> None:
+        """Stop threads, unmap, unlink the shared-memory names, release LOCK. Every
+        step runs even if an earlier one fails (a view still held by a live scan
+        iterator makes an unmap fail); the first failure is raised at the end."""
+        errors: list[BaseException] = []
+
+        def attempt(fn, *args) -> None:
+            try:
+                fn(*args)
+            except (BufferError, OSError, posix_ipc.Error) as e:
+                errors.append(e)
+
         for w in self.workers:
             w.stop()
         self.workers = []
@@ -344,25 +367,27 @@ class Store:
             f.kick.set()
             f.join()
             if f.fd >= 0:
-                os.close(f.fd)
+                attempt(os.close, f.fd)
         self.flushers = []
         for seg in self.segcache.values():
-            seg.close()
+            attempt(seg.close)
         self.segcache.clear()
         for shard in self.shards:
-            shard.arena.close()
-            shard.ring.close()
+            attempt(shard.arena.close)
+            attempt(shard.ring.close)
         self.shards = []
         if self.meta is not None:
-            self.meta.close()
+            attempt(self.meta.close)
             self.meta = None
         for kind, nm in self._unlink:
             if kind == "shm":
-                region.posix_ipc.unlink_shared_memory(nm)
+                attempt(posix_ipc.unlink_shared_memory, nm)
             else:
-                region.posix_ipc.unlink_semaphore(nm)
+                attempt(posix_ipc.unlink_semaphore, nm)
         self._unlink = []
         if self._lockfd >= 0:
-            fcntl.flock(self._lockfd, fcntl.LOCK_UN)
-            os.close(self._lockfd)
+            attempt(fcntl.flock, self._lockfd, fcntl.LOCK_UN)
+            attempt(os.close, self._lockfd)
             self._lockfd = -1
+        if errors:
+            raise errors[0]

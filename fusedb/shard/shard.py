@@ -187,7 +187,9 @@ class Shard:
         (O(leaves)): rows of (leaf, has_frozen, has_active, active_fill, segids,
         writes, fills), the free slab count, and the database's leaf count."""
         meta = self.meta
-        with self.lock:
+        # The routing table changes under the meta lock (splits of any shard), so
+        # walking it needs that lock too; shard lock first, as everywhere.
+        with self.lock, self.store.meta_lock:
             n = meta.hdr[M_NLEAVES]
             rows = []
             for pos in range(n):
@@ -225,7 +227,8 @@ class Shard:
                     meta.active[leaf] = -1
                     self.arena.release_slab(a)
             segids = meta.segs_of(leaf)
-            lo, hi = meta.leaf_range(leaf)
+            with store.meta_lock:     # other shards' splits move routing entries
+                lo, hi = meta.leaf_range(leaf)
         full = full or split or len(segids) + 1 > store.opts.max_segments
         if fz < 0 and not (full and (len(segids) > 1 or split)):
             return False

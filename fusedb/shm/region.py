@@ -69,9 +69,15 @@ class Region:
         self.buf = memoryview(self._mm)
 
     def close(self) -> None:
-        """Unmap. Every view made from ``buf`` must be released first."""
-        self.buf.release()
-        self._mm.close()
+        """Unmap (at once, or when the last view of it goes). Called after the name
+        is no longer needed; the name itself is unlinked separately."""
+        try:
+            self.buf.release()
+            self._mm.close()
+        except BufferError:
+            # A view is still alive (e.g. an unfinished scan's snapshot): the
+            # mapping is freed by the garbage collector when it goes.
+            pass
 
     def unlink(self) -> None:
         posix_ipc.unlink_shared_memory(self.name)

@@ -25,6 +25,7 @@ import struct
 import xxhash
 
 from ..entry import KIND_INT
+from ..errors import InvalidArgumentError
 from ..shm.region import Region
 from .format import BODY_HEADER, MUTATION, RECORD_HEADER, T_MUTATIONS, T_PAD, pad8, pad16
 
@@ -134,7 +135,9 @@ class Ring:
         body = 16 + sum(MUTATION.size + pad8(len(k) + len(v)) for _s, _e, _k, k, v in parts)
         total = pad16(16 + body)
         if total > self.cap // 2:
-            raise ValueError("batch too large for the WAL ring")
+            raise InvalidArgumentError(
+                f"the batch's log record ({total} bytes) is over half the WAL ring "
+                f"({self.cap} bytes): split the batch or raise wal_ring_bytes")
         off = self._reserve(total)
         if off < 0:
             return -1

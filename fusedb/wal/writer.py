@@ -21,9 +21,11 @@ ring is full (or at once in ``sync`` mode), reads go on, and the flusher retries
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
+import traceback
 
 from .. import failpoints
 from ..errors import DiskError
@@ -51,6 +53,7 @@ class Flusher(threading.Thread):
         self.error: OSError | None = None
         self.attempts = 0   # flush() calls so far (a writer raises only on a fresh failure)
         self._flush_lock = threading.Lock()   # the thread and sync_now() both flush
+        self._partial = False   # a write of [flushed, head) may be half done in the file
         self.fd = -1
         self._last_sync = time.monotonic()
         #: (file number, start position) of every WAL file of this run, oldest first.
@@ -64,22 +67,47 @@ class Flusher(threading.Thread):
         path = os.path.join(self.dirpath, file_name(self.shard, hdr[R_FILE_NO]))
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         if os.fstat(self.fd).st_size == 0:
-            os.write(self.fd, FILE_HEADER.pack(MAGIC, VERSION, self.shard, hdr[R_FILE_NO],
-                                               hdr[R_FILE_START]))
-            os.fsync(self.fd)
-            fsync_dir(self.dirpath)
+            try:
+                header = FILE_HEADER.pack(MAGIC, VERSION, self.shard, hdr[R_FILE_NO],
+                                          hdr[R_FILE_START])
+                if os.write(self.fd, header) != len(header):
+                    raise OSError(errno.EIO, "short write of a WAL file header")
+                os.fsync(self.fd)
+                fsync_dir(self.dirpath)
+            except BaseException:
+                os.close(self.fd)
+                self.fd = -1
+                os.unlink(path)
+                raise
         self.size = os.fstat(self.fd).st_size
         self.files.append((hdr[R_FILE_NO], hdr[R_FILE_START]))
 
     def _rotate(self) -> None:
+        """Start the next WAL file at the current flushed position. The new file is
+        created, given its header and fsynced before the old one is closed; if any
+        step fails the partial new file is removed and the old one stays current."""
         os.fsync(self.fd)
-        os.close(self.fd)
-        self.fd = -1
         hdr = self.ring.hdr
-        hdr[R_DURABLE] = hdr[R_FLUSHED]
-        hdr[R_FILE_START] = hdr[R_FLUSHED]
-        hdr[R_FILE_NO] = hdr[R_FILE_NO] + 1
-        self._open_current()
+        no, start = hdr[R_FILE_NO] + 1, hdr[R_FLUSHED]
+        path = os.path.join(self.dirpath, file_name(self.shard, no))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        try:
+            header = FILE_HEADER.pack(MAGIC, VERSION, self.shard, no, start)
+            if os.write(fd, header) != len(header):
+                raise OSError(errno.EIO, "short write of a WAL file header")
+            os.fsync(fd)
+            fsync_dir(self.dirpath)
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        os.close(self.fd)
+        self.fd = fd
+        self.size = len(header)
+        hdr[R_DURABLE] = start
+        hdr[R_FILE_START] = start
+        hdr[R_FILE_NO] = no
+        self.files.append((no, start))
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -112,7 +140,13 @@ class Flusher(threading.Thread):
         try:
             head = hdr[R_HEAD]
             flushed = hdr[R_FLUSHED]
+            if self._partial:
+                # A failed write may have left part of [flushed, head) in the file:
+                # cut it back so the retry starts on a record boundary.
+                os.ftruncate(self.fd, self.size)
+                self._partial = False
             if head > flushed:
+                self._partial = True
                 failpoints.hit("wal.write")
                 for chunk in self.ring.chunks(flushed, head):
                     done = 0
@@ -121,6 +155,7 @@ class Flusher(threading.Thread):
                             done += os.write(self.fd, rest)
                     chunk.release()
                 self.size += head - flushed
+                self._partial = False
                 hdr[R_FLUSHED] = head
             if fsync and hdr[R_DURABLE] < hdr[R_FLUSHED]:
                 target = hdr[R_FLUSHED]
@@ -134,6 +169,7 @@ class Flusher(threading.Thread):
                 self._rotate()
             self.error = None
         except OSError as e:
+            traceback.clear_frames(e.__traceback__)   # frames hold views of the ring
             self.error = e
         self.attempts += 1
         with self.cond:
