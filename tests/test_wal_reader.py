@@ -213,6 +213,12 @@ HEADER_CASES = [
 @pytest.mark.parametrize("name,data,offset", HEADER_CASES, ids=[c[0] for c in HEADER_CASES])
 def test_bad_file_header(tmp_path, name, data, offset, last):
     path = write(tmp_path, data)
+    if last and len(data) < H and MAGIC.startswith(data[:8]):
+        # A shard's last file cut inside its header: a crash right after the file
+        # was created. Nothing in it was ever acknowledged: a torn tail, not damage.
+        wf = read_file(path, last=True)
+        assert wf.torn and wf.records == [] and wf.muts == []
+        return
     with pytest.raises(CorruptionError) as ei:
         read_file(path, last=last)
     assert ei.value.path == path

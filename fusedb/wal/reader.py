@@ -63,8 +63,7 @@ def read_file(path: str, last: bool) -> WalFile:
     """Frame every record of one WAL file (``last``: it may have a torn tail)."""
     with open(path, "rb") as f:
         data = f.read()
-    if len(data) < FILE_HEADER.size and last and not any(data[8:]) and \
-            MAGIC.startswith(data[:8]):
+    if len(data) < FILE_HEADER.size and last and MAGIC.startswith(data[:8]):
         # A crash right after the file was created, before its header was
         # complete: nothing in it was ever acknowledged.
         return WalFile(path, -1, -1, 0, data, len(data), True, [], [])
