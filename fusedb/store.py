@@ -356,11 +356,20 @@ class Store:
         def attempt(fn, *args) -> None:
             try:
                 fn(*args)
-            except (BufferError, OSError, posix_ipc.Error) as e:
+            except Exception as e:  # noqa: BLE001 - collected, the first one re-raised
                 errors.append(e)
 
+        # Names first: unlinking needs nothing else to succeed, and it is what
+        # keeps /dev/shm clean whatever happens below.
+        for kind, nm in self._unlink:
+            if kind == "shm":
+                attempt(posix_ipc.unlink_shared_memory, nm)
+            else:
+                attempt(posix_ipc.unlink_semaphore, nm)
+        self._unlink = []
+
         for w in self.workers:
-            w.stop()
+            attempt(w.stop)
         self.workers = []
         for f in self.flushers:
             f.stopping.set()
@@ -379,12 +388,6 @@ class Store:
         if self.meta is not None:
             attempt(self.meta.close)
             self.meta = None
-        for kind, nm in self._unlink:
-            if kind == "shm":
-                attempt(posix_ipc.unlink_shared_memory, nm)
-            else:
-                attempt(posix_ipc.unlink_semaphore, nm)
-        self._unlink = []
         if self._lockfd >= 0:
             attempt(fcntl.flock, self._lockfd, fcntl.LOCK_UN)
             attempt(os.close, self._lockfd)
