@@ -5,7 +5,6 @@ a split was merging got overwritten by the split's own freeze."""
 
 from __future__ import annotations
 
-import os
 import random
 
 import pytest
