@@ -45,9 +45,6 @@ class Run:
                    self.kstart[idx], self.klen[idx], self.kheap,
                    self.vstart[idx], self.vlen[idx], self.vheap)
 
-    def data_bytes(self) -> int:
-        return int(self.klen.sum() + self.vlen.sum())
-
 
 def empty_run() -> Run:
     z64 = np.zeros(0, np.int64)

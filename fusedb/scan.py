@@ -118,7 +118,7 @@ def _leaf_snapshot(db: "FuseDB", cursor: bytes | None, reverse: bool):
         return lo, hi, buf, [(s, s.to_run()) for s in segs]
 
 
-def _emit(run, now: float, backward: bool) -> Iterator[tuple[bytes, bytes]]:
+def _emit(run, backward: bool) -> Iterator[tuple[bytes, bytes]]:
     idx = range(len(run) - 1, -1, -1) if backward else range(len(run))
     for i in idx:
         v = run.value(i)
@@ -144,7 +144,7 @@ def _leaf_forward(db, a: bytes, b: bytes | None, buf, segs):
         now = db._clock()
         merged = merge_runs([cut(buf, cur, bound)] + [cut(p, cur, bound) for p in parts],
                             now, drop_dead=True)
-        yield from _emit(merged, now, False)
+        yield from _emit(merged, False)
         if bound == b:
             return
         cur = bound
@@ -165,7 +165,7 @@ def _leaf_backward(db, a: bytes, b: bytes | None, buf, segs):
         now = db._clock()
         merged = merge_runs([cut(buf, bound, cur)] + [cut(p, bound, cur) for p in parts],
                             now, drop_dead=True)
-        yield from _emit(merged, now, True)
+        yield from _emit(merged, True)
         if bound == a:
             return
         cur = bound

@@ -34,7 +34,9 @@ class Halt(Exception):
     """Raised in the frozen worker after the power loss, to end it without I/O."""
 
 
-def power_cut(db, sim, undo, hold: threading.Event) -> None:
+def power_cut(db, sim, undo, hold: threading.Event | None = None) -> None:
+    """Lose power under ``db``: the disk reverts to its last fsyncs and shared
+    memory is gone. ``hold`` releases a worker frozen in a failpoint."""
     store = db._store
     for f in store.flushers:            # stop the flushers where they are: no last flush
         f.stopping.set()
@@ -45,7 +47,8 @@ def power_cut(db, sim, undo, hold: threading.Event) -> None:
         w.wakeup.set()
     sim.power_loss()                    # the disk as it was at the last fsyncs
     undo()
-    hold.set()                          # a frozen worker raises Halt and ends
+    if hold is not None:
+        hold.set()                      # a frozen worker raises Halt and ends
     for w in store.workers:
         w.join()
     store.workers = []

@@ -11,7 +11,6 @@ what each durability mode guarantees:
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 
@@ -23,6 +22,7 @@ import fusedb
 
 from conftest import TINY
 from powerloss import install
+from test_powerloss import power_cut
 from test_wal import crash
 
 OPTS = dict(TINY, wal_file_bytes=8192, wal_ring_bytes=16384)
@@ -91,24 +91,7 @@ class CrashMachine(RuleBasedStateMachine):
 
     @rule()
     def power_loss(self):
-        store = self.db._store
-        for f in store.flushers:
-            f.stopping.set()
-            f.kick.set()
-            f.join()
-        for w in store.workers:
-            w.stopping.set()
-            w.wakeup.set()
-            w.join()
-        self.sim.power_loss()
-        self.undo()
-        for f in store.flushers:
-            os.close(f.fd)
-            f.fd = -1
-        store.flushers = []
-        store.workers = []
-        store._release_shm()
-        self.db._closed = True
+        power_cut(self.db, self.sim, self.undo)
         self._open()
         got = dict(self.db.scan())
         if self.mode == "sync":

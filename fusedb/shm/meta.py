@@ -78,7 +78,6 @@ class Meta:
             setattr(self, field, v)
             self._views.append(v)
             off += (size + 7) & ~7
-        self.route_ver_hdr = self.hdr  # alias: the hot path reads hdr[M_ROUTE_VER]
 
     def close(self) -> None:
         for v in self._views:
@@ -165,5 +164,3 @@ class Meta:
         self.mseq[leaf_id] = seq
         self.set_segs(leaf_id, segids)
 
-    def stat_add(self, shard: int, field: int, n: int) -> None:
-        self.stats[shard * 8 + field] += n

@@ -81,8 +81,3 @@ class Region:
 
     def unlink(self) -> None:
         posix_ipc.unlink_shared_memory(self.name)
-
-
-def create_lock(nm: str) -> posix_ipc.Semaphore:
-    """A new binary semaphore (a lock usable from any thread of any process)."""
-    return posix_ipc.Semaphore(nm, posix_ipc.O_CREX, initial_value=1)

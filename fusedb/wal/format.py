@@ -45,10 +45,6 @@ def pad16(n: int) -> int:
     return (n + 15) & ~15
 
 
-def mutation_size(klen: int, vlen: int) -> int:
-    return MUTATION.size + pad8(klen + vlen)
-
-
 def file_name(shard: int, file_no: int) -> str:
     return f"wal-{shard:03d}-{file_no:010d}.log"
 
