@@ -46,12 +46,12 @@ def power_cut(db, sim, undo, hold: threading.Event | None = None) -> None:
         w.stopping.set()
         w.wakeup.set()
     sim.power_loss()                    # the disk as it was at the last fsyncs
-    undo()
     if hold is not None:
         hold.set()                      # a frozen worker raises Halt and ends
-    for w in store.workers:
+    for w in store.workers:             # a worker still merging hits PowerLost
         w.join()
     store.workers = []
+    undo()                              # only now: the workers no longer use the disk
     for f in store.flushers:
         os.close(f.fd)
         f.fd = -1
