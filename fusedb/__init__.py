@@ -9,18 +9,20 @@ See README.md for the API and docs/design.md for how it works.
 """
 
 from .batch import Batch
-from .db import TTL_MISSING, TTL_NONE, FuseDB, open
-from .errors import (ClosedError, CorruptionError, DiskError, FuseDBError, FuseDBKeyError,
-                     IntegerOverflowError, InvalidArgumentError, KeyTooLargeError, KeyTypeError,
-                     LockedError, NotAnIntegerError, ValueTooLargeError, ValueTypeError,
+from .db import TTL_MISSING, TTL_NONE, FuseDB, connect, open
+from .errors import (ClosedError, CorruptionError, DiskError, ForkedError, FuseDBError,
+                     FuseDBKeyError, IntegerOverflowError, InvalidArgumentError,
+                     KeyTooLargeError, KeyTypeError, LockedError, LockTimeoutError,
+                     NotAnIntegerError, NotRunningError, ValueTooLargeError, ValueTypeError,
                      WriteStallError)
 from .options import Options
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "open", "FuseDB", "Batch", "Options", "TTL_NONE", "TTL_MISSING",
+    "open", "connect", "FuseDB", "Batch", "Options", "TTL_NONE", "TTL_MISSING",
     "FuseDBError", "ClosedError", "CorruptionError", "DiskError", "FuseDBKeyError", "IntegerOverflowError",
     "InvalidArgumentError", "KeyTooLargeError", "KeyTypeError", "LockedError",
     "NotAnIntegerError", "ValueTooLargeError", "ValueTypeError", "WriteStallError",
+    "ForkedError", "LockTimeoutError", "NotRunningError",
 ]

@@ -102,6 +102,7 @@ class Batch:
         db = self._db
         meta = db._meta
         deadline = None
+        attempt = 0
         while True:
             missing = None
             shard.lock.acquire()
@@ -155,7 +156,8 @@ class Batch:
                     shard.flusher.wait_durable(end)
                 return
             if missing is not None:
-                db._store.open_segments(meta.segs_of(missing))
+                attempt += 1
+                db._store.open_for_retry(meta.segs_of(missing), attempt)
             else:
                 deadline = db._stall(shard, deadline)
 

@@ -10,20 +10,24 @@ the lock is released, on segment objects taken under it.
 from __future__ import annotations
 
 import math
+import os
 import time
+import weakref
+
+import psutil
 from typing import Iterable, Iterator
 
 from . import ops
 from . import scan as _scan
 from .batch import Batch
 from .entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT, KIND_VALUE, key_hash
-from .errors import ClosedError, FuseDBKeyError, IntegerOverflowError, InvalidArgumentError, \
+from .errors import ClosedError, ForkedError, FuseDBKeyError, IntegerOverflowError, InvalidArgumentError, \
     KeyTooLargeError, KeyTypeError, ValueTooLargeError, ValueTypeError, WriteStallError, \
     DiskError
 from .options import Options
 from .router.routing import RouteCache
 from .shard.shard import NEED_SEGMENTS, segment_entry
-from .shm.meta import S_LOGICAL, S_STALLS, STAT_FIELDS
+from .shm.meta import S_LOGICAL, S_STALLS, STAT_FIELDS, W_PID
 from .store import Store
 
 #: ``ttl()`` result for a key that exists but never expires (as Redis's TTL).
@@ -35,11 +39,39 @@ TTL_MISSING = -2.0
 def open(path: str = "fusedb-data", **options) -> "FuseDB":  # noqa: A001 - the API's name
     """Open (creating if missing) the database in directory ``path``.
 
-    Options are the fields of :class:`fusedb.options.Options`. Raises
-    ``LockedError`` if another process has it open, ``CorruptionError`` if a file
-    fails verification, ``InvalidArgumentError`` for bad options.
+    Options are the fields of :class:`fusedb.options.Options`. Without ``shards``
+    (or with ``mode="embedded"``) the database runs embedded: this process only,
+    background work in threads. With ``shards=N`` it runs multiprocess: this
+    process becomes the router, N worker processes start, and other processes
+    attach with :func:`connect`. Raises ``LockedError`` if another process has
+    it open, ``CorruptionError`` if a file fails verification,
+    ``InvalidArgumentError`` for bad options.
     """
-    return FuseDB(path, **options)
+    if "mode" not in options:
+        options["mode"] = "multiprocess" if "shards" in options else "embedded"
+    opts = Options(**options)
+    role = "router" if opts.mode == "multiprocess" else "embedded"
+    return FuseDB(Store(path, opts, role))
+
+
+def connect(path: str = "fusedb-data") -> "FuseDB":
+    """Attach to the multiprocess database open at ``path`` (by a router process
+    on this host). Point operations then run directly on its shared memory.
+    ``close()`` detaches. Raises NotRunningError if none is open there."""
+    return FuseDB(Store(path, None, "client"))
+
+
+_handles: "weakref.WeakSet[FuseDB]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for h in list(_handles):
+        if not h._closed:
+            h._forked = True
+            h._closed = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _coerce_key(key) -> bytes:
@@ -58,11 +90,15 @@ def _coerce_value(value) -> bytes:
 
 class FuseDB:
     """An open database. Thread-safe: any thread may call any method, except that
-    ``close()`` must not race with other calls. Not shared across ``fork()``."""
+    ``close()`` must not race with other calls.
 
-    def __init__(self, path: str, **options):
-        self._opts = opts = Options(**options)
-        self._store = store = Store(path, opts)
+    A multiprocess handle pickles (it re-attaches with :func:`connect` where it is
+    unpickled) and survives ``fork()``: in the child it re-attaches on first use.
+    An embedded handle does neither (ForkedError in the child)."""
+
+    def __init__(self, store: Store):
+        self._store = store
+        self._opts = opts = store.opts
         self._meta = store.meta
         self._routes = RouteCache(store.meta)
         self._shards = store.shards
@@ -71,11 +107,30 @@ class FuseDB:
         self._clock = opts.clock
         self._sync = opts.durability == "sync"
         self._closed = False
+        self._forked = False
         self.path = store.path
+        _handles.add(self)
+
+    def __reduce__(self):
+        if self._store.role == "embedded":
+            raise ForkedError("an embedded database cannot be sent to another process; open "
+                              "it with shards=N (multiprocess) and pass the handle or its path")
+        return (connect, (self.path,))
+
+    def _reattach(self) -> None:
+        """In a fork()ed child: become a client of the parent's database."""
+        if self._store.role == "embedded":
+            raise ForkedError(
+                "this handle was opened in embedded mode by the parent process and cannot be "
+                "used after fork(); open the database with shards=N (multiprocess) and "
+                "attach in the child with fusedb.connect(path)")
+        self.__init__(Store(self.path, None, "client"))
 
     # -- helpers --------------------------------------------------------------------
 
     def _check_open(self) -> None:
+        if self._forked:
+            self._reattach()
         if self._closed:
             raise ClosedError("the database is closed")
         self._store.check()
@@ -130,6 +185,7 @@ class FuseDB:
         h = key_hash(key)
         routes = self._routes
         deadline = None
+        attempt = 0
         while True:
             ver, leaf = routes.route(key)
             shard = self._shards[self._meta.shard[leaf]]
@@ -158,7 +214,8 @@ class FuseDB:
                     shard.flusher.wait_durable(end)
                 return result
             if need:
-                self._store.open_segments(self._meta.segs_of(leaf))
+                attempt += 1
+                self._store.open_for_retry(self._meta.segs_of(leaf), attempt)
             else:
                 deadline = self._stall(shard, deadline)
 
@@ -204,6 +261,7 @@ class FuseDB:
         routes = self._routes
         meta = self._meta
         cache = self._store.segcache
+        attempt = 0
         while True:
             ver, leaf = routes.route(key)
             shard = self._shards[meta.shard[leaf]]
@@ -221,7 +279,8 @@ class FuseDB:
                 lock.release()
             if segs is not None:
                 if None in segs:
-                    self._store.open_segments(segids)
+                    attempt += 1
+                    self._store.open_for_retry(segids, attempt)
                     continue
                 for seg in segs:
                     e = segment_entry(seg, key, h)
@@ -349,11 +408,11 @@ class FuseDB:
         segids: dict[int, int] = {}   # segment id -> file size
         frozen = active = 0
         fill = 0.0
-        totals = dict.fromkeys(STAT_FIELDS[:-1], 0)
+        totals = dict.fromkeys(STAT_FIELDS, 0)
         shards = []
         for shard in self._shards:
             with shard.lock:
-                for name_i, name in enumerate(STAT_FIELDS[:-1]):
+                for name_i, name in enumerate(STAT_FIELDS):
                     totals[name] += meta.stats[shard.no * 8 + name_i]
                 free = shard.arena.free_count()
                 cache = self._store.segcache
@@ -385,7 +444,27 @@ class FuseDB:
             "arena_slabs_total": sum(s["slabs_total"] for s in shards),
             "arena_slabs_used": sum(s["slabs_total"] - s["slabs_free"] for s in shards),
             "shards": shards,
+            "mode": self._opts.mode,
+            "workers": self._worker_stats(),
         }
+
+    def _worker_stats(self) -> list[dict]:
+        """Per shard: the process doing its background work, its CPU and memory."""
+        out = []
+        for shard in self._shards:
+            pid = self._meta.workers[shard.no * 4 + W_PID] if self._opts.mode == "multiprocess" \
+                else os.getpid()
+            row = {"shard": shard.no, "pid": pid}
+            try:
+                p = psutil.Process(pid)
+                with p.oneshot():
+                    t = p.cpu_times()
+                    row.update(cpu_seconds=t.user + t.system, cpu_num=p.cpu_num(),
+                               cpu_affinity=p.cpu_affinity(), rss_bytes=p.memory_info().rss)
+            except psutil.Error:
+                row["alive"] = False
+            out.append(row)
+        return out
 
     def close(self) -> None:
         """Merge every buffer into segments, write the manifest and release all shared

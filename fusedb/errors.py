@@ -88,3 +88,21 @@ class LockedError(FuseDBError):
 
 class FuseDBKeyError(FuseDBError, KeyError):
     """Raised by the mapping protocol (``db[key]``, ``del db[key]``) for a missing key."""
+
+
+class NotRunningError(FuseDBError):
+    """Raised by ``fusedb.connect`` when no live multiprocess database is open at the
+    path (nothing open, it runs embedded, or its router process is gone)."""
+
+
+class LockTimeoutError(FuseDBError):
+    """Raised when a shard lock could not be taken within ``lock_timeout`` seconds.
+
+    A lock whose holder died is repaired by the shard's worker well within that
+    time; this error means the shard has no working worker (or a live process
+    holds the lock, e.g. one stopped with SIGSTOP). Nothing was applied."""
+
+
+class ForkedError(FuseDBError):
+    """Raised when a handle inherited through ``fork()`` is used in the child and
+    cannot re-attach there (an embedded database lives in its parent only)."""

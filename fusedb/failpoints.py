@@ -27,6 +27,11 @@ def hit(name: str) -> None:
         fn()
 
 
+def arm(name: str, fn: Callable[[], None]) -> None:
+    """Arm ``name`` for the rest of the process (worker processes under test)."""
+    _points[name] = fn
+
+
 @contextlib.contextmanager
 def armed(name: str, fn: Callable[[], None]) -> Iterator[None]:
     _points[name] = fn

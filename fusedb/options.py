@@ -30,6 +30,18 @@ class Options:
     max_value_size: int = 16 * KiB
     #: Number of shards: each owns one arena, one lock and one merge worker.
     shards: int = 1
+    #: "embedded" (one process; workers are threads) or "multiprocess" (a worker
+    #: process per shard; other processes attach with fusedb.connect). open()
+    #: picks "multiprocess" when ``shards`` is given and "embedded" otherwise.
+    mode: str = "embedded"
+    #: Multiprocess: pin worker processes to CPUs (True: worker i to the i-th CPU
+    #: this process may use; a tuple of CPU numbers: worker i to cpus[i % len]).
+    pin: bool | tuple = False
+    #: Multiprocess: longest wait for a shard lock before LockTimeoutError. A lock
+    #: left by a dead process is repaired long before (see docs/design.md).
+    lock_timeout: float = 10.0
+    #: Multiprocess: longest wait for each worker to merge and exit at close.
+    close_timeout: float = 120.0
     #: Size of one leaf buffer (a slab of the arena): hash index + slots + heap.
     buffer_bytes: int = 256 * KiB
     #: Number of entry slots per buffer.
@@ -71,6 +83,21 @@ class Options:
             if f.name == "clock":
                 if not callable(v):
                     raise InvalidArgumentError("clock must be callable")
+                continue
+            if f.name == "mode":
+                if v not in ("embedded", "multiprocess"):
+                    raise InvalidArgumentError(
+                        f"mode must be 'embedded' or 'multiprocess', got {v!r}")
+                continue
+            if f.name == "pin":
+                if isinstance(v, bool):
+                    continue
+                if not (isinstance(v, (tuple, list)) and v and
+                        all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                            for c in v)):
+                    raise InvalidArgumentError(f"pin must be a bool or a list of CPU "
+                                               f"numbers, got {v!r}")
+                object.__setattr__(self, "pin", tuple(v))
                 continue
             if f.name == "durability":
                 if v not in ("sync", "interval", "none"):
@@ -114,6 +141,17 @@ class Options:
                 f"buffer_bytes={self.buffer_bytes} with buffer_slots={self.buffer_slots} leaves "
                 f"{layout.heap_bytes} heap bytes; the largest entry needs {need}: raise "
                 f"buffer_bytes or lower max_key_size/max_value_size")
+
+    def to_json(self) -> dict:
+        """The options as JSON values (the clock is not carried: attached
+        processes use ``time.time``)."""
+        return {f.name: (list(v) if isinstance(v, tuple) else v)
+                for f in fields(self) if f.name != "clock"
+                for v in [getattr(self, f.name)]}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Options":
+        return cls(**{k: v for k, v in obj.items() if k in {f.name for f in fields(cls)}})
 
     @property
     def slabs_per_arena(self) -> int:

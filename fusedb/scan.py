@@ -90,6 +90,7 @@ def _leaf_snapshot(db: "FuseDB", cursor: bytes | None, reverse: bool):
     routes = db._routes
     meta = db._meta
     store = db._store
+    attempt = 0
     while True:
         if db._closed:
             raise ClosedError("the database is closed")
@@ -112,7 +113,8 @@ def _leaf_snapshot(db: "FuseDB", cursor: bytes | None, reverse: bool):
             segids = meta.segs_of(leaf)
             segs = [store.segcache.get(s) for s in segids]
         if None in segs:
-            store.open_segments(segids)
+            attempt += 1
+            store.open_for_retry(segids, attempt)
             continue
         buf = merge_runs(runs, 0.0, drop_dead=False)
         return lo, hi, buf, [(s, s.to_run()) for s in segs]

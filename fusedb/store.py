@@ -1,18 +1,29 @@
-"""The open database's internals: directory, shared memory, shards, workers,
+"""The open database's internals: directory, shared memory, shards, locks, workers,
 segment cache and manifest. :class:`fusedb.db.FuseDB` is the API on top.
 
-Lifecycle (docs/design.md, "Open and close"):
+One class, four roles (docs/design.md, "Processes"):
 
-open   take the directory's LOCK (flock), remove shared-memory objects a crashed
-       run left, read the MANIFEST, verify every segment it names, delete files
-       it does not name, create the meta block, one arena and one lock per shard,
-       start one worker per shard.
-close  stop the workers, merge every buffer into segments, write the MANIFEST,
-       unmap and unlink every shared-memory object, release LOCK.
+``embedded``  the only process. Takes LOCK (flock), recovers, creates the shared
+              memory, runs one merge worker thread and one WAL flusher thread per
+              shard. Locks are thread locks.
+``router``    the process that opened a multiprocess database. Takes LOCK,
+              recovers, creates the shared memory and named semaphores, starts
+              one worker process per shard and restarts any that dies.
+``worker``    a shard's worker process (fusedb.shard.process): attaches, runs
+              the shard's flusher thread and merge loop, repairs the shard if a
+              process died holding its lock.
+``client``    any other process (``fusedb.connect``): attaches, does point
+              operations directly on shared memory.
 
-Lock order, outermost first: manifest lock (a thread lock) -> shard locks in
-shard order -> meta lock. Writers take one shard lock; a split takes its shard's
-lock then the meta lock; the manifest writer takes every shard lock.
+Lifecycle: open = LOCK, remove shared-memory objects a crashed run left (after
+salvaging their WAL rings), read the MANIFEST, verify every segment it names,
+delete files it does not name, replay the WAL, create the shared memory. Close
+= stop the workers, merge every buffer into segments, write the MANIFEST,
+delete the WAL, unlink every shared-memory object, release LOCK.
+
+Lock order, outermost first: manifest lock -> shard locks, one at a time -> meta
+lock. Writers take one shard lock; a split takes its shard's lock then the meta
+lock; the manifest writer takes the manifest lock, then each shard lock in turn.
 """
 
 from __future__ import annotations
@@ -21,30 +32,38 @@ import atexit
 import contextlib
 import fcntl
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 import weakref
-from typing import Iterator
 
 import numpy as np
 import posix_ipc
+import psutil
 
 from . import manifest
-from .errors import DiskError, FuseDBError, LockedError
+from .errors import DiskError, FuseDBError, LockedError, NotRunningError
 from .manifest import LeafRecord, ManifestData
+from .merge import cut, merge_runs
 from .options import Options
-from .segment import Segment, file_name
+from .segment import Segment, file_name, write_segment
 from .shard.shard import Shard
 from .shard.worker import Worker
 from .shm import region
-from .shm.arena import Arena
+from .shm.arena import A_FREE_TOP, Arena
+from .shm.locks import ProcLock, SemEvent, alive
+from .shm.meta import M_MODE, M_NEXT_LEAF, M_NEXT_SEG, M_ROUTER_PID, M_STATE, MODE_MULTIPROCESS, \
+    S_DISK_ERROR, STATE_OPEN, W_FLUSH_DONE, W_FLUSH_REQ, W_PID, Meta
 from .shm.slab import H_STATE, H_USED, STATE_FREE
 from .wal import recovery
-from .wal.reader import list_files as list_wal_files
+from .wal.reader import fill_hashes, list_files as list_wal_files, read_file
 from .wal.ring import R_FILE_NO, R_HEAD, Ring
-from .wal.writer import Flusher
-from .shm.meta import MAX_SEGS, M_NEXT_LEAF, M_NEXT_SEG, M_NLEAVES, Meta
+from .wal.writer import Flusher, RemoteFlusher
 
 LOCK_FILE = "LOCK"
+ROLES = ("embedded", "router", "worker", "client")
 
 # Databases still open at interpreter exit are closed (flushed, shared memory
 # removed) so that a script that forgets close() leaves nothing in /dev/shm.
@@ -57,40 +76,83 @@ def _close_open_stores() -> None:
         store.close()
 
 
+def _after_fork_in_child() -> None:
+    # A forked child inherits its parent's stores: they are the parent's to close.
+    # The child drops its copy of LOCK (flock is shared by inherited descriptors)
+    # and never closes, flushes or unlinks anything of them.
+    for store in list(_open_stores):
+        store.inherited = True
+        if store._lockfd >= 0:
+            try:
+                os.close(store._lockfd)
+            except OSError:
+                pass
+            store._lockfd = -1
+    _open_stores.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Store:
-    def __init__(self, path: str, opts: Options):
+    def __init__(self, path: str, opts: Options | None, role: str = "embedded",
+                 shard_no: int = -1):
+        assert role in ROLES
+        self.role = role
+        self.shard_no = shard_no
         self.opts = opts
-        os.makedirs(path, exist_ok=True)
+        if role in ("embedded", "router"):
+            os.makedirs(path, exist_ok=True)
         self.path = os.path.realpath(path)
+        self.tag = region.tag_for(self.path)
         self.error: BaseException | None = None
+        self.inherited = False
         self.segcache: dict[int, Segment] = {}
         self._segcache_lock = threading.Lock()
-        self._manifest_lock = threading.Lock()
         self.workers: list[Worker] = []
         self.flushers: list[Flusher] = []
+        self.procs: list[subprocess.Popen | None] = []
         self.replayed = 0
+        self.repairs = 0
+        self.meta = None
+        self.meta_lock = None
+        self.manifest_lock = None
+        self.shards: list[Shard] = []
+        self.wake_events: list = []
+        self.kick_events: list = []
+        self._sems: list[posix_ipc.Semaphore] = []
+        self._unlink: list[tuple[str, str]] = []
+        self._lockfd = -1
+        self._supervisor: threading.Thread | None = None
+        self._closing = threading.Event()
+        if role in ("embedded", "router"):
+            self._take_lock_file()
+        try:
+            if role in ("embedded", "router"):
+                self._open()
+            else:
+                self._attach()
+        except BaseException:
+            self._release_shm()
+            raise
+        if role != "worker":
+            _open_stores.add(self)
+
+    # -- open (embedded, router) --------------------------------------------------------
+
+    def _take_lock_file(self) -> None:
         self._lockfd = os.open(os.path.join(self.path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._lockfd)
-            raise LockedError(f"database {self.path} is open in another process") from None
-        self._unlink: list[tuple[str, str]] = []
-        self.meta = None
-        self.meta_lock = None
-        self.shards: list[Shard] = []
-        try:
-            self._open()
-        except BaseException:
-            self._release_shm()
-            raise
-        _open_stores.add(self)
-
-    # -- open ---------------------------------------------------------------------------
+            self._lockfd = -1
+            raise LockedError(f"database {self.path} is open in another process; attach "
+                              f"to it with fusedb.connect(path) if it runs multiprocess") \
+                from None
 
     def _open(self) -> None:
         opts = self.opts
-        self.tag = region.tag_for(self.path)
         recovery.salvage(self.tag, self.path)
         region.remove_leftovers(self.tag)
         man = manifest.read(self.path)
@@ -112,37 +174,59 @@ class Store:
         self.meta = meta = Meta(nm(self.tag, "meta"), max_leaves, max_key, opts.shards,
                                 create=True)
         self._unlink.append(("shm", nm(self.tag, "meta")))
-        # Embedded mode: one process owns the database (LOCK is held), so the shard
-        # and meta locks are thread locks. A posix_ipc semaphore would work too, but
-        # every acquire of one releases the GIL, so with the worker thread busy each
-        # operation would pay a GIL hand-off (measured: ~65 us). Attached processes
-        # (multiprocess mode) need the named semaphores of fusedb.shm.region.
-        self.meta_lock = threading.Lock()
+        multi = self.role == "router"
+        if multi:
+            meta.hdr[M_MODE] = MODE_MULTIPROCESS
+            meta.hdr[M_ROUTER_PID] = os.getpid()
+            meta.set_options(opts.to_json())
+        arenas, rings = [], []
         for i in range(opts.shards):
-            arena = Arena(nm(self.tag, f"arena{i}"), opts.slabs_per_arena, opts.buffer_bytes,
-                          opts.buffer_slots, create=True)
+            arenas.append(Arena(nm(self.tag, f"arena{i}"), opts.slabs_per_arena,
+                                opts.buffer_bytes, opts.buffer_slots, create=True))
             self._unlink.append(("shm", nm(self.tag, f"arena{i}")))
-            ring = Ring(nm(self.tag, f"wal{i}"), opts.wal_ring_bytes, create=True)
+            rings.append(Ring(nm(self.tag, f"wal{i}"), opts.wal_ring_bytes, create=True))
             self._unlink.append(("shm", nm(self.tag, f"wal{i}")))
-            ring.hdr[R_FILE_NO] = first_wal_no
-            self.shards.append(Shard(self, i, threading.Lock(), arena, ring))
+            rings[-1].hdr[R_FILE_NO] = first_wal_no
         # Leaves keep their shard if the shard count is unchanged; otherwise they are
         # dealt out again in contiguous runs (buffers are empty at open, so it is free).
         keep = man.options.get("shards") == opts.shards
         for leaf_id, lf in enumerate(man.leaves):
             shard = lf.shard if keep else leaf_id * opts.shards // nleaves
             meta.init_leaf(leaf_id, shard, lf.seq, lf.segs)
-        meta.route_set([(lf.lo, i) for i, lf in enumerate(man.leaves)])
+        meta.route_write([(lf.lo, i) for i, lf in enumerate(man.leaves)])
         meta.hdr[M_NEXT_LEAF] = nleaves
         meta.hdr[M_NEXT_SEG] = max([man.next_seg] + [s + 1 for s in referenced])
+        if multi:
+            self._make_proc_locks(create=True)
+        else:
+            # Embedded: one process owns the database (LOCK is held), so the locks are
+            # thread locks. A posix_ipc semaphore works too, but every acquire of one
+            # releases the GIL: with the worker thread busy each operation would pay a
+            # GIL hand-off (measured: ~65 us).
+            self.meta_lock = threading.Lock()
+            self.manifest_lock = threading.Lock()
+            self.wake_events = [threading.Event() for _ in range(opts.shards)]
+            self.kick_events = [threading.Event() for _ in range(opts.shards)]
+        for i in range(opts.shards):
+            lock = self._shard_locks[i] if multi else threading.Lock()
+            self.shards.append(Shard(self, i, lock, arenas[i], rings[i]))
+        if multi:
+            # Attached processes read shard membership from the manifest when they
+            # repair a shard, so it must match this run's assignment from the start.
+            self.write_manifest()
+            for shard in self.shards:
+                shard.flusher = RemoteFlusher(shard.ring, self.kick_events[shard.no],
+                                              meta.stats, shard.no)
+            self._start_worker_processes()
+            return
         for shard in self.shards:
             f = Flusher(self.path, shard.no, shard.ring, opts.durability, opts.sync_interval,
-                        opts.wal_file_bytes)
+                        opts.wal_file_bytes, kick=self.kick_events[shard.no])
             shard.flusher = f
             self.flushers.append(f)
             f.start()
         for shard in self.shards:
-            w = Worker(self, shard)
+            w = Worker(self, shard, self.wake_events[shard.no])
             self.workers.append(w)
             w.start()
 
@@ -159,15 +243,135 @@ class Store:
                 if segid not in referenced:
                     os.unlink(os.path.join(self.path, fn))
 
+    # -- attach (worker, client) --------------------------------------------------------
+
+    def _attach(self) -> None:
+        nm = region.name
+        try:
+            self.meta = meta = Meta(nm(self.tag, "meta"))
+        except posix_ipc.ExistentialError:
+            raise NotRunningError(f"no database is open at {self.path}: open it with "
+                                  f"fusedb.open(path, shards=N) first") from None
+        if meta.hdr[M_MODE] != MODE_MULTIPROCESS:
+            raise NotRunningError(f"the database at {self.path} is open in embedded mode; "
+                                  f"only a multiprocess database (open(..., shards=N)) "
+                                  f"accepts other processes")
+        if meta.hdr[M_STATE] != STATE_OPEN or not alive(meta.hdr[M_ROUTER_PID]):
+            raise NotRunningError(f"the database at {self.path} is closing or its router "
+                                  f"process (pid {meta.hdr[M_ROUTER_PID]}) is gone")
+        self.opts = opts = Options.from_json(meta.get_options())
+        for i in range(meta.shards):
+            arena = Arena(nm(self.tag, f"arena{i}"))
+            ring = Ring(nm(self.tag, f"wal{i}"))
+            self.shards.append(Shard(self, i, None, arena, ring))
+        self._make_proc_locks(create=False)
+        for shard in self.shards:
+            shard.lock = self._shard_locks[shard.no]
+            shard.flusher = RemoteFlusher(shard.ring, self.kick_events[shard.no], meta.stats,
+                                          shard.no)
+        if self.role == "worker":
+            shard = self.shards[self.shard_no]
+            f = Flusher(self.path, shard.no, shard.ring, opts.durability, opts.sync_interval,
+                        opts.wal_file_bytes, kick=self.kick_events[shard.no],
+                        error_flag=(meta.stats, shard.no * 8 + S_DISK_ERROR))
+            shard.flusher = f
+            self.flushers.append(f)
+
+    def _make_proc_locks(self, create: bool) -> None:
+        """The named semaphores: a lock per shard, the meta and manifest locks, and
+        per shard a wake-up for its worker and one for its flusher."""
+        n = self.meta.shards
+        timeout = self.opts.lock_timeout
+        slots = self.meta.locks
+
+        def sem(what: str, value: int) -> posix_ipc.Semaphore:
+            name = region.name(self.tag, what)
+            if create:
+                s = posix_ipc.Semaphore(name, posix_ipc.O_CREX, initial_value=value)
+                self._unlink.append(("sem", name))
+            else:
+                s = posix_ipc.Semaphore(name)
+            self._sems.append(s)
+            return s
+
+        self._shard_locks = [ProcLock(sem(f"lock{i}", 1), slots, i, timeout, f"shard {i} lock")
+                             for i in range(n)]
+        self.meta_lock = ProcLock(sem("mlock", 1), slots, n, timeout, "meta lock")
+        self.manifest_lock = ProcLock(sem("manlock", 1), slots, n + 1, timeout, "manifest lock")
+        self.wake_events = [SemEvent(sem(f"wake{i}", 0)) for i in range(n)]
+        self.kick_events = [SemEvent(sem(f"kick{i}", 0)) for i in range(n)]
+
+    # -- the router's worker processes ----------------------------------------------------
+
+    def _spawn(self, no: int) -> subprocess.Popen:
+        pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"]
+                                        if env.get("PYTHONPATH") else "")
+        self.meta.workers[no * 4 + W_PID] = 0
+        p = subprocess.Popen([sys.executable, "-m", "fusedb.shard.process", self.path, str(no)],
+                             stdin=subprocess.DEVNULL, env=env, close_fds=True)
+        pin = self.opts.pin
+        if pin:
+            cpus = list(pin) if not isinstance(pin, bool) else \
+                sorted(psutil.Process().cpu_affinity())
+            psutil.Process(p.pid).cpu_affinity([cpus[no % len(cpus)]])
+        return p
+
+    def _wait_ready(self, no: int, p: subprocess.Popen, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.meta.workers[no * 4 + W_PID] != p.pid:
+            if p.poll() is not None:
+                raise FuseDBError(f"the worker process of shard {no} exited with code "
+                                  f"{p.returncode} while starting (its stderr says why)")
+            if time.monotonic() > deadline:
+                p.kill()
+                raise FuseDBError(f"the worker process of shard {no} did not start "
+                                  f"within {timeout}s")
+            time.sleep(0.005)
+
+    def _start_worker_processes(self) -> None:
+        self.procs = [self._spawn(i) for i in range(self.opts.shards)]
+        for i, p in enumerate(self.procs):
+            self._wait_ready(i, p)
+        self._supervisor = threading.Thread(target=self._supervise, name="fusedb-supervisor",
+                                            daemon=True)
+        self._supervisor.start()
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            # SIGTERM ends the router like an uncaught SystemExit: atexit closes the
+            # database cleanly. (SIGINT already raises KeyboardInterrupt.)
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+    def _supervise(self) -> None:
+        """Restart dead workers; free the meta and manifest locks of dead holders."""
+        restarts = [0.0] * len(self.procs)
+        while not self._closing.wait(0.05):
+            for lock in (self.meta_lock, self.manifest_lock):
+                if lock.abandoned():
+                    lock.take_over()
+                    lock.release()
+            for no, p in enumerate(self.procs):
+                if p is None or p.poll() is None or self._closing.is_set():
+                    continue
+                # Back off if it keeps dying (e.g. a disk error at start).
+                if time.monotonic() < restarts[no]:
+                    continue
+                print(f"fusedb: worker of shard {no} (pid {p.pid}) exited with code "
+                      f"{p.returncode}; restarting it", file=sys.stderr)
+                try:
+                    self.procs[no] = self._spawn(no)
+                except OSError as e:
+                    print(f"fusedb: could not restart worker {no}: {e}", file=sys.stderr)
+                restarts[no] = time.monotonic() + 0.5
+
     # -- used by shards and workers ------------------------------------------------------
 
     def wake(self, shard_no: int) -> None:
-        if self.workers:
-            self.workers[shard_no].wakeup.set()
+        self.wake_events[shard_no].set()
 
     def kick_flusher(self, shard_no: int) -> None:
-        if self.flushers:
-            self.flushers[shard_no].kick.set()
+        self.kick_events[shard_no].set()
 
     def fail(self, error: BaseException) -> None:
         if self.error is None:
@@ -193,8 +397,11 @@ class Store:
             self.meta.hdr[M_NEXT_LEAF] = leaf + 1
         return leaf
 
-    def open_segments(self, segids: list[int]) -> list[Segment]:
-        """The Segment objects of ``segids``, opening (and verifying) any not open yet."""
+    def open_segments(self, segids: list[int], missing_ok: bool = False) -> list[Segment] | None:
+        """The Segment objects of ``segids``, opening (and verifying) any not open yet.
+        With ``missing_ok``, a file deleted meanwhile (another process merged it
+        away after the caller read the leaf's list) returns None instead of raising:
+        the caller reads the leaf's list again."""
         cache = self.segcache
         out = []
         for segid in segids:
@@ -203,102 +410,190 @@ class Store:
                 with self._segcache_lock:
                     seg = cache.get(segid)
                     if seg is None:
-                        seg = Segment(os.path.join(self.path, file_name(segid)), segid)
+                        path = os.path.join(self.path, file_name(segid))
+                        if missing_ok and not os.path.exists(path):
+                            return None
+                        seg = Segment(path, segid)
                         cache[segid] = seg
             out.append(seg)
         return out
 
+    def open_for_retry(self, segids: list[int], attempt: int) -> None:
+        """For a reader that found a leaf's segments not open in this process yet
+        (it retries its operation after this). A file deleted meanwhile (another
+        process merged it away after the reader saw it named) is skipped and the
+        reader looks again; after 100 attempts a missing file is corruption."""
+        if self.open_segments(segids, missing_ok=attempt < 100) is None:
+            time.sleep(0.0005)
+
+    def forget_segments(self, segids: list[int]) -> None:
+        """Drop segments no leaf names any more from this process's cache (the
+        mapping is freed when the last reader lets go of it)."""
+        with self._segcache_lock:
+            for segid in segids:
+                self.segcache.pop(segid, None)
+
     def after_publish(self, replaced: list[int]) -> None:
-        """After a merge or split published: make the manifest durable, then delete
-        the segment files it no longer names (never before: a crash in between
-        would leave a manifest naming deleted files)."""
-        try:
-            for f in self.flushers:
-                f.sync_now()
-        except DiskError:
-            # The WAL cannot be made durable now, so no manifest may name the new
-            # segments yet. The durable manifest still names the replaced ones:
-            # keep them (garbage-collected at the next open). Writers see the
-            # error through the flusher; the next publication retries.
-            return
+        """After a merge or split published: make the manifest durable, drop the WAL
+        files it covers, then delete the segment files it no longer names (never
+        before: a crash in between would leave a manifest naming deleted files)."""
         referenced, floors = self.write_manifest()
-        for shard, floor in zip(self.shards, floors):
-            if shard.flusher is not None:
-                shard.flusher.truncate(floor)
+        for f in self.flushers:
+            f.truncate(floors[f.shard])
         for segid in replaced:
             if segid not in referenced:
-                with self._segcache_lock:
-                    self.segcache.pop(segid, None)
+                self.forget_segments([segid])
                 os.unlink(os.path.join(self.path, file_name(segid)))
 
-    @contextlib.contextmanager
-    def all_shard_locks(self) -> Iterator[None]:
-        taken = []
-        try:
-            for shard in self.shards:
-                shard.lock.acquire()
-                taken.append(shard.lock)
-            yield
-        finally:
-            for lock in reversed(taken):
-                lock.release()
+    def manifest_data(self) -> tuple[ManifestData, list[int]]:
+        """A copy of every leaf's range, seqno and segments, and per shard the WAL
+        position below which every record is materialised in those segments.
 
-    def manifest_data(self) -> ManifestData:
-        """A consistent copy of every leaf's range, seqno and segments.
-
-        Copied as raw bytes under all shard locks (splits and publications need one
-        of them), decoded after."""
+        Each shard is copied under its own lock (its merges, splits and repairs
+        happen under it), one shard at a time, so no process ever waits on two
+        shard locks; shards own disjoint key ranges, so the copies fit together."""
         meta = self.meta
-        mk = meta.max_key
-        with self.all_shard_locks():
-            # WAL floor per shard: the first record of any buffer not merged yet.
-            # Every slab in use is some leaf's active or frozen buffer, so walking
-            # the arena (a fixed, small number of slabs) finds them all.
-            floors = []
-            for shard in self.shards:
+        leaves: list[LeafRecord] = []
+        floors = []
+        for shard in self.shards:
+            with shard.lock:
+                # The first record of any buffer not merged yet. Every slab in use is
+                # some leaf's active or frozen buffer, so walking the arena (a fixed,
+                # small number of slabs) finds them all.
                 firsts = [slab.first_pos() for slab in shard.slabs
                           if slab.hdr[H_STATE] != STATE_FREE and slab.hdr[H_USED]]
                 floors.append(min(firsts, default=shard.ring.hdr[R_HEAD]))
-            n = meta.hdr[M_NLEAVES]
-            nl = meta.hdr[M_NEXT_LEAF]
+                with self.meta_lock:
+                    bounds, ids = meta.routes()
+                for lo, leaf in zip(bounds, ids):
+                    if meta.shard[leaf] == shard.no:
+                        leaves.append(LeafRecord(lo, meta.mseq[leaf], meta.segs_of(leaf),
+                                                 shard.no))
+        with self.meta_lock:
             next_seg = meta.hdr[M_NEXT_SEG]
-            blen = meta.bound_len[:n].tobytes()
-            bounds = meta.bounds[:n * mk].tobytes()
-            rleaf = meta.route_leaf[:n].tobytes()
-            nsegs = meta.nsegs[:nl].tobytes()
-            segs = meta.segs[:nl * MAX_SEGS].tobytes()
-            mseq = meta.mseq[:nl].tobytes()
-            shard = meta.shard[:nl].tobytes()
-        blen_a = np.frombuffer(blen, np.uint32)
-        rleaf_a = np.frombuffer(rleaf, np.uint32)
-        nsegs_a = np.frombuffer(nsegs, np.uint32)
-        segs_a = np.frombuffer(segs, np.uint64).reshape(nl, MAX_SEGS)
-        mseq_a = np.frombuffer(mseq, np.uint64)
-        shard_a = np.frombuffer(shard, np.uint32)
-        leaves = []
-        for i in range(n):
-            leaf = int(rleaf_a[i])
-            leaves.append(LeafRecord(bounds[i * mk:i * mk + int(blen_a[i])], int(mseq_a[leaf]),
-                                     [int(s) for s in segs_a[leaf, :int(nsegs_a[leaf])]],
-                                     int(shard_a[leaf])))
-        return ManifestData(leaves, int(next_seg), {"shards": self.opts.shards}), floors
+        leaves.sort(key=lambda lf: lf.lo)
+        return ManifestData(leaves, next_seg, {"shards": meta.shards}), floors
 
     def write_manifest(self) -> tuple[set[int], list[int]]:
-        """Write the manifest; return the segment ids it names and, per shard, the
-        WAL position below which every record is materialised in those segments."""
-        with self._manifest_lock:
+        """Write the manifest; return the segment ids it names and the WAL floors."""
+        with self.manifest_lock:
             data, floors = self.manifest_data()
             manifest.write(self.path, data)
         return {s for lf in data.leaves for s in lf.segs}, floors
 
-    # -- close --------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Have every worker merge all buffers to segments; wait for it."""
+        if self.role == "embedded":
+            events = [w.request_flush() for w in self.workers]
+            for ev in events:
+                while not ev.wait(0.1):
+                    self.check()
+            self.check()
+            return
+        slots = self.meta.workers
+        wanted = []
+        for shard in self.shards:
+            with shard.lock:     # requests from several processes must not collide
+                req = slots[shard.no * 4 + W_FLUSH_REQ] + 1
+                slots[shard.no * 4 + W_FLUSH_REQ] = req
+            wanted.append(req)
+            self.wake(shard.no)
+        for shard, req in zip(self.shards, wanted):
+            while slots[shard.no * 4 + W_FLUSH_DONE] < req:
+                if self.meta.hdr[M_STATE] != STATE_OPEN:
+                    raise FuseDBError("the database closed during flush()")
+                time.sleep(0.002)
+
+    # -- repair (the shard's worker process) --------------------------------------------
+
+    def repair_shard(self, shard: Shard) -> list[int]:
+        """Rebuild ``shard`` from disk after a process died holding its lock.
+
+        The caller (the shard's worker, the only repairer) has taken the lock over.
+        Its buffers may be half-written, so they are dropped: every acknowledged
+        write is in the WAL ring (invariant 1). The ring is flushed to the WAL
+        file, the shard's leaves are read back from the durable MANIFEST, the WAL
+        records newer than each leaf's segments are merged into new segments, and
+        the result is published in shared memory (a fresh arena, new leaf entries,
+        the shard's part of the routing table). Returns the segments the new ones
+        replace, for :meth:`after_publish` once the lock is released. A record whose writer died before
+        acknowledging it may or may not survive, as with any crash."""
+        meta, opts = self.meta, self.opts
+        no = shard.no
+        flusher = shard.flusher
+        flusher.sync_now()
+        man = manifest.read(self.path)
+        mine = [lf for lf in man.leaves if lf.shard == no]
+        his = [i for i, lf in enumerate(man.leaves) if lf.shard == no]
+        his_hi = [man.leaves[i + 1].lo if i + 1 < len(man.leaves) else None for i in his]
+        files = list_wal_files(self.path).get(no, [])
+        wfs = [read_file(p, last=i == len(files) - 1) for i, (_n, p) in enumerate(files)]
+        muts = recovery.newest_entries(wfs) if any(len(wf.muts) for wf in wfs) else None
+        now = opts.clock()
+        replaced: list[int] = []
+        new_leaves = []
+        self.open_segments([s for lf in mine for s in lf.segs])
+        for lf, hi in zip(mine, his_hi):
+            segs, seq = list(lf.segs), lf.seq
+            part = cut(muts, lf.lo, hi) if muts is not None and len(muts) else None
+            if part is not None and len(part):
+                part = part.take(np.flatnonzero(part.seq > np.uint64(lf.seq)))
+            if part is not None and len(part):
+                runs = [part] + [self.segcache[s].to_run() for s in lf.segs]
+                out = fill_hashes(merge_runs(runs, now, drop_dead=True))
+                seq = max(seq, int(part.seq.max()))
+                replaced += segs
+                segs = []
+                if len(out):
+                    segid = self.new_segment_id()
+                    write_segment(os.path.join(self.path, file_name(segid)), out)
+                    self.open_segments([segid])
+                    segs = [segid]
+                del runs, out
+            new_leaves.append((lf.lo, seq, segs))
+        del muts, wfs
+        # Publish: leaf ids of the shard are reused, new ones taken if it had fewer.
+        with self.meta_lock:
+            bounds, ids = meta.routes()
+        old_ids = [leaf for leaf in ids if meta.shard[leaf] == no]
+        while len(old_ids) < len(new_leaves):
+            leaf = self.new_leaf_id()
+            if leaf < 0:
+                raise FuseDBError("repair needs a leaf id and max_leaves are in use")
+            old_ids.append(leaf)
+        arena = shard.arena
+        for i in range(arena.nslabs):
+            arena.free[i] = arena.nslabs - 1 - i
+            shard.slabs[i].hdr[H_STATE] = STATE_FREE
+        arena.hdr[A_FREE_TOP] = arena.nslabs
+        entries = [(lo, leaf) for lo, leaf in zip(bounds, ids) if meta.shard[leaf] != no]
+        for leaf, (lo, seq, segs) in zip(old_ids, new_leaves):
+            meta.init_leaf(leaf, no, seq, segs)
+            entries.append((lo, leaf))
+        entries.sort()
+        with self.meta_lock:
+            meta.route_write(entries)
+        self.repairs += 1
+        return replaced
+
+    # -- close ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop workers, merge every buffer to segments, write the manifest, and
-        remove all shared memory. Shared memory is removed even if the flush fails."""
+        """Embedded and router: stop workers, merge every buffer to segments, write
+        the manifest, remove all shared memory (even if the flush fails). Client:
+        detach. A store inherited through fork() is left alone."""
         if self.meta is None:
             return
         _open_stores.discard(self)
+        if self.inherited:
+            self.meta = None
+            return
+        if self.role == "client":
+            self._release_shm()
+            return
+        if self.role == "router":
+            self._close_router()
+            return
         disk_error = None
         try:
             for w in self.workers:
@@ -315,42 +610,100 @@ class Store:
             if disk_error is not None:
                 # The rings hold acknowledged records no file has: leave them in
                 # /dev/shm for the next open to salvage (recovery.salvage).
-                self._unlink = [(k, nm) for k, nm in self._unlink
-                                if not nm.rsplit("-", 1)[-1].startswith("wal")]
+                self._keep_rings()
             if self.error is None and disk_error is None:
                 self._flush_all()
                 self.write_manifest()
-                # Every record is now in a segment named by a durable manifest.
-                for files in list_wal_files(self.path).values():
-                    for _no, path in files:
-                        os.unlink(path)
+                self._delete_wal()
         finally:
             self._release_shm()
         self.check()
         if disk_error is not None:
             raise disk_error
 
+    def _keep_rings(self) -> None:
+        self._unlink = [(k, nm) for k, nm in self._unlink
+                        if not nm.rsplit("-", 1)[-1].startswith("wal")]
+
+    def _delete_wal(self) -> None:
+        """Every record is in a segment named by a durable manifest: drop the WAL."""
+        for files in list_wal_files(self.path).values():
+            for _no, path in files:
+                os.unlink(path)
+
+    def _close_router(self) -> None:
+        """Close a multiprocess database: refuse new operations everywhere, let each
+        worker merge its shard and exit, then write the manifest and clean up. A
+        worker that fails to exit is killed; its ring is flushed to the WAL here and
+        the WAL kept for the next open to replay."""
+        meta = self.meta
+        self._closing.set()
+        clean = False
+        try:
+            if self._supervisor is not None:
+                self._supervisor.join()
+            with self.meta_lock:
+                meta.close_routing()
+            for shard in self.shards:
+                # Wait out any writer inside its critical section; later ones see
+                # the closed state under the lock and raise ClosedError.
+                try:
+                    with shard.lock:
+                        pass
+                except FuseDBError:
+                    pass     # a dead holder: the worker's exit path does not need it
+            for no in range(len(self.procs)):
+                self.wake(no)
+            clean = True
+            for no, p in enumerate(self.procs):
+                try:
+                    code = p.wait(self.opts.close_timeout)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    code = p.wait()
+                if code != 0:
+                    clean = False
+                    self._salvage_ring(self.shards[no])
+            if clean:
+                self.write_manifest()
+                self._delete_wal()
+        finally:
+            for p in self.procs:
+                if p is not None and p.poll() is None:
+                    p.kill()
+                    p.wait()
+            self.procs = []
+            self._release_shm()
+        if not clean:
+            raise FuseDBError("a worker process failed while closing; its WAL was kept and "
+                              "the next open replays it (nothing acknowledged is lost)")
+
+    def _salvage_ring(self, shard: Shard) -> None:
+        """Write what a dead worker's ring holds to its WAL file (fsynced)."""
+        f = Flusher(self.path, shard.no, shard.ring, "sync", 0.0, self.opts.wal_file_bytes)
+        f.flush(fsync=True)
+        os.close(f.fd)
+        if f.error is not None:
+            self._keep_rings()
+
     def _flush_all(self) -> None:
         """Close-time flush, run by the closing thread after the workers stopped."""
-        meta = self.meta
         for shard in self.shards:
-            for pos in range(meta.hdr[M_NLEAVES]):
-                leaf = meta.route_leaf[pos]
-                if meta.shard[leaf] == shard.no:
-                    shard.flush_leaf(leaf)
+            self.flush_shard(shard)
 
-    def flush(self) -> None:
-        """Have every worker merge all buffers to segments; wait for it."""
-        events = [w.request_flush() for w in self.workers]
-        for ev in events:
-            while not ev.wait(0.1):
-                self.check()
-        self.check()
+    def flush_shard(self, shard: Shard) -> None:
+        meta = self.meta
+        with self.meta_lock:
+            _bounds, ids = meta.routes()
+        for leaf in ids:
+            if meta.shard[leaf] == shard.no:
+                shard.flush_leaf(leaf)
 
     def _release_shm(self) -> None:
-        """Stop threads, unmap, unlink the shared-memory names, release LOCK. Every
-        step runs even if an earlier one fails (a view still held by a live scan
-        iterator makes an unmap fail); the first failure is raised at the end."""
+        """Stop threads, unmap, unlink the shared-memory names (router and embedded
+        only), close semaphores, release LOCK. Every step runs even if an earlier
+        one fails (a view still held by a live scan iterator makes an unmap fail);
+        the first failure is raised at the end."""
         errors: list[BaseException] = []
 
         def attempt(fn, *args) -> None:
@@ -367,14 +720,15 @@ class Store:
             else:
                 attempt(posix_ipc.unlink_semaphore, nm)
         self._unlink = []
-
+        self._closing.set()
         for w in self.workers:
             attempt(w.stop)
         self.workers = []
         for f in self.flushers:
             f.stopping.set()
             f.kick.set()
-            f.join()
+            if f.is_alive():
+                f.join()
             if f.fd >= 0:
                 attempt(os.close, f.fd)
         self.flushers = []
@@ -385,6 +739,9 @@ class Store:
             attempt(shard.arena.close)
             attempt(shard.ring.close)
         self.shards = []
+        for s in self._sems:
+            attempt(s.close)
+        self._sems = []
         if self.meta is not None:
             attempt(self.meta.close)
             self.meta = None
@@ -394,3 +751,7 @@ class Store:
             self._lockfd = -1
         if errors:
             raise errors[0]
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    sys.exit(128 + signum)

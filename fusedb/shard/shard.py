@@ -22,8 +22,8 @@ from .. import failpoints
 from ..entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT
 from ..merge import cut, merge_runs, split_point
 from ..segment import file_name, write_segment
-from ..shm.meta import M_NLEAVES, M_ROUTE_VER, S_FREEZES, S_MERGES, \
-    S_SEG_BYTES, S_SEG_FILES, S_SPLITS
+from ..errors import DiskError
+from ..shm.meta import S_FREEZES, S_MERGES, S_SEG_BYTES, S_SEG_FILES, S_SPLITS
 from ..shm.slab import H_REFS, H_STATE, H_USED, STATE_FROZEN
 from ..wal.ring import R_HEAD
 
@@ -189,11 +189,12 @@ class Shard:
         meta = self.meta
         # The routing table changes under the meta lock (splits of any shard), so
         # walking it needs that lock too; shard lock first, as everywhere.
-        with self.lock, self.store.meta_lock:
-            n = meta.hdr[M_NLEAVES]
+        with self.lock:
+            with self.store.meta_lock:
+                _bounds, ids = meta.routes()
+            n = len(ids)
             rows = []
-            for pos in range(n):
-                leaf = meta.route_leaf[pos]
+            for leaf in ids:
                 if meta.shard[leaf] != self.no:
                     continue
                 a = meta.active[leaf]
@@ -248,6 +249,18 @@ class Shard:
         failpoints.hit("merge.before_publish")
         if key is not None:
             failpoints.hit("split.before_publish")
+        try:
+            # The WAL is made durable up to here before the merge becomes visible:
+            # a segment never holds a write the log could still lose, so whatever
+            # manifest names it, the state after a power loss is a prefix of the
+            # shard's history.
+            self.flusher.sync_now()
+        except DiskError:
+            # Not published: the frozen buffer stays and the next round retries.
+            for segid in new + (new_right if key is not None else []):
+                self.store.forget_segments([segid])
+                os.unlink(os.path.join(store.path, file_name(segid)))
+            return False
         with self.lock:
             if key is not None and fz < 0 and meta.frozen[leaf] >= 0:
                 # A writer froze a buffer while we merged (we held none): the split
@@ -293,10 +306,7 @@ class Shard:
             meta.active[leaf] = -1
             self.arena.release_slab(a)
         with store.meta_lock:
-            pos = meta.route_pos(leaf)
-            meta.hdr[M_ROUTE_VER] += 1          # seqlock: odd while changing
-            meta.route_insert(pos + 1, key, right)
-            meta.hdr[M_ROUTE_VER] += 1
+            meta.route_split(leaf, key, right)
         meta.stats[self.no * 8 + S_SPLITS] += 1
 
     def unref_slab_locked(self, sid: int) -> None:

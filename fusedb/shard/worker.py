@@ -23,12 +23,17 @@ if TYPE_CHECKING:
 
 
 class Worker(threading.Thread):
-    def __init__(self, store: "Store", shard: "Shard"):
+    def __init__(self, store: "Store", shard: "Shard", wakeup=None):
         super().__init__(name=f"fusedb-worker-{shard.no}", daemon=True)
         self.store = store
         self.shard = shard
-        self.wakeup = threading.Event()
+        #: Set by writers when a buffer fills: a threading.Event in embedded mode, a
+        #: named semaphore (fusedb.shm.locks.SemEvent) when writers are other processes.
+        self.wakeup = wakeup if wakeup is not None else threading.Event()
         self.stopping = threading.Event()
+        #: Called at every wake-up before scheduling (the worker process checks its
+        #: router, close requests, flush requests and dead lock holders there).
+        self.housekeeping = None
         o = store.opts
         self.policy = Policy(o.leaf_max_bytes, o.hot_fills, o.min_split_entries, o.max_segments,
                              store.meta.max_leaves, o.low_free_fraction)
@@ -48,6 +53,10 @@ class Worker(threading.Thread):
             while not self._flush_waiters.empty():
                 waiters.append(self._flush_waiters.get())
             try:
+                if self.housekeeping is not None:
+                    self.housekeeping()
+                    if self.stopping.is_set():
+                        break
                 if waiters:
                     self.flush()
                 else:

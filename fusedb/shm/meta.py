@@ -1,16 +1,24 @@
-"""The meta block: routing table, leaf table and counters, in shared memory.
+"""The meta block: routing table, leaf table, locks and counters, in shared memory.
 
-Layout (docs/format.md, "Meta block"); ML = max_leaves, MK = max_key_size::
+Layout (docs/format.md, "Meta block"); ML = max_leaves, MK = max_key_size,
+S = shards::
 
-    header     u64[32]      [0] magic "FUSEMET1", [1] layout version, [2] route version
-                            (a seqlock: odd while the table changes), [3] leaves in the
-                            routing table, [4] ML, [5] MK, [6] shards, [7] next leaf id,
-                            [8] next segment id
-    stats      u64[shards*8] per shard: merges, splits, segment bytes written, segment
-                            files written, write stalls, buffer freezes, logical bytes, spare
-    bound_len  u32[ML]      routing table, sorted by lower bound: length of bound i
-    route_leaf u32[ML]      leaf id of routing entry i
-    bounds     u8[ML*MK]    lower bound i at i*MK (entry 0's bound is empty: -inf)
+    header     u64[32]      [0] magic "FUSEMET2", [1] layout version, [2] route version
+                            (a seqlock: odd while the table changes), [3] current
+                            routing copy (0 or 1), [4] ML, [5] MK, [6] S, [7] next leaf
+                            id, [8] next segment id, [9] state (0 open, 1 closed),
+                            [10] mode (0 embedded, 1 multiprocess), [11] router pid,
+                            [12] length of the options JSON, [13] leaves in copy 0,
+                            [14] leaves in copy 1
+    stats      u64[S*8]     per shard: merges, splits, segment bytes written, segment
+                            files written, write stalls, buffer freezes, logical bytes,
+                            WAL disk error (1 while the flusher fails)
+    locks      u64[(S+2)*2] per lock (shard locks 0..S-1, meta lock S, manifest lock
+                            S+1): holder pid (0: none), acquisitions
+    workers    u64[S*4]     per shard: worker pid, flush requests, flushes done, spare
+    options    u8[4096]     the router's options as JSON (attached processes use them)
+    two routing copies, each sorted by lower bound:
+      bound_len u32[ML], route_leaf u32[ML], bounds u8[ML*MK] (entry 0's bound is empty)
     leaf table, indexed by leaf id:
       shard u32[ML], active i32[ML] (slab or -1), frozen i32[ML] (slab or -1),
       nsegs u32[ML], segs u64[ML*4] (newest first), seq u64[ML] (last seqno used),
@@ -18,30 +26,44 @@ Layout (docs/format.md, "Meta block"); ML = max_leaves, MK = max_key_size::
       mseq u64[ML] (highest seqno held by the leaf's segments)
 
 Who writes what: a leaf's table entry under its shard's lock; the routing table
-and the id counters under the meta lock *and* the lock of the shard whose leaf
-splits. Readers of the routing table copy it under the seqlock (no lock).
+and the id counters under the meta lock (and, for a split, the lock of the shard
+whose leaf splits). A routing change is written into the copy not in use, then
+made current by one store to header[3], so a process killed mid-change leaves the
+current copy intact. Readers copy the current table under the seqlock (no lock).
 """
 
 from __future__ import annotations
 
+import json
 import struct
 
+from ..errors import ClosedError
 from .region import Region
 
-MAGIC = struct.unpack("<Q", b"FUSEMET1")[0]
-LAYOUT_VERSION = 1
-M_MAGIC, M_VERSION, M_ROUTE_VER, M_NLEAVES, M_MAX_LEAVES, M_MAX_KEY, M_SHARDS, \
-    M_NEXT_LEAF, M_NEXT_SEG = range(9)
+MAGIC = struct.unpack("<Q", b"FUSEMET2")[0]
+LAYOUT_VERSION = 2
+M_MAGIC, M_VERSION, M_ROUTE_VER, M_ROUTE_CUR, M_MAX_LEAVES, M_MAX_KEY, M_SHARDS, \
+    M_NEXT_LEAF, M_NEXT_SEG, M_STATE, M_MODE, M_ROUTER_PID, M_OPTS_LEN, M_COUNT0 = range(14)
+STATE_OPEN, STATE_CLOSED = 0, 1
+MODE_EMBEDDED, MODE_MULTIPROCESS = 0, 1
 MAX_SEGS = 4
+OPTS_BYTES = 4096
 STAT_FIELDS = ("merges", "splits", "segment_bytes_written", "segment_files_written",
-               "write_stalls", "buffer_freezes", "logical_bytes_written", "spare")
-S_MERGES, S_SPLITS, S_SEG_BYTES, S_SEG_FILES, S_STALLS, S_FREEZES, S_LOGICAL, _ = range(8)
+               "write_stalls", "buffer_freezes", "logical_bytes_written", "wal_disk_error")
+S_MERGES, S_SPLITS, S_SEG_BYTES, S_SEG_FILES, S_STALLS, S_FREEZES, S_LOGICAL, \
+    S_DISK_ERROR = range(8)
+W_PID, W_FLUSH_REQ, W_FLUSH_DONE = range(3)
 
 
 def _sizes(max_leaves: int, max_key: int, shards: int) -> list[tuple[str, int, str]]:
     ml = max_leaves
-    return [("hdr", 32 * 8, "Q"), ("stats", shards * 8 * 8, "Q"), ("bound_len", 4 * ml, "I"),
-            ("route_leaf", 4 * ml, "I"), ("bounds", ml * max_key, "B"),
+    route = []
+    for c in (0, 1):
+        route += [(f"bound_len{c}", 4 * ml, "I"), (f"route_leaf{c}", 4 * ml, "I"),
+                  (f"bounds{c}", ml * max_key, "B")]
+    return [("hdr", 32 * 8, "Q"), ("stats", shards * 8 * 8, "Q"),
+            ("locks", (shards + 2) * 2 * 8, "Q"), ("workers", shards * 4 * 8, "Q"),
+            ("options", OPTS_BYTES, "B")] + route + [
             ("shard", 4 * ml, "I"), ("active", 4 * ml, "i"), ("frozen", 4 * ml, "i"),
             ("nsegs", 4 * ml, "I"), ("segs", 8 * MAX_SEGS * ml, "Q"), ("seq", 8 * ml, "Q"),
             ("fills", 4 * ml, "I"), ("writes", 8 * ml, "Q"), ("mseq", 8 * ml, "Q")]
@@ -66,6 +88,8 @@ class Meta:
             hdr[M_MAX_KEY] = max_key
             hdr[M_SHARDS] = shards
         elif hdr[M_MAGIC] != MAGIC or hdr[M_VERSION] != LAYOUT_VERSION:
+            hdr.release()
+            self.region.close()
             raise RuntimeError(f"shared memory {nm} is not a FuseDB meta block of this version")
         self.max_leaves = hdr[M_MAX_LEAVES]
         self.max_key = hdr[M_MAX_KEY]
@@ -78,68 +102,95 @@ class Meta:
             setattr(self, field, v)
             self._views.append(v)
             off += (size + 7) & ~7
+        self._copies = [(self.bound_len0, self.route_leaf0, self.bounds0),
+                        (self.bound_len1, self.route_leaf1, self.bounds1)]
 
     def close(self) -> None:
+        self._copies = []
         for v in self._views:
             v.release()
         self.region.close()
 
+    # -- options and state -----------------------------------------------------------
+
+    def set_options(self, opts: dict) -> None:
+        data = json.dumps(opts, sort_keys=True).encode()
+        if len(data) > OPTS_BYTES:
+            raise ValueError("options do not fit in the meta block")
+        self.options[:len(data)] = data
+        self.hdr[M_OPTS_LEN] = len(data)
+
+    def get_options(self) -> dict:
+        return json.loads(bytes(self.options[:self.hdr[M_OPTS_LEN]]))
+
+    def close_routing(self) -> None:
+        """Mark the database closed and change the route version, so every process
+        re-reads the table after its next lock (and gets ClosedError). Caller holds
+        the meta lock."""
+        self.hdr[M_STATE] = STATE_CLOSED
+        self.hdr[M_ROUTE_VER] += 2
+
     # -- routing table ---------------------------------------------------------------
 
-    def bound(self, i: int) -> bytes:
+    def nleaves(self) -> int:
+        """Entries in the current routing copy (stable under the meta lock)."""
+        return self.hdr[M_COUNT0 + self.hdr[M_ROUTE_CUR]]
+
+    def _entries(self, cur: int) -> tuple[list[bytes], list[int]]:
+        blen, rleaf, bounds = self._copies[cur]
         mk = self.max_key
-        return bytes(self.bounds[i * mk:i * mk + self.bound_len[i]])
+        n = self.hdr[M_COUNT0 + cur]
+        return ([bytes(bounds[i * mk:i * mk + blen[i]]) for i in range(n)], list(rleaf[:n]))
 
     def route_snapshot(self) -> tuple[int, list[bytes], list[int]]:
-        """(version, lower bounds, leaf ids) copied consistently under the seqlock."""
+        """(version, lower bounds, leaf ids) copied consistently under the seqlock.
+        Raises ClosedError once the database is closed."""
         hdr = self.hdr
         while True:
             v1 = hdr[M_ROUTE_VER]
+            if hdr[M_STATE] != STATE_OPEN:
+                raise ClosedError("the database was closed (by close() or because its "
+                                  "router process ended)")
             if v1 & 1:
                 continue
-            n = hdr[M_NLEAVES]
-            bounds = [self.bound(i) for i in range(n)]
-            leaves = list(self.route_leaf[:n])
+            bounds, leaves = self._entries(hdr[M_ROUTE_CUR])
             if hdr[M_ROUTE_VER] == v1:
                 return v1, bounds, leaves
 
-    def route_insert(self, pos: int, bound: bytes, leaf_id: int) -> None:
-        """Insert routing entry ``pos``; caller holds the meta lock and has made the
-        seqlock odd."""
-        n = self.hdr[M_NLEAVES]
-        mk = self.max_key
-        # Shift entries [pos, n) up by one, last first.
-        for i in range(n, pos, -1):
-            self.bound_len[i] = self.bound_len[i - 1]
-            self.route_leaf[i] = self.route_leaf[i - 1]
-        self.bounds[(pos + 1) * mk:(n + 1) * mk] = self.bounds[pos * mk:n * mk].tobytes()
-        self.bounds[pos * mk:pos * mk + len(bound)] = bound
-        self.bound_len[pos] = len(bound)
-        self.route_leaf[pos] = leaf_id
-        self.hdr[M_NLEAVES] = n + 1
+    def routes(self) -> tuple[list[bytes], list[int]]:
+        """The current table; caller holds the meta lock (no seqlock needed)."""
+        return self._entries(self.hdr[M_ROUTE_CUR])
 
-    def route_set(self, entries: list[tuple[bytes, int]]) -> None:
-        """Replace the whole routing table (at open, before anyone reads it)."""
+    def route_write(self, entries: list[tuple[bytes, int]]) -> None:
+        """Make ``entries`` (sorted (lower bound, leaf id)) the routing table: written
+        into the unused copy, then switched to. Caller holds the meta lock."""
+        hdr = self.hdr
+        nxt = 1 - hdr[M_ROUTE_CUR]
+        blen, rleaf, bounds = self._copies[nxt]
         mk = self.max_key
         for i, (bound, leaf_id) in enumerate(entries):
-            self.bounds[i * mk:i * mk + len(bound)] = bound
-            self.bound_len[i] = len(bound)
-            self.route_leaf[i] = leaf_id
-        self.hdr[M_NLEAVES] = len(entries)
-        self.hdr[M_ROUTE_VER] += 2
+            bounds[i * mk:i * mk + len(bound)] = bound
+            blen[i] = len(bound)
+            rleaf[i] = leaf_id
+        hdr[M_COUNT0 + nxt] = len(entries)
+        hdr[M_ROUTE_VER] += 1          # seqlock: odd while the current copy changes
+        hdr[M_ROUTE_CUR] = nxt
+        hdr[M_ROUTE_VER] += 1
 
-    def route_pos(self, leaf_id: int) -> int:
-        for i in range(self.hdr[M_NLEAVES]):
-            if self.route_leaf[i] == leaf_id:
-                return i
-        raise KeyError(leaf_id)
+    def route_split(self, leaf_id: int, bound: bytes, right: int) -> None:
+        """Insert ``right`` after ``leaf_id`` with lower bound ``bound``. Caller holds
+        the meta lock."""
+        bounds, leaves = self.routes()
+        pos = leaves.index(leaf_id)
+        entries = list(zip(bounds, leaves))
+        entries.insert(pos + 1, (bound, right))
+        self.route_write(entries)
 
     def leaf_range(self, leaf_id: int) -> tuple[bytes, bytes | None]:
-        """[lo, hi) of a leaf; hi None for the last leaf. Stable for the caller while
-        it holds the leaf's shard lock or is the shard's worker (only it splits)."""
-        pos = self.route_pos(leaf_id)
-        hi = self.bound(pos + 1) if pos + 1 < self.hdr[M_NLEAVES] else None
-        return self.bound(pos), hi
+        """[lo, hi) of a leaf; hi None for the last leaf. Caller holds the meta lock."""
+        bounds, leaves = self.routes()
+        pos = leaves.index(leaf_id)
+        return bounds[pos], (bounds[pos + 1] if pos + 1 < len(bounds) else None)
 
     # -- leaf table ------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from .. import manifest as manifest_mod
 from ..fileio import fsync_dir
 from ..manifest import ManifestData
 from ..merge import cut, merge_runs, newest_per_key
-from ..run import compact, concat
+from ..run import Run, compact, concat
 from ..segment import Segment, file_name as seg_file_name, write_segment
 from ..shm import region
 from .format import FILE_HEADER, MAGIC, VERSION, file_name
@@ -74,6 +74,14 @@ def salvage(tag: str, dirpath: str) -> int:
     return total
 
 
+def newest_entries(wfs: list) -> Run:
+    """The newest entry per key in framed WAL files ``wfs``, sorted by key: file
+    by file (no copy of the files' bytes), then across files (shards hold
+    disjoint keys, and the files of one shard are in log order)."""
+    parts = [compact(newest_per_key(decode([wf]))) for wf in wfs]
+    return newest_per_key(concat(parts)[0])
+
+
 def replay(dirpath: str, man: ManifestData, segments: dict[int, Segment],
            now: float) -> tuple[int, dict[int, int]]:
     """Fold every WAL file of ``dirpath`` into ``man``'s leaves (updating ``man`` and
@@ -86,13 +94,10 @@ def replay(dirpath: str, man: ManifestData, segments: dict[int, Segment],
         for i, (_no, path) in enumerate(lst):
             wf = read_file(path, last=i == len(lst) - 1)
             wfs.append(wf)
-    # Newest entry per key, file by file (no copy of the files' bytes), then across
-    # files; shards hold disjoint keys, and files of one shard are in log order.
-    parts = [compact(newest_per_key(decode([wf]))) for wf in wfs]
     n = sum(len(wf.muts) for wf in wfs)
     replaced: list[int] = []
     if n:
-        latest = newest_per_key(concat(parts)[0])
+        latest = newest_entries(wfs)
         for i, leaf in enumerate(man.leaves):
             hi = man.leaves[i + 1].lo if i + 1 < len(man.leaves) else None
             part = cut(latest, leaf.lo, hi)
@@ -114,7 +119,6 @@ def replay(dirpath: str, man: ManifestData, segments: dict[int, Segment],
             leaf.segs = new
             leaf.seq = max(leaf.seq, int(part.seq.max()))
         del latest
-    del parts
     if n or replaced:
         manifest_mod.write(dirpath, man)
     for segid in replaced:

@@ -30,7 +30,9 @@ import traceback
 from .. import failpoints
 from ..errors import DiskError
 from ..fileio import fsync_dir
+from ..shm.meta import S_DISK_ERROR
 from .format import FILE_HEADER, MAGIC, VERSION, file_name
+from .reader import list_files
 from .ring import R_DURABLE, R_FILE_NO, R_FILE_START, R_FLUSHED, R_HEAD, Ring
 
 MODES = ("sync", "interval", "none")
@@ -38,7 +40,7 @@ MODES = ("sync", "interval", "none")
 
 class Flusher(threading.Thread):
     def __init__(self, dirpath: str, shard: int, ring: Ring, mode: str, sync_interval: float,
-                 file_bytes: int, flush_tick: float = 0.005):
+                 file_bytes: int, flush_tick: float = 0.005, kick=None, error_flag=None):
         super().__init__(name=f"fusedb-flusher-{shard}", daemon=True)
         self.dirpath = dirpath
         self.shard = shard
@@ -47,7 +49,12 @@ class Flusher(threading.Thread):
         self.sync_interval = sync_interval
         self.file_bytes = file_bytes
         self.flush_tick = flush_tick
-        self.kick = threading.Event()
+        #: Set by writers to ask for a flush now: a threading.Event, or a named
+        #: semaphore (fusedb.shm.locks.SemEvent) when writers are other processes.
+        self.kick = kick if kick is not None else threading.Event()
+        #: (view, index) of a shared-memory word set to 1 while flushes fail, so
+        #: writers in other processes see the disk error too.
+        self.error_flag = error_flag
         self.stopping = threading.Event()
         self.cond = threading.Condition()
         self.error: OSError | None = None
@@ -57,15 +64,35 @@ class Flusher(threading.Thread):
         self.fd = -1
         self._last_sync = time.monotonic()
         #: (file number, start position) of every WAL file of this run, oldest first.
-        self.files: list[tuple[int, int]] = []
+        self.files: list[tuple[int, int]] = self._older_files()
         self._open_current()
 
     # -- files ---------------------------------------------------------------------------
+
+    def _older_files(self) -> list[tuple[int, int]]:
+        """(number, start) of this shard's WAL files before the current one: none at
+        open; a worker restarted mid-run takes over the files its predecessor made."""
+        out = []
+        current = self.ring.hdr[R_FILE_NO]
+        for no, path in list_files(self.dirpath).get(self.shard, []):
+            if no < current:
+                with open(path, "rb") as f:
+                    head = f.read(FILE_HEADER.size)
+                if len(head) == FILE_HEADER.size:
+                    out.append((no, FILE_HEADER.unpack(head)[4]))
+        return out
 
     def _open_current(self) -> None:
         hdr = self.ring.hdr
         path = os.path.join(self.dirpath, file_name(self.shard, hdr[R_FILE_NO]))
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        size = os.fstat(self.fd).st_size
+        if size > FILE_HEADER.size:
+            # Taking over from a flusher that died: it may have written part of
+            # [flushed, head) without advancing flushed. Cut back to a record boundary.
+            keep = FILE_HEADER.size + hdr[R_FLUSHED] - hdr[R_FILE_START]
+            if size > keep:
+                os.ftruncate(self.fd, keep)
         if os.fstat(self.fd).st_size == 0:
             try:
                 header = FILE_HEADER.pack(MAGIC, VERSION, self.shard, hdr[R_FILE_NO],
@@ -171,6 +198,9 @@ class Flusher(threading.Thread):
         except OSError as e:
             traceback.clear_frames(e.__traceback__)   # frames hold views of the ring
             self.error = e
+        if self.error_flag is not None:
+            view, i = self.error_flag
+            view[i] = 1 if self.error is not None else 0
         self.attempts += 1
         with self.cond:
             self.cond.notify_all()
@@ -206,3 +236,34 @@ class Flusher(threading.Thread):
         self.fd = -1
         if self.error is not None:
             raise DiskError(f"the WAL could not be flushed: {self.error}") from self.error
+
+
+class RemoteFlusher:
+    """A shard's flusher as seen from a process it does not run in: the durable
+    position is read from the ring header, a flush is asked for through the
+    shard's kick semaphore, and a disk error is read from the meta block."""
+
+    def __init__(self, ring: Ring, kick, stats, shard: int):
+        self.ring = ring
+        self.kick = kick
+        self.stats = stats
+        self.shard = shard
+
+    @property
+    def error(self) -> OSError | None:
+        if self.stats[self.shard * 8 + S_DISK_ERROR]:
+            return OSError(errno.EIO, f"the WAL of shard {self.shard} cannot be written "
+                                      f"(see the worker's stderr)")
+        return None
+
+    def wait_durable(self, pos: int) -> None:
+        """Block until stream position ``pos`` is fsynced (sync mode)."""
+        hdr = self.ring.hdr
+        self.kick.set()
+        delay = 0.00005
+        while hdr[R_DURABLE] < pos:
+            err = self.error
+            if err is not None:
+                raise DiskError(f"the WAL could not be made durable: {err}") from err
+            time.sleep(delay)
+            delay = min(delay * 2, 0.002)

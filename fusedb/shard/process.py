@@ -1,0 +1,124 @@
+"""A shard's worker process: ``python -m fusedb.shard.process DIR SHARD``.
+
+Started by the router (fusedb.store.Store, role "router"), one per shard. It
+attaches to the database's shared memory and runs, for its shard only, the WAL
+flusher (a thread) and the merge loop (the main thread). At every wake-up it
+also:
+
+* notices its router is gone (it is the router's child: ``getppid`` changes),
+  marks the database closed so no process writes any more, flushes the WAL
+  ring to disk and exits; the next ``open`` recovers from the files;
+* notices the router closes the database, merges every buffer of the shard into
+  segments, flushes and exits 0;
+* serves ``flush()`` requests of any process;
+* repairs the shard if a process died holding its lock (Store.repair_shard).
+
+Test hook: ``FUSEDB_WORKER_FAILPOINTS="point=kill,point2=sleep:5"`` arms
+failpoints in the worker (``kill`` sends SIGKILL to itself there).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+
+from .. import failpoints
+from ..shm.meta import M_ROUTER_PID, M_STATE, STATE_OPEN, W_FLUSH_DONE, W_FLUSH_REQ, W_PID
+from ..store import Store
+from .worker import Worker
+
+
+def _arm_failpoints() -> None:
+    spec = os.environ.get("FUSEDB_WORKER_FAILPOINTS", "")
+    for item in filter(None, spec.split(",")):
+        point, _, action = item.partition("=")
+        if action == "kill":
+            failpoints.arm(point, lambda: os.kill(os.getpid(), signal.SIGKILL))
+        elif action.startswith("sleep:"):
+            secs = float(action[6:])
+            failpoints.arm(point, lambda secs=secs: time.sleep(secs))
+        else:
+            raise SystemExit(f"bad FUSEDB_WORKER_FAILPOINTS entry {item!r}")
+
+
+def run(path: str, no: int) -> int:
+    store = Store(path, None, role="worker", shard_no=no)
+    meta = store.meta
+    shard = store.shards[no]
+    router = meta.hdr[M_ROUTER_PID]
+    slots = meta.workers
+    orphan = False
+    worker = Worker(store, shard, store.wake_events[no])
+
+    def repair_if_needed() -> None:
+        if shard.lock.abandoned():
+            shard.lock.take_over()
+            print(f"fusedb: shard {no}: a process died holding the shard lock "
+                  f"(pid {shard.lock.holder()}); repairing from the WAL", file=sys.stderr)
+            try:
+                replaced = store.repair_shard(shard)
+            finally:
+                shard.lock.release()
+            store.after_publish(replaced)
+
+    def housekeeping() -> None:
+        nonlocal orphan
+        if os.getppid() != router:
+            orphan = True
+            worker.stopping.set()
+            return
+        if meta.hdr[M_STATE] != STATE_OPEN:
+            worker.stopping.set()
+            return
+        repair_if_needed()
+        req = slots[no * 4 + W_FLUSH_REQ]
+        if req > slots[no * 4 + W_FLUSH_DONE]:
+            worker.flush()
+            slots[no * 4 + W_FLUSH_DONE] = req
+
+    worker.housekeeping = housekeeping
+    flusher = shard.flusher
+    flusher.start()
+    repair_if_needed()      # a predecessor may have died holding the lock
+    slots[no * 4 + W_PID] = os.getpid()
+    worker.run()
+    code = 0
+    try:
+        if store.error is not None:
+            traceback.print_exception(store.error, file=sys.stderr)
+            code = 1
+        elif orphan:
+            # The router is gone: no process may write any more (writers check the
+            # state under the shard lock), and the ring goes to disk. Nothing is
+            # merged: the next open replays the WAL.
+            with store.meta_lock:
+                meta.close_routing()
+            with shard.lock:
+                pass
+        else:
+            store.flush_shard(shard)
+    finally:
+        try:
+            flusher.stop()
+        except OSError as e:
+            print(f"fusedb: shard {no}: the WAL could not be flushed: {e}", file=sys.stderr)
+            code = 1
+        store._release_shm()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    path, no = argv[0], int(argv[1])
+    # Ctrl-C reaches the whole process group: the router handles it and stops the
+    # workers in order; a worker must not die of it on its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _arm_failpoints()
+    return run(path, no)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
