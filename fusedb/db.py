@@ -27,7 +27,7 @@ from .errors import ClosedError, ForkedError, FuseDBKeyError, IntegerOverflowErr
 from .options import Options
 from .router.routing import RouteCache
 from .shard.shard import NEED_SEGMENTS, segment_entry
-from .shm.meta import S_LOGICAL, S_STALLS, STAT_FIELDS, W_PID
+from .shm.meta import S_LOGICAL, S_STALLS, STAT_FIELDS, W_PID, W_REPAIRS
 from .store import Store
 
 #: ``ttl()`` result for a key that exists but never expires (as Redis's TTL).
@@ -454,7 +454,8 @@ class FuseDB:
         for shard in self._shards:
             pid = self._meta.workers[shard.no * 4 + W_PID] if self._opts.mode == "multiprocess" \
                 else os.getpid()
-            row = {"shard": shard.no, "pid": pid}
+            row = {"shard": shard.no, "pid": pid,
+                   "repairs": self._meta.workers[shard.no * 4 + W_REPAIRS]}
             try:
                 p = psutil.Process(pid)
                 with p.oneshot():

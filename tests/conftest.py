@@ -1,11 +1,14 @@
 """Shared fixtures. Every test fails if it leaves FuseDB shared-memory objects in
-/dev/shm or FuseDB threads running (invariant 5: clean shared memory)."""
+/dev/shm, FuseDB threads running, or FuseDB worker processes alive (invariant 5:
+clean shared memory; and no stray processes)."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 
+import psutil
 import pytest
 
 import fusedb
@@ -26,12 +29,48 @@ def fusedb_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("fusedb-")]
 
 
+def fusedb_processes(base: str) -> list[psutil.Process]:
+    """Live FuseDB worker processes of databases under ``base`` (this session's
+    temporary directory; orphaned ones included), and children of this process."""
+    found = []
+    me = psutil.Process()
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = p.info["cmdline"] or []
+            if "fusedb.shard.process" in cmd and any(a.startswith(base) for a in cmd):
+                found.append(p)
+        except psutil.Error:
+            pass
+    for c in me.children(recursive=True):
+        try:
+            # multiprocessing's helper lives as long as this process, by design.
+            if "multiprocessing.resource_tracker" in " ".join(c.cmdline()):
+                continue
+            if c.status() != psutil.STATUS_ZOMBIE and c not in found:
+                found.append(c)
+        except psutil.Error:
+            pass
+    return found
+
+
 @pytest.fixture(autouse=True)
-def no_leaks():
+def no_leaks(tmp_path_factory):
+    base = os.path.realpath(str(tmp_path_factory.getbasetemp()))
     before = fusedb_shm()
     yield
+    # Processes get a moment to finish exiting (an orphaned worker notices its
+    # router's death within a tick).
+    deadline = time.monotonic() + 10
+    while fusedb_processes(base) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    procs = fusedb_processes(base)
+    for p in procs:
+        p.kill()
     leaked = fusedb_shm() - before
     threads = fusedb_threads()
+    assert not procs, f"test left processes running: {procs}"
     assert not leaked, f"test leaked shared-memory objects: {sorted(leaked)}"
     assert not threads, f"test left FuseDB threads running: {threads}"
 

@@ -2,7 +2,10 @@
 of tests/crash_ops.py from index START, writing each acknowledged index (4 bytes,
 little-endian) to stdout, until it is killed.
 
-    python tests/crash_child.py PATH MODE SEED START
+    python tests/crash_child.py PATH MODE SEED START [embedded|router|client]
+
+``router`` opens the database multiprocess (2 shards, worker processes);
+``client`` attaches to one a router opened (MODE is then the router's).
 """
 
 import os
@@ -14,10 +17,19 @@ import fusedb  # noqa: E402
 from crash_ops import apply, op  # noqa: E402
 
 
+#: The options every crash test opens its database with.
+OPTIONS = dict(buffer_bytes=16384, buffer_slots=64, arena_bytes=16384 * 16,
+               leaf_max_bytes=20000, max_value_size=1000)
+
+
 def main() -> None:
     path, mode, seed, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    db = fusedb.open(path, durability=mode, buffer_bytes=16384, buffer_slots=64,
-                     arena_bytes=16384 * 16, leaf_max_bytes=20000, max_value_size=1000)
+    how = sys.argv[5] if len(sys.argv) > 5 else "embedded"
+    if how == "client":
+        db = fusedb.connect(path)
+    else:
+        db = fusedb.open(path, durability=mode, **OPTIONS,
+                         **({"shards": 2} if how == "router" else {}))
     out = sys.stdout.buffer
     os.write(out.fileno(), b"R")          # ready: the database is open
     i = start

@@ -14,7 +14,8 @@ also:
 * repairs the shard if a process died holding its lock (Store.repair_shard).
 
 Test hook: ``FUSEDB_WORKER_FAILPOINTS="point=kill,point2=sleep:5"`` arms
-failpoints in the worker (``kill`` sends SIGKILL to itself there).
+failpoints in the worker (``kill`` sends SIGKILL to itself there;
+``killonce:FILE`` does so only if FILE does not exist yet, creating it).
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ import time
 import traceback
 
 from .. import failpoints
-from ..shm.meta import M_ROUTER_PID, M_STATE, STATE_OPEN, W_FLUSH_DONE, W_FLUSH_REQ, W_PID
+from ..shm.meta import M_ROUTER_PID, M_STATE, STATE_OPEN, W_FLUSH_DONE, W_FLUSH_REQ, W_PID, \
+    W_REPAIRS
+from ..shm import locks
+from ..shm.locks import RepairNeeded
 from ..store import Store
 from .worker import Worker
 
@@ -37,6 +41,18 @@ def _arm_failpoints() -> None:
         point, _, action = item.partition("=")
         if action == "kill":
             failpoints.arm(point, lambda: os.kill(os.getpid(), signal.SIGKILL))
+        elif action.startswith("killonce:"):
+            # Die here the first time any worker gets here (the marker file says
+            # it happened), so the restarted worker goes on.
+            marker = action[9:]
+
+            def kill_once(marker=marker) -> None:
+                try:
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    return
+                os.kill(os.getpid(), signal.SIGKILL)
+            failpoints.arm(point, kill_once)
         elif action.startswith("sleep:"):
             secs = float(action[6:])
             failpoints.arm(point, lambda secs=secs: time.sleep(secs))
@@ -62,6 +78,7 @@ def run(path: str, no: int) -> int:
                 replaced = store.repair_shard(shard)
             finally:
                 shard.lock.release()
+            slots[no * 4 + W_REPAIRS] += 1
             store.after_publish(replaced)
 
     def housekeeping() -> None:
@@ -79,7 +96,12 @@ def run(path: str, no: int) -> int:
             worker.flush()
             slots[no * 4 + W_FLUSH_DONE] = req
 
+    def stuck() -> None:
+        if shard.lock.abandoned():
+            raise RepairNeeded(f"shard {no} needs repair")
+
     worker.housekeeping = housekeeping
+    locks.stuck_hook = stuck
     flusher = shard.flusher
     flusher.start()
     repair_if_needed()      # a predecessor may have died holding the lock
@@ -99,6 +121,7 @@ def run(path: str, no: int) -> int:
             with shard.lock:
                 pass
         else:
+            repair_if_needed()
             store.flush_shard(shard)
     finally:
         try:

@@ -262,6 +262,7 @@ class Shard:
                 os.unlink(os.path.join(store.path, file_name(segid)))
             return False
         with self.lock:
+            failpoints.hit("merge.publish_locked")
             if key is not None and fz < 0 and meta.frozen[leaf] >= 0:
                 # A writer froze a buffer while we merged (we held none): the split
                 # could not freeze the active buffer now. Keep both halves as the

@@ -16,6 +16,7 @@ import traceback
 from typing import TYPE_CHECKING
 
 from ..scheduler import LeafView, Policy, ShardView, decide
+from ..shm.locks import RepairNeeded
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -61,6 +62,11 @@ class Worker(threading.Thread):
                     self.flush()
                 else:
                     self.step()
+            except RepairNeeded as e:
+                # A process died holding the shard lock: this round is dropped (it
+                # published nothing) and housekeeping repairs the shard next.
+                traceback.clear_frames(e.__traceback__)
+                self.wakeup.set()
             except BaseException as e:  # noqa: BLE001 - handed to every caller, not swallowed
                 # The traceback's frames hold numpy views of shared memory (a merge's
                 # inputs); clear their locals so close() can unmap the arena.

@@ -38,6 +38,21 @@ def alive(pid: int) -> bool:
         return False if pid else True
 
 
+class RepairNeeded(Exception):
+    """Raised inside a worker process, from any lock wait, when its own shard lock
+    was abandoned: the current operation is dropped (nothing it did is published)
+    and the worker repairs the shard at the top of its loop."""
+
+
+#: A worker process sets this to a function that raises RepairNeeded when its
+#: shard needs repair; every ProcLock wait of that process calls it. None in
+#: other processes, which simply wait (the worker repairs meanwhile).
+stuck_hook = None
+
+#: Length of one wait when a stuck_hook is set.
+_SLICE = 0.02
+
+
 class ProcLock:
     """A cross-process lock. ``slots`` is the meta block's ``locks`` view."""
 
@@ -54,14 +69,29 @@ class ProcLock:
 
     def acquire(self) -> None:
         try:
-            self.sem.acquire(self.timeout)
+            self.sem.acquire(self.timeout if stuck_hook is None else _SLICE)
         except posix_ipc.BusyError:
-            raise LockTimeoutError(
-                f"{self.what} not acquired within lock_timeout={self.timeout}s (held by pid "
-                f"{self.slots[self.i]}); nothing was applied") from None
+            self._acquire_slowly()
         i = self.i
         self.slots[i] = self.pid
         self.slots[i + 1] += 1
+
+    def _acquire_slowly(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if stuck_hook is not None:
+                stuck_hook()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockTimeoutError(
+                    f"{self.what} not acquired within lock_timeout={self.timeout}s (held by "
+                    f"pid {self.slots[self.i]}); nothing was applied")
+            try:
+                self.sem.acquire(min(remaining, _SLICE) if stuck_hook is not None
+                                 else remaining)
+                return
+            except posix_ipc.BusyError:
+                continue
 
     def release(self) -> None:
         self.slots[self.i] = 0

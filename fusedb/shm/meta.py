@@ -15,7 +15,7 @@ S = shards::
                             WAL disk error (1 while the flusher fails)
     locks      u64[(S+2)*2] per lock (shard locks 0..S-1, meta lock S, manifest lock
                             S+1): holder pid (0: none), acquisitions
-    workers    u64[S*4]     per shard: worker pid, flush requests, flushes done, spare
+    workers    u64[S*4]     per shard: worker pid, flush requests, flushes done, repairs
     options    u8[4096]     the router's options as JSON (attached processes use them)
     two routing copies, each sorted by lower bound:
       bound_len u32[ML], route_leaf u32[ML], bounds u8[ML*MK] (entry 0's bound is empty)
@@ -52,7 +52,7 @@ STAT_FIELDS = ("merges", "splits", "segment_bytes_written", "segment_files_writt
                "write_stalls", "buffer_freezes", "logical_bytes_written", "wal_disk_error")
 S_MERGES, S_SPLITS, S_SEG_BYTES, S_SEG_FILES, S_STALLS, S_FREEZES, S_LOGICAL, \
     S_DISK_ERROR = range(8)
-W_PID, W_FLUSH_REQ, W_FLUSH_DONE = range(3)
+W_PID, W_FLUSH_REQ, W_FLUSH_DONE, W_REPAIRS = range(4)
 
 
 def _sizes(max_leaves: int, max_key: int, shards: int) -> list[tuple[str, int, str]]:

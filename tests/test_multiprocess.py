@@ -1,0 +1,270 @@
+"""The multiprocess engine with real processes: a router with worker processes,
+clients attached through shared memory, pools, fork, pickling, pinning."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+
+import hypothesis.strategies as st
+import psutil
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+import fusedb
+from fusedb.entry import parse_decimal
+
+import mp_helpers
+from conftest import TINY
+
+MP = dict(TINY, shards=2)
+FORK = multiprocessing.get_context("fork")
+SPAWN = multiprocessing.get_context("spawn")
+#: Keys on both shards: shard 0 owns keys below 0x80, shard 1 the rest.
+COUNTERS = [b"\x10c%d" % i for i in range(4)] + [b"\x90c%d" % i for i in range(4)]
+
+
+class Client:
+    """A real client process, driven over a pipe."""
+
+    def __init__(self, path: str, ctx=FORK):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=mp_helpers.client_loop, args=(path, child))
+        self.proc.start()
+        assert self.call_raw("ping") == ("ok", "ready")
+
+    def call_raw(self, name, *args):
+        if name != "ping":
+            self.conn.send((name, args))
+        assert self.conn.poll(30), f"client did not answer {name}{args}"
+        return self.conn.recv()
+
+    def __call__(self, name, *args):
+        status, result = self.call_raw(name, *args)
+        assert status == "ok", f"{name}{args} raised {result}"
+        return result
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self.conn.send(None)
+        self.proc.join(30)
+        assert self.proc.exitcode == 0
+
+
+def test_router_starts_one_worker_process_per_shard(tmp_path):
+    with fusedb.open(str(tmp_path / "db"), **MP) as db:
+        stats = db.stats()
+        assert stats["mode"] == "multiprocess"
+        pids = [w["pid"] for w in stats["workers"]]
+        assert len(pids) == 2 and len(set(pids)) == 2 and os.getpid() not in pids
+        for pid in pids:
+            assert psutil.Process(pid).ppid() == os.getpid()
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or \
+            psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_open_without_shards_is_embedded(tmp_path):
+    with fusedb.open(str(tmp_path / "db"), **TINY) as db:
+        assert db.stats()["mode"] == "embedded"
+        assert db.stats()["workers"][0]["pid"] == os.getpid()
+        with pytest.raises(fusedb.NotRunningError, match="embedded"):
+            fusedb.connect(str(tmp_path / "db"))
+
+
+def test_connect_needs_a_running_database(tmp_path):
+    with pytest.raises(fusedb.NotRunningError, match="no database is open"):
+        fusedb.connect(str(tmp_path / "nothing"))
+
+
+def test_second_open_fails_and_says_to_connect(tmp_path):
+    path = str(tmp_path / "db")
+    with fusedb.open(path, **MP):
+        with pytest.raises(fusedb.LockedError, match="connect"):
+            fusedb.open(path, **MP)
+
+
+def test_counters_sum_exactly_over_a_spawn_pool(tmp_path):
+    """N processes x M increments on shared counters, handle passed by pickling."""
+    with fusedb.open(str(tmp_path / "db"), **MP) as db:
+        n, m = 4, 150
+        with SPAWN.Pool(n) as pool:
+            done = pool.starmap(mp_helpers.add, [(db, COUNTERS, m)] * n)
+        assert sum(done) == n * m * len(COUNTERS)
+        for k in COUNTERS:
+            assert db.get(k) == b"%d" % (n * m)
+        db.flush()
+        assert db.stats()["merges"] > 0
+        assert [db.get(k) for k in COUNTERS] == [b"%d" % (n * m)] * len(COUNTERS)
+
+
+def test_counters_sum_exactly_over_a_fork_pool_with_inherited_handle(tmp_path):
+    """gunicorn-style: the handle is inherited through fork() and re-attaches."""
+    with fusedb.open(str(tmp_path / "db"), **MP) as db:
+        db.incr(COUNTERS[0], 1000)
+        with FORK.Pool(3, initializer=mp_helpers.init_inherited, initargs=(db,)) as pool:
+            pool.starmap(mp_helpers.add_inherited, [(COUNTERS, 100)] * 3)
+        assert db.get(COUNTERS[0]) == b"1300"
+        assert all(db.get(k) == b"300" for k in COUNTERS[1:])
+
+
+def test_reads_after_a_write_in_another_process_see_it(tmp_path):
+    path = str(tmp_path / "db")
+    with fusedb.open(path, **MP) as db:
+        a, b = Client(path), Client(path)
+        try:
+            for i in range(50):
+                k = bytes([i * 5]) + b"key"
+                db.put(k, b"router%d" % i)
+                assert a("get", k) == b"router%d" % i
+                a("put", k, b"a%d" % i)
+                assert b("get", k) == b"a%d" % i
+                assert db.get(k) == b"a%d" % i
+            a("flush")                       # merged into segments: still visible
+            assert b("get", bytes([5]) + b"key") == b"a1"
+            assert b("delete", bytes([5]) + b"key") is True
+            assert db.get(bytes([5]) + b"key") is None
+        finally:
+            a.close()
+            b.close()
+
+
+def test_inherited_embedded_handle_fails_clearly_in_the_child(tmp_path):
+    with fusedb.open(str(tmp_path / "db"), **TINY) as db:
+        db.put(b"k", b"v")
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                db.get(b"k")
+                msg = b"no error"
+            except fusedb.ForkedError as e:
+                msg = b"ForkedError" if b"fusedb.connect" in str(e).encode() else b"bad message"
+            except BaseException as e:  # noqa: BLE001 - reported to the parent
+                msg = repr(e).encode()
+            os.write(w, msg)
+            os._exit(0)
+        os.close(w)
+        got = os.read(r, 200)
+        os.close(r)
+        os.waitpid(pid, 0)
+        assert got == b"ForkedError"
+        assert db.get(b"k") == b"v"          # the parent's handle is untouched
+        with pytest.raises(fusedb.ForkedError):
+            pickle.dumps(db)
+
+
+def test_closed_router_makes_clients_fail_clearly(tmp_path):
+    path = str(tmp_path / "db")
+    db = fusedb.open(path, **MP)
+    c = Client(path)
+    try:
+        c("put", b"k", b"v")
+        db.close()
+        assert c.call_raw("get", b"k") == ("err", "ClosedError")
+        assert c.call_raw("put", b"k", b"w") == ("err", "ClosedError")
+    finally:
+        c.close()
+    with fusedb.open(path, **MP) as db:
+        assert db.get(b"k") == b"v"
+
+
+def test_pin_puts_each_worker_on_one_cpu(tmp_path):
+    cpus = sorted(psutil.Process().cpu_affinity())
+    with fusedb.open(str(tmp_path / "db"), pin=True, **MP) as db:
+        affinity = [w["cpu_affinity"] for w in db.stats()["workers"]]
+    assert affinity == [[cpus[i % len(cpus)]] for i in range(2)]
+    with fusedb.open(str(tmp_path / "db2"), pin=[cpus[-1]], **MP) as db:
+        assert [w["cpu_affinity"] for w in db.stats()["workers"]] == [[cpus[-1]]] * 2
+
+
+def test_reopen_with_another_shard_count_keeps_data(tmp_path):
+    path = str(tmp_path / "db")
+    with fusedb.open(path, **MP) as db:
+        for i in range(300):
+            db.put(bytes([i % 256]) + b"%d" % i, b"v%d" % i)
+    with fusedb.open(path, **dict(MP, shards=3)) as db:
+        assert len(dict(db.scan())) == 300
+        db.put(b"\xffz", b"new")
+    with fusedb.open(path, **TINY) as db:
+        got = dict(db.scan())
+    assert len(got) == 301 and got[b"\x07" + b"7"] == b"v7"
+
+
+# -- several client processes, one model ----------------------------------------------
+
+keys = st.sampled_from([bytes([b]) + b"k" for b in (0x05, 0x30, 0x70, 0x85, 0xC0, 0xF0)])
+
+
+class MultiprocessMachine(RuleBasedStateMachine):
+    """Random operations, each by a randomly chosen real process (the router or
+    one of two attached clients), checked against one dict."""
+
+    def __init__(self):
+        super().__init__()
+        import tempfile
+        self.dir = tempfile.mkdtemp(prefix="fusedb-mp-", dir=os.environ["FUSEDB_TEST_TMP"])
+        self.db = fusedb.open(self.dir, **MP)
+        self.clients = [Client(self.dir), Client(self.dir)]
+        self.model: dict[bytes, bytes] = {}
+
+    def call(self, who: int, name: str, *args):
+        if who == 0:
+            try:
+                return "ok", (dict(self.db.scan()) if name == "scan" else
+                              getattr(self.db, name)(*args))
+            except Exception as e:  # noqa: BLE001 - compared with the clients' answers
+                return "err", type(e).__name__
+        return self.clients[who - 1].call_raw(name, *args)
+
+    def teardown(self):
+        import shutil
+        for c in self.clients:
+            c.close()
+        self.db.close()
+        shutil.rmtree(self.dir)
+
+    @rule(who=st.integers(0, 2), k=keys, v=st.binary(max_size=40))
+    def put(self, who, k, v):
+        assert self.call(who, "put", k, v) == ("ok", None)
+        self.model[k] = v
+
+    @rule(who=st.integers(0, 2), k=keys)
+    def get(self, who, k):
+        assert self.call(who, "get", k) == ("ok", self.model.get(k))
+
+    @rule(who=st.integers(0, 2), k=keys, d=st.integers(-5, 5))
+    def incr(self, who, k, d):
+        got = self.call(who, "incr", k, d)
+        base = parse_decimal(self.model.get(k, b"0"))
+        if base is None:
+            assert got == ("err", "NotAnIntegerError")
+            return
+        assert got == ("ok", base + d)
+        self.model[k] = b"%d" % (base + d)
+
+    @rule(who=st.integers(0, 2), k=keys)
+    def delete(self, who, k):
+        assert self.call(who, "delete", k) == ("ok", k in self.model)
+        self.model.pop(k, None)
+
+    @rule(who=st.integers(0, 2))
+    def flush(self, who):
+        assert self.call(who, "flush") == ("ok", None)
+
+    @invariant()
+    def every_process_sees_the_model(self):
+        for who in range(3):
+            assert self.call(who, "scan") == ("ok", self.model)
+
+
+TestMultiprocessModel = MultiprocessMachine.TestCase
+TestMultiprocessModel.settings = settings(max_examples=6, stateful_step_count=25,
+                                          deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@pytest.fixture(autouse=True)
+def _tmp_for_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSEDB_TEST_TMP", str(tmp_path))
