@@ -175,6 +175,7 @@ class FuseDB:
             raise WriteStallError(f"no buffer memory freed within write_timeout="
                                   f"{self._opts.write_timeout}s; the write was not applied")
         self._store.check()
+        self._store.check_router()
         time.sleep(0.0005)
         return deadline
 

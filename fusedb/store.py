@@ -44,7 +44,7 @@ import posix_ipc
 import psutil
 
 from . import manifest
-from .errors import DiskError, FuseDBError, LockedError, NotRunningError
+from .errors import ClosedError, DiskError, FuseDBError, LockedError, NotRunningError
 from .manifest import LeafRecord, ManifestData
 from .merge import cut, merge_runs
 from .options import Options
@@ -109,6 +109,7 @@ class Store:
         self.inherited = False
         self.segcache: dict[int, Segment] = {}
         self._segcache_lock = threading.Lock()
+        self._opened = 0
         self.workers: list[Worker] = []
         self.flushers: list[Flusher] = []
         self.procs: list[subprocess.Popen | None] = []
@@ -382,6 +383,13 @@ class Store:
             raise FuseDBError(f"the background merge worker failed: {self.error!r}") \
                 from self.error
 
+    def check_router(self) -> None:
+        """In an attached process, on a slow path: raise ClosedError if the router
+        is gone (if its workers died too, nobody marked the database closed)."""
+        if self.role == "client" and not alive(self.meta.hdr[M_ROUTER_PID]):
+            raise ClosedError(f"the database's router process (pid "
+                              f"{self.meta.hdr[M_ROUTER_PID]}) is gone")
+
     def new_segment_id(self) -> int:
         with self.meta_lock:
             segid = self.meta.hdr[M_NEXT_SEG]
@@ -415,8 +423,24 @@ class Store:
                             return None
                         seg = Segment(path, segid)
                         cache[segid] = seg
+                        self._opened += 1
+                        if self._opened % 32 == 0:
+                            self._prune_segcache()
             out.append(seg)
         return out
+
+    def _prune_segcache(self) -> None:
+        """Drop cached segments no leaf names any more (merged away by another
+        process), so a long-lived process does not keep deleted files mapped. A
+        concurrent reader still holding one keeps its mapping until it is done;
+        a segment dropped by a racy read of the leaf table is simply reopened."""
+        meta = self.meta
+        nl = meta.hdr[M_NEXT_LEAF]
+        live = set()
+        for leaf in range(nl):
+            live.update(meta.segs_of(leaf))
+        for segid in [s for s in self.segcache if s not in live]:
+            del self.segcache[segid]
 
     def open_for_retry(self, segids: list[int], attempt: int) -> None:
         """For a reader that found a leaf's segments not open in this process yet
@@ -498,10 +522,15 @@ class Store:
                 slots[shard.no * 4 + W_FLUSH_REQ] = req
             wanted.append(req)
             self.wake(shard.no)
+        deadline = time.monotonic() + self.opts.close_timeout
         for shard, req in zip(self.shards, wanted):
             while slots[shard.no * 4 + W_FLUSH_DONE] < req:
                 if self.meta.hdr[M_STATE] != STATE_OPEN:
-                    raise FuseDBError("the database closed during flush()")
+                    raise ClosedError("the database closed during flush()")
+                if time.monotonic() > deadline:
+                    raise FuseDBError(f"the worker of shard {shard.no} did not flush within "
+                                      f"close_timeout={self.opts.close_timeout}s")
+                self.check_router()
                 time.sleep(0.002)
 
     # -- repair (the shard's worker process) --------------------------------------------
@@ -532,14 +561,13 @@ class Store:
         now = opts.clock()
         replaced: list[int] = []
         new_leaves = []
-        self.open_segments([s for lf in mine for s in lf.segs])
         for lf, hi in zip(mine, his_hi):
             segs, seq = list(lf.segs), lf.seq
             part = cut(muts, lf.lo, hi) if muts is not None and len(muts) else None
             if part is not None and len(part):
                 part = part.take(np.flatnonzero(part.seq > np.uint64(lf.seq)))
             if part is not None and len(part):
-                runs = [part] + [self.segcache[s].to_run() for s in lf.segs]
+                runs = [part] + [seg.to_run() for seg in self.open_segments(lf.segs)]
                 out = fill_hashes(merge_runs(runs, now, drop_dead=True))
                 seq = max(seq, int(part.seq.max()))
                 replaced += segs

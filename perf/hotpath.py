@@ -1,6 +1,11 @@
-"""Per-operation cost of put / get / incr in one process (embedded, default sizes).
+"""Per-operation cost of put / get / incr in one process (default sizes).
 
-    python perf/hotpath.py [--keys 10000] [--ops 200000] [--profile]
+    python perf/hotpath.py [--keys 10000] [--ops 200000] [--profile] [--shards N]
+
+Without --shards the database runs embedded (merges in a thread of this
+process); with --shards N it runs multiprocess and this process is the router,
+operating on shared memory as any attached client does (merges in N worker
+processes).
 
 Prints microseconds per operation. Keys are 16 bytes, values 100 bytes, fixed seed.
 Data stays in buffers and segments as the default sizes dictate (merges run in the
@@ -25,13 +30,14 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=10_000)
     ap.add_argument("--ops", type=int, default=200_000)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--shards", type=int, default=0, help="multiprocess with N workers")
     args = ap.parse_args()
     rnd = random.Random(42)
     keys = [b"key:%012d" % rnd.randrange(10**12) for _ in range(args.keys)]
     seq = [keys[rnd.randrange(len(keys))] for _ in range(args.ops)]
     value = b"v" * 100
     d = tempfile.mkdtemp(prefix="fusedb-hotpath-")
-    db = fusedb.open(d)
+    db = fusedb.open(d, shards=args.shards) if args.shards else fusedb.open(d)
     try:
         for k in keys:
             db.put(k, value)

@@ -40,6 +40,8 @@ def client_loop(path: str, conn) -> None:
             try:
                 if name == "scan":
                     result = dict(db.scan())
+                elif name == "cached_segments":
+                    result = len(db._store.segcache)
                 elif name == "hold_lock":
                     # Take shard ``args[0]``'s lock and keep it until killed.
                     db._shards[args[0]].lock.acquire()

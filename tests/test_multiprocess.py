@@ -268,3 +268,60 @@ TestMultiprocessModel.settings = settings(max_examples=6, stateful_step_count=25
 @pytest.fixture(autouse=True)
 def _tmp_for_machine(tmp_path, monkeypatch):
     monkeypatch.setenv("FUSEDB_TEST_TMP", str(tmp_path))
+
+
+def test_writers_in_several_processes_while_leaves_split(tmp_path):
+    """Splits publish new routing versions while clients write; every write lands."""
+    path = str(tmp_path / "db")
+    with fusedb.open(path, **MP) as db:
+        clients = [Client(path), Client(path)]
+        try:
+            for i in range(400):
+                for n, c in enumerate(clients):
+                    c("put", bytes([(i * 7 + n * 128) % 256]) + b"%d-%d" % (n, i), b"x" * 50)
+        finally:
+            for c in clients:
+                c.close()
+        got = dict(db.scan())
+        assert len(got) == 800
+        assert db.stats()["splits"] > 0
+        assert db.stats()["leaves"] > 2
+
+
+def test_sigterm_to_the_router_closes_cleanly(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    path = str(tmp_path / "db")
+    child = os.path.join(os.path.dirname(__file__), "crash_child.py")
+    p = subprocess.Popen([sys.executable, child, path, "interval", "3", "0", "router"],
+                         stdout=subprocess.PIPE)
+    assert p.stdout.read(1) == b"R"
+    import time
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(60) == 128 + signal.SIGTERM
+    data = p.stdout.read()
+    p.stdout.close()
+    assert len(data) >= 4
+    # A clean close: no WAL left, nothing in /dev/shm for this database.
+    assert not [f for f in os.listdir(path) if f.startswith("wal-")]
+    tag = fusedb.shm.region.tag_for(path)
+    assert not [e for e in os.listdir("/dev/shm") if tag in e]
+
+
+def test_a_long_lived_client_does_not_keep_merged_away_segments(tmp_path):
+    path = str(tmp_path / "db")
+    with fusedb.open(path, **MP) as db:
+        c = Client(path)
+        try:
+            for r in range(40):
+                for i in range(30):
+                    db.put(bytes([i * 8]) + b"k", b"r%d" % r)
+                db.flush()
+                assert c("get_many", [bytes([i * 8]) + b"k" for i in range(30)]) == \
+                    [b"r%d" % r] * 30
+            assert db.stats()["merges"] > 40
+            assert c("cached_segments") <= db.stats()["segments"] + 32
+        finally:
+            c.close()
