@@ -1,6 +1,8 @@
 """The ``fusedb`` command.
 
-    fusedb demo [PATH]    a small rate-limiter/session demo on PATH (default ./fusedb-data)
+    fusedb demo [PATH]    a rate-limiter/session demo on PATH (default ./fusedb-data):
+                          2 shard worker processes, 2 client processes
+                          (--shards 0 runs it embedded in one process)
     fusedb check PATH     verify every file of a closed database; exit 1 on damage
     fusedb dump PATH      print manifest, segments and WAL records
 """
@@ -16,34 +18,56 @@ import time
 from . import open as open_db
 
 
-def demo(path: str, ops: int) -> int:
-    rnd = random.Random(7)
-    print(f"FuseDB demo on {path!r}")
-    with open_db(path) as db:
+def _rate_limit(args) -> tuple[int, int, float]:
+    """Serve ``ops`` requests of a fixed-window rate limiter (100 per minute per
+    user); runs in a pool process on the pickled (re-attached) handle."""
+    db, ops, seed = args
+    rnd = random.Random(seed)
+    limit, allowed, denied = 100, 0, 0
+    t = time.perf_counter()
+    for _ in range(ops):
+        user = b"user:%d" % min(int(rnd.paretovariate(1.2)), 500)
+        window = b"rl:%s:%d" % (user, int(time.time()) // 60)
+        n = db.incr(window)
+        if n == 1:
+            db.expire(window, 60)
+        if n <= limit:
+            allowed += 1
+        else:
+            denied += 1
+    return allowed, denied, time.perf_counter() - t
+
+
+def demo(path: str, ops: int, shards: int, processes: int) -> int:
+    how = (f"multiprocess: {shards} shard worker processes, {processes} client processes"
+           if shards else "embedded, one process")
+    print(f"FuseDB demo on {path!r} ({how})")
+    with (open_db(path, shards=shards) if shards else open_db(path)) as db:
         runs = db.incr(b"demo:runs")
         print(f"  this directory has seen {runs} demo run(s) (a counter that survives close)")
         db.put(b"session:alice", b'{"user": "alice", "cart": 3}', ttl=30)
         print(f"  session:alice -> {db.get(b'session:alice')!r}, ttl {db.ttl(b'session:alice'):.1f}s")
-        limit, allowed, denied = 100, 0, 0
-        t = time.perf_counter()
-        for _ in range(ops):
-            user = b"user:%d" % min(int(rnd.paretovariate(1.2)), 500)
-            window = b"rl:%s:%d" % (user, int(time.time()) // 60)
-            n = db.incr(window)
-            if n == 1:
-                db.expire(window, 60)
-            if n <= limit:
-                allowed += 1
-            else:
-                denied += 1
-        dt = time.perf_counter() - t
-        print(f"  fixed-window rate limiter: {ops} requests in {dt:.2f}s "
-              f"({ops / dt:,.0f} req/s), {allowed} allowed, {denied} denied")
+        if shards and processes > 1:
+            import multiprocessing
+            jobs = [(db, ops // processes, 7 + i) for i in range(processes)]
+            with multiprocessing.get_context("spawn").Pool(processes) as pool:
+                results = pool.map(_rate_limit, jobs)
+        else:
+            results = [_rate_limit((db, ops, 7))]
+        dt = max(r[2] for r in results)     # the processes run side by side
+        allowed = sum(r[0] for r in results)
+        denied = sum(r[1] for r in results)
+        total = allowed + denied
+        print(f"  fixed-window rate limiter: {total} requests in {dt:.2f}s "
+              f"({total / dt:,.0f} req/s), {allowed} allowed, {denied} denied")
         top = sorted(((int(v), k) for k, v in db.scan(prefix=b"rl:")), reverse=True)[:3]
         print("  busiest windows:", ", ".join(f"{k.decode()}={n}" for n, k in top))
         s = db.stats()
         print(f"  stats: {s['leaves']} leaves, {s['segments']} segments, {s['merges']} merges, "
               f"{s['splits']} splits, arena {s['arena_slabs_used']}/{s['arena_slabs_total']} slabs")
+        for w in s["workers"]:
+            print(f"  shard {w['shard']}: worker pid {w['pid']}, "
+                  f"{w.get('cpu_seconds', 0):.2f} s CPU, {w.get('rss_bytes', 0) / 2**20:.0f} MiB RSS")
     print("  closed cleanly; run it again to see the counter survive.")
     return 0
 
@@ -51,16 +75,18 @@ def demo(path: str, ops: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fusedb", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("demo", help="run a small demo on an embedded database")
+    d = sub.add_parser("demo", help="run a small demo (multiprocess by default)")
     d.add_argument("path", nargs="?", default="fusedb-data")
     d.add_argument("--ops", type=int, default=100_000)
+    d.add_argument("--shards", type=int, default=2, help="worker processes; 0: embedded")
+    d.add_argument("--processes", type=int, default=2, help="client processes")
     c = sub.add_parser("check", help="verify every file of a closed database")
     c.add_argument("path")
     u = sub.add_parser("dump", help="print manifest, segments and WAL records")
     u.add_argument("path")
     args = ap.parse_args(argv)
     if args.cmd == "demo":
-        return demo(args.path, args.ops)
+        return demo(args.path, args.ops, args.shards, args.processes)
     from . import check as check_mod
     if not os.path.isdir(args.path):
         print(f"fusedb: {args.path}: not a directory", file=sys.stderr)
