@@ -32,7 +32,6 @@ import atexit
 import contextlib
 import fcntl
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -43,7 +42,7 @@ import numpy as np
 import posix_ipc
 import psutil
 
-from . import manifest
+from . import manifest, signals
 from .errors import ClosedError, DiskError, FuseDBError, LockedError, NotRunningError
 from .manifest import LeafRecord, ManifestData
 from .merge import cut, merge_runs
@@ -138,6 +137,8 @@ class Store:
             raise
         if role != "worker":
             _open_stores.add(self)
+        if role in ("embedded", "router"):
+            signals.install()
 
     # -- open (embedded, router) --------------------------------------------------------
 
@@ -338,11 +339,6 @@ class Store:
         self._supervisor = threading.Thread(target=self._supervise, name="fusedb-supervisor",
                                             daemon=True)
         self._supervisor.start()
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-            # SIGTERM ends the router like an uncaught SystemExit: atexit closes the
-            # database cleanly. (SIGINT already raises KeyboardInterrupt.)
-            signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
     def _supervise(self) -> None:
         """Restart dead workers; free the meta and manifest locks of dead holders."""
@@ -779,7 +775,3 @@ class Store:
             self._lockfd = -1
         if errors:
             raise errors[0]
-
-
-def _exit_on_sigterm(signum, frame) -> None:
-    sys.exit(128 + signum)

@@ -288,18 +288,24 @@ def test_writers_in_several_processes_while_leaves_split(tmp_path):
         assert db.stats()["leaves"] > 2
 
 
-def test_sigterm_to_the_router_closes_cleanly(tmp_path):
+@pytest.mark.parametrize("to", ["router", "process group"])
+def test_sigterm_closes_cleanly(tmp_path, to):
+    """SIGTERM to the router, or to its whole process group (as `timeout`,
+    `kill -TERM -PGID` or a systemd stop send it): an orderly close."""
     import signal
     import subprocess
     import sys
+    import time
     path = str(tmp_path / "db")
     child = os.path.join(os.path.dirname(__file__), "crash_child.py")
     p = subprocess.Popen([sys.executable, child, path, "interval", "3", "0", "router"],
-                         stdout=subprocess.PIPE)
+                         stdout=subprocess.PIPE, start_new_session=True)
     assert p.stdout.read(1) == b"R"
-    import time
     time.sleep(0.3)
-    p.send_signal(signal.SIGTERM)
+    if to == "router":
+        p.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(p.pid, signal.SIGTERM)
     assert p.wait(60) == 128 + signal.SIGTERM
     data = p.stdout.read()
     p.stdout.close()
@@ -308,20 +314,3 @@ def test_sigterm_to_the_router_closes_cleanly(tmp_path):
     assert not [f for f in os.listdir(path) if f.startswith("wal-")]
     tag = fusedb.shm.region.tag_for(path)
     assert not [e for e in os.listdir("/dev/shm") if tag in e]
-
-
-def test_a_long_lived_client_does_not_keep_merged_away_segments(tmp_path):
-    path = str(tmp_path / "db")
-    with fusedb.open(path, **MP) as db:
-        c = Client(path)
-        try:
-            for r in range(40):
-                for i in range(30):
-                    db.put(bytes([i * 8]) + b"k", b"r%d" % r)
-                db.flush()
-                assert c("get_many", [bytes([i * 8]) + b"k" for i in range(30)]) == \
-                    [b"r%d" % r] * 30
-            assert db.stats()["merges"] > 40
-            assert c("cached_segments") <= db.stats()["segments"] + 32
-        finally:
-            c.close()

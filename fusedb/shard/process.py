@@ -136,9 +136,12 @@ def run(path: str, no: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     path, no = argv[0], int(argv[1])
-    # Ctrl-C reaches the whole process group: the router handles it and stops the
-    # workers in order; a worker must not die of it on its own.
+    # Ctrl-C, `timeout`, `kill -TERM -PGID` and a systemd stop reach the whole
+    # process group: the router handles them and stops the workers in order, so a
+    # worker must not die of them on its own (if the router dies instead, the
+    # worker notices and exits).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _arm_failpoints()
     return run(path, no)
 
