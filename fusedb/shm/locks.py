@@ -70,7 +70,8 @@ class ProcLock:
     def acquire(self) -> None:
         try:
             self.sem.acquire(self.timeout if stuck_hook is None else _SLICE)
-        except posix_ipc.BusyError:
+        except (posix_ipc.BusyError, posix_ipc.SignalError):
+            # SignalError: a signal handler ran (EINTR); posix_ipc does not retry.
             self._acquire_slowly()
         i = self.i
         self.slots[i] = self.pid
@@ -90,7 +91,7 @@ class ProcLock:
                 self.sem.acquire(min(remaining, _SLICE) if stuck_hook is not None
                                  else remaining)
                 return
-            except posix_ipc.BusyError:
+            except (posix_ipc.BusyError, posix_ipc.SignalError):
                 continue
 
     def release(self) -> None:
@@ -148,8 +149,8 @@ class SemEvent:
     def wait(self, timeout: float | None = None) -> bool:
         try:
             self.sem.acquire(timeout)
-        except posix_ipc.BusyError:
-            return False
+        except (posix_ipc.BusyError, posix_ipc.SignalError):
+            return False     # timed out, or a signal handler ran: a spurious wake-up
         return True
 
     def clear(self) -> None:
