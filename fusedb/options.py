@@ -34,6 +34,12 @@ class Options:
     #: process per shard; other processes attach with fusedb.connect). open()
     #: picks "multiprocess" when ``shards`` is given and "embedded" otherwise.
     mode: str = "embedded"
+    #: Keys at which a *new* database starts new leaves (pre-splitting), dealt to
+    #: the shards in contiguous runs. Without them a new database starts with one
+    #: leaf per shard, split on the first key byte (good for binary or hashed
+    #: keys; keys sharing a prefix all start in one shard). Ignored once the
+    #: database exists: leaves then split where the data says.
+    split_keys: tuple = ()
     #: Multiprocess: pin worker processes to CPUs (True: worker i to the i-th CPU
     #: this process may use; a tuple of CPU numbers: worker i to cpus[i % len]).
     pin: bool | tuple = False
@@ -99,6 +105,19 @@ class Options:
                                                f"numbers, got {v!r}")
                 object.__setattr__(self, "pin", tuple(v))
                 continue
+            if f.name == "split_keys":
+                if not isinstance(v, (list, tuple)):
+                    raise InvalidArgumentError("split_keys must be a list of keys")
+                keys = [k.encode() if isinstance(k, str) else k for k in v]
+                if not all(isinstance(k, bytes) and 0 < len(k) <= self.max_key_size
+                           for k in keys):
+                    raise InvalidArgumentError(
+                        "split_keys must be non-empty bytes or str keys of at most "
+                        "max_key_size bytes")
+                if keys != sorted(set(keys)):
+                    raise InvalidArgumentError("split_keys must be sorted and distinct")
+                object.__setattr__(self, "split_keys", tuple(keys))
+                continue
             if f.name == "durability":
                 if v not in ("sync", "interval", "none"):
                     raise InvalidArgumentError(
@@ -128,6 +147,8 @@ class Options:
                                                                   self.max_value_size + 64):
             raise InvalidArgumentError("wal_ring_bytes must be a multiple of 16 holding at "
                                        "least four of the largest records")
+        if len(self.split_keys) + 1 > self.max_leaves:
+            raise InvalidArgumentError("split_keys make more leaves than max_leaves")
         if self.min_split_entries < 2:
             raise InvalidArgumentError("min_split_entries must be >= 2")
         if self.low_free_fraction >= 1:
@@ -145,12 +166,15 @@ class Options:
     def to_json(self) -> dict:
         """The options as JSON values (the clock is not carried: attached
         processes use ``time.time``)."""
-        return {f.name: (list(v) if isinstance(v, tuple) else v)
-                for f in fields(self) if f.name != "clock"
-                for v in [getattr(self, f.name)]}
+        out = {f.name: (list(v) if isinstance(v, tuple) else v)
+               for f in fields(self) if f.name != "clock"
+               for v in [getattr(self, f.name)]}
+        out["split_keys"] = [k.hex() for k in self.split_keys]
+        return out
 
     @classmethod
     def from_json(cls, obj: dict) -> "Options":
+        obj = dict(obj, split_keys=[bytes.fromhex(k) for k in obj.get("split_keys", [])])
         return cls(**{k: v for k, v in obj.items() if k in {f.name for f in fields(cls)}})
 
     @property

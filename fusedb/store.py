@@ -159,9 +159,14 @@ class Store:
         region.remove_leftovers(self.tag)
         man = manifest.read(self.path)
         if man is None:
-            n = opts.shards
-            man = ManifestData([LeafRecord(b"" if i == 0 else bytes([256 * i // n]), 0, [], i)
-                                for i in range(n)], 1)
+            s = opts.shards
+            if opts.split_keys:
+                bounds = [b""] + list(opts.split_keys)
+            else:
+                bounds = [b"" if i == 0 else bytes([256 * i // s]) for i in range(s)]
+            n = len(bounds)
+            man = ManifestData([LeafRecord(lo, 0, [], i * s // n) for i, lo in enumerate(bounds)],
+                               1, {"shards": s})
         referenced = {s for lf in man.leaves for s in lf.segs}
         for segid in sorted(referenced):
             self.segcache[segid] = Segment(os.path.join(self.path, file_name(segid)), segid)

@@ -314,3 +314,31 @@ def test_sigterm_closes_cleanly(tmp_path, to):
     assert not [f for f in os.listdir(path) if f.startswith("wal-")]
     tag = fusedb.shm.region.tag_for(path)
     assert not [e for e in os.listdir("/dev/shm") if tag in e]
+
+
+def test_split_keys_spread_a_new_database_over_the_shards(tmp_path):
+    path = str(tmp_path / "db")
+    with fusedb.open(path, split_keys=["user4", b"user8"], **dict(MP, shards=2)) as db:
+        st_ = db.stats()
+        assert st_["leaves"] == 3
+        for i in range(300):
+            db.put(b"user%d" % i, b"v")
+        per_shard = [0, 0]
+        routes = db._routes.current()
+        for leaf in routes[2]:
+            per_shard[db._meta.shard[leaf]] += db._meta.writes[leaf]
+        assert per_shard[0] > 0 and per_shard[1] > 0, per_shard
+        c = Client(path)            # attached processes get the options too
+        try:
+            assert c("get", b"user42") == b"v"
+        finally:
+            c.close()
+    # Only a new database is pre-split: reopening keeps the data's own leaves.
+    with fusedb.open(path, split_keys=[b"zzz"], **MP) as db:
+        assert len(dict(db.scan())) == 300
+
+
+@pytest.mark.parametrize("bad", [b"abc", [b"b", b"a"], [b"a", b"a"], [b""], [1], [b"x" * 33]])
+def test_bad_split_keys_are_refused(tmp_path, bad):
+    with pytest.raises(fusedb.InvalidArgumentError):
+        fusedb.open(str(tmp_path / "db"), split_keys=bad, **TINY)
