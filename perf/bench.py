@@ -38,92 +38,157 @@ def disk_bytes(path: str) -> int:
     return total
 
 
-def io_written(pid: int) -> int:
-    with open(f"/proc/{pid}/io") as f:
-        for line in f:
-            if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    return 0
+def make_keys(args) -> list[bytes]:
+    kfmt = b"user%0" + str(args.key_size - 4).encode() + b"d"
+    return [kfmt % i for i in range(args.keys)]
+
+
+def drive(eng, workload: str, args, seed: int, count: int, barrier=None) -> dict:
+    """Run ``count`` operations of ``workload`` on ``eng``, timing each one.
+    Returns encoded HDR histograms (overall and per one-second window), the
+    logical bytes written and the elapsed time. ``barrier``: wait on it first
+    (the processes of a multi-process run start together)."""
+    import numpy as np
+    from hdrh.histogram import HdrHistogram
+
+    from workloads import WRITES, op_stream, uniform, zipfian
+
+    rng = np.random.default_rng(seed)
+    n = args.keys
+    keys = make_keys(args)
+    value = b"v" * args.value_size
+    pick = zipfian if args.dist == "zipfian" else uniform
+    idx = pick(n, count, rng)
+    ops, names = op_stream(workload, count, rng)
+    hist = HdrHistogram(1, 60_000_000_000, 3)
+    windows: list = []
+    logical = 0
+    now_ns = time.perf_counter_ns
+    if barrier is not None:
+        barrier.wait()
+    start = now_ns()
+    win_start = start
+    win = HdrHistogram(1, 60_000_000_000, 3)
+    ttl = 30.0
+    for i in range(count):
+        k = keys[idx[i]]
+        op = names[ops[i]]
+        t0 = now_ns()
+        if op == "read":
+            eng.get(k)
+        elif op == "update":
+            eng.put(k, value)
+        elif op == "rmw":
+            eng.get(k)
+            eng.put(k, value)
+        elif op == "incr":
+            eng.incr(b"c" + k)
+        elif op == "put_ttl":
+            eng.put_ttl(b"s" + k, value, ttl)
+        elif op == "delete":
+            eng.delete(b"s" + k)
+        else:   # ratelimit: a fixed one-second window per user
+            wk = b"rl:%s:%d" % (k, (t0 - start) // 1_000_000_000)
+            if eng.incr(wk) == 1:
+                eng.expire(wk, 2.0)
+        t1 = now_ns()
+        dt = t1 - t0
+        hist.record_value(dt)
+        win.record_value(dt)
+        if op in WRITES:
+            logical += len(k) + (len(value) if op in ("update", "rmw", "put_ttl") else 8)
+        if t1 - win_start >= 1_000_000_000:
+            windows.append(win.encode())
+            win = HdrHistogram(1, 60_000_000_000, 3)
+            win_start = t1
+    elapsed = (now_ns() - start) / 1e9
+    if win.get_total_count():
+        windows.append(win.encode())
+    return {"hist": hist.encode(), "windows": windows, "logical": logical,
+            "elapsed": elapsed, "ops": count}
+
+
+def client_main(engine_name: str, info, workload: str, args, i: int, barrier, out) -> None:
+    """One client process of a multi-process run: attach, pin, drive, report."""
+    import psutil
+
+    from engines import ENGINES
+    if args.pin:
+        cpus = sorted(psutil.Process().cpu_affinity())
+        psutil.Process().cpu_affinity([cpus[i % len(cpus)]])
+    from engines import io_written
+    eng = ENGINES[engine_name]()
+    eng.attach(info)
+    try:
+        io0 = io_written(os.getpid())
+        res = drive(eng, workload, args, args.seed + 1 + i, args.ops // args.processes, barrier)
+        res["io"] = io_written(os.getpid()) - io0
+        res["rss_mb"] = psutil.Process().memory_info().rss / 2**20
+        out.put(res)
+    finally:
+        eng.detach()
 
 
 def run_one(engine_name: str, workload: str, args) -> dict:
-    """One engine, one workload, in this process. Returns the result record."""
-    import numpy as np
+    """One engine, one workload, in this process (and ``--processes`` clients).
+    Returns the result record."""
+    import multiprocessing
+
     import psutil
     from hdrh.histogram import HdrHistogram
 
     from engines import ENGINES
-    from workloads import WRITES, op_stream, uniform, zipfian
 
     eng = ENGINES[engine_name]()
-    rng = np.random.default_rng(args.seed)
-    n = args.keys
-    kfmt = b"user%0" + str(args.key_size - 4).encode() + b"d"
-    keys = [kfmt % i for i in range(n)]
-    value = b"v" * args.value_size
-    pick = zipfian if args.dist == "zipfian" else uniform
-    idx = pick(n, args.ops, rng)
-    ops, names = op_stream(workload, args.ops, rng)
     d = tempfile.mkdtemp(prefix=f"bench-{engine_name}-")
+    procs = args.processes
+    args.workload = workload
     try:
-        eng.open(os.path.join(d, "db"))
-        for k in keys:
-            eng.put(k, value)
-        io0 = io_written(eng.pid())
+        eng.open(os.path.join(d, "db"), args)
+        for k in make_keys(args):
+            eng.put(k, b"v" * args.value_size)
+        io0 = eng.io_written()
         own0 = eng.engine_bytes_written()
-        hist = HdrHistogram(1, 60_000_000_000, 3)
-        windows: list = []
-        logical = 0
-        now_ns = time.perf_counter_ns
-        start = now_ns()
-        win_start = start
-        win = HdrHistogram(1, 60_000_000_000, 3)
-        ttl = 30.0
-        for i in range(args.ops):
-            k = keys[idx[i]]
-            op = names[ops[i]]
-            t0 = now_ns()
-            if op == "read":
-                eng.get(k)
-            elif op == "update":
-                eng.put(k, value)
-            elif op == "rmw":
-                eng.get(k)
-                eng.put(k, value)
-            elif op == "incr":
-                eng.incr(b"c" + k)
-            elif op == "put_ttl":
-                eng.put_ttl(b"s" + k, value, ttl)
-            elif op == "delete":
-                eng.delete(b"s" + k)
-            else:   # ratelimit: a fixed one-second window per user
-                wk = b"rl:%s:%d" % (k, (t0 - start) // 1_000_000_000)
-                if eng.incr(wk) == 1:
-                    eng.expire(wk, 2.0)
-            t1 = now_ns()
-            dt = t1 - t0
-            hist.record_value(dt)
-            win.record_value(dt)
-            if op in WRITES:
-                logical += len(k) + (len(value) if op in ("update", "rmw", "put_ttl") else 8)
-            if t1 - win_start >= 1_000_000_000:
-                windows.append(win.get_value_at_percentile(99.9))
-                win = HdrHistogram(1, 60_000_000_000, 3)
-                win_start = t1
-        elapsed = (now_ns() - start) / 1e9
-        if win.get_total_count():
-            windows.append(win.get_value_at_percentile(99.9))
+        if procs == 1:
+            parts = [drive(eng, workload, args, args.seed, args.ops)]
+            rss = psutil.Process().memory_info().rss / 2**20
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            barrier = ctx.Barrier(procs)
+            out = ctx.Queue()
+            workers = [ctx.Process(target=client_main,
+                                   args=(engine_name, eng.share(), workload, args, i, barrier,
+                                         out)) for i in range(procs)]
+            for w in workers:
+                w.start()
+            parts = [out.get() for _ in workers]
+            for w in workers:
+                w.join()
+                if w.exitcode != 0:
+                    raise RuntimeError(f"a client process failed (exit {w.exitcode})")
+            rss = max(p["rss_mb"] for p in parts)
         own = eng.engine_bytes_written()
-        io = io_written(eng.pid()) - io0
+        io = eng.io_written() - io0 + sum(p.get("io", 0) for p in parts)
         extra = getattr(eng, "stats", None)
         eng.close()
         space = disk_bytes(os.path.join(d, "db"))
     finally:
         shutil.rmtree(d, ignore_errors=True)
+    hist = HdrHistogram(1, 60_000_000_000, 3)
+    wins: list = []
+    for p in parts:
+        hist.add(HdrHistogram.decode(p["hist"]))
+        for j, w in enumerate(p["windows"]):
+            if j == len(wins):
+                wins.append(HdrHistogram(1, 60_000_000_000, 3))
+            wins[j].add(HdrHistogram.decode(w))
+    windows = [w.get_value_at_percentile(99.9) for w in wins]
     med = sorted(windows)[len(windows) // 2] if windows else 0
+    ops = sum(p["ops"] for p in parts)
+    logical = sum(p["logical"] for p in parts)
     return {
-        "engine": engine_name, "workload": workload, "ops": args.ops,
-        "ops_per_s": args.ops / elapsed,
+        "engine": engine_name, "workload": workload, "ops": ops, "processes": procs,
+        "ops_per_s": ops / max(p["elapsed"] for p in parts),
         "p50_us": hist.get_value_at_percentile(50) / 1e3,
         "p99_us": hist.get_value_at_percentile(99) / 1e3,
         "p999_us": hist.get_value_at_percentile(99.9) / 1e3,
@@ -134,7 +199,7 @@ def run_one(engine_name: str, workload: str, args) -> dict:
         "wa_engine": ((own - own0) / logical) if own is not None and logical else None,
         "wa_proc_io": (io / logical) if logical else None,
         "disk_bytes": space,
-        "peak_rss_mb": psutil.Process().memory_info().rss / 2**20,
+        "peak_rss_mb": rss,
         "native_ttl": eng.native_ttl, "native_incr": eng.native_incr,
         "fusedb_stats": {k: extra[k] for k in ("leaves", "merges", "splits", "write_stalls")}
         if extra else None,
@@ -151,6 +216,13 @@ def main() -> None:
     ap.add_argument("--value-size", type=int, default=100)
     ap.add_argument("--dist", choices=("zipfian", "uniform"), default="zipfian")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--processes", type=int, default=1,
+                    help="client processes on one database (rocksdict: 1 only)")
+    ap.add_argument("--shards", type=int, default=0,
+                    help="fusedb shards (worker processes); default: 1 for one client "
+                         "process (embedded), else as many as --processes")
+    ap.add_argument("--pin", action="store_true",
+                    help="pin client process i and fusedb worker i to CPU i (psutil)")
     ap.add_argument("--plot", metavar="DIR")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--run-one", nargs=2, metavar=("ENGINE", "WORKLOAD"), help=argparse.SUPPRESS)
@@ -164,10 +236,15 @@ def main() -> None:
         print("redis: skipped, the Debian redis-server package is not installed "
               "(apt-get install redis-server)", file=sys.stderr)
         engines.remove("redis")
+    if args.processes > 1 and "rocksdict" in engines:
+        print("rocksdict: skipped for --processes > 1 (RocksDB opens a database in one "
+              "process only)", file=sys.stderr)
+        engines.remove("rocksdict")
     results = []
     passthrough = ["--keys", str(args.keys), "--ops", str(args.ops), "--key-size",
                    str(args.key_size), "--value-size", str(args.value_size), "--dist", args.dist,
-                   "--seed", str(args.seed)]
+                   "--seed", str(args.seed), "--processes", str(args.processes),
+                   "--shards", str(args.shards)] + (["--pin"] if args.pin else [])
     jobs = [(w, e) for w in args.workloads.split(",") for e in engines]
     for n, (w, e) in enumerate(jobs, 1):
         print(f"[{n}/{len(jobs)}] {w} on {e} ...", file=sys.stderr, flush=True)
@@ -187,7 +264,8 @@ def main() -> None:
 
 def print_table(results: list[dict], args) -> None:
     print(f"\nkeys={args.keys:,} ops={args.ops:,} key={args.key_size}B value={args.value_size}B "
-          f"dist={args.dist} seed={args.seed}")
+          f"dist={args.dist} seed={args.seed} processes={args.processes}"
+          f"{' pinned' if args.pin else ''}")
     print(f"{'workload':10} {'engine':10} {'ops/s':>10} {'p50 us':>8} {'p99 us':>8} "
           f"{'p99.9 us':>9} {'max us':>9} {'win p99.9 max/med':>17} {'WA':>6} {'WA io':>6} "
           f"{'disk MB':>8} {'RSS MB':>7}")

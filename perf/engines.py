@@ -11,6 +11,15 @@ on and does not fsync each write.
 * redis      redis-server from Debian, appendonly yes, appendfsync everysec,
              through redis-py on loopback
 
+Multi-process runs (``--processes N``): the benchmark opens the database in its
+own process (``open``), loads it, then N client processes ``attach`` to what
+``share()`` returns: FuseDB clients ``fusedb.connect`` to a multiprocess
+database (``shards`` worker processes, pre-split with ``split_keys`` at even
+points of the key set the workload writes: pre-splitting is how a user of a
+range-partitioned store spreads a known key space); lmdb, sqlite3 and diskcache open the same files in
+each process; Redis clients open one connection each. RocksDB opens a database
+in one process only, so it has no multi-process run.
+
 ``incr`` is native where the engine has it (fusedb, sqlite UPSERT, diskcache,
 redis) and a get+put read-modify-write otherwise (rocksdict, lmdb in one write
 transaction). TTLs are native in fusedb, diskcache and redis; the others store
@@ -31,7 +40,10 @@ class Engine:
     native_ttl = False
     native_incr = False
 
-    def open(self, path: str) -> None: ...
+    def open(self, path: str, args) -> None: ...
+    def share(self): return self.path
+    def attach(self, info) -> None: self.open(info, None)
+    def detach(self) -> None: self.close()
     def get(self, k: bytes): ...
     def put(self, k: bytes, v: bytes) -> None: ...
     def put_ttl(self, k: bytes, v: bytes, ttl: float) -> None: self.put(k, v)
@@ -40,16 +52,53 @@ class Engine:
     def expire(self, k: bytes, ttl: float) -> None: pass
     def close(self) -> None: ...
     def engine_bytes_written(self) -> int | None: return None
-    def pid(self) -> int: return os.getpid()
+    def pids(self) -> list[int]: return [os.getpid()]
+
+    def io_written(self) -> int:
+        """Bytes this engine's processes (this one, and its servers or workers)
+        have written to disk so far, from /proc/PID/io."""
+        return sum(io_written(pid) for pid in self.pids())
+
+
+def io_written(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
 
 
 class FuseDBEngine(Engine):
     name = "fusedb"
     native_ttl = native_incr = True
 
-    def open(self, path):
+    def open(self, path, args):
         import fusedb
-        self.db = fusedb.open(path, durability="interval")
+        self.path = path
+        procs = args.processes if args else 1
+        shards = (args.shards or (procs if procs > 1 else 0)) if args else 0
+        if not shards:
+            self.db = fusedb.open(path, durability="interval")
+            return
+        # Pre-split at even points of the key set the workload writes (counters,
+        # sessions and the rate limiter prefix the user key, see bench.drive).
+        prefix = {"counters": b"c", "sessions": b"s", "ratelimit": b"rl:"}.get(
+            getattr(args, "workload", ""), b"")
+        kfmt = prefix + b"user%0" + str(args.key_size - 4).encode() + b"d"
+        split = [kfmt % (args.keys * i // shards) for i in range(1, shards)]
+        self.db = fusedb.open(path, durability="interval", shards=shards, split_keys=split,
+                              pin=bool(args.pin))
+
+    def attach(self, info):
+        import fusedb
+        self.db = fusedb.connect(info)
+
+    def pids(self):
+        return [os.getpid()] + [w["pid"] for w in self.db.stats()["workers"]
+                                if w["pid"] != os.getpid()]
 
     def get(self, k): return self.db.get(k)
     def put(self, k, v): self.db.put(k, v)
@@ -71,7 +120,7 @@ class FuseDBEngine(Engine):
 class RocksEngine(Engine):
     name = "rocksdict"
 
-    def open(self, path):
+    def open(self, path, args):
         import rocksdict
         self.opts = rocksdict.Options(raw_mode=True)
         self.opts.enable_statistics()
@@ -103,8 +152,9 @@ class RocksEngine(Engine):
 class LmdbEngine(Engine):
     name = "lmdb"
 
-    def open(self, path):
+    def open(self, path, args):
         import lmdb
+        self.path = path
         self.env = lmdb.open(path, map_size=16 << 30, sync=False, writemap=False)
 
     def get(self, k):
@@ -133,11 +183,12 @@ class SqliteEngine(Engine):
     name = "sqlite3"
     native_incr = True
 
-    def open(self, path):
+    def open(self, path, args):
         import sqlite3
+        self.path = path
         os.makedirs(path, exist_ok=True)
         self.db = sqlite3.connect(os.path.join(path, "kv.db"), isolation_level=None,
-                                  check_same_thread=False)
+                                  check_same_thread=False, timeout=60)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v) WITHOUT ROWID")
@@ -161,8 +212,9 @@ class DiskcacheEngine(Engine):
     name = "diskcache"
     native_ttl = native_incr = True
 
-    def open(self, path):
+    def open(self, path, args):
         import diskcache
+        self.path = path
         self.c = diskcache.Cache(path, size_limit=1 << 40)
 
     def get(self, k): return self.c.get(k)
@@ -180,7 +232,7 @@ class RedisEngine(Engine):
     native_ttl = native_incr = True
     server = shutil.which("redis-server")
 
-    def open(self, path):
+    def open(self, path, args):
         import redis
         os.makedirs(path, exist_ok=True)
         with socket.socket() as s:
@@ -190,6 +242,7 @@ class RedisEngine(Engine):
             [self.server, "--port", str(port), "--bind", "127.0.0.1", "--dir", path,
              "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.port = port
         self.r = redis.Redis(port=port)
         for _ in range(200):
             try:
@@ -204,7 +257,14 @@ class RedisEngine(Engine):
     def incr(self, k): return self.r.incr(k)
     def delete(self, k): self.r.delete(k)
     def expire(self, k, ttl): self.r.pexpire(k, int(ttl * 1000))
-    def pid(self): return self.proc.pid
+    def pids(self): return [self.proc.pid]
+    def share(self): return self.port
+
+    def attach(self, port):
+        import redis
+        self.r = redis.Redis(port=port)
+
+    def detach(self): self.r.close()
 
     def close(self):
         self.r.close()
