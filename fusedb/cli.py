@@ -3,6 +3,8 @@
     fusedb demo [PATH]    a rate-limiter/session demo on PATH (default ./fusedb-data):
                           2 shard worker processes, 2 client processes
                           (--shards 0 runs it embedded in one process)
+    fusedb bench [...]    the side-by-side benchmark (perf/bench.py of a source checkout)
+                          with a progress bar; flags as perf/bench.py --help
     fusedb check PATH     verify every file of a closed database; exit 1 on damage
     fusedb dump PATH      print manifest, segments and WAL records
 """
@@ -72,6 +74,19 @@ def demo(path: str, ops: int, shards: int, processes: int) -> int:
     return 0
 
 
+def bench(argv: list[str]) -> int:
+    """Run perf/bench.py (it lives next to the package in a source checkout, as
+    with ``pip install -e .``) with a progress bar."""
+    import subprocess
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "perf", "bench.py")
+    if not os.path.exists(script):
+        print("fusedb bench: perf/bench.py not found; run it from a source checkout "
+              "(pip install -e '.[bench]')", file=sys.stderr)
+        return 2
+    return subprocess.call([sys.executable, script, "--progress"] + argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fusedb", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -84,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("path")
     u = sub.add_parser("dump", help="print manifest, segments and WAL records")
     u.add_argument("path")
+    sub.add_parser("bench", help="run perf/bench.py with a progress bar (source checkout)",
+                   add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        return bench(argv[1:])
     args = ap.parse_args(argv)
     if args.cmd == "demo":
         return demo(args.path, args.ops, args.shards, args.processes)

@@ -223,6 +223,7 @@ def main() -> None:
                          "process (embedded), else as many as --processes")
     ap.add_argument("--pin", action="store_true",
                     help="pin client process i and fusedb worker i to CPU i (psutil)")
+    ap.add_argument("--progress", action="store_true", help="draw a progress bar")
     ap.add_argument("--plot", metavar="DIR")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--run-one", nargs=2, metavar=("ENGINE", "WORKLOAD"), help=argparse.SUPPRESS)
@@ -246,20 +247,39 @@ def main() -> None:
                    "--seed", str(args.seed), "--processes", str(args.processes),
                    "--shards", str(args.shards)] + (["--pin"] if args.pin else [])
     jobs = [(w, e) for w in args.workloads.split(",") for e in engines]
-    for n, (w, e) in enumerate(jobs, 1):
-        print(f"[{n}/{len(jobs)}] {w} on {e} ...", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    for n, (w, e) in enumerate(jobs):
+        progress(n, len(jobs), f"{w} on {e}", t0, args.progress)
         out = subprocess.run([sys.executable, __file__, "--run-one", e, w] + passthrough,
                              capture_output=True, text=True)
         if out.returncode != 0:
-            print(f"  failed: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+            print(f"\n  {w} on {e} failed: {out.stderr.strip().splitlines()[-1:]}",
+                  file=sys.stderr)
             continue
         results.append(json.loads(out.stdout))
+    progress(len(jobs), len(jobs), "done", t0, args.progress)
     print_table(results, args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "results": results}, f, indent=1)
     if args.plot:
         plot(results, args.plot)
+
+
+def progress(done: int, total: int, what: str, t0: float, bar: bool) -> None:
+    """A progress line on stderr: a bar redrawn in place with --progress, else
+    one line per job."""
+    el = time.monotonic() - t0
+    eta = f"{el / done * (total - done):.0f}s" if done else "?"
+    if not bar:
+        if done < total:
+            print(f"[{done + 1}/{total}] {what} ...", file=sys.stderr, flush=True)
+        return
+    width = 30
+    fill = width * done // total
+    print(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} {el:.0f}s elapsed, "
+          f"ETA {eta}  {what:<28}", end="" if done < total else "\n", file=sys.stderr,
+          flush=True)
 
 
 def print_table(results: list[dict], args) -> None:
