@@ -4,8 +4,8 @@ Python runs a signal handler between two bytecodes of the main thread, and the
 default SIGINT handler raises KeyboardInterrupt right there. If that is inside a
 FuseDB critical section (a buffer half-updated under a shard lock), the lock is
 released on a half-written buffer, or, for a shared-memory lock, not released at
-all. So the opening process (embedded or router) installs, in place of the
-*default* handlers only, handlers that never raise inside FuseDB code: if the
+all. So every process that opens or attaches to a database (embedded, router,
+client) installs, in place of the *default* handlers only, handlers that never raise inside FuseDB code: if the
 interrupted frame or any frame above it belongs to the fusedb package, the
 signal is sent again 10 ms later and the exception is raised once the thread is
 back in application code.
@@ -15,7 +15,8 @@ back in application code.
   which closes the database cleanly (by default SIGTERM kills the process on the
   spot, leaving the shutdown to the next open's recovery).
 
-A handler the application installed itself is left alone.
+A handler the application installed itself is left alone: if it raises, it can
+interrupt a critical section (documented in docs/design.md).
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ import posix_ipc
 import psutil
 
 from . import manifest, signals
-from .errors import ClosedError, DiskError, FuseDBError, LockedError, NotRunningError
+from .errors import ClosedError, CorruptionError, DiskError, FuseDBError, LockedError, \
+    NotRunningError
 from .manifest import LeafRecord, ManifestData
 from .merge import cut, merge_runs
 from .options import Options
@@ -53,7 +54,8 @@ from .shard.worker import Worker
 from .shm import region
 from .shm.arena import A_FREE_TOP, Arena
 from .shm.locks import ProcLock, SemEvent, alive
-from .shm.meta import M_MODE, M_NEXT_LEAF, M_NEXT_SEG, M_ROUTER_PID, M_STATE, MODE_MULTIPROCESS, \
+from .shm.meta import M_MODE, M_NEXT_LEAF, M_NEXT_SEG, M_ROUTE_VER, M_ROUTER_PID, M_STATE, \
+    MODE_MULTIPROCESS, \
     S_DISK_ERROR, STATE_OPEN, W_FLUSH_DONE, W_FLUSH_REQ, W_PID, Meta
 from .shm.slab import H_STATE, H_USED, STATE_FREE
 from .wal import recovery
@@ -137,21 +139,42 @@ class Store:
             raise
         if role != "worker":
             _open_stores.add(self)
-        if role in ("embedded", "router"):
+        if role != "worker":
             signals.install()
 
     # -- open (embedded, router) --------------------------------------------------------
 
     def _take_lock_file(self) -> None:
+        """flock LOCK. The router's worker processes inherit the locked descriptor,
+        so a database whose router died stays locked until its last worker has
+        flushed its WAL ring and exited; ``open`` waits for that (up to
+        ``close_timeout``) rather than recover under a worker still writing."""
         self._lockfd = os.open(os.path.join(self.path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.opts.close_timeout
+        while True:
+            try:
+                fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if self._orphaned_workers() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                os.close(self._lockfd)
+                self._lockfd = -1
+                raise LockedError(f"database {self.path} is open in another process; attach "
+                                  f"to it with fusedb.connect(path) if it runs multiprocess") \
+                    from None
+
+    def _orphaned_workers(self) -> bool:
+        """Whether LOCK is held only by worker processes of a router that died."""
         try:
-            fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lockfd)
-            self._lockfd = -1
-            raise LockedError(f"database {self.path} is open in another process; attach "
-                              f"to it with fusedb.connect(path) if it runs multiprocess") \
-                from None
+            meta = Meta(region.name(self.tag, "meta"))
+        except (posix_ipc.ExistentialError, RuntimeError):
+            return False
+        try:
+            return meta.hdr[M_MODE] == MODE_MULTIPROCESS and not alive(meta.hdr[M_ROUTER_PID])
+        finally:
+            meta.close()
 
     def _open(self) -> None:
         opts = self.opts
@@ -316,8 +339,11 @@ class Store:
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"]
                                         if env.get("PYTHONPATH") else "")
         self.meta.workers[no * 4 + W_PID] = 0
+        # The worker inherits the locked LOCK descriptor (and nothing else): the
+        # directory stays locked while any worker of this run lives.
         p = subprocess.Popen([sys.executable, "-m", "fusedb.shard.process", self.path, str(no)],
-                             stdin=subprocess.DEVNULL, env=env, close_fds=True)
+                             stdin=subprocess.DEVNULL, env=env, close_fds=True,
+                             pass_fds=(self._lockfd,))
         pin = self.opts.pin
         if pin:
             cpus = list(pin) if not isinstance(pin, bool) else \
@@ -352,6 +378,10 @@ class Store:
             for lock in (self.meta_lock, self.manifest_lock):
                 if lock.abandoned():
                     lock.take_over()
+                    if lock is self.meta_lock and self.meta.hdr[M_ROUTE_VER] & 1:
+                        # Killed inside route_write's seqlock: the current copy is
+                        # whole (switching copies is one store), so end the update.
+                        self.meta.hdr[M_ROUTE_VER] += 1
                     lock.release()
             for no, p in enumerate(self.procs):
                 if p is None or p.poll() is None or self._closing.is_set():
@@ -420,9 +450,12 @@ class Store:
                     seg = cache.get(segid)
                     if seg is None:
                         path = os.path.join(self.path, file_name(segid))
-                        if missing_ok and not os.path.exists(path):
-                            return None
-                        seg = Segment(path, segid)
+                        try:
+                            seg = Segment(path, segid)
+                        except CorruptionError:
+                            if missing_ok and not os.path.exists(path):
+                                return None   # merged away by another process meanwhile
+                            raise
                         cache[segid] = seg
                         self._opened += 1
                         if self._opened % 32 == 0:
@@ -581,26 +614,28 @@ class Store:
                 del runs, out
             new_leaves.append((lf.lo, seq, segs))
         del muts, wfs
-        # Publish: leaf ids of the shard are reused, new ones taken if it had fewer.
-        with self.meta_lock:
-            bounds, ids = meta.routes()
-        old_ids = [leaf for leaf in ids if meta.shard[leaf] == no]
-        while len(old_ids) < len(new_leaves):
-            leaf = self.new_leaf_id()
-            if leaf < 0:
-                raise FuseDBError("repair needs a leaf id and max_leaves are in use")
-            old_ids.append(leaf)
+        # Publish, in one meta-lock section (a split of another shard must not slip
+        # in between reading the routing table and writing it): the shard's leaf
+        # ids are reused, new ones taken if it had fewer; a fresh arena.
         arena = shard.arena
         for i in range(arena.nslabs):
             arena.free[i] = arena.nslabs - 1 - i
             shard.slabs[i].hdr[H_STATE] = STATE_FREE
         arena.hdr[A_FREE_TOP] = arena.nslabs
-        entries = [(lo, leaf) for lo, leaf in zip(bounds, ids) if meta.shard[leaf] != no]
-        for leaf, (lo, seq, segs) in zip(old_ids, new_leaves):
-            meta.init_leaf(leaf, no, seq, segs)
-            entries.append((lo, leaf))
-        entries.sort()
         with self.meta_lock:
+            bounds, ids = meta.routes()
+            old_ids = [leaf for leaf in ids if meta.shard[leaf] == no]
+            while len(old_ids) < len(new_leaves):
+                leaf = meta.hdr[M_NEXT_LEAF]
+                if leaf >= meta.max_leaves:
+                    raise FuseDBError("repair needs a leaf id and max_leaves are in use")
+                meta.hdr[M_NEXT_LEAF] = leaf + 1
+                old_ids.append(leaf)
+            entries = [(lo, leaf) for lo, leaf in zip(bounds, ids) if meta.shard[leaf] != no]
+            for leaf, (lo, seq, segs) in zip(old_ids, new_leaves):
+                meta.init_leaf(leaf, no, seq, segs)
+                entries.append((lo, leaf))
+            entries.sort()
             meta.route_write(entries)
         self.repairs += 1
         return replaced

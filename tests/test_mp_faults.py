@@ -225,3 +225,107 @@ def test_interrupted_writer_closes_cleanly_with_exact_state(tmp_path, how, sig):
         with fusedb.open(path, **OPTIONS) as db:
             got = dict(db.scan())
         m, start = settle(got, after, in_flight, last)
+
+
+def test_ctrl_c_storm_on_a_client_never_breaks_a_lock(tmp_path):
+    """SIGINT every ~1 ms at a client busy writing: KeyboardInterrupt lands only
+    outside FuseDB's code (fusedb/signals.py), so no lock is left taken, no
+    buffer half-written, and no repair is ever needed."""
+    path = str(tmp_path / "db")
+    with fusedb.open(path, **MP) as db:
+        p = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__),
+                                                           "sigint_child.py"), path, "3.0"],
+                             stdout=subprocess.PIPE)
+        assert p.stdout.read(1) == b"R"
+        rnd = random.Random(3)
+        sent = 0
+        t_end = time.monotonic() + 2.0
+        while time.monotonic() < t_end and p.poll() is None:
+            p.send_signal(signal.SIGINT)
+            sent += 1
+            time.sleep(rnd.uniform(0.0002, 0.002))
+        assert p.wait(60) == 0
+        n, interrupts = map(int, p.stdout.read().split())
+        p.stdout.close()
+        assert sent > 100 and interrupts > 0
+        # Every key holds the value of its last put (op n-100+j wrote key j).
+        for j in range(100):
+            i = n - 100 + j
+            k = b"%c-k%03d" % (i % 2 * 0x80 + 0x10, i % 100)
+            assert db.get(k) == b"v%d" % i
+        assert all(w["repairs"] == 0 for w in db.stats()["workers"])
+        assert all(s.lock.sem.value == 1 for s in db._shards)
+
+
+def test_worker_killed_mid_routing_change(tmp_path, monkeypatch):
+    """A worker SIGKILLed inside a split's routing change (seqlock odd, meta and
+    shard locks held): the router frees the meta lock and ends the seqlock
+    update, the restarted worker repairs the shard; nobody spins or hangs."""
+    path = str(tmp_path / "db")
+    marker = str(tmp_path / "killed")
+    monkeypatch.setenv("FUSEDB_WORKER_FAILPOINTS", f"route.switch=killonce:{marker}")
+    with fusedb.open(path, **MP) as db:
+        m = {}
+        for i in range(1500):
+            k = b"\x01k%04d" % i
+            timed(lambda: db.put(k, b"v%d" % i), 8.0)
+            m[k] = b"v%d" % i
+        assert os.path.exists(marker), "no split reached the failpoint"
+        assert timed(lambda: dict(db.scan()), 8.0) == m
+        assert db._meta.hdr[2] % 2 == 0                     # route version even again
+        assert sum(w["repairs"] for w in db.stats()["workers"]) == 1
+
+
+def test_new_open_waits_for_the_workers_of_a_dead_router(tmp_path, monkeypatch):
+    """The router is SIGKILLed while a worker is in a slow merge. Its workers keep
+    LOCK (inherited descriptor), so a new open waits until they have flushed and
+    exited, instead of recovering under a worker still writing files."""
+    path = str(tmp_path / "db")
+    marker = str(tmp_path / "in-merge")
+    monkeypatch.setenv("FUSEDB_WORKER_FAILPOINTS", f"merge.before_publish=marksleep:{marker}:2")
+    seed = 21
+    p = start_child(path, "router", seed, 0)
+    workers = worker_pids(p.pid)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(marker):                # a worker is inside its merge
+        assert time.monotonic() < deadline, "no merge started"
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    last = acked_ops(p, 0)
+    with fusedb.open(path, **OPTIONS) as db:        # blocks until the workers are gone
+        assert not any(psutil.pid_exists(w) and psutil.Process(w).status() !=
+                       psutil.STATUS_ZOMBIE for w in workers)
+        got = dict(db.scan())
+    after, in_flight = expect(seed, {}, 0, last)
+    settle(got, after, in_flight, last)
+    with fusedb.open(path, **OPTIONS) as db:        # and it stays consistent
+        assert dict(db.scan()) == got
+
+
+def test_a_client_stalled_holding_the_gil_is_not_taken_over(tmp_path):
+    """A client thread in a long C call holds its process's GIL for seconds while
+    another thread of it is between taking a shard lock and releasing it. The
+    holder is alive: no repair may happen and the lock stays a mutex."""
+    path = str(tmp_path / "db")
+    code = ("import sys, threading, fusedb\n"
+            "db = fusedb.connect(sys.argv[1])\n"
+            "def hog():\n"
+            "    for _ in range(3):\n"
+            "        sum(range(40_000_000))\n"
+            "t = threading.Thread(target=hog)\n"
+            "t.start()\n"
+            "n = 0\n"
+            "while t.is_alive():\n"
+            "    db.put(b'\\x10k%d' % (n % 50), b'v%d' % n)\n"
+            "    n += 1\n"
+            "db.close()\n"
+            "print(n)\n")
+    with fusedb.open(path, **MP) as db:
+        out = subprocess.run([sys.executable, "-c", code, path], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert int(out.stdout) > 0
+        assert all(w["repairs"] == 0 for w in db.stats()["workers"])
+        assert all(s.lock.sem.value == 1 for s in db._shards)
+        db.put(b"\x10after", b"x")

@@ -15,7 +15,8 @@ also:
 
 Test hook: ``FUSEDB_WORKER_FAILPOINTS="point=kill,point2=sleep:5"`` arms
 failpoints in the worker (``kill`` sends SIGKILL to itself there;
-``killonce:FILE`` does so only if FILE does not exist yet, creating it).
+``killonce:FILE`` does so only if FILE does not exist yet, creating it;
+``marksleep:FILE:SECONDS`` creates FILE, then sleeps).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 import traceback
 
 from .. import failpoints
+from ..errors import LockTimeoutError
 from ..shm.meta import M_ROUTER_PID, M_STATE, STATE_OPEN, W_FLUSH_DONE, W_FLUSH_REQ, W_PID, \
     W_REPAIRS
 from ..shm import locks
@@ -53,6 +55,14 @@ def _arm_failpoints() -> None:
                     return
                 os.kill(os.getpid(), signal.SIGKILL)
             failpoints.arm(point, kill_once)
+        elif action.startswith("marksleep:"):
+            # Create FILE (so a test knows the worker got here), then sleep.
+            marker, _, secs = action[10:].rpartition(":")
+
+            def mark_sleep(marker=marker, secs=float(secs)) -> None:
+                open(marker, "a").close()
+                time.sleep(secs)
+            failpoints.arm(point, mark_sleep)
         elif action.startswith("sleep:"):
             secs = float(action[6:])
             failpoints.arm(point, lambda secs=secs: time.sleep(secs))
@@ -71,13 +81,19 @@ def run(path: str, no: int) -> int:
 
     def repair_if_needed() -> None:
         if shard.lock.abandoned():
+            dead = shard.lock.holder()
             shard.lock.take_over()
             print(f"fusedb: shard {no}: a process died holding the shard lock "
-                  f"(pid {shard.lock.holder()}); repairing from the WAL", file=sys.stderr)
+                  f"(pid {dead}); repairing from the WAL", file=sys.stderr)
             try:
                 replaced = store.repair_shard(shard)
-            finally:
-                shard.lock.release()
+            except BaseException:
+                # Half repaired: never release the lock over that. This process
+                # ends holding it, so the next worker sees a dead holder and
+                # repairs again from the start.
+                traceback.print_exc()
+                os._exit(1)
+            shard.lock.release()
             slots[no * 4 + W_REPAIRS] += 1
             store.after_publish(replaced)
 
@@ -116,10 +132,17 @@ def run(path: str, no: int) -> int:
             # The router is gone: no process may write any more (writers check the
             # state under the shard lock), and the ring goes to disk. Nothing is
             # merged: the next open replays the WAL.
-            with store.meta_lock:
+            try:
+                with store.meta_lock:
+                    meta.close_routing()
+            except LockTimeoutError:
+                # The router died holding the meta lock and nobody frees it now.
                 meta.close_routing()
-            with shard.lock:
-                pass
+            try:
+                with shard.lock:
+                    pass
+            except LockTimeoutError:
+                pass     # a dead holder: the ring up to its head is whole anyway
         else:
             repair_if_needed()
             store.flush_shard(shard)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import struct
 
+from .. import failpoints
 from ..errors import ClosedError
 from .region import Region
 
@@ -174,6 +175,7 @@ class Meta:
             rleaf[i] = leaf_id
         hdr[M_COUNT0 + nxt] = len(entries)
         hdr[M_ROUTE_VER] += 1          # seqlock: odd while the current copy changes
+        failpoints.hit("route.switch")
         hdr[M_ROUTE_CUR] = nxt
         hdr[M_ROUTE_VER] += 1
 
