@@ -341,9 +341,11 @@ class Store:
         self.meta.workers[no * 4 + W_PID] = 0
         # The worker inherits the locked LOCK descriptor (and nothing else): the
         # directory stays locked while any worker of this run lives.
+        # Its stdout is not the application's: a worker outliving a killed router
+        # must not hold the application's output pipe open.
         p = subprocess.Popen([sys.executable, "-m", "fusedb.shard.process", self.path, str(no)],
-                             stdin=subprocess.DEVNULL, env=env, close_fds=True,
-                             pass_fds=(self._lockfd,))
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
+                             close_fds=True, pass_fds=(self._lockfd,))
         pin = self.opts.pin
         if pin:
             cpus = list(pin) if not isinstance(pin, bool) else \

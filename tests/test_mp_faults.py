@@ -282,7 +282,7 @@ def test_new_open_waits_for_the_workers_of_a_dead_router(tmp_path, monkeypatch):
     exited, instead of recovering under a worker still writing files."""
     path = str(tmp_path / "db")
     marker = str(tmp_path / "in-merge")
-    monkeypatch.setenv("FUSEDB_WORKER_FAILPOINTS", f"merge.before_publish=marksleep:{marker}:2")
+    monkeypatch.setenv("FUSEDB_WORKER_FAILPOINTS", f"merge.before_publish=marksleep:{marker}:4")
     seed = 21
     p = start_child(path, "router", seed, 0)
     workers = worker_pids(p.pid)
