@@ -8,6 +8,7 @@ puts and of interrupts, then exits 0.
 """
 
 import os
+import signal
 import sys
 import time
 
@@ -19,15 +20,21 @@ import fusedb  # noqa: E402
 def main() -> None:
     path, seconds = sys.argv[1], float(sys.argv[2])
     db = fusedb.connect(path)
-    os.write(1, b"R")
     end = time.monotonic() + seconds
     interrupts = 0
     i = 0
+    ready = False
     while True:
         try:
+            if not ready:
+                # Inside the try: the first SIGINT may come right after this write.
+                ready = True
+                os.write(1, b"R")
             while time.monotonic() < end:
                 db.put(b"%c-k%03d" % (i % 2 * 0x80 + 0x10, i % 100), b"v%d" % i)
                 i += 1
+            # Deferred signals may still be on their way: from here on, ignore them.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             break
         except KeyboardInterrupt:
             interrupts += 1
