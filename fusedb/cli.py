@@ -69,7 +69,8 @@ def demo(path: str, ops: int, shards: int, processes: int) -> int:
               f"{s['splits']} splits, arena {s['arena_slabs_used']}/{s['arena_slabs_total']} slabs")
         for w in s["workers"]:
             print(f"  shard {w['shard']}: worker pid {w['pid']}, "
-                  f"{w.get('cpu_seconds', 0):.2f} s CPU, {w.get('rss_bytes', 0) / 2**20:.0f} MiB RSS")
+                  f"{w.get('cpu_seconds', 0):.2f} s CPU, "
+                  f"{w.get('rss_bytes', 0) / 2**20:.0f} MiB RSS")
     print("  closed cleanly; run it again to see the counter survive.")
     return 0
 

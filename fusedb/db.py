@@ -13,17 +13,17 @@ import math
 import os
 import time
 import weakref
+from typing import Iterable, Iterator
 
 import psutil
-from typing import Iterable, Iterator
 
 from . import ops
 from . import scan as _scan
 from .batch import Batch
 from .entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT, KIND_VALUE, key_hash
-from .errors import ClosedError, ForkedError, FuseDBKeyError, IntegerOverflowError, InvalidArgumentError, \
-    KeyTooLargeError, KeyTypeError, ValueTooLargeError, ValueTypeError, WriteStallError, \
-    DiskError
+from .errors import ClosedError, DiskError, ForkedError, FuseDBKeyError, IntegerOverflowError, \
+    InvalidArgumentError, KeyTooLargeError, KeyTypeError, ValueTooLargeError, ValueTypeError, \
+    WriteStallError
 from .options import Options
 from .router.routing import RouteCache
 from .shard.shard import NEED_SEGMENTS, segment_entry

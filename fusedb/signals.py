@@ -5,10 +5,10 @@ default SIGINT handler raises KeyboardInterrupt right there. If that is inside a
 FuseDB critical section (a buffer half-updated under a shard lock), the lock is
 released on a half-written buffer, or, for a shared-memory lock, not released at
 all. So every process that opens or attaches to a database (embedded, router,
-client) installs, in place of the *default* handlers only, handlers that never raise inside FuseDB code: if the
-interrupted frame or any frame above it belongs to the fusedb package, the
-signal is sent again 10 ms later and the exception is raised once the thread is
-back in application code.
+client) installs, in place of the *default* handlers only, handlers that never raise
+inside FuseDB code: if the interrupted frame or any frame above it belongs to the
+fusedb package, the signal is sent again 10 ms later and the exception is raised
+once the thread is back in application code.
 
 * SIGINT raises KeyboardInterrupt, as by default.
 * SIGTERM raises SystemExit(128 + 15), so the interpreter exits through atexit,

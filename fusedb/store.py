@@ -29,7 +29,6 @@ lock; the manifest writer takes the manifest lock, then each shard lock in turn.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import fcntl
 import os
 import subprocess
@@ -576,13 +575,13 @@ class Store:
 
         The caller (the shard's worker, the only repairer) has taken the lock over.
         Its buffers may be half-written, so they are dropped: every acknowledged
-        write is in the WAL ring (invariant 1). The ring is flushed to the WAL
-        file, the shard's leaves are read back from the durable MANIFEST, the WAL
-        records newer than each leaf's segments are merged into new segments, and
-        the result is published in shared memory (a fresh arena, new leaf entries,
-        the shard's part of the routing table). Returns the segments the new ones
-        replace, for :meth:`after_publish` once the lock is released. A record whose writer died before
-        acknowledging it may or may not survive, as with any crash."""
+        write is in the WAL ring (invariant 1). The ring is flushed to the WAL file,
+        the shard's leaves are read back from the durable MANIFEST, the WAL records
+        newer than each leaf's segments are merged into new segments, and the result
+        is published in shared memory (a fresh arena, new leaf entries, the shard's
+        part of the routing table). Returns the segments the new ones replace, for
+        :meth:`after_publish` once the lock is released. A record whose writer died
+        before acknowledging it may or may not survive, as with any crash."""
         meta, opts = self.meta, self.opts
         no = shard.no
         flusher = shard.flusher

@@ -11,14 +11,14 @@ on and does not fsync each write.
 * redis      redis-server from Debian, appendonly yes, appendfsync everysec,
              through redis-py on loopback
 
-Multi-process runs (``--processes N``): the benchmark opens the database in its
-own process (``open``), loads it, then N client processes ``attach`` to what
-``share()`` returns: FuseDB clients ``fusedb.connect`` to a multiprocess
-database (``shards`` worker processes, pre-split with ``split_keys`` at even
-points of the key set the workload writes: pre-splitting is how a user of a
-range-partitioned store spreads a known key space); lmdb, sqlite3 and diskcache open the same files in
-each process; Redis clients open one connection each. RocksDB opens a database
-in one process only, so it has no multi-process run.
+Multi-process runs (``--processes N``): the benchmark opens the database in its own
+process (``open``), loads it, then N client processes ``attach`` to what ``share()``
+returns: FuseDB clients ``fusedb.connect`` to a multiprocess database (``shards``
+worker processes, pre-split with ``split_keys`` at even points of the key set the
+workload writes: pre-splitting is how a user of a range-partitioned store spreads a
+known key space); lmdb, sqlite3 and diskcache open the same files in each process;
+Redis clients open one connection each. RocksDB opens a database in one process
+only, so it has no multi-process run.
 
 ``incr`` is native where the engine has it (fusedb, sqlite UPSERT, diskcache,
 redis) and a get+put read-modify-write otherwise (rocksdict, lmdb in one write
