@@ -37,7 +37,6 @@ import threading
 import time
 import weakref
 
-import numpy as np
 import posix_ipc
 import psutil
 
@@ -45,7 +44,6 @@ from . import manifest, signals
 from .errors import ClosedError, CorruptionError, DiskError, FuseDBError, LockedError, \
     NotRunningError
 from .manifest import LeafRecord, ManifestData
-from .merge import cut, merge_runs
 from .options import Options
 from .segment import Segment, file_name, write_segment
 from .shard.shard import Shard
@@ -58,7 +56,7 @@ from .shm.meta import M_MODE, M_NEXT_LEAF, M_NEXT_SEG, M_ROUTE_VER, M_ROUTER_PID
     S_DISK_ERROR, STATE_OPEN, W_FLUSH_DONE, W_FLUSH_REQ, W_PID, Meta
 from .shm.slab import H_STATE, H_USED, STATE_FREE
 from .wal import recovery
-from .wal.reader import fill_hashes, list_files as list_wal_files, read_file
+from .wal.reader import list_files as list_wal_files, read_file
 from .wal.ring import R_FILE_NO, R_HEAD, Ring
 from .wal.writer import Flusher, RemoteFlusher
 
@@ -598,21 +596,19 @@ class Store:
         new_leaves = []
         for lf, hi in zip(mine, his_hi):
             segs, seq = list(lf.segs), lf.seq
-            part = cut(muts, lf.lo, hi) if muts is not None and len(muts) else None
-            if part is not None and len(part):
-                part = part.take(np.flatnonzero(part.seq > np.uint64(lf.seq)))
-            if part is not None and len(part):
-                runs = [part] + [seg.to_run() for seg in self.open_segments(lf.segs)]
-                out = fill_hashes(merge_runs(runs, now, drop_dead=True))
-                seq = max(seq, int(part.seq.max()))
-                replaced += segs
-                segs = []
-                if len(out):
-                    segid = self.new_segment_id()
-                    write_segment(os.path.join(self.path, file_name(segid)), out)
-                    self.open_segments([segid])
-                    segs = [segid]
-                del runs, out
+            if muts is not None:
+                out, seq = recovery.fold_leaf(
+                    muts, lf.lo, hi, lf.seq,
+                    lambda: [seg.to_run() for seg in self.open_segments(lf.segs)], now)
+                if out is not None:
+                    replaced += segs
+                    segs = []
+                    if len(out):
+                        segid = self.new_segment_id()
+                        write_segment(os.path.join(self.path, file_name(segid)), out)
+                        self.open_segments([segid])
+                        segs = [segid]
+                    del out
             new_leaves.append((lf.lo, seq, segs))
         del muts, wfs
         # Publish, in one meta-lock section (a split of another shard must not slip

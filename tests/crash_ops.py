@@ -43,3 +43,35 @@ def model(m: dict, o: tuple) -> None:
     else:
         for k, v in o[1]:
             m[k] = v
+
+
+def last_acked(p, start: int) -> int:
+    """Read the acknowledged op numbers a killed child wrote to its stdout pipe
+    (4 bytes each, in order from ``start``); return the last (start - 1 if none)."""
+    data = p.stdout.read()
+    p.stdout.close()
+    acked = [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data) - 3, 4)]
+    assert acked == list(range(start, start + len(acked)))
+    return start + len(acked) - 1
+
+
+def expect(seed: int, m: dict, start: int, last: int) -> tuple[dict, dict]:
+    """From model ``m`` before op ``start``: the model after op ``last``, and after
+    the op in flight (``last + 1``)."""
+    after = dict(m)
+    for i in range(start, last + 1):
+        model(after, op(seed, i))
+    in_flight = dict(after)
+    model(in_flight, op(seed, last + 1))
+    return after, in_flight
+
+
+def settle(got: dict, after: dict, in_flight: dict, last: int) -> tuple[dict, int]:
+    """Assert ``got`` is ``after`` or ``in_flight``; return it and the next op number."""
+    if got == after:
+        return after, last + 1
+    assert got == in_flight, (
+        f"state matches neither the last acknowledged op {last} nor the one in flight;"
+        f" missing={sorted(set(after) - set(got))[:5]}"
+        f" wrong={[k for k in got if after.get(k) not in (None, got[k])][:5]}")
+    return in_flight, last + 2

@@ -20,7 +20,7 @@ import pytest
 import fusedb
 import fusedb.shm.region
 
-from crash_ops import model, op
+from crash_ops import expect, last_acked, settle
 
 CHILD = os.path.join(os.path.dirname(__file__), "crash_child.py")
 
@@ -36,30 +36,16 @@ def run_child_and_kill(path: str, mode: str, seed: int, start: int, run_for: flo
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait()
-    data = p.stdout.read()
-    p.stdout.close()
-    acked = [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data) - 3, 4)]
-    assert acked == list(range(start, start + len(acked)))
-    return start + len(acked) - 1
+    return last_acked(p, start)
 
 
 def check_round(path: str, seed: int, m: dict, start: int, last: int) -> tuple[dict, int]:
     """Open after the crash; the state must be the model after op ``last`` or after
     op ``last + 1`` (in flight). Returns that model and the next op number."""
-    after_last = dict(m)
-    for i in range(start, last + 1):
-        model(after_last, op(seed, i))
-    in_flight = dict(after_last)
-    model(in_flight, op(seed, last + 1))
+    after_last, in_flight = expect(seed, m, start, last)
     with fusedb.open(path) as db:
         got = dict(db.scan())
-    if got == after_last:
-        return after_last, last + 1
-    assert got == in_flight, (
-        f"recovered state matches neither the last acknowledged op {last} nor the one in flight;"
-        f" missing={sorted(set(after_last) - set(got))[:5]}"
-        f" wrong={[k for k in got if after_last.get(k) not in (None, got[k])][:5]}")
-    return in_flight, last + 2
+    return settle(got, after_last, in_flight, last)
 
 
 @pytest.mark.parametrize("mode", ["sync", "interval", "none"])

@@ -20,7 +20,7 @@ import fusedb
 
 from conftest import TINY
 from crash_child import OPTIONS
-from crash_ops import model, op
+from crash_ops import expect, last_acked, settle
 from test_multiprocess import Client
 
 CHILD = os.path.join(os.path.dirname(__file__), "crash_child.py")
@@ -32,35 +32,6 @@ def start_child(path: str, how: str, seed: int, start: int, mode: str = "interva
                          stdout=subprocess.PIPE)
     assert p.stdout.read(1) == b"R", f"{how} child did not start"
     return p
-
-
-def acked_ops(p, start: int) -> int:
-    """Read the acknowledged op numbers a killed child reported; the last one."""
-    data = p.stdout.read()
-    p.stdout.close()
-    acked = [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data) - 3, 4)]
-    assert acked == list(range(start, start + len(acked)))
-    return start + len(acked) - 1
-
-
-def expect(seed: int, m: dict, start: int, last: int) -> tuple[dict, dict]:
-    """The model after op ``last``, and after the op in flight (``last + 1``)."""
-    after = dict(m)
-    for i in range(start, last + 1):
-        model(after, op(seed, i))
-    in_flight = dict(after)
-    model(in_flight, op(seed, last + 1))
-    return after, in_flight
-
-
-def settle(got: dict, after: dict, in_flight: dict, last: int) -> tuple[dict, int]:
-    if got == after:
-        return after, last + 1
-    assert got == in_flight, (
-        f"state matches neither op {last} nor the one in flight: "
-        f"missing={sorted(set(after) - set(got))[:5]} "
-        f"wrong={[k for k in got if after.get(k) not in (None, got[k])][:5]}")
-    return in_flight, last + 2
 
 
 def timed(fn, limit: float):
@@ -110,7 +81,7 @@ def test_clients_killed_mid_write_lose_nothing_acknowledged(tmp_path):
             time.sleep(rnd.uniform(0.05, 0.4))
             p.send_signal(signal.SIGKILL)
             p.wait()
-            last = acked_ops(p, start)
+            last = last_acked(p, start)
             after, in_flight = expect(seed, m, start, last)
             got = timed(lambda: dict(db.scan()), 4.0)
             m, start = settle(got, after, in_flight, last)
@@ -189,7 +160,7 @@ def test_router_killed(tmp_path, what, mode):
             for pid in workers:
                 os.kill(pid, signal.SIGKILL)
         p.wait()
-        last = acked_ops(p, start)
+        last = last_acked(p, start)
         for pid in workers:          # orphaned workers exit on their own
             try:
                 psutil.Process(pid).wait(10)
@@ -219,7 +190,7 @@ def test_interrupted_writer_closes_cleanly_with_exact_state(tmp_path, how, sig):
         p.send_signal(sig)
         code = p.wait(60)
         assert code in (-signal.SIGINT, 128 + signal.SIGTERM), code
-        last = acked_ops(p, start)
+        last = last_acked(p, start)
         assert not [f for f in os.listdir(path) if f.startswith("wal-")], "not a clean close"
         after, in_flight = expect(seed, m, start, last)
         with fusedb.open(path, **OPTIONS) as db:
@@ -298,7 +269,7 @@ def test_new_open_waits_for_the_workers_of_a_dead_router(tmp_path, monkeypatch):
         time.sleep(0.01)
     p.send_signal(signal.SIGKILL)
     p.wait()
-    last = acked_ops(p, 0)
+    last = last_acked(p, 0)
     with fusedb.open(path, **OPTIONS) as db:        # blocks until the workers are gone
         assert not any(psutil.pid_exists(w) and psutil.Process(w).status() !=
                        psutil.STATUS_ZOMBIE for w in workers)

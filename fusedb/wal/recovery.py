@@ -82,6 +82,22 @@ def newest_entries(wfs: list) -> Run:
     return newest_per_key(concat(parts)[0])
 
 
+def fold_leaf(latest: Run, lo: bytes, hi: bytes | None, seq: int, segment_runs,
+              now: float) -> tuple[Run | None, int]:
+    """Fold the WAL entries of leaf [lo, hi) newer than its materialised seqno
+    ``seq`` into its segments. ``latest`` is :func:`newest_entries`' run;
+    ``segment_runs()`` returns the leaf's segment runs (called only if needed).
+    Returns (the leaf's merged entries, to write as its one new segment, or None
+    if the WAL has nothing newer for it; the leaf's new seqno)."""
+    part = cut(latest, lo, hi)
+    if len(part):
+        part = part.take(np.flatnonzero(part.seq > np.uint64(seq)))
+    if not len(part):
+        return None, seq
+    out = fill_hashes(merge_runs([part] + segment_runs(), now, drop_dead=True))
+    return out, max(seq, int(part.seq.max()))
+
+
 def replay(dirpath: str, man: ManifestData, segments: dict[int, Segment],
            now: float) -> tuple[int, dict[int, int]]:
     """Fold every WAL file of ``dirpath`` into ``man``'s leaves (updating ``man`` and
@@ -100,13 +116,10 @@ def replay(dirpath: str, man: ManifestData, segments: dict[int, Segment],
         latest = newest_entries(wfs)
         for i, leaf in enumerate(man.leaves):
             hi = man.leaves[i + 1].lo if i + 1 < len(man.leaves) else None
-            part = cut(latest, leaf.lo, hi)
-            if len(part):
-                part = part.take(np.flatnonzero(part.seq > np.uint64(leaf.seq)))
-            if not len(part):
+            out, leaf_seq = fold_leaf(latest, leaf.lo, hi, leaf.seq,
+                                      lambda: [segments[s].to_run() for s in leaf.segs], now)
+            if out is None:
                 continue
-            runs = [part] + [segments[s].to_run() for s in leaf.segs]
-            out = fill_hashes(merge_runs(runs, now, drop_dead=True))
             new = []
             if len(out):
                 segid = man.next_seg
@@ -114,10 +127,10 @@ def replay(dirpath: str, man: ManifestData, segments: dict[int, Segment],
                 write_segment(os.path.join(dirpath, seg_file_name(segid)), out)
                 segments[segid] = Segment(os.path.join(dirpath, seg_file_name(segid)), segid)
                 new = [segid]
-            del runs, out
+            del out
             replaced += leaf.segs
             leaf.segs = new
-            leaf.seq = max(leaf.seq, int(part.seq.max()))
+            leaf.seq = leaf_seq
         del latest
     if n or replaced:
         manifest_mod.write(dirpath, man)
