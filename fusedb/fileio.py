@@ -20,11 +20,14 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def publish(path: str, chunks: Iterable[bytes | memoryview]) -> int:
+def publish(path: str, chunks: Iterable[bytes | memoryview], sync_dir: bool = True) -> int:
     """Write ``chunks`` to ``path`` atomically and durably; return the byte count.
 
     The data goes to ``path + ".tmp"``, is fsynced, renamed over ``path``, and the
     directory is fsynced, so after a crash ``path`` is either absent or complete.
+    ``sync_dir=False`` leaves the directory fsync to the caller: segment files,
+    whose names become durable with the directory fsync that precedes every
+    manifest write (fusedb.manifest.write), the only thing that ever names them.
     """
     tmp = path + ".tmp"
     size = 0
@@ -44,6 +47,7 @@ def publish(path: str, chunks: Iterable[bytes | memoryview]) -> int:
     os.close(fd)
     failpoints.hit("publish.before_rename")
     os.rename(tmp, path)
-    failpoints.hit("publish.before_dir_fsync")
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    if sync_dir:
+        failpoints.hit("publish.before_dir_fsync")
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
     return size

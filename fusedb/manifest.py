@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import xxhash
 
 from .errors import CorruptionError
-from .fileio import publish
+from .fileio import fsync_dir, publish
 
 FILE = "MANIFEST"
 MAGIC = b"FUSEMAN1\n"
@@ -52,7 +52,11 @@ class ManifestData:
 
 
 def write(dirpath: str, data: ManifestData) -> int:
+    """Publish ``data`` as the manifest. The directory is fsynced first, so the
+    names of the segment files it lists (published without a directory fsync of
+    their own) are durable before any manifest names them."""
     body = data.to_json()
+    fsync_dir(dirpath)
     digest = xxhash.xxh3_64_hexdigest(body).encode()
     return publish(os.path.join(dirpath, FILE), [MAGIC, body, b"\n", digest, b"\n"])
 

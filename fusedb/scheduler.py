@@ -46,22 +46,47 @@ class Policy:
 class Decision:
     action: str   # "merge" or "split"
     leaf: int
-    full: bool = True   # merge: fold every segment (True) or only add one (False)
+    full: bool = True   # fold every segment (a split); False: fold_count decides
     reason: str = ""
     then_split: bool = False   # merge: split the leaf right after (it is big or hot)
+
+
+def fold_count(sizes: list[int], buffer_bytes: int, max_segments: int) -> int:
+    """How many of a leaf's segments (``sizes``, newest first) a merge of its frozen
+    buffer (``buffer_bytes``) folds in: 0 is a partial merge (the buffer becomes
+    one more segment), ``len(sizes)`` a full merge.
+
+    Leaf-local size tiering: while the result would pass ``max_segments``, or
+    the next older segment is no bigger than what is being merged so far, take
+    it too. Small segments are folded together often and a big one only when
+    as much new data has piled up above it, so an entry is rewritten about
+    log2(leaf bytes / buffer bytes) times, not once per ``max_segments``
+    buffers as when every overflow rewrote the whole leaf."""
+    need = len(sizes) + 1 - max_segments
+    if need <= 0:
+        return 0
+    acc, k = buffer_bytes, 0
+    while k < len(sizes) and (k < need or sizes[k] <= acc):
+        acc += sizes[k]
+        k += 1
+    return k
 
 
 def decide(view: ShardView, policy: Policy) -> list[Decision]:
     """What to do next, most urgent first.
 
     1. Every frozen buffer is merged: a leaf with a frozen buffer cannot freeze
-       again, so its writers stall once the active buffer fills. The merge is
-       partial (the buffer becomes one more segment, write amplification 1) while
-       the leaf has fewer than ``max_segments`` segments, else full.
+       again, so its writers stall once the active buffer fills. How many
+       segments the merge folds in is decided when it runs (:func:`fold_count`,
+       which needs the segments' sizes).
     2. A leaf splits when its segments pass ``leaf_max_bytes``, or when it is hot
        (``hot_fills`` buffers frozen in the window) and holds at least
-       ``min_split_entries`` entries; a leaf with a frozen buffer splits right
-       after that buffer's merge.
+       ``min_split_entries`` entries and half of ``leaf_max_bytes``; a leaf
+       with a frozen buffer splits right after that buffer's merge. (Without the
+       size floor a sequential load, whose tail leaf is always hot, cut the key
+       space into leaves far smaller than a buffer arena can serve: every leaf
+       needs a buffer of its own, so with more leaves than slabs each buffer was
+       merged holding a handful of entries.)
     3. When free slabs fall under ``low_free_fraction`` of the arena, the coldest
        leaves holding an active buffer are merged to give their slab back.
     """
@@ -72,15 +97,16 @@ def decide(view: ShardView, policy: Policy) -> list[Decision]:
         if leaves_left > 0 and lf.seg_entries >= 2:
             if lf.seg_bytes > policy.leaf_max_bytes:
                 why = "leaf size"
-            elif lf.recent_fills >= policy.hot_fills and lf.seg_entries >= policy.min_split_entries:
+            elif (lf.recent_fills >= policy.hot_fills
+                  and lf.seg_entries >= policy.min_split_entries
+                  and lf.seg_bytes >= policy.leaf_max_bytes // 2):
                 why = "hot range"
         if why:
             leaves_left -= 1
         if lf.has_frozen:
             # A split needs the leaf without a frozen buffer: under a steady write
             # load that is only true right after its merge, so split then.
-            full = lf.nsegs + 1 > policy.max_segments
-            out.append(Decision("merge", lf.leaf, full, "frozen buffer", then_split=bool(why)))
+            out.append(Decision("merge", lf.leaf, False, "frozen buffer", then_split=bool(why)))
         elif why:
             out.append(Decision("split", lf.leaf, True, why))
     low = policy.low_free_fraction * view.total_slabs
@@ -91,6 +117,5 @@ def decide(view: ShardView, policy: Policy) -> list[Decision]:
                       key=lambda lf: (lf.recent_writes, -lf.active_fill))
         need = int(low - view.free_slabs) + 1
         for lf in cold[:need]:
-            full = lf.nsegs + 1 > policy.max_segments
-            out.append(Decision("merge", lf.leaf, full, "arena pressure"))
+            out.append(Decision("merge", lf.leaf, False, "arena pressure"))
     return out

@@ -101,13 +101,20 @@ def write_segment(path: str, run: Run) -> int:
     for c in chunks:
         h.update(c)
     chunks.append(FOOTER.pack(h.intdigest(), END_MAGIC))
-    return publish(path, chunks)
+    return publish(path, chunks, sync_dir=False)
 
 
 class Segment:
-    """One open, verified segment file (read-only; safe from any thread)."""
+    """One open segment file (read-only; safe from any thread).
 
-    def __init__(self, path: str, segid: int = -1):
+    Opening checks the header, the size and the footer's magic. The checksum of
+    the whole file is checked at once with ``verify=True`` (opening a database,
+    ``fusedb check``), else by :meth:`verify` before the file's entries are
+    merged into a new segment: a point read of a segment another process has
+    just published maps a few pages of it, not the whole file (docs/design.md,
+    "Checksums")."""
+
+    def __init__(self, path: str, segid: int = -1, verify: bool = True):
         self.path = path
         self.segid = segid
         try:
@@ -135,10 +142,15 @@ class Segment:
             raise CorruptionError(
                 f"segment truncated or padded: {path} is {self.size} bytes, header says {total}",
                 path, min(total, self.size))
-        checksum, end = FOOTER.unpack_from(mv, total - FOOTER.size)
-        if end != END_MAGIC or checksum != xxhash.xxh3_64_intdigest(mv[:total - FOOTER.size]):
-            raise CorruptionError(f"segment checksum mismatch at offset {total - FOOTER.size}: "
-                                  f"{path}", path, total - FOOTER.size)
+        self._checksum, end = FOOTER.unpack_from(mv, total - FOOTER.size)
+        if end != END_MAGIC:
+            raise CorruptionError(f"segment footer magic bad at offset {total - 8}: {path}",
+                                  path, total - 8)
+        self._total = total
+        self.verified = False
+        self._mm_view = mv
+        if verify:
+            self.verify()
         self.count = n
         self.shift = 64 - bits
         self._off = off
@@ -155,6 +167,17 @@ class Segment:
         self.vals = mv[off["vals"]:off["vals"] + vbytes]
         self._views = [self.hash, self.seq, self.exp, self.voff, self.koff, self.kind,
                        self.buckets, self.order, self.keys, self.vals, mv]
+
+    def verify(self) -> None:
+        """Check the whole file against its footer checksum (once per object);
+        raises CorruptionError on a mismatch."""
+        if self.verified:
+            return
+        end = self._total - FOOTER.size
+        if self._checksum != xxhash.xxh3_64_intdigest(self._mm_view[:end]):
+            raise CorruptionError(f"segment checksum mismatch at offset {end}: {self.path}",
+                                  self.path, end)
+        self.verified = True
 
     # -- point access (hot path when a key is not in a buffer) -------------------
 

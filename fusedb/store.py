@@ -435,11 +435,13 @@ class Store:
             self.meta.hdr[M_NEXT_LEAF] = leaf + 1
         return leaf
 
-    def open_segments(self, segids: list[int], missing_ok: bool = False) -> list[Segment] | None:
-        """The Segment objects of ``segids``, opening (and verifying) any not open yet.
-        With ``missing_ok``, a file deleted meanwhile (another process merged it
-        away after the caller read the leaf's list) returns None instead of raising:
-        the caller reads the leaf's list again."""
+    def open_segments(self, segids: list[int], missing_ok: bool = False,
+                      verify: bool = False) -> list[Segment] | None:
+        """The Segment objects of ``segids``, opening any not open yet (checking
+        header and footer; with ``verify``, also each file's checksum: a merge
+        verifies its inputs). With ``missing_ok``, a file deleted meanwhile
+        (another process merged it away after the caller read the leaf's list)
+        returns None instead of raising: the caller reads the leaf's list again."""
         cache = self.segcache
         out = []
         for segid in segids:
@@ -450,7 +452,7 @@ class Store:
                     if seg is None:
                         path = os.path.join(self.path, file_name(segid))
                         try:
-                            seg = Segment(path, segid)
+                            seg = Segment(path, segid, verify=False)
                         except CorruptionError:
                             if missing_ok and not os.path.exists(path):
                                 return None   # merged away by another process meanwhile
@@ -459,6 +461,8 @@ class Store:
                         self._opened += 1
                         if self._opened % 32 == 0:
                             self._prune_segcache()
+            if verify:
+                seg.verify()
             out.append(seg)
         return out
 
@@ -599,14 +603,16 @@ class Store:
             if muts is not None:
                 out, seq = recovery.fold_leaf(
                     muts, lf.lo, hi, lf.seq,
-                    lambda: [seg.to_run() for seg in self.open_segments(lf.segs)], now)
+                    lambda: [seg.to_run() for seg in self.open_segments(lf.segs, verify=True)],
+                    now)
                 if out is not None:
                     replaced += segs
                     segs = []
                     if len(out):
                         segid = self.new_segment_id()
                         write_segment(os.path.join(self.path, file_name(segid)), out)
-                        self.open_segments([segid])
+                        seg, = self.open_segments([segid])
+                        seg.verified = True   # checksummed here, over the bytes written
                         segs = [segid]
                     del out
             new_leaves.append((lf.lo, seq, segs))

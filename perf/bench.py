@@ -145,8 +145,11 @@ def run_one(engine_name: str, workload: str, args) -> dict:
     args.workload = workload
     try:
         eng.open(os.path.join(d, "db"), args)
+        value = b"v" * args.value_size
+        t_load = time.perf_counter()
         for k in make_keys(args):
-            eng.put(k, b"v" * args.value_size)
+            eng.put(k, value)
+        load_s = time.perf_counter() - t_load
         io0 = eng.io_written()
         own0 = eng.engine_bytes_written()
         if procs == 1:
@@ -188,6 +191,7 @@ def run_one(engine_name: str, workload: str, args) -> dict:
     logical = sum(p["logical"] for p in parts)
     return {
         "engine": engine_name, "workload": workload, "ops": ops, "processes": procs,
+        "load_s": load_s,
         "ops_per_s": ops / max(p["elapsed"] for p in parts),
         "p50_us": hist.get_value_at_percentile(50) / 1e3,
         "p99_us": hist.get_value_at_percentile(99) / 1e3,
@@ -241,6 +245,9 @@ def main() -> None:
         print("rocksdict: skipped for --processes > 1 (RocksDB opens a database in one "
               "process only)", file=sys.stderr)
         engines.remove("rocksdict")
+    if args.processes > 1 and "dict" in engines:
+        print("dict: skipped for --processes > 1 (a dict lives in one process)", file=sys.stderr)
+        engines.remove("dict")
     results = []
     passthrough = ["--keys", str(args.keys), "--ops", str(args.ops), "--key-size",
                    str(args.key_size), "--value-size", str(args.value_size), "--dist", args.dist,
@@ -288,14 +295,14 @@ def print_table(results: list[dict], args) -> None:
           f"{' pinned' if args.pin else ''}")
     print(f"{'workload':10} {'engine':10} {'ops/s':>10} {'p50 us':>8} {'p99 us':>8} "
           f"{'p99.9 us':>9} {'max us':>9} {'win p99.9 max/med':>17} {'WA':>6} {'WA io':>6} "
-          f"{'disk MB':>8} {'RSS MB':>7}")
+          f"{'disk MB':>8} {'RSS MB':>7} {'load s':>7}")
     for r in results:
         wa = f"{r['wa_engine']:.2f}" if r["wa_engine"] is not None else "-"
         wio = f"{r['wa_proc_io']:.2f}" if r["wa_proc_io"] is not None else "-"
         print(f"{r['workload']:10} {r['engine']:10} {r['ops_per_s']:>10,.0f} {r['p50_us']:>8.1f} "
               f"{r['p99_us']:>8.1f} {r['p999_us']:>9.1f} {r['max_us']:>9.0f} "
               f"{r['worst_window_ratio']:>17.2f} {wa:>6} {wio:>6} "
-              f"{r['disk_bytes'] / 2**20:>8.1f} {r['peak_rss_mb']:>7.0f}")
+              f"{r['disk_bytes'] / 2**20:>8.1f} {r['peak_rss_mb']:>7.0f} {r['load_s']:>7.1f}")
 
 
 def plot(results: list[dict], outdir: str) -> None:

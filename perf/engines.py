@@ -272,5 +272,27 @@ class RedisEngine(Engine):
         self.proc.wait()
 
 
+class DictEngine(Engine):
+    """A plain Python dict: no disk, no other process. Not a competitor: the
+    ceiling any engine called from Python can reach in this harness (the cost
+    of the timing loop itself plus one dict operation)."""
+    name = "dict"
+    native_incr = True
+
+    def open(self, path, args):
+        self.path = path
+        self.d = {}
+
+    def get(self, k): return self.d.get(k)
+    def put(self, k, v): self.d[k] = v
+
+    def incr(self, k):
+        n = self.d[k] = self.d.get(k, 0) + 1
+        return n
+
+    def delete(self, k): self.d.pop(k, None)
+    def close(self): self.d = {}
+
+
 ENGINES = {e.name: e for e in (FuseDBEngine, RocksEngine, LmdbEngine, SqliteEngine,
-                               DiskcacheEngine, RedisEngine)}
+                               DiskcacheEngine, RedisEngine, DictEngine)}

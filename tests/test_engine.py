@@ -192,3 +192,63 @@ def test_worker_failure_is_reported_not_swallowed(tmp_path):
     with pytest.raises(fusedb.FuseDBError):
         db.close()
     assert db.closed
+
+
+def _leaf_state(db, key):
+    meta = db._store.meta
+    leaf = db._routes.route(key)[1]
+    return leaf, meta.segs_of(leaf)
+
+
+def test_append_split_keeps_the_segments_and_rewrites_nothing(tmp_path):
+    """A split whose frozen buffer holds only keys above every key of the leaf's
+    segments (a sequential load) keeps those segments, unchanged, as the left
+    leaf, and makes the buffer alone the right leaf."""
+    db = fusedb.open(str(tmp_path / "db"), **dict(TINY, leaf_max_bytes=1 << 20, hot_fills=1000))
+    try:
+        shard = db._store.shards[0]
+        db._store.workers[0].stop()     # this test is the worker now
+        for i in range(10):
+            db.put(b"k%04d" % i, b"x" * 20)
+        shard.merge_leaf(db._routes.route(b"k0000")[1], full=False)
+        leaf, segs = _leaf_state(db, b"k0000")
+        assert segs
+        written = db.stats()["segment_bytes_written"]
+        for i in range(10, 14):        # above every key in the segments
+            db.put(b"k%04d" % i, b"y" * 20)
+        assert shard.merge_leaf(leaf, full=False, split=True)
+        left, left_segs = _leaf_state(db, b"k0000")
+        right, right_segs = _leaf_state(db, b"k0010")
+        assert left == leaf and left_segs == segs       # not rewritten
+        assert right != leaf and len(right_segs) == 1
+        assert _leaf_state(db, b"k0009")[0] == leaf
+        seg = db._store.open_segments(right_segs)[0]
+        assert [seg.key(j) for j in range(seg.count)] == [b"k%04d" % i for i in range(10, 14)]
+        # only the buffer was written
+        assert db.stats()["segment_bytes_written"] - written == seg.size
+        assert [db.get(b"k%04d" % i) for i in range(14)] == [b"x" * 20] * 10 + [b"y" * 20] * 4
+    finally:
+        db.close()
+
+
+def test_split_with_keys_below_the_segments_rewrites_both_halves(tmp_path):
+    """Not an append (a buffered key falls inside the segments' range): the
+    ordinary split, at the middle of the merged bytes."""
+    db = fusedb.open(str(tmp_path / "db"), **dict(TINY, leaf_max_bytes=1 << 20, hot_fills=1000))
+    try:
+        shard = db._store.shards[0]
+        db._store.workers[0].stop()     # this test is the worker now
+        for i in range(0, 20, 2):
+            db.put(b"k%04d" % i, b"x" * 20)
+        shard.merge_leaf(db._routes.route(b"k0000")[1], full=False)
+        leaf, segs = _leaf_state(db, b"k0000")
+        db.put(b"k0005", b"y" * 20)
+        db.put(b"k0030", b"y" * 20)
+        assert shard.merge_leaf(leaf, full=False, split=True)
+        left, left_segs = _leaf_state(db, b"k0000")
+        assert left == leaf and left_segs != segs
+        right = _leaf_state(db, b"k0030")[0]
+        assert right != leaf and _leaf_state(db, b"k0012")[0] in (leaf, right)
+        assert db.get(b"k0005") == b"y" * 20 and db.get(b"k0004") == b"x" * 20
+    finally:
+        db.close()

@@ -138,3 +138,55 @@ def test_corrupt_manifest_fails_open(tmp_path):
 
 def test_header_is_64_bytes():
     assert HEADER.size == 64
+
+
+def test_open_without_verify_checks_header_and_defers_checksum(seg_path):
+    """A reader of a segment another process just published opens it without
+    hashing the whole file; the checksum is still checked before a merge uses it."""
+    size = os.path.getsize(seg_path)
+    with open(seg_path, "rb") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+    _patch(seg_path, size // 2, bytes([b[0] ^ 0x40]))
+    seg = Segment(seg_path, verify=False)
+    assert not seg.verified
+    with pytest.raises(CorruptionError, match="checksum") as e:
+        seg.verify()
+    assert e.value.offset == size - 16
+    assert not seg.verified
+    seg.close()
+    _patch(seg_path, size - 8, b"NOTEND!!")
+    with pytest.raises(CorruptionError, match="footer"):
+        Segment(seg_path, verify=False)
+
+
+def test_merge_verifies_its_inputs(tmp_path):
+    """A segment corrupted on disk while the database runs is caught when a merge
+    reads it (not copied into a new, validly checksummed file)."""
+    import fusedb
+    path = str(tmp_path / "d")
+    db = fusedb.open(path)
+    try:
+        for i in range(50):
+            db.put(b"k%03d" % i, b"v" * 50)
+        db.flush()
+        segs = [f for f in os.listdir(path) if f.endswith(".fseg")]
+        assert segs
+        store = db._store
+        store.workers[0].stop()     # this test is the worker now
+        for name in segs:
+            p = os.path.join(path, name)
+            store.forget_segments([int(name[4:-5], 16)])    # as a process that never opened it
+            size = os.path.getsize(p)
+            with open(p, "r+b") as f:
+                f.seek(size // 2)
+                b = f.read(1)
+                f.seek(size // 2)
+                f.write(bytes([b[0] ^ 1]))
+        db.put(b"k100", b"new")     # something for the merge to do
+        leaf = db._routes.route(b"k000")[1]
+        with pytest.raises(CorruptionError, match="checksum"):
+            store.shards[0].merge_leaf(leaf, full=True)
+        assert db.get(b"k001") is not None      # nothing was published
+    finally:
+        db.close()

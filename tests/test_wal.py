@@ -121,6 +121,22 @@ def test_check_and_dump(tmp_path):
     assert e.value.path == wal and e.value.offset == 64
 
 
+def test_check_accepts_a_wal_only_database_and_refuses_an_empty_directory(tmp_path):
+    """A database that crashed before its first manifest is its WAL alone."""
+    path = str(tmp_path / "d")
+    db = fusedb.open(path, **TINY)
+    db.put(b"a", b"1")
+    crash(db)
+    from fusedb.shm import region
+    from fusedb.wal.recovery import salvage
+    salvage(region.tag_for(path), path)
+    region.remove_leftovers(region.tag_for(path))
+    assert not os.path.exists(os.path.join(path, "MANIFEST"))
+    assert check(path) == []
+    os.makedirs(tmp_path / "empty")
+    assert ["no MANIFEST and no WAL" in p for p in check(str(tmp_path / "empty"))] == [True]
+
+
 def test_interval_mode_fsyncs_on_its_own(tmp_path):
     """In interval mode the WAL becomes durable without any further write or call:
     the flusher fsyncs within sync_interval (checked with a generous bound)."""

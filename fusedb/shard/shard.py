@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING
 from .. import failpoints
 from ..entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT
 from ..merge import cut, merge_runs, split_point
+from ..scheduler import fold_count
 from ..segment import file_name, write_segment
 from ..errors import DiskError
 from ..shm.meta import S_FREEZES, S_MERGES, S_SEG_BYTES, S_SEG_FILES, S_SPLITS
-from ..shm.slab import H_REFS, H_STATE, H_USED, STATE_FROZEN
+from ..shm.slab import H_HEAP, H_REFS, H_STATE, H_USED, STATE_FROZEN
 from ..wal.ring import R_HEAD
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class Shard:
         self.arena = arena
         self.ring = ring
         self.flusher = None   # set by the store once the flusher runs
+        self.replaced: list[int] = []   # segments merged away, not yet deleted (commit)
         self.last_end = 0   # WAL position of the last in-place incr (read under the lock)
         self.slabs = arena.slabs
         self.meta = store.meta
@@ -204,7 +206,7 @@ class Shard:
             free = self.arena.free_count()
         return rows, free, n
 
-    def merge_leaf(self, leaf: int, full: bool, split: bool = False) -> bool:
+    def merge_leaf(self, leaf: int, full: bool, split: bool = False, commit: bool = True) -> bool:
         """Merge the leaf's frozen buffer (freezing the active one if there is no
         frozen one) into its segments; with ``split``, also cut the leaf in two.
 
@@ -215,6 +217,10 @@ class Shard:
 
         Locking: one O(1) critical section to snapshot, none while merging and
         writing files, one to publish (plus the routing insert for a split).
+
+        ``commit=False`` leaves the manifest write (and the deletion of the
+        segments the merge replaced) to a later :meth:`commit`: the scheduler
+        writes one manifest per round, not one per merge.
         """
         meta, store = self.meta, self.store
         with self.lock:
@@ -230,22 +236,46 @@ class Shard:
             segids = meta.segs_of(leaf)
             with store.meta_lock:     # other shards' splits move routing entries
                 lo, hi = meta.leaf_range(leaf)
-        full = full or split or len(segids) + 1 > store.opts.max_segments
-        if fz < 0 and not (full and (len(segids) > 1 or split)):
-            return False
-        inputs = segids if full else []
-        runs = [self.slabs[fz].to_run(copy=False)] if fz >= 0 else []
-        runs += [s.to_run() for s in store.open_segments(inputs)]
-        fz_seq = int(runs[0].seq.max()) if fz >= 0 and len(runs[0]) else 0
-        out = cut(merge_runs(runs, store.opts.clock(), drop_dead=full), lo, hi)
-        key = split_point(out, lo) if split else None
-        right = store.new_leaf_id() if key is not None else -1
-        if right < 0:
-            key = None
-            new = self._write(out)
+        n = len(segids)
+        if full or split:
+            k = n
         else:
-            new, new_right = self._write(cut(out, lo, key)), self._write(cut(out, key, hi))
-        del runs, out
+            sizes = [s.size for s in store.open_segments(segids)]
+            used = self.slabs[fz].hdr[H_HEAP] if fz >= 0 else 0
+            k = fold_count(sizes, used, store.opts.max_segments)
+        full = k == n
+        if fz < 0 and not (full and (n > 1 or split)):
+            return False
+        # Inputs: the frozen buffer and the newest k segments (all of them for a
+        # full merge); the output replaces them at the front of the list.
+        inputs, keep = segids[:k], segids[k:]
+        now = store.opts.clock()
+        buf = [self.slabs[fz].to_run(copy=False)] if fz >= 0 else []
+        fz_seq = int(buf[0].seq.max()) if buf and len(buf[0]) else 0
+        key = None
+        if split and buf and n:
+            tail = self._tail(buf[0], segids, lo, hi, now)
+            if tail is not None:
+                right = store.new_leaf_id()
+                if right >= 0:
+                    # A sequential load: every buffered key lies above every key
+                    # of the segments. They stay, unchanged, as the left leaf and
+                    # the buffer alone becomes the right leaf: nothing is rewritten.
+                    key, inputs, keep = tail.key(0), [], segids
+                    new, new_right = [], self._write(tail)
+            del tail
+        if key is None:
+            runs = buf + [s.to_run() for s in store.open_segments(inputs, verify=True)]
+            out = cut(merge_runs(runs, now, drop_dead=full), lo, hi)
+            key = split_point(out, lo) if split else None
+            right = store.new_leaf_id() if key is not None else -1
+            if right < 0:
+                key = None
+                new = self._write(out)
+            else:
+                new, new_right = self._write(cut(out, lo, key)), self._write(cut(out, key, hi))
+            del runs, out
+        del buf
         failpoints.hit("merge.before_publish")
         if key is not None:
             failpoints.hit("split.before_publish")
@@ -268,7 +298,7 @@ class Shard:
                 # could not freeze the active buffer now. Keep both halves as the
                 # leaf's two segments; a later merge splits it.
                 new, key = new + new_right, None
-            meta.set_segs(leaf, new + (segids if not full else []))
+            meta.set_segs(leaf, new + keep)
             meta.mseq[leaf] = max(meta.mseq[leaf], fz_seq)
             if fz >= 0:
                 meta.frozen[leaf] = -1
@@ -276,8 +306,31 @@ class Shard:
             meta.stats[self.no * 8 + S_MERGES] += 1
             if key is not None:
                 self._split_locked(leaf, right, key, new_right)
-        store.after_publish(inputs)
+        self.replaced += inputs
+        if commit:
+            self.commit()
         return True
+
+    def commit(self) -> None:
+        """Write the manifest for the merges published since the last commit, then
+        delete the segment files they replaced (see Store.after_publish). Worker only."""
+        replaced, self.replaced = self.replaced, []
+        try:
+            self.store.after_publish(replaced)
+        except BaseException:
+            self.replaced = replaced + self.replaced   # the next commit deletes them
+            raise
+
+    def _tail(self, buf, segids: list[int], lo: bytes, hi: bytes | None, now: float):
+        """The frozen buffer ``buf`` sorted and cut to [lo, hi), dead entries
+        dropped, if its smallest key is above the largest key of every segment
+        in ``segids`` (an append: the run can become a leaf of its own); else None."""
+        top = max((s.key(s.count - 1) for s in self.store.open_segments(segids) if s.count),
+                  default=None)
+        if top is None:
+            return None
+        run = cut(merge_runs([buf], now, drop_dead=True), lo, hi)
+        return run if len(run) and run.key(0) > top else None
 
     def flush_leaf(self, leaf: int) -> None:
         """Merge the leaf's frozen buffer, then its active one. Worker only. With no
@@ -285,7 +338,7 @@ class Shard:
         meta = self.meta
         for _ in range(2):
             if meta.frozen[leaf] >= 0 or meta.active[leaf] >= 0:
-                self.merge_leaf(leaf, meta.nsegs[leaf] + 1 > self.store.opts.max_segments)
+                self.merge_leaf(leaf, False)
 
     def _split_locked(self, leaf: int, right: int, key: bytes, right_segs: list[int]) -> None:
         """Publish a split (under the lock, right after the leaf's merge published;
@@ -324,7 +377,8 @@ class Shard:
         store = self.store
         segid = store.new_segment_id()
         nbytes = write_segment(os.path.join(store.path, file_name(segid)), run)
-        store.open_segments([segid])
+        seg, = store.open_segments([segid])
+        seg.verified = True     # this process checksummed the very bytes it wrote
         with self.lock:
             self.meta.stats[self.no * 8 + S_SEG_BYTES] += nbytes
             self.meta.stats[self.no * 8 + S_SEG_FILES] += 1

@@ -125,7 +125,9 @@ class Worker(threading.Thread):
             if self.stopping.is_set():
                 break
             split = d.action == "split" or d.then_split
-            self.shard.merge_leaf(d.leaf, d.full, split)
+            self.shard.merge_leaf(d.leaf, d.full, split, commit=False)
             if split:
                 self._fill_times.pop(d.leaf, None)
+        if self.shard.replaced:
+            self.shard.commit()     # one manifest for the whole round
         return len(decisions)

@@ -105,6 +105,7 @@ class Meta:
             off += (size + 7) & ~7
         self._copies = [(self.bound_len0, self.route_leaf0, self.bounds0),
                         (self.bound_len1, self.route_leaf1, self.bounds1)]
+        self._routes_cache = None    # (version, bounds, leaf ids, leaf id -> position)
 
     def close(self) -> None:
         self._copies = []
@@ -159,8 +160,16 @@ class Meta:
                 return v1, bounds, leaves
 
     def routes(self) -> tuple[list[bytes], list[int]]:
-        """The current table; caller holds the meta lock (no seqlock needed)."""
-        return self._entries(self.hdr[M_ROUTE_CUR])
+        """The current table (lists the caller must not modify); caller holds the
+        meta lock (no seqlock needed). Copied out of shared memory once per route
+        version, so a merge's look-up of its leaf's range is O(1), not O(leaves)."""
+        ver = self.hdr[M_ROUTE_VER]
+        c = self._routes_cache
+        if c is None or c[0] != ver:
+            bounds, leaves = self._entries(self.hdr[M_ROUTE_CUR])
+            c = self._routes_cache = (ver, bounds, leaves,
+                                      {leaf: i for i, leaf in enumerate(leaves)})
+        return c[1], c[2]
 
     def route_write(self, entries: list[tuple[bytes, int]]) -> None:
         """Make ``entries`` (sorted (lower bound, leaf id)) the routing table: written
@@ -190,8 +199,8 @@ class Meta:
 
     def leaf_range(self, leaf_id: int) -> tuple[bytes, bytes | None]:
         """[lo, hi) of a leaf; hi None for the last leaf. Caller holds the meta lock."""
-        bounds, leaves = self.routes()
-        pos = leaves.index(leaf_id)
+        bounds, _leaves = self.routes()
+        pos = self._routes_cache[3][leaf_id]
         return bounds[pos], (bounds[pos + 1] if pos + 1 < len(bounds) else None)
 
     # -- leaf table ------------------------------------------------------------------
