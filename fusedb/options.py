@@ -55,7 +55,7 @@ class Options:
     #: Size of each shard's shared-memory arena; a whole number of buffers.
     arena_bytes: int = 32 * MiB
     #: A leaf whose segments exceed this many bytes is split in two.
-    leaf_max_bytes: int = 8 * MiB
+    leaf_max_bytes: int = 16 * MiB
     #: Buffers frozen within ``hot_window`` seconds that make a leaf "hot" (split).
     hot_fills: int = 8
     #: Window, in seconds, for ``hot_fills``.

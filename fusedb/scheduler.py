@@ -81,8 +81,9 @@ def decide(view: ShardView, policy: Policy) -> list[Decision]:
        which needs the segments' sizes).
     2. A leaf splits when its segments pass ``leaf_max_bytes``, or when it is hot
        (``hot_fills`` buffers frozen in the window) and holds at least
-       ``min_split_entries`` entries and half of ``leaf_max_bytes``; a leaf
-       with a frozen buffer splits right after that buffer's merge. (Without the
+       ``min_split_entries`` entries and half of ``leaf_max_bytes``, while the
+       shard has fewer leaves than a quarter of its buffers; a leaf with a
+       frozen buffer splits right after that buffer's merge. (Without the
        size floor a sequential load, whose tail leaf is always hot, cut the key
        space into leaves far smaller than a buffer arena can serve: every leaf
        needs a buffer of its own, so with more leaves than slabs each buffer was
@@ -92,12 +93,16 @@ def decide(view: ShardView, policy: Policy) -> list[Decision]:
     """
     out: list[Decision] = []
     leaves_left = policy.max_leaves - view.total_leaves
+    # Every leaf that is written needs a buffer of its own: past a quarter as many
+    # leaves as buffers, more leaves would spread the arena thin, so heat alone
+    # splits no more (size still does).
+    heat_splits = len(view.leaves) < view.total_slabs // 4
     for lf in view.leaves:
         why = ""
         if leaves_left > 0 and lf.seg_entries >= 2:
             if lf.seg_bytes > policy.leaf_max_bytes:
                 why = "leaf size"
-            elif (lf.recent_fills >= policy.hot_fills
+            elif (heat_splits and lf.recent_fills >= policy.hot_fills
                   and lf.seg_entries >= policy.min_split_entries
                   and lf.seg_bytes >= policy.leaf_max_bytes // 2):
                 why = "hot range"

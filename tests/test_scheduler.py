@@ -71,6 +71,14 @@ def test_hot_leaf_splits_only_with_enough_entries_and_bytes():
     assert decide(view(leaf(0, recent_fills=3, seg_bytes=499)), P) == []
 
 
+def test_heat_splits_stop_at_a_quarter_as_many_leaves_as_buffers():
+    hot = [leaf(i, recent_fills=3, seg_bytes=500) for i in range(3)]
+    assert len(decide(view(*hot, free=16, total=16), P)) == 3      # 3 < 16 // 4
+    assert decide(view(*hot, free=12, total=12), P) == []          # 3 >= 12 // 4
+    big = [leaf(i, seg_bytes=5000) for i in range(3)]
+    assert [d.reason for d in decide(view(*big, free=12, total=12), P)] == ["leaf size"] * 3
+
+
 def test_no_split_past_max_leaves():
     assert decide(view(leaf(0, seg_bytes=5000), nleaves=100), P) == []
 
