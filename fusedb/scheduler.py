@@ -81,13 +81,14 @@ def decide(view: ShardView, policy: Policy) -> list[Decision]:
        which needs the segments' sizes).
     2. A leaf splits when its segments pass ``leaf_max_bytes``, or when it is hot
        (``hot_fills`` buffers frozen in the window) and holds at least
-       ``min_split_entries`` entries and half of ``leaf_max_bytes``, while the
-       shard has fewer leaves than a quarter of its buffers; a leaf with a
-       frozen buffer splits right after that buffer's merge. (Without the
-       size floor a sequential load, whose tail leaf is always hot, cut the key
-       space into leaves far smaller than a buffer arena can serve: every leaf
-       needs a buffer of its own, so with more leaves than slabs each buffer was
-       merged holding a handful of entries.)
+       ``min_split_entries`` entries and a sixteenth of ``leaf_max_bytes``, while
+       the shard has fewer leaves than a quarter of its buffers; a leaf with a
+       frozen buffer splits right after that buffer's merge. (Every leaf
+       being written needs a buffer of its own. Without the leaf-count cap a
+       sequential load, whose tail leaf is always hot, cut the key space into
+       far more leaves than the arena has buffers, and each buffer was merged
+       holding a handful of entries. Below the cap, heat splits are how a
+       small database puts its whole arena to use.)
     3. When free slabs fall under ``low_free_fraction`` of the arena, the coldest
        leaves holding an active buffer are merged to give their slab back.
     """
@@ -104,7 +105,7 @@ def decide(view: ShardView, policy: Policy) -> list[Decision]:
                 why = "leaf size"
             elif (heat_splits and lf.recent_fills >= policy.hot_fills
                   and lf.seg_entries >= policy.min_split_entries
-                  and lf.seg_bytes >= policy.leaf_max_bytes // 2):
+                  and lf.seg_bytes >= policy.leaf_max_bytes // 16):
                 why = "hot range"
         if why:
             leaves_left -= 1

@@ -67,8 +67,9 @@ def test_hot_leaf_splits_only_with_enough_entries_and_bytes():
     [d] = decide(view(leaf(0, recent_fills=3, seg_bytes=500)), P)
     assert d.reason == "hot range"
     assert decide(view(leaf(0, recent_fills=3, seg_bytes=500, seg_entries=5)), P) == []
-    # under half of leaf_max_bytes: too small to split for heat
-    assert decide(view(leaf(0, recent_fills=3, seg_bytes=499)), P) == []
+    # under a sixteenth of leaf_max_bytes: too small to split for heat
+    assert decide(view(leaf(0, recent_fills=3, seg_bytes=61)), P) == []
+    assert decide(view(leaf(0, recent_fills=3, seg_bytes=62)), P) != []
 
 
 def test_heat_splits_stop_at_a_quarter_as_many_leaves_as_buffers():
