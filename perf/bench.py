@@ -223,8 +223,9 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=1,
                     help="client processes on one database (rocksdict: 1 only)")
     ap.add_argument("--shards", type=int, default=0,
-                    help="fusedb shards (worker processes); default: 1 for one client "
-                         "process (embedded), else as many as --processes")
+                    help="fusedb shards (worker processes); default: as many as --processes")
+    ap.add_argument("--embedded", action="store_true",
+                    help="fusedb embedded (one process, merges in a thread) instead")
     ap.add_argument("--pin", action="store_true",
                     help="pin client process i and fusedb worker i to CPU i (psutil)")
     ap.add_argument("--progress", action="store_true", help="draw a progress bar")
@@ -235,6 +236,8 @@ def main() -> None:
     if args.run_one:
         print(json.dumps(run_one(args.run_one[0], args.run_one[1], args)))
         return
+    if args.embedded and args.processes > 1:
+        ap.error("--embedded runs fusedb in one process; it cannot serve --processes > 1")
     from engines import RedisEngine
     engines = args.engines.split(",")
     if "redis" in engines and not RedisEngine.server:
@@ -252,7 +255,8 @@ def main() -> None:
     passthrough = ["--keys", str(args.keys), "--ops", str(args.ops), "--key-size",
                    str(args.key_size), "--value-size", str(args.value_size), "--dist", args.dist,
                    "--seed", str(args.seed), "--processes", str(args.processes),
-                   "--shards", str(args.shards)] + (["--pin"] if args.pin else [])
+                   "--shards", str(args.shards)] + (["--pin"] if args.pin else []) + \
+        (["--embedded"] if args.embedded else [])
     jobs = [(w, e) for w in args.workloads.split(",") for e in engines]
     t0 = time.monotonic()
     for n, (w, e) in enumerate(jobs):
@@ -292,7 +296,8 @@ def progress(done: int, total: int, what: str, t0: float, bar: bool) -> None:
 def print_table(results: list[dict], args) -> None:
     print(f"\nkeys={args.keys:,} ops={args.ops:,} key={args.key_size}B value={args.value_size}B "
           f"dist={args.dist} seed={args.seed} processes={args.processes}"
-          f"{' pinned' if args.pin else ''}")
+          f"{' pinned' if args.pin else ''} fusedb="
+          f"{'embedded' if args.embedded else f'{args.shards or args.processes} worker(s)'}")
     print(f"{'workload':10} {'engine':10} {'ops/s':>10} {'p50 us':>8} {'p99 us':>8} "
           f"{'p99.9 us':>9} {'max us':>9} {'win p99.9 max/med':>17} {'WA':>6} {'WA io':>6} "
           f"{'disk MB':>8} {'RSS MB':>7} {'load s':>7}")

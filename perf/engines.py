@@ -3,7 +3,9 @@
 Fair settings (written next to every result table): every engine keeps its log
 on and does not fsync each write.
 
-* fusedb     durability="interval" (fsync every 100 ms)
+* fusedb     durability="interval" (fsync every 100 ms); multiprocess, one shard
+             worker process per client process (merges run outside the
+             client's GIL), or embedded (merges in a thread) with --embedded
 * rocksdict  defaults (WAL on, no sync per write)
 * lmdb       sync=False (the OS writes back; metasync left on)
 * sqlite3    journal_mode=WAL, synchronous=NORMAL
@@ -78,11 +80,10 @@ class FuseDBEngine(Engine):
     def open(self, path, args):
         import fusedb
         self.path = path
-        procs = args.processes if args else 1
-        shards = (args.shards or (procs if procs > 1 else 0)) if args else 0
-        if not shards:
+        if args is None or args.embedded:
             self.db = fusedb.open(path, durability="interval")
             return
+        shards = args.shards or args.processes
         # Pre-split at even points of the key set the workload writes (counters,
         # sessions and the rate limiter prefix the user key, see bench.drive).
         prefix = {"counters": b"c", "sessions": b"s", "ratelimit": b"rl:"}.get(
