@@ -12,9 +12,16 @@ daemon thread, with ``pthread_kill``, so it interrupts a blocking call there)
 until the handler finds the thread back in application code and raises.
 
 * SIGINT raises KeyboardInterrupt, as by default.
-* SIGTERM raises SystemExit(128 + 15), so the interpreter exits through atexit,
-  which closes the database cleanly (by default SIGTERM kills the process on the
-  spot, leaving the shutdown to the next open's recovery).
+* SIGTERM, in a process that owns a database (embedded, or the router of a
+  multiprocess one), raises SystemExit(128 + 15), so the interpreter exits
+  through atexit, which closes the database cleanly (by default SIGTERM kills the
+  process on the spot, leaving the shutdown to the next open's recovery).
+  Attached clients keep the default: a Python handler that raises can have its
+  exception swallowed (raised inside a ``__del__``, say), and a client such as a
+  ``multiprocessing`` pool worker, blocked afterwards on a lock its parent holds,
+  then never exits (seen: ``Pool.terminate()`` hanging in the test suite). A
+  client killed by SIGTERM is like one killed by SIGKILL: if it held a shard
+  lock, the shard's worker repairs the shard from the WAL.
 
 A handler the application installed itself is left alone: if it raises, it can
 interrupt a critical section (documented in docs/design.md).
@@ -30,11 +37,8 @@ import time
 
 _PKG = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _installed = False
-#: The signal being re-sent until the handler can act on it (None: none).
-_resend: int | None = None
-#: Set once SIGTERM has been acted on: the process is exiting, and a second
-#: SIGTERM must not interrupt the atexit close.
-_exiting = False
+#: Signals being re-sent until the handler can act on them.
+_pending: set[int] = set()
 
 
 def _inside_fusedb(frame) -> bool:
@@ -46,40 +50,40 @@ def _inside_fusedb(frame) -> bool:
 
 
 def _resender(signum: int, main: int) -> None:
-    # Until the handler acts. A single re-send was not enough: under load one
-    # was seen to be lost, leaving a pool worker blocked forever on its task
-    # queue after Pool.terminate() (whose parent then waited on it forever).
-    while _resend == signum:
+    # Until the handler acts (a second signal of the same kind meanwhile needs
+    # no thread of its own). pthread_kill: a signal sent to the process may be
+    # taken by any thread, and only the main thread's blocking call is
+    # interrupted for the handler to run.
+    while signum in _pending:
         time.sleep(0.01)
-        if _resend == signum:
+        if signum in _pending:
             signal.pthread_kill(main, signum)
 
 
 def _handler(signum, frame) -> None:
-    global _resend, _exiting
-    if _exiting:
-        return
     if _inside_fusedb(frame):
-        if _resend != signum:
-            _resend = signum
+        if signum not in _pending:
+            _pending.add(signum)
             threading.Thread(target=_resender, name="fusedb-signal",
                              args=(signum, threading.main_thread().ident), daemon=True).start()
         return
-    _resend = None
+    _pending.discard(signum)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
-    _exiting = True
     sys.exit(128 + signum)
 
 
-def install() -> None:
+def install(sigterm: bool) -> None:
     """Install the deferring handlers where the defaults are in place (main
-    thread only; elsewhere signals cannot be set)."""
+    thread only; elsewhere signals cannot be set). ``sigterm``: also SIGTERM
+    (in the processes that own a database: embedded, router)."""
     global _installed
-    if _installed or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if sigterm and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _handler)
+    if _installed:
         return
     _installed = True
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _handler)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _handler)

@@ -137,7 +137,7 @@ class Store:
         if role != "worker":
             _open_stores.add(self)
         if role != "worker":
-            signals.install()
+            signals.install(sigterm=role in ("embedded", "router"))
 
     # -- open (embedded, router) --------------------------------------------------------
 

@@ -252,3 +252,30 @@ def test_split_with_keys_below_the_segments_rewrites_both_halves(tmp_path):
         assert db.get(b"k0005") == b"y" * 20 and db.get(b"k0004") == b"x" * 20
     finally:
         db.close()
+
+
+def test_append_split_never_drops_a_tombstone_that_shadows_the_segments(tmp_path):
+    """Found by the state machine: a buffer holding a tombstone for a key in the
+    segments plus keys above them is not an append; the delete survives."""
+    db = fusedb.open(str(tmp_path / "db"), **dict(TINY, leaf_max_bytes=1 << 20, hot_fills=1000))
+    try:
+        shard = db._store.shards[0]
+        db._store.workers[0].stop()     # this test is the worker now
+        for i in range(10):
+            db.put(b"k%04d" % i, b"x" * 20)
+        leaf = db._routes.route(b"k0000")[1]
+        shard.merge_leaf(leaf, full=False)
+        db.delete(b"k0005")
+        db.put(b"k0050", b"y")
+        shard.merge_leaf(leaf, full=False, split=True)
+        assert db.get(b"k0005") is None
+        assert sorted(k for k, _ in db.scan()) == [b"k%04d" % i for i in range(10) if i != 5] + \
+            [b"k0050"]
+        # an append whose buffered entries are all dead leaves an empty right leaf
+        db.delete(b"k0050")
+        db.put(b"k0060", b"z")
+        db.delete(b"k0060")
+        shard.merge_leaf(db._routes.route(b"k0060")[1], full=False, split=True)
+        assert db.get(b"k0060") is None and db.get(b"k0050") is None
+    finally:
+        db.close()

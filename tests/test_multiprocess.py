@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import signal
 
 import hypothesis.strategies as st
 import psutil
@@ -342,3 +343,31 @@ def test_split_keys_spread_a_new_database_over_the_shards(tmp_path):
 def test_bad_split_keys_are_refused(tmp_path, bad):
     with pytest.raises(fusedb.InvalidArgumentError):
         fusedb.open(str(tmp_path / "db"), split_keys=bad, **TINY)
+
+
+def test_sigterm_kills_an_attached_client_at_once(tmp_path):
+    """Clients keep SIGTERM's default action: a client blocked in a C call (a
+    pool worker waiting on its task queue, as in Pool.terminate()) dies at once;
+    the router is not disturbed."""
+    import subprocess
+    import sys
+    path = str(tmp_path / "db")
+    with fusedb.open(path, **MP) as db:
+        code = ("import sys, threading, fusedb\n"
+                f"db = fusedb.connect({path!r})\n"
+                "db.put(b'client', b'1')\n"
+                "print('ready', flush=True)\n"
+                "threading.Event().wait()\n")
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+        try:
+            assert p.stdout.readline() == b"ready\n"
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(10) == -signal.SIGTERM
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+        assert db.get(b"client") == b"1"
+        db.put(b"after", b"2")
+        assert db.get(b"after") == b"2"

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from .. import failpoints
 from ..entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT
 from ..merge import cut, merge_runs, split_point
@@ -261,8 +263,10 @@ class Shard:
                     # A sequential load: every buffered key lies above every key
                     # of the segments. They stay, unchanged, as the left leaf and
                     # the buffer alone becomes the right leaf: nothing is rewritten.
-                    key, inputs, keep = tail.key(0), [], segids
-                    new, new_right = [], self._write(tail)
+                    key, run = tail
+                    inputs, keep = [], segids
+                    new, new_right = [], self._write(run)
+                    del run
             del tail
         if key is None:
             runs = buf + [s.to_run() for s in store.open_segments(inputs, verify=True)]
@@ -322,15 +326,25 @@ class Shard:
             raise
 
     def _tail(self, buf, segids: list[int], lo: bytes, hi: bytes | None, now: float):
-        """The frozen buffer ``buf`` sorted and cut to [lo, hi), dead entries
-        dropped, if its smallest key is above the largest key of every segment
-        in ``segids`` (an append: the run can become a leaf of its own); else None."""
+        """(smallest key, run): the frozen buffer ``buf`` sorted and cut to
+        [lo, hi), dead entries dropped, if its smallest key is above the largest
+        key of every segment in ``segids`` (an append: the run can become a leaf
+        of its own, possibly empty); else None.
+
+        The test looks at every buffered key, tombstones and expired entries
+        included: a tombstone below the segments' top key shadows a value in
+        them, and must not be dropped by a split that keeps those segments."""
         top = max((s.key(s.count - 1) for s in self.store.open_segments(segids) if s.count),
                   default=None)
         if top is None:
             return None
-        run = cut(merge_runs([buf], now, drop_dead=True), lo, hi)
-        return run if len(run) and run.key(0) > top else None
+        run = cut(merge_runs([buf], now, drop_dead=False), lo, hi)
+        if not len(run) or run.key(0) <= top:
+            return None
+        # Every key is above the segments: nothing older can show through.
+        key = run.key(0)
+        dead = (run.kind == KIND_DEL) | ((run.exp != 0.0) & (run.exp <= now))
+        return key, (run.take(np.flatnonzero(~dead)) if dead.any() else run)
 
     def flush_leaf(self, leaf: int) -> None:
         """Merge the leaf's frozen buffer, then its active one. Worker only. With no
