@@ -479,6 +479,16 @@ class Store:
         for segid in [s for s in self.segcache if s not in live]:
             del self.segcache[segid]
 
+    def write_new_segment(self, run) -> tuple[int, int]:
+        """Write ``run`` as a segment under a fresh id and open it here, marked
+        verified (this process checksummed the very bytes it wrote). Returns
+        (segment id, file size)."""
+        segid = self.new_segment_id()
+        nbytes = write_segment(os.path.join(self.path, file_name(segid)), run)
+        seg, = self.open_segments([segid])
+        seg.verified = True
+        return segid, nbytes
+
     def open_for_retry(self, segids: list[int], attempt: int) -> None:
         """For a reader that found a leaf's segments not open in this process yet
         (it retries its operation after this). A file deleted meanwhile (another
@@ -609,10 +619,7 @@ class Store:
                     replaced += segs
                     segs = []
                     if len(out):
-                        segid = self.new_segment_id()
-                        write_segment(os.path.join(self.path, file_name(segid)), out)
-                        seg, = self.open_segments([segid])
-                        seg.verified = True   # checksummed here, over the bytes written
+                        segid, _nbytes = self.write_new_segment(out)
                         segs = [segid]
                     del out
             new_leaves.append((lf.lo, seq, segs))

@@ -194,6 +194,14 @@ def test_worker_failure_is_reported_not_swallowed(tmp_path):
     assert db.closed
 
 
+def _db_without_worker(tmp_path):
+    """A database whose merge worker is stopped: the test merges and splits
+    by hand (the worker must be the only one doing it)."""
+    db = fusedb.open(str(tmp_path / "db"), **dict(TINY, leaf_max_bytes=1 << 20, hot_fills=1000))
+    db._store.workers[0].stop()
+    return db, db._store.shards[0]
+
+
 def _leaf_state(db, key):
     meta = db._store.meta
     leaf = db._routes.route(key)[1]
@@ -204,10 +212,8 @@ def test_append_split_keeps_the_segments_and_rewrites_nothing(tmp_path):
     """A split whose frozen buffer holds only keys above every key of the leaf's
     segments (a sequential load) keeps those segments, unchanged, as the left
     leaf, and makes the buffer alone the right leaf."""
-    db = fusedb.open(str(tmp_path / "db"), **dict(TINY, leaf_max_bytes=1 << 20, hot_fills=1000))
+    db, shard = _db_without_worker(tmp_path)
     try:
-        shard = db._store.shards[0]
-        db._store.workers[0].stop()     # this test is the worker now
         for i in range(10):
             db.put(b"k%04d" % i, b"x" * 20)
         shard.merge_leaf(db._routes.route(b"k0000")[1], full=False)
@@ -234,10 +240,8 @@ def test_append_split_keeps_the_segments_and_rewrites_nothing(tmp_path):
 def test_split_with_keys_below_the_segments_rewrites_both_halves(tmp_path):
     """Not an append (a buffered key falls inside the segments' range): the
     ordinary split, at the middle of the merged bytes."""
-    db = fusedb.open(str(tmp_path / "db"), **dict(TINY, leaf_max_bytes=1 << 20, hot_fills=1000))
+    db, shard = _db_without_worker(tmp_path)
     try:
-        shard = db._store.shards[0]
-        db._store.workers[0].stop()     # this test is the worker now
         for i in range(0, 20, 2):
             db.put(b"k%04d" % i, b"x" * 20)
         shard.merge_leaf(db._routes.route(b"k0000")[1], full=False)
@@ -257,10 +261,8 @@ def test_split_with_keys_below_the_segments_rewrites_both_halves(tmp_path):
 def test_append_split_never_drops_a_tombstone_that_shadows_the_segments(tmp_path):
     """Found by the state machine: a buffer holding a tombstone for a key in the
     segments plus keys above them is not an append; the delete survives."""
-    db = fusedb.open(str(tmp_path / "db"), **dict(TINY, leaf_max_bytes=1 << 20, hot_fills=1000))
+    db, shard = _db_without_worker(tmp_path)
     try:
-        shard = db._store.shards[0]
-        db._store.workers[0].stop()     # this test is the worker now
         for i in range(10):
             db.put(b"k%04d" % i, b"x" * 20)
         leaf = db._routes.route(b"k0000")[1]

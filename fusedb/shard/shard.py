@@ -24,7 +24,7 @@ from .. import failpoints
 from ..entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT
 from ..merge import cut, merge_runs, split_point
 from ..scheduler import fold_count
-from ..segment import file_name, write_segment
+from ..segment import file_name
 from ..errors import DiskError
 from ..shm.meta import S_FREEZES, S_MERGES, S_SEG_BYTES, S_SEG_FILES, S_SPLITS
 from ..shm.slab import H_HEAP, H_REFS, H_STATE, H_USED, STATE_FROZEN
@@ -388,11 +388,7 @@ class Shard:
         """Write ``run`` as a new segment (if it has entries); its id in a list."""
         if not len(run):
             return []
-        store = self.store
-        segid = store.new_segment_id()
-        nbytes = write_segment(os.path.join(store.path, file_name(segid)), run)
-        seg, = store.open_segments([segid])
-        seg.verified = True     # this process checksummed the very bytes it wrote
+        segid, nbytes = self.store.write_new_segment(run)
         with self.lock:
             self.meta.stats[self.no * 8 + S_SEG_BYTES] += nbytes
             self.meta.stats[self.no * 8 + S_SEG_FILES] += 1
