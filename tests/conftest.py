@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 import fusedb
+from fusedb.shm import region
 
 SHM = "/dev/shm"
 
@@ -21,8 +22,17 @@ TINY = dict(buffer_bytes=4096, buffer_slots=16, arena_bytes=4096 * 16, leaf_max_
             merge_tick=0.002, write_timeout=30.0)
 
 
-def fusedb_shm() -> set[str]:
-    return {e for e in os.listdir(SHM) if "fusedb-" in e}
+def fusedb_shm(base: str | None = None) -> set[str]:
+    """FuseDB objects in /dev/shm; with ``base``, only those of databases in
+    directories under ``base`` (so test runs in other directories, running at
+    the same time, are not mistaken for leaks of this one)."""
+    found = {e for e in os.listdir(SHM) if "fusedb-" in e}
+    if base is None:
+        return found
+    tags = set()
+    for root, _dirs, _files in os.walk(base):
+        tags.add(region.tag_for(root))
+    return {e for e in found if e.split("fusedb-", 1)[1].split("-", 1)[0] in tags}
 
 
 def fusedb_threads() -> list[threading.Thread]:
@@ -58,7 +68,7 @@ def fusedb_processes(base: str) -> list[psutil.Process]:
 @pytest.fixture(autouse=True)
 def no_leaks(tmp_path_factory):
     base = os.path.realpath(str(tmp_path_factory.getbasetemp()))
-    before = fusedb_shm()
+    before = fusedb_shm(base)
     yield
     # Processes get a moment to finish exiting (an orphaned worker notices its
     # router's death within a tick).
@@ -68,7 +78,7 @@ def no_leaks(tmp_path_factory):
     procs = fusedb_processes(base)
     for p in procs:
         p.kill()
-    leaked = fusedb_shm() - before
+    leaked = fusedb_shm(base) - before
     threads = fusedb_threads()
     assert not procs, f"test left processes running: {procs}"
     assert not leaked, f"test leaked shared-memory objects: {sorted(leaked)}"

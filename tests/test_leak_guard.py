@@ -32,13 +32,14 @@ def test_guard_sees_a_leaked_thread():
 
 def test_closed_database_leaves_nothing(tmp_path):
     import fusedb
-    before = fusedb_shm()
+    base = str(tmp_path)
+    before = fusedb_shm(base)
     db = fusedb.open(str(tmp_path / "d"))
-    assert fusedb_shm() - before, "an open database holds shared memory"
+    assert fusedb_shm(base) - before, "an open database holds shared memory"
     assert fusedb_threads()
     db.put(b"k", b"v")
     db.close()
-    assert fusedb_shm() == before
+    assert fusedb_shm(base) == before
     assert not fusedb_threads()
 
 
