@@ -20,11 +20,13 @@ with backoff (fusedb.retry) and logs one line when it works again.
 Test hook: ``FUSEDB_WORKER_FAILPOINTS="point=kill,point2=sleep:5"`` arms
 failpoints in the worker (``kill`` sends SIGKILL to itself there;
 ``killonce:FILE`` does so only if FILE does not exist yet, creating it;
-``marksleep:FILE:SECONDS`` creates FILE, then sleeps).
+``marksleep:FILE:SECONDS`` creates FILE, then sleeps; ``oserror:NAME:FILE``
+raises ``OSError(errno.NAME)`` there while FILE exists).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -72,6 +74,16 @@ def _arm_failpoints() -> None:
                 open(marker, "a").close()
                 time.sleep(secs)
             failpoints.arm(point, mark_sleep)
+        elif action.startswith("oserror:"):
+            # Raise OSError(errno NAME) while FILE exists (a test's "disk full"
+            # switch): "oserror:ENOSPC:/path/to/marker".
+            name, _, marker = action[8:].partition(":")
+            no = getattr(errno, name)
+
+            def fail_while(marker=marker, no=no) -> None:
+                if os.path.exists(marker):
+                    raise OSError(no, f"{os.strerror(no)} (injected)")
+            failpoints.arm(point, fail_while)
         elif action.startswith("sleep:"):
             secs = float(action[6:])
             failpoints.arm(point, lambda secs=secs: time.sleep(secs))
@@ -121,6 +133,7 @@ def run(path: str, no: int) -> int:
         shard.lock.release()
         slots[no * 4 + W_REPAIRS] += 1
         store.after_publish(replaced)
+        worker.retry.succeeded()
 
     def housekeeping() -> None:
         nonlocal orphan

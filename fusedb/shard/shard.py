@@ -48,6 +48,9 @@ class Shard:
         self.replaced: list[int] = []   # segments merged away, not yet deleted (commit)
         self.last_end = 0   # WAL position of the last in-place incr (read under the lock)
         self._spare_leaf = -1   # a leaf id taken by a split that did not publish
+        #: Merges published plus manifests committed by this process's worker: a
+        #: round that advanced it has written to the disk (fusedb.retry's recovery).
+        self.progress = 0
         self.slabs = arena.slabs
         self.meta = store.meta
         self.low_free = max(1, int(store.opts.low_free_fraction * arena.nslabs))
@@ -324,6 +327,7 @@ class Shard:
             meta.stats[self.no * 8 + S_MERGES] += 1
             if key is not None:
                 self._split_locked(leaf, right, key, new_right)
+        self.progress += 1
         self.replaced += inputs
         if commit:
             self.commit()
@@ -338,6 +342,7 @@ class Shard:
         except BaseException:
             self.replaced = replaced + self.replaced   # the next commit deletes them
             raise
+        self.progress += 1
 
     def _tail(self, buf, segids: list[int], lo: bytes, hi: bytes | None, now: float):
         """(smallest key, run): the frozen buffer ``buf`` sorted and cut to

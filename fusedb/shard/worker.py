@@ -68,6 +68,7 @@ class Worker(threading.Thread):
             while not self._flush_waiters.empty():
                 waiters.append(self._flush_waiters.get())
             error = None
+            progress = self.shard.progress
             try:
                 if self.housekeeping is not None:
                     self.housekeeping()
@@ -83,7 +84,8 @@ class Worker(threading.Thread):
                         # write it first (it also frees the segments they replaced).
                         self.shard.commit()
                     self.step()
-                retry.succeeded()
+                if self.shard.progress != progress:
+                    retry.succeeded()   # (a round that wrote nothing tells nothing)
             except RepairNeeded as e:
                 # A process died holding the shard lock: this round is dropped (it
                 # published nothing) and housekeeping repairs the shard next.
