@@ -125,6 +125,9 @@ class Retrier:
         self.failures = 0           # failed attempts in the current episode
         self.since = 0.0            # time.monotonic() of the episode's first failure
         self._logged = 0            # packed error last logged
+        # A new owner of the path (a restarted worker process) starts healthy: the
+        # error its predecessor recorded is not known to persist.
+        faults[self.base + F_CURRENT[path]] = 0
 
     @property
     def failing(self) -> bool:
