@@ -266,8 +266,10 @@ def test_an_error_that_is_not_transient_still_fails_the_database(tmp_path):
 # -- shared memory at open ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("nth", [0, 1, 2], ids=["meta", "arena0", "wal0"])
-@pytest.mark.parametrize("mode", ["embedded", "multiprocess"])
+@pytest.mark.parametrize("mode,nth", [("embedded", 0), ("embedded", 1), ("embedded", 2),
+                                      ("multiprocess", 1)],
+                         ids=["embedded-meta", "embedded-arena0", "embedded-wal0",
+                              "multiprocess-arena0"])
 def test_shared_memory_creation_fault_at_open(tmp_path, mode, nth):
     """open() fails cleanly (nothing left in /dev/shm, the directory unlocked,
     nothing lost), and the next open works. Embedded: after a crash, so the
