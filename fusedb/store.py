@@ -803,8 +803,15 @@ class Store:
                     disk = disk or code == retry.EXIT_DISK_ERROR
                     self._salvage_ring(self.shards[no])
             if clean:
-                self.write_manifest()
-                self._delete_wal()
+                try:
+                    self.write_manifest()
+                    self._delete_wal()
+                except OSError as e:
+                    if retry.transient(e) is None:
+                        raise
+                    raise DiskError(f"close() could not write the manifest: {e}; nothing is "
+                                    f"lost: the WAL is kept and the next open replays it") \
+                        from e
         finally:
             for p in self.procs:
                 if p is not None and p.poll() is None:
