@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 import psutil
 
-from . import ops
+from . import ops, retry
 from . import scan as _scan
 from .batch import Batch
 from .entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT, KIND_VALUE, key_hash
@@ -172,8 +172,11 @@ class FuseDB:
         if now > deadline:
             with shard.lock:
                 self._meta.stats[shard.no * 8 + S_STALLS] += 1
+            why = retry.shard_state(self._meta.faults, shard.no)["background_error"]
             raise WriteStallError(f"no buffer memory freed within write_timeout="
-                                  f"{self._opts.write_timeout}s; the write was not applied")
+                                  f"{self._opts.write_timeout}s; the write was not applied"
+                                  + (f" (merges cannot run: {why}; they are retried and "
+                                     f"writes go on once they succeed)" if why else ""))
         self._store.check()
         self._store.check_router()
         time.sleep(0.0005)
@@ -450,13 +453,18 @@ class FuseDB:
         }
 
     def _worker_stats(self) -> list[dict]:
-        """Per shard: the process doing its background work, its CPU and memory."""
+        """Per shard: the process doing its background work, its CPU and memory,
+        and the state of its background I/O (fusedb.retry.shard_state):
+        ``background_error`` (str, or None while healthy), ``last_background_error``
+        (the latest one, kept after the shard healed) and ``background_failures``
+        (failed attempts since open, each retried)."""
         out = []
         for shard in self._shards:
             pid = self._meta.workers[shard.no * 4 + W_PID] if self._opts.mode == "multiprocess" \
                 else os.getpid()
             row = {"shard": shard.no, "pid": pid,
-                   "repairs": self._meta.workers[shard.no * 4 + W_REPAIRS]}
+                   "repairs": self._meta.workers[shard.no * 4 + W_REPAIRS],
+                   **retry.shard_state(self._meta.faults, shard.no)}
             try:
                 p = psutil.Process(pid)
                 with p.oneshot():

@@ -13,6 +13,15 @@ it: raise OSError here to simulate ENOSPC or EIO); ``wal.before_unlink`` (a
 fully merged WAL file is about to be deleted); ``publish.before_rename`` and
 ``publish.before_dir_fsync`` (a segment or manifest is fsynced under its
 temporary name / renamed but the directory not yet fsynced).
+
+Disk faults (arm with a callable raising ``OSError(errno.ENOSPC, ...)`` or
+``EIO``): ``segment.write`` and ``manifest.write`` (the first bytes of a segment
+/ the manifest are in its temporary file: a half-written file);
+``wal.rotate`` (the next WAL file is created, its header not yet written);
+``wal.before_unlink`` (WAL truncation); ``segment.before_unlink`` (a segment a
+merge replaced is about to be deleted); ``shm.create`` (a shared-memory object
+is created, not yet mapped: at open). They fire in the process that armed them;
+worker processes arm them from ``FUSEDB_WORKER_FAILPOINTS`` (fusedb.shard.process).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Every immutable file FuseDB publishes (segments, manifests) goes through
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Iterable
 
@@ -20,33 +21,45 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def publish(path: str, chunks: Iterable[bytes | memoryview], sync_dir: bool = True) -> int:
+def publish(path: str, chunks: Iterable[bytes | memoryview], sync_dir: bool = True,
+            point: str | None = None) -> int:
     """Write ``chunks`` to ``path`` atomically and durably; return the byte count.
 
     The data goes to ``path + ".tmp"``, is fsynced, renamed over ``path``, and the
     directory is fsynced, so after a crash ``path`` is either absent or complete.
+    If any step up to the rename fails, the temporary file is removed and the
+    error raised; ``path`` is then untouched.
     ``sync_dir=False`` leaves the directory fsync to the caller: segment files,
     whose names become durable with the directory fsync that precedes every
     manifest write (fusedb.manifest.write), the only thing that ever names them.
+    ``point`` names a failpoint hit once the first chunk is in the temporary
+    file (tests inject ENOSPC or EIO there: a half-written file).
     """
     tmp = path + ".tmp"
     size = 0
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        for chunk in chunks:
-            view = memoryview(chunk).cast("B")
-            while len(view):
-                n = os.write(fd, view)
-                view = view[n:]
-                size += n
-        os.fsync(fd)
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk).cast("B")
+                while len(view):
+                    n = os.write(fd, view)
+                    view = view[n:]
+                    size += n
+                if point is not None:
+                    failpoints.hit(point)
+                    point = None
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        failpoints.hit("publish.before_rename")
+        os.rename(tmp, path)
     except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
+        # A failed attempt (ENOSPC, EIO...) leaves no half-written file behind: a
+        # full disk needs the space back, and the caller may retry.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
-    os.close(fd)
-    failpoints.hit("publish.before_rename")
-    os.rename(tmp, path)
     if sync_dir:
         failpoints.hit("publish.before_dir_fsync")
         fsync_dir(os.path.dirname(os.path.abspath(path)))

@@ -58,7 +58,8 @@ def write(dirpath: str, data: ManifestData) -> int:
     body = data.to_json()
     fsync_dir(dirpath)
     digest = xxhash.xxh3_64_hexdigest(body).encode()
-    return publish(os.path.join(dirpath, FILE), [MAGIC, body, b"\n", digest, b"\n"])
+    return publish(os.path.join(dirpath, FILE), [MAGIC, body, b"\n", digest, b"\n"],
+                   point="manifest.write")
 
 
 def read(dirpath: str) -> ManifestData | None:

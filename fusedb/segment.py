@@ -101,7 +101,7 @@ def write_segment(path: str, run: Run) -> int:
     for c in chunks:
         h.update(c)
     chunks.append(FOOTER.pack(h.intdigest(), END_MAGIC))
-    return publish(path, chunks, sync_dir=False)
+    return publish(path, chunks, sync_dir=False, point="segment.write")
 
 
 class Segment:

@@ -29,18 +29,20 @@ lock; the manifest writer takes the manifest lock, then each shard lock in turn.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import os
 import subprocess
 import sys
 import threading
 import time
+import traceback
 import weakref
 
 import posix_ipc
 import psutil
 
-from . import manifest, signals
+from . import failpoints, manifest, retry, signals
 from .errors import ClosedError, CorruptionError, DiskError, FuseDBError, LockedError, \
     NotRunningError
 from .manifest import LeafRecord, ManifestData
@@ -243,12 +245,12 @@ class Store:
             self.write_manifest()
             for shard in self.shards:
                 shard.flusher = RemoteFlusher(shard.ring, self.kick_events[shard.no],
-                                              meta.stats, shard.no)
+                                              meta.stats, shard.no, meta.faults)
             self._start_worker_processes()
             return
         for shard in self.shards:
             f = Flusher(self.path, shard.no, shard.ring, opts.durability, opts.sync_interval,
-                        opts.wal_file_bytes, kick=self.kick_events[shard.no])
+                        opts.wal_file_bytes, kick=self.kick_events[shard.no], faults=meta.faults)
             shard.flusher = f
             self.flushers.append(f)
             f.start()
@@ -295,12 +297,13 @@ class Store:
         for shard in self.shards:
             shard.lock = self._shard_locks[shard.no]
             shard.flusher = RemoteFlusher(shard.ring, self.kick_events[shard.no], meta.stats,
-                                          shard.no)
+                                          shard.no, meta.faults)
         if self.role == "worker":
             shard = self.shards[self.shard_no]
             f = Flusher(self.path, shard.no, shard.ring, opts.durability, opts.sync_interval,
                         opts.wal_file_bytes, kick=self.kick_events[shard.no],
-                        error_flag=(meta.stats, shard.no * 8 + S_DISK_ERROR))
+                        error_flag=(meta.stats, shard.no * 8 + S_DISK_ERROR),
+                        faults=meta.faults)
             shard.flusher = f
             self.flushers.append(f)
 
@@ -484,8 +487,14 @@ class Store:
         verified (this process checksummed the very bytes it wrote). Returns
         (segment id, file size)."""
         segid = self.new_segment_id()
-        nbytes = write_segment(os.path.join(self.path, file_name(segid)), run)
-        seg, = self.open_segments([segid])
+        path = os.path.join(self.path, file_name(segid))
+        nbytes = write_segment(path, run)
+        try:
+            seg, = self.open_segments([segid])
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)     # else garbage, deleted at the next open
+            raise
         seg.verified = True
         return segid, nbytes
 
@@ -507,14 +516,23 @@ class Store:
     def after_publish(self, replaced: list[int]) -> None:
         """After a merge or split published: make the manifest durable, drop the WAL
         files it covers, then delete the segment files it no longer names (never
-        before: a crash in between would leave a manifest naming deleted files)."""
+        before: a crash in between would leave a manifest naming deleted files).
+
+        Raises OSError (labelled with its step, fusedb.retry) if a step fails;
+        every step can simply be run again (the caller keeps ``replaced`` for
+        that): the manifest is rewritten whole, and a file deleted by the failed
+        attempt is skipped."""
         referenced, floors = self.write_manifest()
-        for f in self.flushers:
-            f.truncate(floors[f.shard])
-        for segid in replaced:
-            if segid not in referenced:
-                self.forget_segments([segid])
-                os.unlink(os.path.join(self.path, file_name(segid)))
+        with retry.step("WAL truncation"):
+            for f in self.flushers:
+                f.truncate(floors[f.shard])
+        with retry.step("segment deletion"):
+            for segid in replaced:
+                if segid not in referenced:
+                    self.forget_segments([segid])
+                    failpoints.hit("segment.before_unlink")
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(self.path, file_name(segid)))
 
     def manifest_data(self) -> tuple[ManifestData, list[int]]:
         """A copy of every leaf's range, seqno and segments, and per shard the WAL
@@ -549,36 +567,60 @@ class Store:
         """Write the manifest; return the segment ids it names and the WAL floors."""
         with self.manifest_lock:
             data, floors = self.manifest_data()
-            manifest.write(self.path, data)
+            with retry.step("manifest write"):
+                manifest.write(self.path, data)
         return {s for lf in data.leaves for s in lf.segs}, floors
 
     def flush(self) -> None:
-        """Have every worker merge all buffers to segments; wait for it."""
+        """Have every worker merge all buffers to segments; wait for it.
+
+        Raises DiskError if a worker's merges fail with a disk error meanwhile
+        (nothing is lost: the writes stay in the buffers and the WAL, and the
+        worker keeps retrying in the background)."""
         if self.role == "embedded":
             events = [w.request_flush() for w in self.workers]
             for ev in events:
                 while not ev.wait(0.1):
                     self.check()
             self.check()
+            for w, ev in zip(self.workers, events):
+                if ev.error is not None:
+                    self._flush_failed(w.shard.no, ev.error)
             return
         slots = self.meta.workers
+        faults = self.meta.faults
         wanted = []
         for shard in self.shards:
+            failures = faults[shard.no * retry.F_WORDS + retry.F_FAILURES[retry.WORKER]]
             with shard.lock:     # requests from several processes must not collide
                 req = slots[shard.no * 4 + W_FLUSH_REQ] + 1
                 slots[shard.no * 4 + W_FLUSH_REQ] = req
-            wanted.append(req)
+            wanted.append((req, failures))
             self.wake(shard.no)
         deadline = time.monotonic() + self.opts.close_timeout
-        for shard, req in zip(self.shards, wanted):
+        for shard, (req, failures) in zip(self.shards, wanted):
+            base = shard.no * retry.F_WORDS
             while slots[shard.no * 4 + W_FLUSH_DONE] < req:
                 if self.meta.hdr[M_STATE] != STATE_OPEN:
                     raise ClosedError("the database closed during flush()")
+                if faults[base + retry.F_FAILURES[retry.WORKER]] != failures:
+                    packed = faults[base + retry.F_CURRENT[retry.WORKER]]
+                    if packed:
+                        no = packed >> 8
+                        self._flush_failed(shard.no, OSError(no, os.strerror(no)),
+                                           retry.describe(packed))
+                    failures = faults[base + retry.F_FAILURES[retry.WORKER]]
                 if time.monotonic() > deadline:
                     raise FuseDBError(f"the worker of shard {shard.no} did not flush within "
                                       f"close_timeout={self.opts.close_timeout}s")
                 self.check_router()
                 time.sleep(0.002)
+
+    def _flush_failed(self, shard_no: int, error: BaseException, what: str | None = None):
+        err = retry.transient(error) or error
+        raise DiskError(f"flush() could not merge shard {shard_no}: {what or err}; nothing "
+                        f"is lost (the writes are in the buffers and the WAL) and the "
+                        f"merge is retried in the background") from err
 
     # -- repair (the shard's worker process) --------------------------------------------
 
@@ -608,21 +650,30 @@ class Store:
         now = opts.clock()
         replaced: list[int] = []
         new_leaves = []
-        for lf, hi in zip(mine, his_hi):
-            segs, seq = list(lf.segs), lf.seq
-            if muts is not None:
-                out, seq = recovery.fold_leaf(
-                    muts, lf.lo, hi, lf.seq,
-                    lambda: [seg.to_run() for seg in self.open_segments(lf.segs, verify=True)],
-                    now)
-                if out is not None:
-                    replaced += segs
-                    segs = []
-                    if len(out):
-                        segid, _nbytes = self.write_new_segment(out)
-                        segs = [segid]
-                    del out
-            new_leaves.append((lf.lo, seq, segs))
+        written: list[int] = []
+        try:
+            for lf, hi in zip(mine, his_hi):
+                segs, seq = list(lf.segs), lf.seq
+                if muts is not None:
+                    out, seq = recovery.fold_leaf(
+                        muts, lf.lo, hi, lf.seq,
+                        lambda: [seg.to_run() for seg in self.open_segments(lf.segs,
+                                                                             verify=True)],
+                        now)
+                    if out is not None:
+                        replaced += segs
+                        segs = []
+                        if len(out):
+                            segid, _nbytes = self.write_new_segment(out)
+                            written.append(segid)
+                            segs = [segid]
+                        del out
+                new_leaves.append((lf.lo, seq, segs))
+        except BaseException:
+            # Nothing is published yet: remove this attempt's files (a disk error
+            # is retried by the worker, and a full disk needs the space back).
+            shard.discard_segments(written)
+            raise
         del muts, wfs
         # Publish, in one meta-lock section (a split of another shard must not slip
         # in between reading the routing table and writing it): the shard's leaf
@@ -686,9 +737,20 @@ class Store:
                 # /dev/shm for the next open to salvage (recovery.salvage).
                 self._keep_rings()
             if self.error is None and disk_error is None:
-                self._flush_all()
-                self.write_manifest()
-                self._delete_wal()
+                try:
+                    self._flush_all()
+                    self.write_manifest()
+                    self._delete_wal()
+                except OSError as e:
+                    if retry.transient(e) is None:
+                        raise
+                    # The WAL is whole on disk (the flushers stopped cleanly) and
+                    # nothing it holds is deleted before a manifest covers it.
+                    traceback.clear_frames(e.__traceback__)   # views of the arena
+                    disk_error = DiskError(
+                        f"close() could not merge the buffers into segments: {e}; nothing "
+                        f"is lost: the WAL holds every write and the next open replays it")
+                    disk_error.__cause__ = e
         finally:
             self._release_shm()
         self.check()
@@ -713,6 +775,7 @@ class Store:
         meta = self.meta
         self._closing.set()
         clean = False
+        disk = False
         try:
             if self._supervisor is not None:
                 self._supervisor.join()
@@ -737,10 +800,18 @@ class Store:
                     code = p.wait()
                 if code != 0:
                     clean = False
+                    disk = disk or code == retry.EXIT_DISK_ERROR
                     self._salvage_ring(self.shards[no])
             if clean:
-                self.write_manifest()
-                self._delete_wal()
+                try:
+                    self.write_manifest()
+                    self._delete_wal()
+                except OSError as e:
+                    if retry.transient(e) is None:
+                        raise
+                    raise DiskError(f"close() could not write the manifest: {e}; nothing is "
+                                    f"lost: the WAL is kept and the next open replays it") \
+                        from e
         finally:
             for p in self.procs:
                 if p is not None and p.poll() is None:
@@ -749,6 +820,10 @@ class Store:
             self.procs = []
             self._release_shm()
         if not clean:
+            if disk:
+                raise DiskError("a worker process met a disk error while closing (its log "
+                                "line says which); its WAL was kept and the next open "
+                                "replays it (nothing acknowledged is lost)")
             raise FuseDBError("a worker process failed while closing; its WAL was kept and "
                               "the next open replays it (nothing acknowledged is lost)")
 

@@ -3,6 +3,7 @@ publish atomically, scans stay ordered under concurrent splits."""
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 
@@ -178,9 +179,15 @@ def test_incr_from_many_threads_is_atomic(tiny):
     assert tiny.get(b"c") == b"2000"
 
 
-def test_worker_failure_is_reported_not_swallowed(tmp_path):
+@pytest.mark.parametrize("error", [RuntimeError("a bug (injected)"),
+                                   OSError(errno.EROFS, "Read-only file system (injected)")],
+                         ids=["bug", "EROFS"])
+def test_worker_failure_is_reported_not_swallowed(tmp_path, error):
+    """A failure that is not a transient disk error (a bug; a file system gone
+    read-only) fails the database loudly. Disk errors are retried instead:
+    tests/test_disk_faults.py."""
     def boom():
-        raise OSError(28, "No space left on device (injected)")
+        raise error
 
     db = fusedb.open(str(tmp_path / "d"), **TINY)
     with failpoints.armed("merge.before_publish", boom):

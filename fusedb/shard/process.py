@@ -13,21 +13,28 @@ also:
 * serves ``flush()`` requests of any process;
 * repairs the shard if a process died holding its lock (Store.repair_shard).
 
+A disk error (ENOSPC, EDQUOT, EIO) never ends the process: the worker logs one
+line to stderr (logger ``"fusedb"``, which this process sends there), retries
+with backoff (fusedb.retry) and logs one line when it works again.
+
 Test hook: ``FUSEDB_WORKER_FAILPOINTS="point=kill,point2=sleep:5"`` arms
 failpoints in the worker (``kill`` sends SIGKILL to itself there;
 ``killonce:FILE`` does so only if FILE does not exist yet, creating it;
-``marksleep:FILE:SECONDS`` creates FILE, then sleeps).
+``marksleep:FILE:SECONDS`` creates FILE, then sleeps; ``oserror:NAME:FILE``
+raises ``OSError(errno.NAME)`` there while FILE exists).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import signal
 import sys
 import time
 import traceback
 
-from .. import failpoints
+from .. import failpoints, retry
 from ..errors import LockTimeoutError
 from ..shm.meta import M_ROUTER_PID, M_STATE, STATE_OPEN, W_FLUSH_DONE, W_FLUSH_REQ, W_PID, \
     W_REPAIRS
@@ -35,6 +42,10 @@ from ..shm import locks
 from ..shm.locks import RepairNeeded
 from ..store import Store
 from .worker import Worker
+
+
+log = logging.getLogger("fusedb")
+EXIT_DISK_ERROR = retry.EXIT_DISK_ERROR
 
 
 def _arm_failpoints() -> None:
@@ -63,6 +74,16 @@ def _arm_failpoints() -> None:
                 open(marker, "a").close()
                 time.sleep(secs)
             failpoints.arm(point, mark_sleep)
+        elif action.startswith("oserror:"):
+            # Raise OSError(errno NAME) while FILE exists (a test's "disk full"
+            # switch): "oserror:ENOSPC:/path/to/marker".
+            name, _, marker = action[8:].partition(":")
+            no = getattr(errno, name)
+
+            def fail_while(marker=marker, no=no) -> None:
+                if os.path.exists(marker):
+                    raise OSError(no, f"{os.strerror(no)} (injected)")
+            failpoints.arm(point, fail_while)
         elif action.startswith("sleep:"):
             secs = float(action[6:])
             failpoints.arm(point, lambda secs=secs: time.sleep(secs))
@@ -79,23 +100,40 @@ def run(path: str, no: int) -> int:
     orphan = False
     worker = Worker(store, shard, store.wake_events[no])
 
-    def repair_if_needed() -> None:
-        if shard.lock.abandoned():
+    repairing = False     # the lock is taken over and the repair still to do
+
+    def repair_if_needed(now: bool = False) -> None:
+        """Repair the shard if a process died holding its lock, or finish a
+        repair a disk error interrupted (after the backoff, or ``now``)."""
+        nonlocal repairing
+        if not repairing:
+            if not shard.lock.abandoned():
+                return
             dead = shard.lock.holder()
             shard.lock.take_over()
+            repairing = True
             print(f"fusedb: shard {no}: a process died holding the shard lock "
                   f"(pid {dead}); repairing from the WAL", file=sys.stderr)
-            try:
+        elif worker.retry.waiting() and not now:
+            return
+        try:
+            with retry.step("shard repair"):
                 replaced = store.repair_shard(shard)
-            except BaseException:
-                # Half repaired: never release the lock over that. This process
-                # ends holding it, so the next worker sees a dead holder and
-                # repairs again from the start.
-                traceback.print_exc()
-                os._exit(1)
-            shard.lock.release()
-            slots[no * 4 + W_REPAIRS] += 1
-            store.after_publish(replaced)
+        except BaseException as e:
+            if retry.transient(e) is not None:
+                # A disk error before anything was published (repair_shard removed
+                # its files): keep the lock and retry after the worker's backoff.
+                raise
+            # Half repaired: never release the lock over that. This process
+            # ends holding it, so the next worker sees a dead holder and
+            # repairs again from the start.
+            traceback.print_exc()
+            os._exit(1)
+        repairing = False
+        shard.lock.release()
+        slots[no * 4 + W_REPAIRS] += 1
+        store.after_publish(replaced)
+        worker.retry.succeeded()
 
     def housekeeping() -> None:
         nonlocal orphan
@@ -108,7 +146,9 @@ def run(path: str, no: int) -> int:
             return
         repair_if_needed()
         req = slots[no * 4 + W_FLUSH_REQ]
-        if req > slots[no * 4 + W_FLUSH_DONE]:
+        if req > slots[no * 4 + W_FLUSH_DONE] and not worker.retry.waiting():
+            # (after a failed attempt the requester got DiskError; the request
+            # stays and is served by the next attempt, after the backoff)
             worker.flush()
             slots[no * 4 + W_FLUSH_DONE] = req
 
@@ -120,7 +160,12 @@ def run(path: str, no: int) -> int:
     locks.stuck_hook = stuck
     flusher = shard.flusher
     flusher.start()
-    repair_if_needed()      # a predecessor may have died holding the lock
+    try:
+        repair_if_needed()      # a predecessor may have died holding the lock
+    except OSError as e:
+        if retry.transient(e) is None:
+            raise
+        worker.failed(e)        # the worker's loop retries it
     slots[no * 4 + W_PID] = os.getpid()
     worker.run()
     code = 0
@@ -144,14 +189,24 @@ def run(path: str, no: int) -> int:
             except LockTimeoutError:
                 pass     # a dead holder: the ring up to its head is whole anyway
         else:
-            repair_if_needed()
-            store.flush_shard(shard)
+            try:
+                repair_if_needed(now=True)
+                store.flush_shard(shard)
+            except OSError as e:
+                if retry.transient(e) is None:
+                    raise
+                # Not merged: the WAL (flushed below) holds every write, and the
+                # router keeps it for the next open to replay.
+                traceback.clear_frames(e.__traceback__)
+                log.warning("shard %d: could not merge at close: %s; the WAL is kept "
+                            "and the next open replays it", no, retry.transient(e))
+                code = EXIT_DISK_ERROR
     finally:
         try:
             flusher.stop()
         except OSError as e:
-            print(f"fusedb: shard {no}: the WAL could not be flushed: {e}", file=sys.stderr)
-            code = 1
+            log.warning("shard %d: the WAL could not be flushed at close: %s", no, e)
+            code = EXIT_DISK_ERROR if retry.transient(e) is not None else 1
         store._release_shm()
     return code
 
@@ -165,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     # worker notices and exits).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # This process's log lines (a disk error and its recovery: one line each, no
+    # traceback) go to its stderr, which is the router's.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("fusedb: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     _arm_failpoints()
     return run(path, no)
 

@@ -25,7 +25,7 @@ from ..entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT
 from ..merge import cut, merge_runs, split_point
 from ..scheduler import fold_count
 from ..segment import file_name
-from ..errors import DiskError
+from ..retry import step
 from ..shm.meta import S_FREEZES, S_MERGES, S_SEG_BYTES, S_SEG_FILES, S_SPLITS
 from ..shm.slab import H_HEAP, H_REFS, H_STATE, H_USED, STATE_FROZEN
 from ..wal.ring import R_HEAD
@@ -47,6 +47,10 @@ class Shard:
         self.flusher = None   # set by the store once the flusher runs
         self.replaced: list[int] = []   # segments merged away, not yet deleted (commit)
         self.last_end = 0   # WAL position of the last in-place incr (read under the lock)
+        self._spare_leaf = -1   # a leaf id taken by a split that did not publish
+        #: Merges published plus manifests committed by this process's worker: a
+        #: round that advanced it has written to the disk (fusedb.retry's recovery).
+        self.progress = 0
         self.slabs = arena.slabs
         self.meta = store.meta
         self.low_free = max(1, int(store.opts.low_free_fraction * arena.nslabs))
@@ -223,6 +227,11 @@ class Shard:
         ``commit=False`` leaves the manifest write (and the deletion of the
         segments the merge replaced) to a later :meth:`commit`: the scheduler
         writes one manifest per round, not one per merge.
+
+        Raises OSError if a segment cannot be written, or DiskError if the WAL
+        cannot be made durable (the errors carry ``fusedb_step``, "merge" or
+        "split"; see fusedb.retry). Then nothing was published: the frozen
+        buffer stays for a retry and the attempt's segment files are removed.
         """
         meta, store = self.meta, self.store
         with self.lock:
@@ -255,46 +264,53 @@ class Shard:
         buf = [self.slabs[fz].to_run(copy=False)] if fz >= 0 else []
         fz_seq = int(buf[0].seq.max()) if buf and len(buf[0]) else 0
         key = None
-        if split and buf and n:
-            tail = self._tail(buf[0], segids, lo, hi, now)
-            if tail is not None:
-                right = store.new_leaf_id()
-                if right >= 0:
-                    # A sequential load: every buffered key lies above every key
-                    # of the segments. They stay, unchanged, as the left leaf and
-                    # the buffer alone becomes the right leaf: nothing is rewritten.
-                    key, run = tail
-                    inputs, keep = [], segids
-                    new, new_right = [], self._write(run)
-                    del run
-            del tail
-        if key is None:
-            runs = buf + [s.to_run() for s in store.open_segments(inputs, verify=True)]
-            out = cut(merge_runs(runs, now, drop_dead=full), lo, hi)
-            key = split_point(out, lo) if split else None
-            right = store.new_leaf_id() if key is not None else -1
-            if right < 0:
-                key = None
-                new = self._write(out)
-            else:
-                new, new_right = self._write(cut(out, lo, key)), self._write(cut(out, key, hi))
-            del runs, out
-        del buf
-        failpoints.hit("merge.before_publish")
-        if key is not None:
-            failpoints.hit("split.before_publish")
+        right = -1
+        written: list[int] = []     # segment files of this attempt
         try:
-            # The WAL is made durable up to here before the merge becomes visible:
-            # a segment never holds a write the log could still lose, so whatever
-            # manifest names it, the state after a power loss is a prefix of the
-            # shard's history.
-            self.flusher.sync_now()
-        except DiskError:
-            # Not published: the frozen buffer stays and the next round retries.
-            for segid in new + (new_right if key is not None else []):
-                self.store.forget_segments([segid])
-                os.unlink(os.path.join(store.path, file_name(segid)))
-            return False
+            with step("split" if split else "merge"):
+                if split and buf and n:
+                    tail = self._tail(buf[0], segids, lo, hi, now)
+                    if tail is not None:
+                        right = self._new_leaf_id()
+                        if right >= 0:
+                            # A sequential load: every buffered key lies above every
+                            # key of the segments. They stay, unchanged, as the left
+                            # leaf and the buffer alone becomes the right leaf:
+                            # nothing is rewritten.
+                            key, run = tail
+                            inputs, keep = [], segids
+                            new, new_right = [], self._write(run, written)
+                            del run
+                    del tail
+                if key is None:
+                    runs = buf + [s.to_run() for s in store.open_segments(inputs, verify=True)]
+                    out = cut(merge_runs(runs, now, drop_dead=full), lo, hi)
+                    key = split_point(out, lo) if split else None
+                    right = self._new_leaf_id() if key is not None else -1
+                    if right < 0:
+                        key = None
+                        new = self._write(out, written)
+                    else:
+                        new = self._write(cut(out, lo, key), written)
+                        new_right = self._write(cut(out, key, hi), written)
+                    del runs, out
+                del buf
+                failpoints.hit("merge.before_publish")
+                if key is not None:
+                    failpoints.hit("split.before_publish")
+                # The WAL is made durable up to here before the merge becomes
+                # visible: a segment never holds a write the log could still lose,
+                # so whatever manifest names it, the state after a power loss is a
+                # prefix of the shard's history. (DiskError if it cannot be.)
+                self.flusher.sync_now()
+        except BaseException:
+            # Nothing was published: the frozen buffer stays, the caller retries
+            # later. This attempt's segment files are removed (a full disk needs
+            # the space back), and its leaf id is kept for the next split.
+            if right >= 0:
+                self._spare_leaf = right
+            self.discard_segments(written)
+            raise
         with self.lock:
             failpoints.hit("merge.publish_locked")
             if key is not None and fz < 0 and meta.frozen[leaf] >= 0:
@@ -302,6 +318,7 @@ class Shard:
                 # could not freeze the active buffer now. Keep both halves as the
                 # leaf's two segments; a later merge splits it.
                 new, key = new + new_right, None
+                self._spare_leaf = right
             meta.set_segs(leaf, new + keep)
             meta.mseq[leaf] = max(meta.mseq[leaf], fz_seq)
             if fz >= 0:
@@ -310,6 +327,7 @@ class Shard:
             meta.stats[self.no * 8 + S_MERGES] += 1
             if key is not None:
                 self._split_locked(leaf, right, key, new_right)
+        self.progress += 1
         self.replaced += inputs
         if commit:
             self.commit()
@@ -324,6 +342,7 @@ class Shard:
         except BaseException:
             self.replaced = replaced + self.replaced   # the next commit deletes them
             raise
+        self.progress += 1
 
     def _tail(self, buf, segids: list[int], lo: bytes, hi: bytes | None, now: float):
         """(smallest key, run): the frozen buffer ``buf`` sorted and cut to
@@ -384,15 +403,35 @@ class Shard:
         if hdr[H_REFS] == 0:
             self.arena.release_slab(sid)
 
-    def _write(self, run) -> list[int]:
-        """Write ``run`` as a new segment (if it has entries); its id in a list."""
+    def _write(self, run, written: list[int]) -> list[int]:
+        """Write ``run`` as a new segment (if it has entries); its id in a list,
+        also appended to ``written``."""
         if not len(run):
             return []
         segid, nbytes = self.store.write_new_segment(run)
+        written.append(segid)
         with self.lock:
             self.meta.stats[self.no * 8 + S_SEG_BYTES] += nbytes
             self.meta.stats[self.no * 8 + S_SEG_FILES] += 1
         return [segid]
+
+    def discard_segments(self, segids: list[int]) -> None:
+        """Remove the segment files of a merge that did not publish. Best effort:
+        a file that cannot be removed now is unreferenced garbage, which the next
+        open deletes."""
+        for segid in segids:
+            self.store.forget_segments([segid])
+            try:
+                os.unlink(os.path.join(self.store.path, file_name(segid)))
+            except OSError:
+                pass
+
+    def _new_leaf_id(self) -> int:
+        """A leaf id for the right half of a split: the one a failed attempt
+        took, if any (so retries under a full disk use up no ids), else a fresh
+        one; -1 when max_leaves are in use."""
+        leaf, self._spare_leaf = self._spare_leaf, -1
+        return leaf if leaf >= 0 else self.store.new_leaf_id()
 
 
 def segment_entry(seg, key: bytes, h: int):

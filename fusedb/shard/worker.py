@@ -15,6 +15,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING
 
+from ..retry import WORKER, Retrier, transient
 from ..scheduler import LeafView, Policy, ShardView, decide
 from ..shm.locks import RepairNeeded
 
@@ -42,9 +43,22 @@ class Worker(threading.Thread):
         self._last_fills: dict[int, int] = {}
         self._last_writes: dict[int, int] = {}
         self._flush_waiters: queue.SimpleQueue[threading.Event] = queue.SimpleQueue()
+        #: Failure state and backoff of this shard's background work (fusedb.retry).
+        self.retry = Retrier(store.meta.faults, shard.no, WORKER)
 
     def run(self) -> None:
+        """The loop: wake on a signal or a tick, do housekeeping, then serve flush
+        requests or run a scheduling round (:meth:`step`).
+
+        A transient disk error (fusedb.retry: ENOSPC, EDQUOT, EIO) in a round is
+        logged and retried with backoff: until the retry is due, wake-ups from
+        writers do not start another round (they would turn the backoff into a
+        busy loop), but flush requests do. What failed published nothing, or was
+        published in shared memory but not yet in the manifest (the next round
+        writes that manifest first), so retrying is safe. Any other exception
+        is a bug: it is handed to every caller (Store.fail) and the worker ends."""
         tick = self.store.opts.merge_tick
+        retry = self.retry
         while not self.stopping.is_set():
             self.wakeup.wait(tick)
             self.wakeup.clear()
@@ -53,6 +67,8 @@ class Worker(threading.Thread):
             waiters = []
             while not self._flush_waiters.empty():
                 waiters.append(self._flush_waiters.get())
+            error = None
+            progress = self.shard.progress
             try:
                 if self.housekeeping is not None:
                     self.housekeeping()
@@ -60,26 +76,45 @@ class Worker(threading.Thread):
                         break
                 if waiters:
                     self.flush()
+                elif retry.waiting():
+                    continue
                 else:
+                    if self.shard.replaced:
+                        # A failed round published merges but not their manifest:
+                        # write it first (it also frees the segments they replaced).
+                        self.shard.commit()
                     self.step()
+                if self.shard.progress != progress:
+                    retry.succeeded()   # (a round that wrote nothing tells nothing)
             except RepairNeeded as e:
                 # A process died holding the shard lock: this round is dropped (it
                 # published nothing) and housekeeping repairs the shard next.
                 traceback.clear_frames(e.__traceback__)
                 self.wakeup.set()
-            except BaseException as e:  # noqa: BLE001 - handed to every caller, not swallowed
+            except BaseException as e:  # noqa: BLE001 - retried, or handed to every caller
                 # The traceback's frames hold numpy views of shared memory (a merge's
                 # inputs); clear their locals so close() can unmap the arena.
                 traceback.clear_frames(e.__traceback__)
-                self.store.fail(e)
-                return
+                if transient(e) is None:
+                    self.store.fail(e)
+                    return
+                self.failed(e)
+                error = e
             finally:
                 for ev in waiters:
+                    ev.error = error
                     ev.set()
 
+    def failed(self, exc: BaseException) -> None:
+        """Record a transient disk error of this shard's background work (logged,
+        shown by stats()); the next round runs after the backoff delay."""
+        self.retry.failed(exc)
+
     def request_flush(self) -> threading.Event:
-        """Ask for :meth:`flush`; the event is set when it is done (or failed)."""
+        """Ask for :meth:`flush`; the event is set when it is done or failed (then
+        its ``error`` attribute is the transient disk error that stopped it)."""
         ev = threading.Event()
+        ev.error = None
         self._flush_waiters.put(ev)
         self.wakeup.set()
         return ev

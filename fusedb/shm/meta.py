@@ -16,6 +16,9 @@ S = shards::
     locks      u64[(S+2)*2] per lock (shard locks 0..S-1, meta lock S, manifest lock
                             S+1): holder pid (0: none), acquisitions
     workers    u64[S*4]     per shard: worker pid, flush requests, flushes done, repairs
+    faults     u64[S*8]     per shard: current error of the merge worker, of the WAL
+                            flusher (errno << 8 | step code, 0 healthy), last error of
+                            either, failed attempts of each (fusedb/retry.py)
     options    u8[4096]     the router's options as JSON (attached processes use them)
     two routing copies, each sorted by lower bound:
       bound_len u32[ML], route_leaf u32[ML], bounds u8[ML*MK] (entry 0's bound is empty)
@@ -42,7 +45,7 @@ from ..errors import ClosedError
 from .region import Region
 
 MAGIC = struct.unpack("<Q", b"FUSEMET2")[0]
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 M_MAGIC, M_VERSION, M_ROUTE_VER, M_ROUTE_CUR, M_MAX_LEAVES, M_MAX_KEY, M_SHARDS, \
     M_NEXT_LEAF, M_NEXT_SEG, M_STATE, M_MODE, M_ROUTER_PID, M_OPTS_LEN, M_COUNT0 = range(14)
 STATE_OPEN, STATE_CLOSED = 0, 1
@@ -64,6 +67,7 @@ def _sizes(max_leaves: int, max_key: int, shards: int) -> list[tuple[str, int, s
                   (f"bounds{c}", ml * max_key, "B")]
     return [("hdr", 32 * 8, "Q"), ("stats", shards * 8 * 8, "Q"),
             ("locks", (shards + 2) * 2 * 8, "Q"), ("workers", shards * 4 * 8, "Q"),
+            ("faults", shards * 8 * 8, "Q"),
             ("options", OPTS_BYTES, "B")] + route + [
             ("shard", 4 * ml, "I"), ("active", 4 * ml, "i"), ("frozen", 4 * ml, "i"),
             ("nsegs", 4 * ml, "I"), ("segs", 8 * MAX_SEGS * ml, "Q"), ("seq", 8 * ml, "Q"),

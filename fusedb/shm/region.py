@@ -9,11 +9,14 @@ same directory can find and remove objects a crashed run left behind
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 
 import posix_ipc
 import xxhash
+
+from .. import failpoints
 
 PREFIX = "fusedb-"
 SHM_DIR = "/dev/shm"
@@ -62,8 +65,15 @@ class Region:
         else:
             shm = posix_ipc.SharedMemory(nm)
         try:
+            if size is not None:
+                failpoints.hit("shm.create")
             self.size = shm.size
             self._mm = mmap.mmap(shm.fd, shm.size)
+        except BaseException:
+            if size is not None:    # never leave a half-made object in /dev/shm
+                with contextlib.suppress(posix_ipc.ExistentialError):
+                    posix_ipc.unlink_shared_memory(nm)
+            raise
         finally:
             shm.close_fd()
         self.buf = memoryview(self._mm)

@@ -16,18 +16,23 @@ the process in /dev/shm; the modes differ in what survives the loss of the OS.
 
 A disk error (ENOSPC, EIO) stops the flusher's progress, not the database: the
 error is recorded, writers get it as :class:`fusedb.errors.DiskError` once the
-ring is full (or at once in ``sync`` mode), reads go on, and the flusher retries.
+ring is full (or at once in ``sync`` mode), reads go on, and the flusher retries
+the write at every tick. A transient error while *rotating* (starting the next
+file) is not one writers see (the current file took their records): rotation is
+retried with backoff (fusedb.retry) and the current file grows meanwhile. Both
+are logged once per episode and shown by ``stats()``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
 import time
 import traceback
 
-from .. import failpoints
+from .. import failpoints, retry
 from ..errors import DiskError
 from ..fileio import fsync_dir
 from ..shm.meta import S_DISK_ERROR
@@ -40,7 +45,8 @@ MODES = ("sync", "interval", "none")
 
 class Flusher(threading.Thread):
     def __init__(self, dirpath: str, shard: int, ring: Ring, mode: str, sync_interval: float,
-                 file_bytes: int, flush_tick: float = 0.005, kick=None, error_flag=None):
+                 file_bytes: int, flush_tick: float = 0.005, kick=None, error_flag=None,
+                 faults=None):
         super().__init__(name=f"fusedb-flusher-{shard}", daemon=True)
         self.dirpath = dirpath
         self.shard = shard
@@ -55,6 +61,9 @@ class Flusher(threading.Thread):
         #: (view, index) of a shared-memory word set to 1 while flushes fail, so
         #: writers in other processes see the disk error too.
         self.error_flag = error_flag
+        #: Failure state of this flusher (logging, stats() and rotation backoff),
+        #: if given the meta block's ``faults`` view.
+        self.retry = retry.Retrier(faults, shard, retry.FLUSHER) if faults is not None else None
         self.stopping = threading.Event()
         self.cond = threading.Condition()
         self.error: OSError | None = None
@@ -119,14 +128,17 @@ class Flusher(threading.Thread):
         path = os.path.join(self.dirpath, file_name(self.shard, no))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         try:
+            failpoints.hit("wal.rotate")
             header = FILE_HEADER.pack(MAGIC, VERSION, self.shard, no, start)
             if os.write(fd, header) != len(header):
                 raise OSError(errno.EIO, "short write of a WAL file header")
             os.fsync(fd)
             fsync_dir(self.dirpath)
         except BaseException:
-            os.close(fd)
-            os.unlink(path)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)     # else garbage: recovery skips a file without a header
             raise
         os.close(self.fd)
         self.fd = fd
@@ -164,43 +176,58 @@ class Flusher(threading.Thread):
 
     def _flush(self, fsync: bool) -> None:
         hdr = self.ring.hdr
+        failed = None
+        waiting = False     # a rotation is due but its retry is not
         try:
-            head = hdr[R_HEAD]
-            flushed = hdr[R_FLUSHED]
-            if self._partial:
-                # A failed write may have left part of [flushed, head) in the file:
-                # cut it back so the retry starts on a record boundary.
-                os.ftruncate(self.fd, self.size)
-                self._partial = False
-            if head > flushed:
-                self._partial = True
-                failpoints.hit("wal.write")
-                for chunk in self.ring.chunks(flushed, head):
-                    done = 0
-                    while done < len(chunk):
-                        with chunk[done:] as rest:
-                            done += os.write(self.fd, rest)
-                    chunk.release()
-                self.size += head - flushed
-                self._partial = False
-                hdr[R_FLUSHED] = head
-            if fsync and hdr[R_DURABLE] < hdr[R_FLUSHED]:
-                target = hdr[R_FLUSHED]
-                failpoints.hit("wal.fsync")
-                os.fsync(self.fd)
-                hdr[R_DURABLE] = target
-                self._last_sync = time.monotonic()
-            elif fsync:
-                self._last_sync = time.monotonic()
-            if self.size >= self.file_bytes:
-                self._rotate()
+            with retry.step("WAL write"):
+                head = hdr[R_HEAD]
+                flushed = hdr[R_FLUSHED]
+                if self._partial:
+                    # A failed write may have left part of [flushed, head) in the file:
+                    # cut it back so the retry starts on a record boundary.
+                    os.ftruncate(self.fd, self.size)
+                    self._partial = False
+                if head > flushed:
+                    self._partial = True
+                    failpoints.hit("wal.write")
+                    for chunk in self.ring.chunks(flushed, head):
+                        done = 0
+                        while done < len(chunk):
+                            with chunk[done:] as rest:
+                                done += os.write(self.fd, rest)
+                        chunk.release()
+                    self.size += head - flushed
+                    self._partial = False
+                    hdr[R_FLUSHED] = head
+                if fsync and hdr[R_DURABLE] < hdr[R_FLUSHED]:
+                    target = hdr[R_FLUSHED]
+                    failpoints.hit("wal.fsync")
+                    os.fsync(self.fd)
+                    hdr[R_DURABLE] = target
+                    self._last_sync = time.monotonic()
+                elif fsync:
+                    self._last_sync = time.monotonic()
             self.error = None
+            if self.size >= self.file_bytes and not self.stopping.is_set():
+                waiting = self.retry is not None and self.retry.waiting()
+                if not waiting:
+                    with retry.step("WAL rotation"):
+                        self._rotate()
         except OSError as e:
             traceback.clear_frames(e.__traceback__)   # frames hold views of the ring
-            self.error = e
+            failed = e
+            if getattr(e, "fusedb_step", None) != "WAL rotation" or retry.transient(e) is None:
+                self.error = e
+            # else: the current file took the records; the rotation is retried
+            # with backoff and writers see nothing
         if self.error_flag is not None:
             view, i = self.error_flag
             view[i] = 1 if self.error is not None else 0
+        if self.retry is not None:
+            if failed is not None and retry.transient(failed) is not None:
+                self.retry.failed(failed)
+            elif failed is None and not waiting:
+                self.retry.succeeded()
         self.attempts += 1
         with self.cond:
             self.cond.notify_all()
@@ -209,9 +236,10 @@ class Flusher(threading.Thread):
         """Delete the WAL files whose records all lie below stream position ``floor``
         (materialised in segments named by a durable manifest). Never the current file."""
         while len(self.files) > 1 and self.files[1][1] <= floor:
-            no, _start = self.files.pop(0)
+            no, _start = self.files[0]
             failpoints.hit("wal.before_unlink")
             os.unlink(os.path.join(self.dirpath, file_name(self.shard, no)))
+            self.files.pop(0)    # only now: a failed unlink is retried next time
 
     def wait_durable(self, pos: int) -> None:
         """Block until stream position ``pos`` is fsynced (sync mode)."""
@@ -243,17 +271,21 @@ class RemoteFlusher:
     position is read from the ring header, a flush is asked for through the
     shard's kick semaphore, and a disk error is read from the meta block."""
 
-    def __init__(self, ring: Ring, kick, stats, shard: int):
+    def __init__(self, ring: Ring, kick, stats, shard: int, faults=None):
         self.ring = ring
         self.kick = kick
         self.stats = stats
         self.shard = shard
+        self.faults = faults
 
     @property
     def error(self) -> OSError | None:
         if self.stats[self.shard * 8 + S_DISK_ERROR]:
-            return OSError(errno.EIO, f"the WAL of shard {self.shard} cannot be written "
-                                      f"(see the worker's stderr)")
+            packed = self.faults[self.shard * retry.F_WORDS + retry.F_CURRENT[retry.FLUSHER]] \
+                if self.faults is not None else 0
+            no = (packed >> 8) or errno.EIO
+            return OSError(no, f"{os.strerror(no)}: the WAL of shard {self.shard} cannot be "
+                               f"written")
         return None
 
     def wait_durable(self, pos: int) -> None:
