@@ -59,10 +59,12 @@ import numpy as np
 
 from . import manifest
 from .check import LOCK_FILE, leaf_name, lock_holders, range_problems, routing_problems, show
+from .entry import key_hash
 from .errors import CorruptionError, InvalidArgumentError, LockedError
 from .fileio import fsync_dir, publish
 from .manifest import LeafRecord, ManifestData
 from .merge import cut, key_index, newest_per_key
+from .options import MAX_SEGMENTS_LIMIT
 from .run import Run, concat
 from .segment import Segment, file_name, write_segment
 from .shm import region
@@ -378,7 +380,14 @@ class _Repair:
             part = cut(wal, lf.lo, hi)
             if not bad:
                 part = part.take(np.flatnonzero(part.seq > np.uint64(lf.seq)))
-            restored = int(np.count_nonzero(part.seq <= np.uint64(lf.seq))) if bad else 0
+            segs, seq, restored = good, lf.seq, 0
+            if len(part):
+                merged = _newest_by_seq([part] + [self.segs[s].to_run() for s in good])
+                if bad:
+                    restored = _restored(part, lf.seq, merged, [self.segs[s] for s in good])
+                new = self._write(merged, good)
+                segs = [] if new is None else [new]
+                seq = max(seq, int(part.seq.max()))
             for n, segid in enumerate(bad):
                 err = self.segs[segid]
                 count, claims = _claims(err.path)
@@ -390,12 +399,6 @@ class _Repair:
                 self.report.lost.append(Lost(file_name(segid), "segment", str(err), lf.lo, hi,
                                              count, False, claims,
                                              _size(err.path), restored if n == 0 else 0, note))
-            segs, seq = good, lf.seq
-            if len(part):
-                new = self._write(_newest_by_seq([part] + [self.segs[s].to_run() for s in good]),
-                                  good)
-                segs = [] if new is None else [new]
-                seq = max(seq, int(part.seq.max()))
             out.append(LeafRecord(lf.lo, seq, segs, lf.shard))
         if any(x.kind == "segment" for x in self.report.lost):
             self.report.warnings.append(
@@ -410,10 +413,12 @@ class _Repair:
         Segments that verify are grouped into clusters of overlapping key spans
         (each live leaf's segments overlap only each other; a file a merge
         replaced overlaps its successors); each cluster becomes a leaf whose
-        lower bound is its smallest key (the first leaf's is b""). A cluster of one
-        segment with no WAL entries keeps its file; otherwise the leaf's entries
-        (newest seqno per key, minus what :func:`_consumers` masks) are written as
-        one new segment. Files that fail verification are lost."""
+        lower bound is its smallest key (the first leaf's is b""). A cluster whose
+        segments are layers (each holding only mutations newer than the next, as
+        partial merges leave a leaf; at most MAX_SEGMENTS_LIMIT) and that has no WAL
+        entries keeps its files; otherwise the leaf's entries (newest seqno per
+        key, minus what :func:`_consumers` masks) are written as one new segment.
+        Files that fail verification are lost."""
         rep = self.report
         live = []
         for segid in cands:
@@ -451,9 +456,13 @@ class _Repair:
             hi = bounds[j + 1] if j + 1 < len(bounds) else None
             part = cut(wal, lo, hi)
             masks = _consumers(cluster)
-            if len(cluster) == 1 and not len(part):
-                seg = cluster[0]
-                out.append(LeafRecord(lo, seg.max_seq, [seg.segid], j * shards // len(bounds)))
+            layers = sorted(cluster, key=lambda g: g.min_seq, reverse=True)
+            if not len(part) and not masks and len(layers) <= MAX_SEGMENTS_LIMIT and \
+                    all(a.min_seq > b.max_seq for a, b in zip(layers, layers[1:])):
+                # Layers of one leaf as partial merges left them (each holds only
+                # mutations newer than the next): kept as they are, newest first.
+                out.append(LeafRecord(lo, layers[0].max_seq, [g.segid for g in layers],
+                                      j * shards // len(bounds)))
                 continue
             runs = [part]
             stale: dict[bytes, int] = {}      # entries a replaced file keeps: key -> seqno
@@ -569,6 +578,22 @@ class _Repair:
     def _move(self, name: str, why: str) -> None:
         os.rename(os.path.join(self.path, name), os.path.join(self.lost_dir, name))
         self.report.moved.append({"file": name, "why": why})
+
+
+def _restored(part: Run, seq: int, merged: Run, good: list[Segment]) -> int:
+    """How many entries of a leaf that lost a segment came back from the WAL:
+    entries of ``part`` (its WAL entries) materialised before (seqno <= the
+    leaf's ``seq``) that won in ``merged`` and that no surviving segment holds."""
+    n = 0
+    for i in np.flatnonzero(part.seq <= np.uint64(seq)):
+        k, sq = part.key(int(i)), int(part.seq[i])
+        j = key_index(merged, k)
+        if int(merged.seq[j]) != sq:
+            continue                     # a newer version won
+        h = key_hash(k)
+        if not any((e := seg.find(k, h)) >= 0 and seg.seq[e] == sq for seg in good):
+            n += 1
+    return n
 
 
 def _consumers(cluster: list[Segment]) -> dict[int, list[tuple[bytes, bytes]]]:
