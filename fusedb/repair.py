@@ -39,15 +39,16 @@ verifies, tombstones and TTLs included (tombstones are kept, not dropped). So
 a surviving tombstone always hides the older values it deleted. What cannot be
 guaranteed: a key whose *newest* version was in a lost part reads back its
 previous version if one survives (and a key deleted in a lost part comes back);
-and, when the manifest is lost, a segment file that a crash left behind after
-a merge had replaced it, all of whose entries that merge overwrote or dropped,
-cannot be told from a live one, so keys deleted before that merge can come back
-(see :func:`_consumers`). The report says where either can happen.
+and, when the manifest is lost, which segment files were live is inferred (see
+:func:`_consumers`): entries of a file a merge had replaced that lie outside the
+key span of the merge's output are kept and listed as ``uncertain`` (that merge
+may have deleted them), and a replaced file all of whose entries the merge
+overwrote or dropped cannot be told from a live one. The report says where
+each can happen.
 """
 
 from __future__ import annotations
 
-import bisect
 import fcntl
 import json
 import os
@@ -562,16 +563,19 @@ class _Repair:
                                                     "segment by repair"))
         fsync_dir(path)
         fsync_dir(self.lost_dir)
-        _fix_identity(path, self.lost_dir, identity, leaves, options, rep)
         rep.leaves = len(leaves)
         rep.segments = len(named)
         rep.new_segments = len(named & set(self.written))
+        longest = max([0] + [len(lf.lo) for lf in leaves])
         for segid in named:
             seg = self.segs.get(segid)
             if not isinstance(seg, Segment):
                 seg = Segment(os.path.join(path, file_name(segid)), segid)
                 self.segs[segid] = seg
             rep.entries += seg.count
+            if seg.count:
+                longest = max(longest, int(seg.to_run().klen.max()))
+        _fix_identity(path, self.lost_dir, identity, longest, options, rep)
         body = json.dumps(rep.to_dict(), indent=1, sort_keys=True).encode() + b"\n"
         publish(os.path.join(self.lost_dir, REPORT_FILE), [body])
 
@@ -674,11 +678,12 @@ def _identity_state(path: str) -> tuple[str, dict | None]:
     return ("missing", None) if layout is None else ("ok", layout)
 
 
-def _fix_identity(path: str, lost_dir: str, state: tuple, leaves: list[LeafRecord],
-                  options: dict, rep: RepairReport) -> None:
+def _fix_identity(path: str, lost_dir: str, state: tuple, longest: int, options: dict,
+                  rep: RepairReport) -> None:
     """Recreate a missing or damaged identity file (the damaged one is moved to
-    lost/ first), with the layout that can be inferred: ``max_key_size`` at least
-    the longest leaf bound and the default, and the manifest's options.
+    lost/ first), with the layout that can be inferred: ``max_key_size`` the
+    default or ``longest`` (the longest key or leaf bound kept), whichever is
+    larger, and the manifest's options.
 
     TODO(identity): the integrator must check these keys against the layout
     dict identity.write expects, and decide whether open should fill in the
@@ -694,5 +699,5 @@ def _fix_identity(path: str, lost_dir: str, state: tuple, leaves: list[LeafRecor
         rep.moved.append({"file": name, "why": "fails verification"})
     rep.lost.append(Lost(name, "identity", kind, note="recreated from what repair can infer"))
     layout = dict(options)
-    layout["max_key_size"] = max([Options().max_key_size] + [len(lf.lo) for lf in leaves])
+    layout["max_key_size"] = max(Options().max_key_size, longest)
     identity.write(path, layout)
