@@ -35,7 +35,8 @@ from .entry import KIND_DEL, KIND_INT
 from .errors import CorruptionError, FuseDBError
 from .options import MAX_SEGMENTS_LIMIT
 from .segment import Segment, file_name
-from .wal.reader import decode, list_files, read_file
+from .wal.format import FILE_HEADER
+from .wal.reader import WalFile, decode, list_files, read_file
 
 LOCK_FILE = "LOCK"     # fusedb.store.LOCK_FILE (not imported: store pulls in the runtime)
 
@@ -254,10 +255,15 @@ def check(path: str) -> list[str]:
     try:
         if snap.error is not None:
             problems.append(str(snap.error))
-        elif snap.man is None:
+        elif snap.man is None and not live:
             # A database that crashed before its first manifest (written after the
-            # first round of merges, or at close) is its WAL alone: healthy.
-            if not list_files(path) and not live:
+            # first round of merges, or at close) is its WAL alone: healthy, and
+            # segment files its merges wrote hold only what the WAL holds. Any
+            # other segment file means the manifest was lost: open would delete it.
+            segs = segment_files(path)
+            if segs:
+                problems += orphan_problems(path, segs, _wal_runs(path))
+            elif not list_files(path):
                 problems.append(f"no MANIFEST and no WAL in {path} (not a FuseDB database)")
         else:
             problems += routing_problems(snap.man, max_key)
@@ -266,7 +272,8 @@ def check(path: str) -> list[str]:
         snap.close()
     soft = []
     for _shard, files in sorted(list_files(path).items()):
-        for i, (_no, fpath) in enumerate(files):
+        read = []
+        for i, (no, fpath) in enumerate(files):
             try:
                 wf = read_file(fpath, last=i == len(files) - 1)
                 decode([wf])
@@ -274,13 +281,94 @@ def check(path: str) -> list[str]:
                 continue       # deleted since listed: truncated by the running database
             except CorruptionError as e:
                 problems.append(str(e))
-                continue
-            if wf.torn and not live:
+                wf = None
+            read.append((no, wf))
+            if wf is not None and wf.torn and not live:
                 soft.append(f"{fpath}: torn tail at offset {wf.end} (repaired at the "
                             f"next open; it was never acknowledged as durable)")
-    if soft and not is_open(path):     # opened meanwhile: its last file is being written
+        if not live:
+            soft += [msg for _a, _b, _n, msg in stream_gaps(read)]
+    if soft and not is_open(path):     # opened meanwhile: its files are being written
         problems += soft
     return problems
+
+
+def stream_gaps(files: list[tuple[int, WalFile | None]]) -> list[tuple[str, str, int | None, str]]:
+    """Holes in one shard's WAL stream: ``files`` are its (file number, framed
+    file or None if unreadable), in number order. Within one run the files are
+    consecutive numbers, each starting at the stream position where the one
+    before ends, and truncation deletes only from the front; a run starts at
+    position 0 (files before the last such file are older runs' leftovers, not
+    checked). Returns (file before, file after, bytes missing or None, message)."""
+    first = max((i for i, (_no, wf) in enumerate(files)
+                 if wf is not None and wf.file_no >= 0 and wf.start_pos == 0), default=0)
+    out = []
+    for (na, a), (nb, b) in zip(files[first:], files[first + 1:]):
+        if a is None or b is None:
+            continue
+        an, bn = os.path.basename(a.path), os.path.basename(b.path)
+        if nb != na + 1:
+            out.append((an, bn, None, f"WAL files {na + 1}..{nb - 1} missing between {a.path} "
+                                      f"and {b.path}"))
+        elif a.file_no >= 0 and b.file_no >= 0:
+            end = a.start_pos + len(a.data) - FILE_HEADER.size
+            if end != b.start_pos:
+                out.append((an, bn, b.start_pos - end,
+                            f"{a.path} ends at WAL stream position {end} but {b.path} starts "
+                            f"at {b.start_pos}: {b.start_pos - end} bytes missing"))
+    return out
+
+
+def segment_files(path: str) -> dict[int, str]:
+    """Segment files in ``path``: id -> file name."""
+    out = {}
+    for n in os.listdir(path):
+        if n.startswith("seg-") and n.endswith(".fseg") and len(n) == 25:
+            try:
+                out[int(n[4:-5], 16)] = n
+            except ValueError:
+                pass
+    return out
+
+
+def _wal_runs(path: str) -> list:
+    runs = []
+    for _shard, files in sorted(list_files(path).items()):
+        for i, (_no, fpath) in enumerate(files):
+            try:
+                runs.append(decode([read_file(fpath, last=i == len(files) - 1, damaged=[])]))
+            except FileNotFoundError:
+                pass
+    return runs
+
+
+def orphan_problems(path: str, segs: dict[int, str], wal_runs: list) -> list[str]:
+    """For a database without a MANIFEST: the segment files ``segs`` that fail
+    verification or hold an entry (key and seqno) that no WAL mutation in
+    ``wal_runs`` holds. A merge before the first manifest writes only entries
+    the WAL holds (the WAL is truncated only after a manifest), so such a file
+    means the manifest was lost, and ``open`` would delete it as unreferenced."""
+    logged = set()
+    for run in wal_runs:
+        seq = run.seq.tolist()
+        logged.update((run.key(i), seq[i]) for i in range(len(run)))
+    out = []
+    for segid, name in sorted(segs.items()):
+        try:
+            seg = Segment(os.path.join(path, name), segid)
+        except CorruptionError as e:
+            out.append(f"{e} (and no MANIFEST names it)")
+            continue
+        try:
+            seq = seg.seq.tolist()
+            only = sum(1 for j in range(seg.count) if (seg.key(j), seq[j]) not in logged)
+        finally:
+            seg.close()
+        if only:
+            out.append(f"no MANIFEST in {path}, but {os.path.join(path, name)} holds {only} "
+                       f"entries the WAL does not: the manifest was lost (open would delete "
+                       f"the file as unreferenced); fusedb repair rebuilds it")
+    return out
 
 
 def _segment_problems(snap: Snapshot) -> list[str]:

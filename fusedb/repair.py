@@ -59,7 +59,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import manifest
-from .check import LOCK_FILE, leaf_name, lock_holders, range_problems, routing_problems, show
+from .check import LOCK_FILE, leaf_name, lock_holders, orphan_problems, range_problems, \
+    routing_problems, segment_files, show, stream_gaps
 from .entry import key_hash
 from .errors import CorruptionError, InvalidArgumentError, LockedError
 from .fileio import fsync_dir, publish
@@ -187,8 +188,7 @@ def repair(path: str) -> RepairReport:
     if not os.path.isdir(path):
         raise InvalidArgumentError(f"{path} is not a directory")
     names = os.listdir(path)
-    if not any(n == manifest.FILE or _seg_id(n) is not None or n.startswith("wal-")
-               for n in names):
+    if not (manifest.FILE in names or segment_files(path) or list_files(path)):
         raise InvalidArgumentError(f"{path} holds no FuseDB file (no MANIFEST, segment or "
                                    f"WAL file): nothing to repair")
     fd = _lock(path)
@@ -213,15 +213,6 @@ def _lock(path: str) -> int:
                           f"database; close it (after a router died, wait for its worker "
                           f"processes to exit) and run repair again") from None
     return fd
-
-
-def _seg_id(name: str) -> int | None:
-    if name.startswith("seg-") and name.endswith(".fseg") and len(name) == 25:
-        try:
-            return int(name[4:-5], 16)
-        except ValueError:
-            return None
-    return None
 
 
 def _newest_by_seq(runs: list[Run]) -> Run:
@@ -276,7 +267,7 @@ class _Repair:
                 except CorruptionError as e:
                     man_error = str(e)
             routing = routing_problems(man) if man is not None else []
-            seg_files = {sid: n for n in os.listdir(path) if (sid := _seg_id(n)) is not None}
+            seg_files = segment_files(path)
             named = [s for lf in man.leaves for s in lf.segs] if man is not None else []
             # Without a valid manifest the leaves are rebuilt from the segment files:
             # those it names if only its routing is wrong, else all of them.
@@ -295,16 +286,23 @@ class _Repair:
                     for segid in cands:
                         self._open_segment(segid)
             wfs, wal_lost = self._read_wal()
+            runs = [decode([wf]) for wf in wfs]
+            # No manifest, yet segment files: lost if they hold what the WAL does
+            # not; else the database crashed before its first manifest (open
+            # rebuilds it from the WAL).
+            orphans = orphan_problems(path, seg_files, runs) if man is None and seg_files \
+                else []
             identity = _identity_state(path)
-            damaged = (man_error is not None or (man is None and bool(seg_files)) or bool(routing)
+            damaged = (man_error is not None or bool(orphans) or bool(routing)
                        or bool(wal_lost) or identity[0] in ("missing", "damaged")
                        or any(not isinstance(self.segs[s], Segment) for s in named))
             if not damaged:
                 return rep
-            self._start()
-            if man_error is not None or (man is None and seg_files):
+            self._start(man)
+            if man_error is not None or orphans:
                 rep.lost.append(Lost(manifest.FILE, "manifest",
-                                     man_error or "missing while segment files exist",
+                                     man_error or "missing: segment files hold entries the "
+                                                  "WAL does not",
                                      note="the leaf list is rebuilt from the segment files; "
                                           "no entry is lost by this alone"))
             elif routing:
@@ -313,7 +311,6 @@ class _Repair:
                                      note="the leaf list is rebuilt from the segment files it "
                                           "names"))
             rep.lost += wal_lost
-            runs = [decode([wf]) for wf in wfs]
             rep.wal_mutations = sum(len(r) for r in runs)
             wal = _newest_by_seq(runs)
             if rebuild:
@@ -347,7 +344,8 @@ class _Repair:
         """Every WAL file framed in salvage mode, and what could not be read."""
         wfs, lost = [], []
         for _shard, files in sorted(list_files(self.path).items()):
-            for i, (_no, fpath) in enumerate(files):
+            read = []
+            for i, (no, fpath) in enumerate(files):
                 damaged: list[tuple[int, int]] = []
                 wf = read_file(fpath, last=i == len(files) - 1, damaged=damaged)
                 name = os.path.basename(fpath)
@@ -364,6 +362,11 @@ class _Repair:
                                           "(never acknowledged as durable, unless the file "
                                           "was truncated by damage)"))
                 wfs.append(wf)
+                read.append((no, wf))
+            for a, b, n, msg in stream_gaps(read):
+                lost.append(Lost(b, "wal", msg, bytes=n or 0,
+                                 note=f"records between {a} and {b} are missing (a WAL file "
+                                      f"removed or cut short); their mutations are unknown"))
         return wfs, lost
 
     # -- the new leaves ----------------------------------------------------------------
@@ -505,8 +508,9 @@ class _Repair:
 
     # -- writing -------------------------------------------------------------------
 
-    def _start(self) -> None:
-        """Create this repair's ``lost/<UTC time>`` directory."""
+    def _start(self, man: ManifestData | None) -> None:
+        """Create this repair's ``lost/<UTC time>`` directory; new segment ids
+        start above every id in use, named (even if missing) or present."""
         base = os.path.join(self.path, LOST_DIR)
         os.makedirs(base, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -520,7 +524,10 @@ class _Repair:
         self.replaced: list[int] = []   # segment files whose entries new ones hold
         self.why: dict[str, str] = {}   # why a replaced file is set aside, if special
         self.written: list[int] = []
-        self.next_id = 1 + max([0] + list(_all_seg_ids(self.path)))
+        used = _all_seg_ids(self.path)
+        if man is not None:
+            used += [s for lf in man.leaves for s in lf.segs] + [man.next_seg - 1]
+        self.next_id = 1 + max([0] + used)
 
     def _write(self, out: Run, inputs: list[int]) -> int | None:
         """Write sorted, unique ``out`` as a new segment (None if it is empty);
@@ -628,20 +635,16 @@ def _unmasked(run: Run, spans: list[tuple[bytes, bytes]]) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-def _all_seg_ids(path: str):
+def _all_seg_ids(path: str) -> list[int]:
     """Ids of every segment file in the directory and in its lost/ directories
     (a new id never reuses the name of a file set aside)."""
-    for n in os.listdir(path):
-        if (sid := _seg_id(n)) is not None:
-            yield sid
+    ids = list(segment_files(path))
     base = os.path.join(path, LOST_DIR)
     if os.path.isdir(base):
         for sub in os.listdir(base):
-            d = os.path.join(base, sub)
-            if os.path.isdir(d):
-                for n in os.listdir(d):
-                    if (sid := _seg_id(n)) is not None:
-                        yield sid
+            if os.path.isdir(os.path.join(base, sub)):
+                ids += segment_files(os.path.join(base, sub))
+    return ids
 
 
 def _size(path: str) -> int:

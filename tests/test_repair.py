@@ -367,18 +367,25 @@ def build_wal(path: str, clock) -> tuple[dict, list]:
     crash(db)
     salvage(region.tag_for(path), path)
     region.remove_leftovers(region.tag_for(path))
+    files = [(p, [(off, keys) for off, _end, keys in recs]) for p, recs in wal_records(path)]
+    assert len(files) >= 3 and all(len(recs) >= 4 for _p, recs in files), "several WAL files"
+    return model, files
+
+
+def wal_records(path: str) -> list[tuple[str, list[tuple[int, int, set]]]]:
+    """Per WAL file: (path, [(record offset, end, keys of its mutations)])."""
     files = []
-    for _shard, lst in list_files(path).items():
+    for _shard, lst in sorted(list_files(path).items()):
         for i, (_no, p) in enumerate(lst):
             wf = read_file(p, last=i == len(lst) - 1)
             run = decode([wf])
             recs = []
             for r, off in enumerate(wf.record_offsets):
                 end = wf.record_offsets[r + 1] if r + 1 < len(wf.record_offsets) else len(wf.data)
-                recs.append((off, {run.key(m) for m, mo in enumerate(wf.muts) if off <= mo < end}))
+                recs.append((off, end, {run.key(m) for m, mo in enumerate(wf.muts)
+                                        if off <= mo < end}))
             files.append((p, recs))
-    assert len(files) >= 3 and all(len(recs) >= 4 for _p, recs in files), "several WAL files"
-    return model, files
+    return files
 
 
 def test_a_flipped_byte_in_the_wal_loses_only_its_record(tmp_path, clock):
@@ -403,13 +410,42 @@ def test_a_truncated_wal_file_keeps_the_records_before_the_cut(tmp_path, clock, 
     model, files = build_wal(path, clock)
     p, recs = files[1] if which == "middle file" else files[-1]
     cut = len(recs) // 2
+    size = os.path.getsize(p)
     data = cut_to(p, recs[cut][0] + 20)
     skip = set().union(*(k for _o, k in recs[cut:]))
     rep = repair(path)
-    lost, = [x for x in rep.lost if x.kind == "wal"]
-    assert ("torn tail" in lost.problem) == (which == "last file")
-    assert lost.bytes == 20
+    lost = [x for x in rep.lost if x.kind == "wal"]
+    assert lost[0].file == os.path.basename(p) and lost[0].bytes == 20
+    assert ("torn tail" in lost[0].problem) == (which == "last file")
+    if which == "middle file":     # and the stream positions show the rest is missing
+        assert [(x.file, x.bytes) for x in lost[1:]] == \
+            [(os.path.basename(files[2][0]), size - len(data))]
+    else:
+        assert len(lost) == 1
     assert_repaired(path, rep, {os.path.basename(p): data})
+    got = assert_intact(path, model, clock, skip=skip)
+    assert all(k not in got for k in skip if model[k] is not None)
+
+
+@pytest.mark.parametrize("how", ["cut at a record boundary", "file removed"])
+def test_a_hole_in_the_wal_stream_is_found_and_reported(tmp_path, clock, how):
+    """A middle WAL file cut exactly between two records, or removed: no record
+    fails its checksum, but file numbers and stream positions show the hole."""
+    path = str(tmp_path / "db")
+    model, files = build_wal(path, clock)
+    p, recs = files[1]
+    if how == "file removed":
+        os.unlink(p)
+        skip = set().union(*(k for _o, k in recs))
+    else:
+        cut_to(p, recs[2][0])
+        skip = set().union(*(k for _o, k in recs[2:]))
+    problems = check(path)
+    assert len(problems) == 1 and ("missing" in problems[0]), problems
+    rep = repair(path)
+    gap, = rep.lost
+    assert gap.file == os.path.basename(files[2][0]) and "missing" in gap.problem
+    assert_repaired(path, rep, {})
     got = assert_intact(path, model, clock, skip=skip)
     assert all(k not in got for k in skip if model[k] is not None)
 
@@ -425,6 +461,29 @@ def test_a_damaged_wal_file_header_loses_nothing(tmp_path, clock):
     assert "file header" in lost.problem and lost.bytes == 64
     assert_repaired(path, rep, {os.path.basename(p): data})
     assert_intact(path, model, clock)
+
+
+def test_a_database_that_is_its_wal_alone_is_repaired(tmp_path, clock):
+    """A database that crashed before its first manifest: a damaged record is
+    skipped, every other record becomes a segment of one rebuilt leaf."""
+    path = str(tmp_path / "db")
+    db = fusedb.open(path, clock=clock, **dict(WAL_OPTS, wal_file_bytes=1 << 20))
+    model = {}
+    for i in range(50):
+        db.put(b"k%02d" % i, b"v%d" % i)
+        model[b"k%02d" % i] = b"v%d" % i
+    crash(db)
+    salvage(region.tag_for(path), path)
+    region.remove_leftovers(region.tag_for(path))
+    assert not os.path.exists(os.path.join(path, "MANIFEST")) and check(path) == []
+    (_no, p), = list_files(path)[0]
+    wf = read_file(p, last=True)
+    flip(p, wf.record_offsets[10] + 40)
+    rep = repair(path)
+    assert [x.kind for x in rep.lost] == ["wal"] and rep.leaves == 1 and rep.entries == 49
+    assert_repaired(path, rep, {})
+    got = assert_intact(path, model, clock, skip={b"k10"})
+    assert b"k10" not in got
 
 
 # -- refusal and the command line ------------------------------------------------------
@@ -472,44 +531,72 @@ def test_cli_repair_reports_in_json_and_text(tmp_path, clock):
 @given(ops=st.lists(st.tuples(st.sampled_from(["put", "delete", "incr", "flush"]),
                               st.integers(0, 59), st.binary(max_size=40)),
                     min_size=20, max_size=250),
+       crashed=st.booleans(), kind=st.sampled_from(["MANIFEST", "seg-", "wal-"]),
        pick=st.integers(0, 10**6), where_=st.floats(0, 1),
        how=st.sampled_from(["flip", "truncate", "remove"]))
-def test_property_one_damaged_file(tmp_path_factory, ops, pick, where_, how):
-    """Random operations against a dict model, a clean close, then one file (the
-    manifest or a segment) flipped, truncated or removed: after repair every
-    key whose newest version was not in that file reads back, check passes."""
+def test_property_one_damaged_file(tmp_path_factory, ops, crashed, kind, pick, where_, how):
+    """Random operations against a dict model, a clean close or a crash (WAL
+    left behind), then one file (the manifest, a segment or a WAL file)
+    flipped, truncated or removed: repair acts exactly when check finds damage,
+    reports only that file, and afterwards every key whose newest version was
+    not in the damaged part reads back, and check passes."""
     clock = FakeClock()
     path = str(tmp_path_factory.mktemp("p") / "db")
     model: dict[bytes, bytes | None] = {}
-    with fusedb.open(path, split_keys=SPLITS, clock=clock, **OPTS) as db:
-        for op, i, value in ops:
-            k = b"k%02d" % i
-            if op == "put":
-                db.put(k, value)
-                model[k] = value
-            elif op == "delete":
-                db.delete(k)
-                model[k] = None
-            elif op == "incr":
-                k = k + b"n"
-                model[k] = b"%d" % db.incr(k, 3)
-            else:
-                db.flush()
-    where = newest_in(path)
-    files = ["MANIFEST"] + [os.path.basename(s) for s in segment_paths(path)]
+    db = fusedb.open(path, split_keys=SPLITS, clock=clock, **OPTS)
+    for op, i, value in ops:
+        k = b"k%02d" % i
+        if op == "put":
+            db.put(k, value)
+            model[k] = value
+        elif op == "delete":
+            db.delete(k)
+            model[k] = None
+        elif op == "incr":
+            k = k + b"n"
+            model[k] = b"%d" % db.incr(k, 3)
+        else:
+            db.flush()
+    if crashed:
+        crash(db)
+        salvage(region.tag_for(path), path)
+        region.remove_leftovers(region.tag_for(path))
+    else:
+        db.close()
+    where = newest_in(path) if os.path.exists(os.path.join(path, "MANIFEST")) else {}
+    wal = {os.path.basename(p): recs for p, recs in wal_records(path)}
+    files = sorted(n for n in os.listdir(path) if n.startswith(kind) and not n.endswith(".tmp"))
+    if not files:
+        return                # (no file of that kind: a clean close leaves no WAL)
     name = files[pick % len(files)]
     p = os.path.join(path, name)
     size = os.path.getsize(p)
     if how == "remove":
         os.unlink(p)
+        at = 0
     elif how == "truncate":
-        cut_to(p, int(where_ * (size - 1)))
+        at = int(where_ * (size - 1))
+        cut_to(p, at)
     else:
-        flip(p, min(int(where_ * size), size - 1))
+        at = min(int(where_ * size), size - 1)
+        flip(p, at)
+    if name in wal:           # keys of the records the damage touches
+        skip = set().union(set(), *(keys for off, end, keys in wal[name]
+                                    if how == "remove" or (how == "truncate" and (end > at or at < 64))
+                                    or (how == "flip" and off <= at < end)))
+    else:
+        skip = {k for k, s in where.items() if name == file_name(s)}
+    damaged = bool(check(path))
     rep = repair(path)
-    assert rep.repaired and [x.file for x in rep.lost] == [name]
+    assert rep.repaired == damaged
+    lost = {x.file for x in rep.lost}
+    if not damaged:
+        assert not lost
+    elif name in wal:         # a hole in the stream is reported at the next file
+        assert lost and lost <= set(wal)
+    else:
+        assert lost == {name}
     assert check(path) == []
-    skip = {k for k, s in where.items() if name == file_name(s)}
     assert_intact(path, model, clock, skip=skip)
 
 
