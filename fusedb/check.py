@@ -1,68 +1,416 @@
-"""Offline verification and dumping of a database directory, built on the same
-readers the engine uses. Behind ``fusedb check PATH`` and ``fusedb dump PATH``.
+"""Verification and dumping of a database directory, built on the same readers the
+engine uses. Behind ``fusedb check PATH`` and ``fusedb dump PATH``.
 
-Neither opens the database (no shared memory, no lock taken): run them on a
-closed database, or on a copy.
+Neither takes the database's lock, attaches to its shared memory or writes
+anything, so both may run while the database is open (docs/design.md, "Check
+and repair").
+
+**A live database is checked on a consistent snapshot.** A running database
+replaces its manifest (atomically, by rename) after every round of merges and
+only then deletes the segment files the new manifest no longer names
+(invariant 4). So the files named by the manifest *currently on disk* always
+exist. :func:`check` reads the manifest's bytes once, opens (maps) every
+segment they name before verifying any, and if one is missing reads the
+manifest again: if it changed, a merge replaced the file meanwhile and the
+snapshot is taken again; only a file missing while the manifest that names it
+is still current is reported. An open mapping keeps a file readable after a
+merge deletes it, so verification then runs on the snapshot at leisure. This
+takes no lock of the database: a check process killed at any moment leaves
+nothing behind (a lock it held would wedge the writers), and it works the same
+for an embedded database open in another process, whose locks are thread
+locks out of reach. WAL files a running database deletes (truncation) or is
+still appending to (a partial last record is a *torn tail* while it is being
+written) are not reported while the database is open.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from . import manifest
 from .entry import KIND_DEL, KIND_INT
-from .errors import CorruptionError
+from .errors import CorruptionError, FuseDBError
+from .options import MAX_SEGMENTS_LIMIT
 from .segment import Segment, file_name
-from .wal.reader import decode, list_files, read_file
+from .wal.format import FILE_HEADER
+from .wal.reader import WalFile, decode, list_files, read_file
 
+LOCK_FILE = "LOCK"     # fusedb.store.LOCK_FILE (not imported: store pulls in the runtime)
+
+#: Largest key any database accepts (Options rejects a larger max_key_size).
+KEY_SIZE_LIMIT = 4096
+
+#: Snapshots tried before :class:`CheckBusyError` (each retry follows a manifest
+#: change that replaced a file between reading the manifest and opening it).
+SNAPSHOT_ATTEMPTS = 100
+
+
+class CheckBusyError(FuseDBError):
+    """Raised by :func:`check` when no consistent snapshot could be taken: the
+    manifest of the live database changed, replacing a file it named, on each of
+    ``SNAPSHOT_ATTEMPTS`` tries. Nothing is known to be wrong; check again later
+    (``fusedb check`` exits with status 3)."""
+
+
+# -- is the database open? ----------------------------------------------------------------
+
+def lock_holders(path: str) -> list[int] | None:
+    """pids holding ``path``/LOCK (the flock an open database keeps), read from
+    /proc/locks without taking the lock (so a check never makes an ``open``
+    fail); [] if none holds it, None if /proc/locks cannot be read. The pid is
+    the process that took the lock: a router that died may show while its
+    workers still hold it."""
+    try:
+        st = os.stat(os.path.join(path, LOCK_FILE))
+    except FileNotFoundError:
+        return []
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    pids = []
+    for line in lines:
+        parts = line.split()
+        if "->" in parts:        # a waiter, not a holder
+            continue
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == dev:
+            pids.append(int(parts[4]))
+    return pids
+
+
+def is_open(path: str) -> bool:
+    """Whether a process holds the database's LOCK (True when it cannot be told)."""
+    holders = lock_holders(path)
+    return holders is None or bool(holders)
+
+
+# -- routing invariants --------------------------------------------------------------------
+
+def show(key: bytes, limit: int = 48) -> str:
+    """``repr`` of a key or bound, shortened past ``limit`` bytes."""
+    if len(key) <= limit:
+        return repr(key)
+    return f"{key[:limit]!r}... ({len(key)} bytes)"
+
+
+def leaf_name(man: manifest.ManifestData, i: int) -> str:
+    """``leaf i [lo, hi)`` for messages."""
+    hi = man.leaves[i + 1].lo if i + 1 < len(man.leaves) else None
+    return f"leaf {i} [{show(man.leaves[i].lo)}, {'+inf' if hi is None else show(hi)})"
+
+
+def routing_problems(man: manifest.ManifestData, max_key_size: int | None = None) -> list[str]:
+    """Problems of the manifest's routing (no file is read): the first lower
+    bound is empty (minus infinity), bounds strictly increase (sorted, unique),
+    every bound is at most ``max_key_size`` bytes (the size recorded with the
+    database; :data:`KEY_SIZE_LIMIT` when unknown) since the routing table stores
+    bounds in slots of that size, a leaf names at most MAX_SEGMENTS_LIMIT
+    segments, no segment is named twice, and shards are in range."""
+    out = []
+    limit = KEY_SIZE_LIMIT if max_key_size is None else max_key_size
+    leaves = man.leaves
+    if not leaves:
+        return ["MANIFEST lists no leaves (the first leaf, lower bound b'', must exist)"]
+    if leaves[0].lo != b"":
+        out.append(f"leaf 0: lower bound {show(leaves[0].lo)} is not b'' (the first leaf must "
+                   f"start at minus infinity; keys below it have no leaf)")
+    owner: dict[int, int] = {}
+    shards = man.options.get("shards")
+    for i, lf in enumerate(leaves):
+        if i and lf.lo <= leaves[i - 1].lo:
+            what = "equals" if lf.lo == leaves[i - 1].lo else "is below"
+            out.append(f"leaf {i}: lower bound {show(lf.lo)} {what} leaf {i - 1}'s "
+                       f"{show(leaves[i - 1].lo)} (bounds must be sorted and unique)")
+        if len(lf.lo) > limit:
+            out.append(f"leaf {i}: lower bound {show(lf.lo)} is {len(lf.lo)} bytes, longer "
+                       f"than max_key_size={limit}")
+        if len(lf.segs) > MAX_SEGMENTS_LIMIT:
+            out.append(f"leaf {i}: names {len(lf.segs)} segments, more than "
+                       f"{MAX_SEGMENTS_LIMIT}")
+        if isinstance(shards, int) and not 0 <= lf.shard < shards:
+            out.append(f"leaf {i}: shard {lf.shard} out of range (the database has {shards})")
+        for segid in lf.segs:
+            if segid in owner:
+                first = owner[segid]
+                where = "twice" if first == i else f"by leaf {first} and leaf {i}"
+                out.append(f"segment {file_name(segid)} is named {where} (a segment belongs "
+                           f"to one leaf)")
+            else:
+                owner[segid] = i
+    return out
+
+
+def recorded_max_key_size(path: str) -> tuple[int | None, list[str]]:
+    """The max_key_size recorded with the database, and problems reading it.
+
+    TODO(identity): the identity file (module fusedb/identity.py: IDENTITY_FILE =
+    "FUSEDB", read(path) -> dict | None, raising CorruptionError if damaged)
+    records the layout options; until it is merged, bounds are checked against
+    KEY_SIZE_LIMIT only (None here)."""
+    try:
+        from . import identity        # type: ignore[attr-defined]
+    except ImportError:
+        return None, []
+    try:
+        layout = identity.read(path)
+    except CorruptionError as e:
+        return None, [str(e)]
+    value = (layout or {}).get("max_key_size")
+    return (value if isinstance(value, int) else None), []
+
+
+# -- snapshot -----------------------------------------------------------------------------
+
+@dataclass
+class Snapshot:
+    """One manifest and the segments it names, opened before any was verified."""
+    raw: bytes | None                       # the manifest's bytes (None: no MANIFEST)
+    man: manifest.ManifestData | None       # None: no MANIFEST, or ``error``
+    error: CorruptionError | None = None    # the manifest fails verification
+    segments: dict[int, Segment | CorruptionError] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for seg in self.segments.values():
+            if isinstance(seg, Segment):
+                seg.close()
+
+
+def _read_raw(path: str) -> bytes | None:
+    try:
+        with open(os.path.join(path, manifest.FILE), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _named(path: str, mpath: str) -> set[int]:
+    """Segment ids named by the manifest on disk now (empty if it is unreadable)."""
+    raw = _read_raw(path)
+    try:
+        man = manifest.parse(raw, mpath) if raw is not None else None
+    except CorruptionError:
+        return set()
+    return {s for lf in man.leaves for s in lf.segs} if man is not None else set()
+
+
+def snapshot(path: str, attempts: int = SNAPSHOT_ATTEMPTS) -> Snapshot:
+    """The manifest of ``path`` and every segment it names, opened (header and
+    footer checked, not the checksum) while that manifest was current: consistent
+    even while the database runs (see the module docstring). Raises
+    CheckBusyError after ``attempts`` manifest changes that each removed a file."""
+    mpath = os.path.join(path, manifest.FILE)
+    for attempt in range(attempts):
+        raw = _read_raw(path)
+        if raw is None:
+            return Snapshot(None, None)
+        try:
+            man = manifest.parse(raw, mpath)
+        except CorruptionError as e:
+            return Snapshot(raw, None, e)
+        snap = Snapshot(raw, man)
+        missing = set()
+        for lf in man.leaves:
+            for segid in lf.segs:
+                if segid in snap.segments:
+                    continue
+                try:
+                    snap.segments[segid] = Segment(os.path.join(path, file_name(segid)), segid,
+                                                   verify=False)
+                except CorruptionError as e:
+                    snap.segments[segid] = e
+                    if not os.path.exists(e.path):
+                        missing.add(segid)
+        if not missing or missing <= _named(path, mpath):
+            # A file missing while the manifest still names it was named all along
+            # (an id is never named again once dropped): really missing.
+            return snap
+        snap.close()                 # a merge replaced a named file meanwhile: again
+        time.sleep(min(0.001 * attempt, 0.05))
+    raise CheckBusyError(f"could not take a consistent snapshot of {path}: its manifest "
+                         f"changed {attempts} times while the files it names were opened "
+                         f"(a very busy database); nothing is known to be wrong, check "
+                         f"again later")
+
+
+# -- check --------------------------------------------------------------------------------
 
 def check(path: str) -> list[str]:
-    """Every problem found in the database at ``path`` (empty list: healthy)."""
-    problems = []
+    """Every problem found in the database at ``path`` (empty list: healthy).
+
+    Verifies the manifest (checksum, routing invariants: :func:`routing_problems`),
+    every segment it names (whole-file checksum, keys strictly sorted and inside
+    the leaf's range [lo, next lo)) and every WAL file (each record's checksum;
+    a torn tail is reported only if the database is closed). Safe on an open
+    database (module docstring). Raises CheckBusyError (see :func:`snapshot`)."""
+    live = is_open(path)
+    problems: list[str] = []
+    max_key, id_problems = recorded_max_key_size(path)
+    problems += id_problems
+    snap = snapshot(path)
     try:
-        man = manifest.read(path)
-    except CorruptionError as e:
-        return [str(e)]
-    if man is None:
-        # A database that crashed before its first manifest (written after the
-        # first round of merges, or at close) is its WAL alone: healthy.
-        if not list_files(path):
-            problems.append(f"no MANIFEST and no WAL in {path} (not a FuseDB database)")
-        man = manifest.ManifestData()
-    prev = None
-    for lf in man.leaves:
-        if prev is not None and lf.lo <= prev:
-            problems.append(f"MANIFEST leaves out of order at lower bound {lf.lo!r}")
-        prev = lf.lo
-    for i, lf in enumerate(man.leaves):
-        hi = man.leaves[i + 1].lo if i + 1 < len(man.leaves) else None
-        for segid in lf.segs:
-            try:
-                seg = Segment(os.path.join(path, file_name(segid)), segid)
-            except CorruptionError as e:
-                problems.append(str(e))
-                continue
-            try:
-                keys = [seg.key(j) for j in range(seg.count)]
-                if any(a >= b for a, b in zip(keys, keys[1:])):
-                    problems.append(f"{seg.path}: keys not strictly sorted")
-                if keys and (keys[0] < lf.lo or (hi is not None and keys[-1] >= hi)):
-                    problems.append(f"{seg.path}: keys outside the leaf's range")
-            finally:
-                seg.close()
+        if snap.error is not None:
+            problems.append(str(snap.error))
+        elif snap.man is None and not live:
+            # A database that crashed before its first manifest (written after the
+            # first round of merges, or at close) is its WAL alone: healthy, and
+            # segment files its merges wrote hold only what the WAL holds. Any
+            # other segment file means the manifest was lost: open would delete it.
+            segs = segment_files(path)
+            if segs:
+                problems += orphan_problems(path, segs, _wal_runs(path))
+            elif not list_files(path):
+                problems.append(f"no MANIFEST and no WAL in {path} (not a FuseDB database)")
+        else:
+            problems += routing_problems(snap.man, max_key)
+            problems += _segment_problems(snap)
+    finally:
+        snap.close()
+    soft = []
     for _shard, files in sorted(list_files(path).items()):
-        for i, (_no, fpath) in enumerate(files):
+        read = []
+        for i, (no, fpath) in enumerate(files):
             try:
                 wf = read_file(fpath, last=i == len(files) - 1)
                 decode([wf])
-                if wf.torn:
-                    problems.append(f"{fpath}: torn tail at offset {wf.end} (repaired at the "
-                                    f"next open; it was never acknowledged as durable)")
+            except FileNotFoundError:
+                continue       # deleted since listed: truncated by the running database
             except CorruptionError as e:
                 problems.append(str(e))
+                wf = None
+            read.append((no, wf))
+            if wf is not None and wf.torn and not live:
+                soft.append(f"{fpath}: torn tail at offset {wf.end} (repaired at the "
+                            f"next open; it was never acknowledged as durable)")
+        if not live:
+            soft += [msg for _a, _b, _n, msg in stream_gaps(read)]
+    if soft and not is_open(path):     # opened meanwhile: its files are being written
+        problems += soft
     return problems
 
+
+def stream_gaps(files: list[tuple[int, WalFile | None]]) -> list[tuple[str, str, int | None, str]]:
+    """Holes in one shard's WAL stream: ``files`` are its (file number, framed
+    file or None if unreadable), in number order. Within one run the files are
+    consecutive numbers, each starting at the stream position where the one
+    before ends, and truncation deletes only from the front; a run starts at
+    position 0 (files before the last such file are older runs' leftovers, not
+    checked). Returns (file before, file after, bytes missing or None, message)."""
+    first = max((i for i, (_no, wf) in enumerate(files)
+                 if wf is not None and wf.file_no >= 0 and wf.start_pos == 0), default=0)
+    out = []
+    for (na, a), (nb, b) in zip(files[first:], files[first + 1:]):
+        if a is None or b is None:
+            continue
+        an, bn = os.path.basename(a.path), os.path.basename(b.path)
+        if nb != na + 1:
+            out.append((an, bn, None, f"WAL files {na + 1}..{nb - 1} missing between {a.path} "
+                                      f"and {b.path}"))
+        elif a.file_no >= 0 and b.file_no >= 0:
+            end = a.start_pos + len(a.data) - FILE_HEADER.size
+            if end != b.start_pos:
+                out.append((an, bn, b.start_pos - end,
+                            f"{a.path} ends at WAL stream position {end} but {b.path} starts "
+                            f"at {b.start_pos}: {b.start_pos - end} bytes missing"))
+    return out
+
+
+def segment_files(path: str) -> dict[int, str]:
+    """Segment files in ``path``: id -> file name."""
+    out = {}
+    for n in os.listdir(path):
+        if n.startswith("seg-") and n.endswith(".fseg") and len(n) == 25:
+            try:
+                out[int(n[4:-5], 16)] = n
+            except ValueError:
+                pass
+    return out
+
+
+def _wal_runs(path: str) -> list:
+    runs = []
+    for _shard, files in sorted(list_files(path).items()):
+        for i, (_no, fpath) in enumerate(files):
+            try:
+                runs.append(decode([read_file(fpath, last=i == len(files) - 1, damaged=[])]))
+            except FileNotFoundError:
+                pass
+    return runs
+
+
+def orphan_problems(path: str, segs: dict[int, str], wal_runs: list) -> list[str]:
+    """For a database without a MANIFEST: the segment files ``segs`` that fail
+    verification or hold an entry (key and seqno) that no WAL mutation in
+    ``wal_runs`` holds. A merge before the first manifest writes only entries
+    the WAL holds (the WAL is truncated only after a manifest), so such a file
+    means the manifest was lost, and ``open`` would delete it as unreferenced."""
+    logged = set()
+    for run in wal_runs:
+        seq = run.seq.tolist()
+        logged.update((run.key(i), seq[i]) for i in range(len(run)))
+    out = []
+    for segid, name in sorted(segs.items()):
+        try:
+            seg = Segment(os.path.join(path, name), segid)
+        except CorruptionError as e:
+            out.append(f"{e} (and no MANIFEST names it)")
+            continue
+        try:
+            seq = seg.seq.tolist()
+            only = sum(1 for j in range(seg.count) if (seg.key(j), seq[j]) not in logged)
+        finally:
+            seg.close()
+        if only:
+            out.append(f"no MANIFEST in {path}, but {os.path.join(path, name)} holds {only} "
+                       f"entries the WAL does not: the manifest was lost (open would delete "
+                       f"the file as unreferenced); fusedb repair rebuilds it")
+    return out
+
+
+def _segment_problems(snap: Snapshot) -> list[str]:
+    out = []
+    man = snap.man
+    for i, lf in enumerate(man.leaves):
+        for segid in lf.segs:
+            seg = snap.segments[segid]
+            if isinstance(seg, CorruptionError):
+                out.append(str(seg))
+                continue
+            try:
+                seg.verify()
+            except CorruptionError as e:
+                out.append(str(e))
+                continue
+            keys = [seg.key(j) for j in range(seg.count)]
+            if any(a >= b for a, b in zip(keys, keys[1:])):
+                out.append(f"{seg.path}: keys not strictly sorted")
+            out += range_problems(man, i, seg)
+    return out
+
+
+def range_problems(man: manifest.ManifestData, i: int, seg: Segment) -> list[str]:
+    """Whether the keys of ``seg`` (named by leaf ``i``) lie inside the leaf's
+    range [lo, next leaf's lo): its first and last key are compared."""
+    if not seg.count:
+        return []
+    lo = man.leaves[i].lo
+    hi = man.leaves[i + 1].lo if i + 1 < len(man.leaves) else None
+    first, last = seg.key(0), seg.key(seg.count - 1)
+    out = []
+    if first < lo:
+        out.append(f"{leaf_name(man, i)}: {seg.path} holds key {show(first)}, below the "
+                   f"leaf's lower bound {show(lo)}")
+    if hi is not None and last >= hi:
+        out.append(f"{leaf_name(man, i)}: {seg.path} holds key {show(last)}, at or above the "
+                   f"next leaf's lower bound {show(hi)}")
+    return out
+
+
+# -- dump ---------------------------------------------------------------------------------
 
 def _fmt(kind: int, value: bytes) -> str:
     if kind == KIND_DEL:

@@ -5,13 +5,21 @@
                           (--shards 0 runs it embedded in one process)
     fusedb bench [...]    the side-by-side benchmark (perf/bench.py of a source checkout)
                           with a progress bar; flags as perf/bench.py --help
-    fusedb check PATH     verify every file of a closed database; exit 1 on damage
+    fusedb check PATH     verify every file of the database (open or closed)
+    fusedb repair PATH    salvage a damaged, closed database; [--json] for a JSON report
     fusedb dump PATH      print manifest, segments and WAL records
+
+Exit status of check: 0 healthy, 1 damage found, 2 not a directory, 3 no
+consistent snapshot of a very busy open database could be taken (check again).
+Exit status of repair (as fsck's): 0 nothing to repair (nothing changed),
+1 repaired (damaged files set aside in PATH/lost/, the database opens again),
+2 not a directory or no FuseDB files in it, 3 refused: the database is open.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -96,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--ops", type=int, default=100_000)
     d.add_argument("--shards", type=int, default=2, help="worker processes; 0: embedded")
     d.add_argument("--processes", type=int, default=2, help="client processes")
-    c = sub.add_parser("check", help="verify every file of a closed database")
+    c = sub.add_parser("check", help="verify every file of the database (open or closed)")
     c.add_argument("path")
+    r = sub.add_parser("repair", help="salvage a damaged, closed database")
+    r.add_argument("path")
+    r.add_argument("--json", action="store_true", help="print the report as JSON")
     u = sub.add_parser("dump", help="print manifest, segments and WAL records")
     u.add_argument("path")
     sub.add_parser("bench", help="run perf/bench.py with a progress bar (source checkout)",
@@ -113,14 +124,48 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fusedb: {args.path}: not a directory", file=sys.stderr)
         return 2
     if args.cmd == "check":
-        problems = check_mod.check(args.path)
-        for p in problems:
-            print(p)
-        print("ok" if not problems else f"{len(problems)} problem(s)")
-        return 1 if problems else 0
+        return check(args.path)
+    if args.cmd == "repair":
+        return repair(args.path, args.json)
     for line in check_mod.dump(args.path):
         print(line)
     return 0
+
+
+def check(path: str) -> int:
+    from .check import CheckBusyError, check as check_db, is_open
+    live = is_open(path)
+    try:
+        problems = check_db(path)
+    except CheckBusyError as e:
+        print(f"fusedb check: {e}", file=sys.stderr)
+        return 3
+    for p in problems:
+        print(p)
+    if live:
+        print("(the database is open: checked the files named by one manifest, a consistent "
+              "snapshot)")
+    print("ok" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def repair(path: str, as_json: bool) -> int:
+    from .errors import InvalidArgumentError, LockedError
+    from .repair import repair as repair_db
+    try:
+        report = repair_db(path)
+    except LockedError as e:
+        print(f"fusedb repair: refused: {e}", file=sys.stderr)
+        return 3
+    except InvalidArgumentError as e:
+        print(f"fusedb repair: {e}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=1, sort_keys=True))
+    else:
+        for line in report.lines():
+            print(line)
+    return 1 if report.repaired else 0
 
 
 if __name__ == "__main__":

@@ -63,13 +63,22 @@ def write(dirpath: str, data: ManifestData) -> int:
 
 
 def read(dirpath: str) -> ManifestData | None:
-    """The manifest of ``dirpath``; None if the database has none yet."""
+    """The manifest of ``dirpath``; None if the database has none yet. Raises
+    CorruptionError (see :func:`parse`)."""
     path = os.path.join(dirpath, FILE)
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
         return None
+    return parse(raw, path)
+
+
+def parse(raw: bytes, path: str) -> ManifestData:
+    """The manifest held by ``raw`` (the bytes of the file at ``path``, named in
+    errors). Raises CorruptionError(message, path, offset) on a bad magic, a
+    malformed or truncated file, a checksum mismatch, an unknown version or an
+    unreadable body (docs/format.md, "Manifest")."""
     if not raw.startswith(MAGIC):
         raise CorruptionError(f"manifest has a bad magic at offset 0: {path}", path, 0)
     lines = raw[len(MAGIC):].split(b"\n")
@@ -88,6 +97,6 @@ def read(dirpath: str) -> ManifestData | None:
         leaves = [LeafRecord(bytes.fromhex(x["lo"]), int(x["seq"]), [int(s) for s in x["segs"]],
                              int(x.get("shard", 0))) for x in obj["leaves"]]
         return ManifestData(leaves, int(obj["next_seg"]), dict(obj.get("options", {})))
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CorruptionError(f"manifest body unreadable at offset {len(MAGIC)}: {path}: {e}",
                               path, len(MAGIC)) from e

@@ -137,6 +137,11 @@ class Segment:
         if version != VERSION:
             raise CorruptionError(f"unknown segment format version {version} at offset 8: {path}",
                                   path, 8)
+        if bits != ((n - 1).bit_length() if n > 1 else 0):
+            # The writer's rule; checked first, so a damaged count or bits field
+            # never makes the size computation build a huge integer.
+            raise CorruptionError(f"segment header damaged at offset 16 (count {n}, bucket "
+                                  f"bits {bits}): {path}", path, 16)
         off, total = _layout(n, bits, kbytes, vbytes)
         if total != self.size:
             raise CorruptionError(

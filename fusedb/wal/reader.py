@@ -59,23 +59,40 @@ def list_files(dirpath: str) -> dict[int, list[tuple[int, str]]]:
     return out
 
 
-def read_file(path: str, last: bool) -> WalFile:
-    """Frame every record of one WAL file (``last``: it may have a torn tail)."""
+def read_file(path: str, last: bool, damaged: list[tuple[int, int]] | None = None) -> WalFile:
+    """Frame every record of one WAL file (``last``: it may have a torn tail).
+
+    Raises CorruptionError (naming the file and offset) on any damage but a torn
+    tail, unless ``damaged`` is given (salvage, for ``fusedb repair``): then each
+    damaged stretch is appended to it as (start, end) file offsets and reading
+    goes on where the next valid record starts, so every record that verifies is
+    kept. A damaged stretch is a bad file header (0, 64), or a bad record up to
+    the next 16-byte boundary at which a whole record with a good checksum
+    starts (or up to the end of the file). A torn tail of the last file is still
+    reported as ``torn``, not in ``damaged``."""
     with open(path, "rb") as f:
         data = f.read()
     if len(data) < FILE_HEADER.size and last and MAGIC.startswith(data[:8]):
         # A crash right after the file was created, before its header was
         # complete: nothing in it was ever acknowledged.
         return WalFile(path, -1, -1, 0, data, len(data), True, [], [])
+    shard = file_no = start_pos = -1
     if len(data) < FILE_HEADER.size:
-        raise CorruptionError(f"WAL file header truncated at offset {len(data)}: {path}",
-                              path, len(data))
+        problem = f"WAL file header truncated at offset {len(data)}: {path}"
+        if damaged is None:
+            raise CorruptionError(problem, path, len(data))
+        damaged.append((0, len(data)))
+        return WalFile(path, -1, -1, 0, data, len(data), False, [], [])
     magic, version, shard, file_no, start_pos = FILE_HEADER.unpack_from(data, 0)
-    if magic != MAGIC:
-        raise CorruptionError(f"not a WAL file (bad magic) at offset 0: {path}", path, 0)
-    if version != VERSION:
-        raise CorruptionError(f"unknown WAL format version {version} at offset 8: {path}",
-                              path, 8)
+    if magic != MAGIC or version != VERSION:
+        if damaged is None:
+            if magic != MAGIC:
+                raise CorruptionError(f"not a WAL file (bad magic) at offset 0: {path}", path, 0)
+            raise CorruptionError(f"unknown WAL format version {version} at offset 8: {path}",
+                                  path, 8)
+        # Salvage: the records after a damaged header still verify on their own.
+        damaged.append((0, FILE_HEADER.size))
+        shard = file_no = start_pos = -1
     records = []
     muts = []          # file offset of every mutation header, in log order
     off = FILE_HEADER.size
@@ -93,11 +110,11 @@ def read_file(path: str, last: bool) -> WalFile:
             if rtype != T_MUTATIONS or end > size or length < 40 or \
                     h(mv[off + 8:end]) != checksum:
                 break
-            add_record(off)
             if count == 1:
                 add_mut(off + 32)
-            else:
-                _mutations(data, off, length, count, muts, path)
+            elif not _mutations(data, off, length, count, muts):
+                break          # malformed body under a good checksum: the slow path says so
+            add_record(off)
             off = (end + 15) & ~15
         if off >= size:
             break
@@ -119,19 +136,29 @@ def read_file(path: str, last: bool) -> WalFile:
                 problem = "checksum mismatch"
             elif length < BODY_HEADER.size:
                 problem = f"bad record length {length}"
+            elif not _mutations(data, off, length, unpack32(data, off)[4], muts):
+                # Whole and checksummed, so never a torn write: always damage.
+                if damaged is None:
+                    raise CorruptionError(f"WAL record body malformed at offset {off}: {path}",
+                                          path, off)
+                damaged.append((off, min(extent, size)))
             else:   # valid, just not the fast path's shape (e.g. zero mutations)
                 records.append(off)
-                _mutations(data, off, length, unpack32(data, off)[4], muts, path)
         if problem is not None:
             # Torn only if nothing valid follows: a damaged length field must not
             # hide the good records after it.
-            at_tail = not any(_valid_at(mv, o, size)
-                              for o in range(off + RECORD_HEADER.size, size - 15, 16))
-            if last and at_tail:
+            resume = _next_valid(mv, off + RECORD_HEADER.size, size)
+            if last and resume is None:
                 torn = True
                 break
-            raise CorruptionError(f"WAL record damaged ({problem}) at offset {off}: {path}",
-                                  path, off)
+            if damaged is None:
+                raise CorruptionError(f"WAL record damaged ({problem}) at offset {off}: {path}",
+                                      path, off)
+            damaged.append((off, size if resume is None else resume))
+            if resume is None:
+                off = size
+                break
+            extent = resume
         off = min(extent, size)
     mv.release()
     return WalFile(path, shard, file_no, start_pos, data, off, torn, records, muts)
@@ -140,20 +167,31 @@ def read_file(path: str, last: bool) -> WalFile:
 _HEAD32 = struct.Struct("<QIIQII")
 
 
-def _mutations(data: bytes, off: int, length: int, count: int, muts: list[int],
-               path: str) -> None:
-    """Append the offsets of the ``count`` mutations of the record at ``off``."""
+def _mutations(data: bytes, off: int, length: int, count: int, muts: list[int]) -> bool:
+    """Append the offsets of the ``count`` mutations of the record at ``off``;
+    False (appending nothing) if they do not fit its body."""
     p = off + 32
     end = off + 16 + length
+    found = []
     for _ in range(count):
         if p + MUTATION.size > end:
-            raise CorruptionError(f"WAL record body malformed at offset {off}: {path}",
-                                  path, off)
-        muts.append(p)
+            return False
+        found.append(p)
         klen, vlen = MUTATION.unpack_from(data, p)[4:6]
         p += MUTATION.size + ((klen + vlen + 7) & ~7)
     if p > end:
-        raise CorruptionError(f"WAL record body malformed at offset {off}: {path}", path, off)
+        return False
+    muts.extend(found)
+    return True
+
+
+def _next_valid(mv: memoryview, start: int, size: int) -> int | None:
+    """The first 16-byte-aligned offset from ``start`` (aligned) at which a whole
+    record with a good checksum starts; None if there is none."""
+    for o in range(start, size - 15, 16):
+        if _valid_at(mv, o, size):
+            return o
+    return None
 
 
 def _valid_at(mv: memoryview, off: int, size: int) -> bool:
