@@ -12,7 +12,9 @@ yet published); ``split.before_publish`` (the same, for a merge that splits);
 it: raise OSError here to simulate ENOSPC or EIO); ``wal.before_unlink`` (a
 fully merged WAL file is about to be deleted); ``publish.before_rename`` and
 ``publish.before_dir_fsync`` (a segment or manifest is fsynced under its
-temporary name / renamed but the directory not yet fsynced).
+temporary name / renamed but the directory not yet fsynced); ``shm.create`` (a
+shared-memory region is created but not yet reserved, or a semaphore is about to
+be created: raise OSError(ENOSPC) here to simulate a full ``/dev/shm``).
 """
 
 from __future__ import annotations
