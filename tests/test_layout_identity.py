@@ -277,7 +277,7 @@ reopen = st.tuples(st.sampled_from([8, 24, 64, 300]), st.sampled_from([200, 16 <
                             min_size=1, max_size=20))
 
 
-@settings(max_examples=20, deadline=None, phases=[Phase.explicit, Phase.generate, Phase.target],
+@settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.generate, Phase.target],
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(reopen, min_size=2, max_size=4))
 def test_option_changes_between_reopens_lose_nothing(tmp_path_factory, steps):
