@@ -13,8 +13,8 @@ from .db import TTL_MISSING, TTL_NONE, FuseDB, connect, open
 from .errors import (ClosedError, CorruptionError, DiskError, ForkedError, FuseDBError,
                      FuseDBKeyError, IntegerOverflowError, InvalidArgumentError,
                      KeyTooLargeError, KeyTypeError, LockedError, LockTimeoutError,
-                     NotAnIntegerError, NotRunningError, ValueTooLargeError, ValueTypeError,
-                     WriteStallError)
+                     NotADatabaseError, NotAnIntegerError, NotRunningError, SharedMemoryError,
+                     ValueTooLargeError, ValueTypeError, WriteStallError)
 from .options import Options
 
 __version__ = "0.1.0"
@@ -24,5 +24,6 @@ __all__ = [
     "FuseDBError", "ClosedError", "CorruptionError", "DiskError", "FuseDBKeyError", "IntegerOverflowError",
     "InvalidArgumentError", "KeyTooLargeError", "KeyTypeError", "LockedError",
     "NotAnIntegerError", "ValueTooLargeError", "ValueTypeError", "WriteStallError",
-    "ForkedError", "LockTimeoutError", "NotRunningError",
+    "ForkedError", "LockTimeoutError", "NotRunningError", "NotADatabaseError",
+    "SharedMemoryError",
 ]

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from . import manifest
+from . import identity, manifest
 from .entry import KIND_DEL, KIND_INT
 from .errors import CorruptionError, FuseDBError
 from .options import MAX_SEGMENTS_LIMIT
@@ -146,22 +146,15 @@ def routing_problems(man: manifest.ManifestData, max_key_size: int | None = None
 
 
 def recorded_max_key_size(path: str) -> tuple[int | None, list[str]]:
-    """The max_key_size recorded with the database, and problems reading it.
-
-    TODO(identity): the identity file (module fusedb/identity.py: IDENTITY_FILE =
-    "FUSEDB", read(path) -> dict | None, raising CorruptionError if damaged)
-    records the layout options; until it is merged, bounds are checked against
-    KEY_SIZE_LIMIT only (None here)."""
+    """The max_key_size (bytes) recorded in the database's identity file
+    (fusedb/identity.py), and problems reading it: (None, []) when there is no
+    identity file (a database of an earlier version: bounds are then checked
+    against KEY_SIZE_LIMIT), (None, [message]) when it is damaged."""
     try:
-        from . import identity        # type: ignore[attr-defined]
-    except ImportError:
-        return None, []
-    try:
-        layout = identity.read(path)
+        rec = identity.read(path)
     except CorruptionError as e:
         return None, [str(e)]
-    value = (layout or {}).get("max_key_size")
-    return (value if isinstance(value, int) else None), []
+    return (None if rec is None else rec["layout"]["max_key_size"]), []
 
 
 # -- snapshot -----------------------------------------------------------------------------

@@ -82,6 +82,24 @@ class DiskError(FuseDBError, OSError):
     a non-idempotent call such as ``incr``."""
 
 
+class SharedMemoryError(FuseDBError, OSError):
+    """Raised by ``open`` (or ``connect``) when shared memory cannot be created or
+    reserved: ``/dev/shm`` lacks the bytes the database needs (ENOSPC), or the
+    system refuses another object (EMFILE, ENOMEM).
+
+    Shared memory is reserved (``posix_fallocate``) when it is created, so a full
+    ``/dev/shm`` shows here, at open, and never later as a SIGBUS. Nothing of the
+    failed open is left in ``/dev/shm``; the database's files are untouched. The
+    message names ``/dev/shm``, the bytes needed and the bytes free."""
+
+
+class NotADatabaseError(InvalidArgumentError):
+    """Raised by ``open`` for a directory that is not a FuseDB database: it is not
+    empty, and holds neither FuseDB's identity file ``FUSEDB`` nor a database of
+    an earlier FuseDB version (a ``MANIFEST`` or WAL file of FuseDB's). Nothing in
+    it is changed. Open an empty (or missing) directory to create a database."""
+
+
 class LockedError(FuseDBError):
     """Raised when the database directory is already open by another live process."""
 

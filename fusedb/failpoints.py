@@ -20,7 +20,8 @@ Disk faults (arm with a callable raising ``OSError(errno.ENOSPC, ...)`` or
 ``wal.rotate`` (the next WAL file is created, its header not yet written);
 ``wal.before_unlink`` (WAL truncation); ``segment.before_unlink`` (a segment a
 merge replaced is about to be deleted); ``shm.create`` (a shared-memory object
-is created, not yet mapped: at open). They fire in the process that armed them;
+is created, not yet reserved or mapped, or a semaphore is about to be created:
+a full ``/dev/shm`` at open). They fire in the process that armed them;
 worker processes arm them from ``FUSEDB_WORKER_FAILPOINTS`` (fusedb.shard.process).
 """
 

@@ -58,7 +58,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import manifest
+from . import identity, manifest
 from .check import LOCK_FILE, leaf_name, lock_holders, orphan_problems, range_problems, \
     routing_problems, segment_files, show, stream_gaps
 from .entry import key_hash
@@ -66,7 +66,7 @@ from .errors import CorruptionError, InvalidArgumentError, LockedError
 from .fileio import fsync_dir, publish
 from .manifest import LeafRecord, ManifestData
 from .merge import cut, key_index, newest_per_key
-from .options import MAX_SEGMENTS_LIMIT
+from .options import MAX_SEGMENTS_LIMIT, Options
 from .run import Run, concat
 from .segment import Segment, file_name, write_segment
 from .shm import region
@@ -292,9 +292,9 @@ class _Repair:
             # rebuilds it from the WAL).
             orphans = orphan_problems(path, seg_files, runs) if man is None and seg_files \
                 else []
-            identity = _identity_state(path)
+            ident = _identity_state(path)
             damaged = (man_error is not None or bool(orphans) or bool(routing)
-                       or bool(wal_lost) or identity[0] in ("missing", "damaged")
+                       or bool(wal_lost) or ident[0] == "damaged"
                        or any(not isinstance(self.segs[s], Segment) for s in named))
             if not damaged:
                 return rep
@@ -319,7 +319,7 @@ class _Repair:
                 new = self._fix_leaves(man, wal)
                 rep.manifest = f"kept from the MANIFEST ({len(new)} leaves)"
             del wal, runs
-            self._publish(new, man, wfs, identity)
+            self._publish(new, man, wfs, ident)
             return rep
         finally:
             for seg in self.segs.values():
@@ -542,7 +542,7 @@ class _Repair:
         return segid
 
     def _publish(self, leaves: list[LeafRecord], man: ManifestData | None, wfs: list,
-                 identity: tuple) -> None:
+                 ident: tuple) -> None:
         """Make the repaired database durable, in an order a crash anywhere
         leaves repairable: new segments; the old manifest linked into lost/;
         damaged segment files moved; the new manifest; then the WAL files and the
@@ -574,6 +574,7 @@ class _Repair:
         rep.segments = len(named)
         rep.new_segments = len(named & set(self.written))
         longest = max([0] + [len(lf.lo) for lf in leaves])
+        longest_value = 0
         for segid in named:
             seg = self.segs.get(segid)
             if not isinstance(seg, Segment):
@@ -581,8 +582,10 @@ class _Repair:
                 self.segs[segid] = seg
             rep.entries += seg.count
             if seg.count:
-                longest = max(longest, int(seg.to_run().klen.max()))
-        _fix_identity(path, self.lost_dir, identity, longest, options, rep)
+                run = seg.to_run()
+                longest = max(longest, int(run.klen.max()))
+                longest_value = max(longest_value, int(run.vlen.max()))
+        _fix_identity(path, self.lost_dir, ident, longest, longest_value, rep)
         body = json.dumps(rep.to_dict(), indent=1, sort_keys=True).encode() + b"\n"
         publish(os.path.join(self.lost_dir, REPORT_FILE), [body])
 
@@ -661,46 +664,36 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-# -- the identity file (another change adds it) ---------------------------------------
+# -- the identity file -------------------------------------------------------------------
 
 def _identity_state(path: str) -> tuple[str, dict | None]:
-    """("unavailable" | "ok" | "missing" | "damaged", the recorded layout).
-
-    TODO(identity): wire to fusedb/identity.py once merged. Its API, as agreed:
-    ``IDENTITY_FILE = "FUSEDB"``, ``read(path) -> dict | None`` (None: no file;
-    raises CorruptionError if the file is damaged), ``write(path, layout: dict)``.
-    Until then (ImportError) the identity file is neither checked nor written."""
+    """("ok" | "missing" | "damaged", the recorded layout or None), from the
+    identity file (fusedb/identity.py). A missing file is no damage by itself
+    (``open`` adopts a database of an earlier version and writes it); repair
+    writes one whenever it publishes."""
     try:
-        from . import identity        # type: ignore[attr-defined]
-    except ImportError:
-        return "unavailable", None
-    try:
-        layout = identity.read(path)
+        rec = identity.read(path)
     except CorruptionError:
         return "damaged", None
-    return ("missing", None) if layout is None else ("ok", layout)
+    return ("missing", None) if rec is None else ("ok", rec["layout"])
 
 
-def _fix_identity(path: str, lost_dir: str, state: tuple, longest: int, options: dict,
-                  rep: RepairReport) -> None:
-    """Recreate a missing or damaged identity file (the damaged one is moved to
-    lost/ first), with the layout that can be inferred: ``max_key_size`` the
-    default or ``longest`` (the longest key or leaf bound kept), whichever is
-    larger, and the manifest's options.
-
-    TODO(identity): the integrator must check these keys against the layout
-    dict identity.write expects, and decide whether open should fill in the
-    options repair cannot know (it records only what it can infer)."""
+def _fix_identity(path: str, lost_dir: str, state: tuple, longest_key: int,
+                  longest_value: int, rep: RepairReport) -> None:
+    """Write a missing identity file, or replace a damaged one (moved to lost/
+    first), recording the larger of the defaults and the longest key (or leaf
+    bound) and value the repaired database holds, in bytes: every stored entry
+    fits, and ``open`` enlarges the record again if it is opened with larger
+    limits (fusedb.identity.reconcile)."""
     kind, _layout = state
     if kind not in ("missing", "damaged"):
         return
-    from . import identity            # type: ignore[attr-defined]
-    from .options import Options
     name = identity.IDENTITY_FILE
     if kind == "damaged":
         os.rename(os.path.join(path, name), os.path.join(lost_dir, name))
         rep.moved.append({"file": name, "why": "fails verification"})
-    rep.lost.append(Lost(name, "identity", kind, note="recreated from what repair can infer"))
-    layout = dict(options)
-    layout["max_key_size"] = max(Options().max_key_size, longest)
-    identity.write(path, layout)
+        rep.lost.append(Lost(name, "identity", kind,
+                             note="recreated from the entries the database holds"))
+    defaults = Options()
+    identity.write(path, {"max_key_size": max(defaults.max_key_size, longest_key),
+                          "max_value_size": max(defaults.max_value_size, longest_value)})

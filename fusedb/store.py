@@ -15,9 +15,11 @@ One class, four roles (docs/design.md, "Processes"):
 ``client``    any other process (``fusedb.connect``): attaches, does point
               operations directly on shared memory.
 
-Lifecycle: open = LOCK, remove shared-memory objects a crashed run left (after
-salvaging their WAL rings), read the MANIFEST, verify every segment it names,
-delete files it does not name, replay the WAL, create the shared memory. Close
+Lifecycle: open = refuse a directory that is not FuseDB's (fusedb.identity), LOCK,
+remove shared-memory objects a crashed run left (after salvaging their WAL
+rings), read the MANIFEST, verify every segment it names, delete files of its
+own it does not name, replay the WAL, record the layout options in FUSEDB, create
+(and reserve) the shared memory. Close
 = stop the workers, merge every buffer into segments, write the MANIFEST,
 delete the WAL, unlink every shared-memory object, release LOCK.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import logging
 import os
 import subprocess
 import sys
@@ -42,27 +45,29 @@ import weakref
 import posix_ipc
 import psutil
 
-from . import failpoints, manifest, retry, signals
+from . import failpoints, identity, manifest, retry, signals
 from .errors import ClosedError, CorruptionError, DiskError, FuseDBError, LockedError, \
-    NotRunningError
+    NotRunningError, SharedMemoryError
 from .manifest import LeafRecord, ManifestData
 from .options import Options
-from .segment import Segment, file_name, write_segment
+from .segment import MAGIC as SEGMENT_MAGIC, Segment, file_name, write_segment
 from .shard.shard import Shard
 from .shard.worker import Worker
 from .shm import region
-from .shm.arena import A_FREE_TOP, Arena
+from .shm.arena import A_FREE_TOP, Arena, region_bytes as arena_region_bytes
 from .shm.locks import ProcLock, SemEvent, alive
 from .shm.meta import M_MODE, M_NEXT_LEAF, M_NEXT_SEG, M_ROUTE_VER, M_ROUTER_PID, M_STATE, \
     MODE_MULTIPROCESS, \
-    S_DISK_ERROR, STATE_OPEN, W_FLUSH_DONE, W_FLUSH_REQ, W_PID, Meta
+    S_DISK_ERROR, STATE_OPEN, W_FLUSH_DONE, W_FLUSH_REQ, W_PID, Meta, \
+    region_bytes as meta_region_bytes
 from .shm.slab import H_STATE, H_USED, STATE_FREE
 from .wal import recovery
 from .wal.reader import list_files as list_wal_files, read_file
-from .wal.ring import R_FILE_NO, R_HEAD, Ring
+from .wal.ring import DATA_OFF as RING_DATA_OFF, R_FILE_NO, R_HEAD, Ring
 from .wal.writer import Flusher, RemoteFlusher
 
-LOCK_FILE = "LOCK"
+LOCK_FILE = identity.LOCK_FILE
+log = logging.getLogger("fusedb")
 ROLES = ("embedded", "router", "worker", "client")
 
 # Databases still open at interpreter exit are closed (flushed, shared memory
@@ -92,6 +97,14 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _starts_with(path: str, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:           # unreadable: not known to be ours
+        return False
 
 
 class Store:
@@ -127,6 +140,7 @@ class Store:
         self._supervisor: threading.Thread | None = None
         self._closing = threading.Event()
         if role in ("embedded", "router"):
+            identity.check_directory(self.path)     # before LOCK: a foreign one stays as it was
             self._take_lock_file()
         try:
             if role in ("embedded", "router"):
@@ -177,6 +191,7 @@ class Store:
 
     def _open(self) -> None:
         opts = self.opts
+        ident = identity.read(self.path)
         recovery.salvage(self.tag, self.path)
         region.remove_leftovers(self.tag)
         man = manifest.read(self.path)
@@ -195,27 +210,26 @@ class Store:
         self._remove_garbage(referenced)
         self.replayed, next_wal = recovery.replay(self.path, man, self.segcache, opts.clock())
         referenced = {s for lf in man.leaves for s in lf.segs}
+        # The recorded layout options against the requested ones (after replay, the
+        # segments hold everything, so what they hold can be measured if needed).
+        layout = identity.reconcile(ident["layout"] if ident else None, opts,
+                                    self._stored_maxima)
+        if ident is None or ident["layout"] != layout:
+            identity.write(self.path, layout)
         first_wal_no = max(next_wal.values(), default=0)
         nleaves = len(man.leaves)
-        max_key = max([opts.max_key_size] + [len(lf.lo) for lf in man.leaves])
+        # Bound slots hold any stored key: a split may pick one as a bound.
+        max_key = max([layout["max_key_size"]] + [len(lf.lo) for lf in man.leaves])
         max_leaves = max(opts.max_leaves, nleaves)
-        nm = region.name
-        self.meta = meta = Meta(nm(self.tag, "meta"), max_leaves, max_key, opts.shards,
-                                create=True)
-        self._unlink.append(("shm", nm(self.tag, "meta")))
         multi = self.role == "router"
+        arenas, rings = self._create_shm(max_leaves, max_key)
+        meta = self.meta
         if multi:
             meta.hdr[M_MODE] = MODE_MULTIPROCESS
             meta.hdr[M_ROUTER_PID] = os.getpid()
             meta.set_options(opts.to_json())
-        arenas, rings = [], []
-        for i in range(opts.shards):
-            arenas.append(Arena(nm(self.tag, f"arena{i}"), opts.slabs_per_arena,
-                                opts.buffer_bytes, opts.buffer_slots, create=True))
-            self._unlink.append(("shm", nm(self.tag, f"arena{i}")))
-            rings.append(Ring(nm(self.tag, f"wal{i}"), opts.wal_ring_bytes, create=True))
-            self._unlink.append(("shm", nm(self.tag, f"wal{i}")))
-            rings[-1].hdr[R_FILE_NO] = first_wal_no
+        for ring in rings:
+            ring.hdr[R_FILE_NO] = first_wal_no
         # Leaves keep their shard if the shard count is unchanged; otherwise they are
         # dealt out again in contiguous runs (buffers are empty at open, so it is free).
         keep = man.options.get("shards") == opts.shards
@@ -226,7 +240,11 @@ class Store:
         meta.hdr[M_NEXT_LEAF] = nleaves
         meta.hdr[M_NEXT_SEG] = max([man.next_seg] + [s + 1 for s in referenced])
         if multi:
-            self._make_proc_locks(create=True)
+            try:
+                self._make_proc_locks(create=True)     # SharedMemoryError if /dev/shm is full
+            except BaseException:
+                self._close_regions(arenas, rings)
+                raise
         else:
             # Embedded: one process owns the database (LOCK is held), so the locks are
             # thread locks. A posix_ipc semaphore works too, but every acquire of one
@@ -259,18 +277,90 @@ class Store:
             self.workers.append(w)
             w.start()
 
+    def _stored_maxima(self) -> dict:
+        """The longest key and value in the open segments (bytes; 0 if none)."""
+        k = v = 0
+        for seg in self.segcache.values():
+            if seg.count:
+                run = seg.to_run()
+                k, v = max(k, int(run.klen.max())), max(v, int(run.vlen.max()))
+        return {"max_key_size": k, "max_value_size": v}
+
+    def _create_shm(self, max_leaves: int, max_key: int) -> tuple[list[Arena], list[Ring]]:
+        """Create (and reserve) the meta block and each shard's arena and WAL ring.
+        Raises SharedMemoryError naming /dev/shm and the bytes needed when it has
+        no room; what was created is then closed here and unlinked by the
+        caller's _release_shm (its names are in self._unlink)."""
+        opts, nm = self.opts, region.name
+        sizes = (meta_region_bytes(max_leaves, max_key, opts.shards),
+                 arena_region_bytes(opts.slabs_per_arena, opts.buffer_bytes),
+                 RING_DATA_OFF + opts.wal_ring_bytes)
+        free = region.free_bytes()
+        arenas: list[Arena] = []
+        rings: list[Ring] = []
+        try:
+            self.meta = Meta(nm(self.tag, "meta"), max_leaves, max_key, opts.shards,
+                             create=True)
+            self._unlink.append(("shm", nm(self.tag, "meta")))
+            for i in range(opts.shards):
+                arenas.append(Arena(nm(self.tag, f"arena{i}"), opts.slabs_per_arena,
+                                    opts.buffer_bytes, opts.buffer_slots, create=True))
+                self._unlink.append(("shm", nm(self.tag, f"arena{i}")))
+                rings.append(Ring(nm(self.tag, f"wal{i}"), opts.wal_ring_bytes, create=True))
+                self._unlink.append(("shm", nm(self.tag, f"wal{i}")))
+        except SharedMemoryError as e:
+            self._close_regions(arenas, rings)
+            need = sizes[0] + opts.shards * (sizes[1] + sizes[2])
+            raise SharedMemoryError(
+                f"{region.SHM_DIR} has {free:,} bytes free and this database needs {need:,} "
+                f"bytes of shared memory while open (a {sizes[0]:,}-byte meta block, and "
+                f"per shard ({opts.shards}) a {sizes[1]:,}-byte arena and a {sizes[2]:,}-byte "
+                f"WAL ring): {e}. Free space in {region.SHM_DIR} or enlarge it, or open with "
+                f"a smaller arena_bytes or wal_ring_bytes or fewer shards") from e
+        return arenas, rings
+
+    @staticmethod
+    def _close_regions(arenas: list[Arena], rings: list[Ring]) -> None:
+        for r in arenas + rings:
+            r.close()
+
     def _remove_garbage(self, referenced: set[int]) -> None:
-        """Delete temp files and segment files the manifest does not name."""
-        for fn in os.listdir(self.path):
-            if fn.endswith(".tmp"):
-                os.unlink(os.path.join(self.path, fn))
-            elif fn.startswith("seg-") and fn.endswith(".fseg"):
-                try:
-                    segid = int(fn[4:-5], 16)
-                except ValueError:
-                    continue
-                if segid not in referenced:
-                    os.unlink(os.path.join(self.path, fn))
+        """Delete the garbage of this database's own files: temporary files of its
+        publications (``seg-<16 hex>.fseg.tmp``, ``MANIFEST.tmp``, ``FUSEDB.tmp``:
+        fusedb.fileio.publish names them ``<file>.tmp``) and segment files
+        (``seg-<16 hex>.fseg`` with a segment's magic) the manifest does not name.
+        Nothing else is touched, whatever its name (invariant 8)."""
+        removed = 0
+        for entry in os.scandir(self.path):
+            if entry.is_file(follow_symlinks=False) and self._own_garbage(entry.name, referenced):
+                os.unlink(entry.path)
+                removed += 1
+        if removed:
+            log.info("fusedb: removed %d unreferenced or temporary file(s) of %s", removed,
+                     self.path)
+
+    def _own_garbage(self, fn: str, referenced: set[int]) -> bool:
+        tmp = fn.endswith(".tmp")
+        base = fn[:-4] if tmp else fn
+        if base in (manifest.FILE, identity.IDENTITY_FILE):
+            return tmp
+        if not (base.startswith("seg-") and base.endswith(".fseg")):
+            return False
+        try:
+            segid = int(base[4:-5], 16)
+        except ValueError:
+            return False
+        if segid < 0 or base != file_name(segid):
+            return False           # not exactly the name FuseDB gives a segment
+        if tmp:
+            return True
+        if segid in referenced:
+            return False
+        if _starts_with(os.path.join(self.path, fn), SEGMENT_MAGIC):
+            return True
+        log.warning("fusedb: %s is not a segment (bad magic); left in place",
+                    os.path.join(self.path, fn))
+        return False
 
     # -- attach (worker, client) --------------------------------------------------------
 
@@ -317,7 +407,7 @@ class Store:
         def sem(what: str, value: int) -> posix_ipc.Semaphore:
             name = region.name(self.tag, what)
             if create:
-                s = posix_ipc.Semaphore(name, posix_ipc.O_CREX, initial_value=value)
+                s = region.create_semaphore(name, value)
                 self._unlink.append(("sem", name))
             else:
                 s = posix_ipc.Semaphore(name)

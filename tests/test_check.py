@@ -115,7 +115,7 @@ ROUTING_CASES = [
     (damage_duplicate, "leaf 2: lower bound b'k3' equals leaf 1's b'k3'"),
     (damage_range, "leaf 1 [b'k4', b'k6'):"),
     (damage_overlap, "is named by leaf 0 and leaf 1"),
-    (damage_long_bound, "is 5002 bytes, longer than max_key_size=4096"),
+    (damage_long_bound, "is 5002 bytes, longer than max_key_size=32"),
     (damage_too_many, "leaf 2: names 5 segments, more than 4"),
 ]
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import fusedb
-from fusedb import manifest
+from fusedb import identity, manifest
 from fusedb.check import check
 from fusedb.repair import LOST_DIR, REPORT_FILE, repair
 from fusedb.segment import Segment, file_name
@@ -600,59 +600,29 @@ def test_property_one_damaged_file(tmp_path_factory, ops, crashed, kind, pick, w
     assert_intact(path, model, clock, skip=skip)
 
 
-# -- the identity file (fusedb/identity.py, added by another change) ---------------------
+# -- the identity file (fusedb/identity.py) ----------------------------------------------
 
-class _StandInIdentity:
-    """The agreed API of fusedb/identity.py (IDENTITY_FILE, read, write), used
-    only until that module is merged; the test then runs against the real one."""
-    IDENTITY_FILE = "FUSEDB"
-
-    @staticmethod
-    def read(path):
-        try:
-            with open(os.path.join(path, "FUSEDB"), "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise fusedb.CorruptionError(f"identity file damaged: {path}", path, 0) from None
-
-    @staticmethod
-    def write(path, layout):
-        with open(os.path.join(path, "FUSEDB"), "w") as f:
-            json.dump(layout, f)
-
-
-@pytest.fixture
-def identity(monkeypatch):
-    try:
-        from fusedb import identity as real     # noqa: F401 - merged: test the real one
-        return real
-    except ImportError:
-        monkeypatch.setitem(sys.modules, "fusedb.identity", _StandInIdentity)
-        monkeypatch.setattr(fusedb, "identity", _StandInIdentity, raising=False)
-        return _StandInIdentity
-
-
-@pytest.mark.parametrize("how", ["missing", "damaged"])
-def test_repair_recreates_a_missing_or_damaged_identity_file(tmp_path, clock, identity, how):
+def test_repair_replaces_a_damaged_identity_file(tmp_path, clock):
     path = str(tmp_path / "db")
     model = build(path, clock)
     p = os.path.join(path, identity.IDENTITY_FILE)
-    if not os.path.exists(p):
-        identity.write(path, {"max_key_size": 32})
-    assert not repair(path).repaired
-    damaged = {}
-    if how == "missing":
-        os.unlink(p)
-    else:
-        damaged[identity.IDENTITY_FILE] = flip(p, 1)
-    if how == "damaged":
-        assert any("identity" in x or "FUSEDB" in x for x in check(path))
+    recorded = identity.read(path)["layout"]
+    damaged = {identity.IDENTITY_FILE: flip(p, 1)}
+    assert any("identity" in x or "FUSEDB" in x for x in check(path))
     rep = repair(path)
-    assert [(x.kind, x.problem) for x in rep.lost] == [("identity", how)]
-    assert identity.read(path)["max_key_size"] >= 32
+    assert [(x.kind, x.problem) for x in rep.lost] == [("identity", "damaged")]
+    layout = identity.read(path)["layout"]
+    longest = max(len(k) for k in model)
+    assert layout["max_key_size"] >= max(longest, recorded["max_key_size"])
     assert_repaired(path, rep, damaged)
     assert_intact(path, model, clock, ttls=TTL_KEYS)
+
+
+def test_a_missing_identity_file_is_no_damage(tmp_path, clock):
+    """A database of an earlier version has none: open adopts it and writes one."""
+    path = str(tmp_path / "db")
+    model = build(path, clock)
+    os.unlink(os.path.join(path, identity.IDENTITY_FILE))
+    assert not repair(path).repaired
+    assert_intact(path, model, clock, ttls=TTL_KEYS)
+    assert identity.read(path) is not None

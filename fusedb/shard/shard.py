@@ -270,7 +270,7 @@ class Shard:
             with step("split" if split else "merge"):
                 if split and buf and n:
                     tail = self._tail(buf[0], segids, lo, hi, now)
-                    if tail is not None:
+                    if tail is not None and meta.bound_fits(tail[0]):
                         right = self._new_leaf_id()
                         if right >= 0:
                             # A sequential load: every buffered key lies above every
@@ -286,6 +286,8 @@ class Shard:
                     runs = buf + [s.to_run() for s in store.open_segments(inputs, verify=True)]
                     out = cut(merge_runs(runs, now, drop_dead=full), lo, hi)
                     key = split_point(out, lo) if split else None
+                    if key is not None and not meta.bound_fits(key):
+                        key = None   # never happens (bound slots hold any stored key)
                     right = self._new_leaf_id() if key is not None else -1
                     if right < 0:
                         key = None

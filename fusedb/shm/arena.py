@@ -29,13 +29,18 @@ def _data_off(nslabs: int) -> int:
     return (64 + 4 * nslabs + 4095) & ~4095
 
 
+def region_bytes(nslabs: int, slab_bytes: int) -> int:
+    """Size in bytes of the shared-memory region of an arena of ``nslabs`` slabs."""
+    return _data_off(nslabs) + nslabs * slab_bytes
+
+
 class Arena:
     """One shard's slabs. Create with ``create=True`` (the owner) or attach."""
 
     def __init__(self, nm: str, nslabs: int = 0, slab_bytes: int = 0, nslots: int = 0,
                  create: bool = False):
         if create:
-            self.region = Region(nm, _data_off(nslabs) + nslabs * slab_bytes)
+            self.region = Region(nm, region_bytes(nslabs, slab_bytes))
         else:
             self.region = Region(nm)
         buf = self.region.buf

@@ -41,7 +41,7 @@ import json
 import struct
 
 from .. import failpoints
-from ..errors import ClosedError
+from ..errors import ClosedError, FuseDBError
 from .region import Region
 
 MAGIC = struct.unpack("<Q", b"FUSEMET2")[0]
@@ -74,14 +74,18 @@ def _sizes(max_leaves: int, max_key: int, shards: int) -> list[tuple[str, int, s
             ("fills", 4 * ml, "I"), ("writes", 8 * ml, "Q"), ("mseq", 8 * ml, "Q")]
 
 
+def region_bytes(max_leaves: int, max_key: int, shards: int) -> int:
+    """Size in bytes of the shared-memory region of a meta block."""
+    return sum((size + 7) & ~7 for _n, size, _f in _sizes(max_leaves, max_key, shards))
+
+
 class Meta:
     """Views of the meta block (one per attached process)."""
 
     def __init__(self, nm: str, max_leaves: int = 0, max_key: int = 0, shards: int = 0,
                  create: bool = False):
         if create:
-            total = sum((size + 7) & ~7 for _n, size, _f in _sizes(max_leaves, max_key, shards))
-            self.region = Region(nm, total)
+            self.region = Region(nm, region_bytes(max_leaves, max_key, shards))
         else:
             self.region = Region(nm)
         buf = self.region.buf
@@ -175,13 +179,27 @@ class Meta:
                                       {leaf: i for i, leaf in enumerate(leaves)})
         return c[1], c[2]
 
+    def bound_fits(self, bound: bytes) -> bool:
+        """Whether ``bound`` fits a routing-table bound slot (``max_key`` bytes)."""
+        return len(bound) <= self.max_key
+
     def route_write(self, entries: list[tuple[bytes, int]]) -> None:
         """Make ``entries`` (sorted (lower bound, leaf id)) the routing table: written
-        into the unused copy, then switched to. Caller holds the meta lock."""
+        into the unused copy, then switched to. Caller holds the meta lock.
+
+        Raises FuseDBError, changing nothing, if a bound is longer than a slot
+        (``max_key`` bytes): written, it would overrun the next entries' bounds.
+        Callers never pass one (the slots are as wide as the longest key the
+        database may hold, and a split never picks a bound that does not fit:
+        :meth:`bound_fits`); this is the last line of defence."""
         hdr = self.hdr
         nxt = 1 - hdr[M_ROUTE_CUR]
         blen, rleaf, bounds = self._copies[nxt]
         mk = self.max_key
+        for bound, _leaf in entries:
+            if len(bound) > mk:
+                raise FuseDBError(f"refusing a routing bound of {len(bound)} bytes: the "
+                                  f"routing table's bound slots hold {mk} bytes")
         for i, (bound, leaf_id) in enumerate(entries):
             bounds[i * mk:i * mk + len(bound)] = bound
             blen[i] = len(bound)

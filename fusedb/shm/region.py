@@ -17,6 +17,7 @@ import posix_ipc
 import xxhash
 
 from .. import failpoints
+from ..errors import SharedMemoryError
 
 PREFIX = "fusedb-"
 SHM_DIR = "/dev/shm"
@@ -55,18 +56,55 @@ def remove_leftovers(tag: str) -> int:
     return len(items)
 
 
+def free_bytes() -> int:
+    """Bytes free in ``/dev/shm`` now (``statvfs``: blocks available x block size)."""
+    st = os.statvfs(SHM_DIR)
+    return st.f_bavail * st.f_frsize
+
+
+def _no_room(what: str, size: int, e: OSError) -> SharedMemoryError:
+    return SharedMemoryError(
+        f"cannot reserve {size:,} bytes in {SHM_DIR} for {what}: {e.strerror} "
+        f"({free_bytes():,} bytes free in {SHM_DIR})")
+
+
+def create_semaphore(nm: str, value: int) -> posix_ipc.Semaphore:
+    """Create the named semaphore ``nm`` (which must not exist) with ``value``.
+    A semaphore is a small file in ``/dev/shm``: raises SharedMemoryError when
+    ``/dev/shm`` has no room (or no inode) for it."""
+    try:
+        failpoints.hit("shm.create")
+        return posix_ipc.Semaphore(nm, posix_ipc.O_CREX, initial_value=value)
+    except OSError as e:
+        raise _no_room(f"semaphore {nm}", mmap.PAGESIZE, e) from e
+
+
 class Region:
-    """A mapped shared-memory object. ``buf`` is a writable memoryview of it."""
+    """A mapped shared-memory object. ``buf`` is a writable memoryview of it.
+
+    ``Region(nm, size)`` creates the object (it must not exist) with ``size``
+    bytes, all of them reserved in ``/dev/shm``; it raises SharedMemoryError,
+    leaving no object behind, when ``/dev/shm`` cannot hold them.
+    ``Region(nm)`` attaches to an existing object (posix_ipc.ExistentialError if
+    there is none)."""
 
     def __init__(self, nm: str, size: int | None = None):
         self.name = nm
         if size is not None:
-            shm = posix_ipc.SharedMemory(nm, posix_ipc.O_CREX, size=size)
+            try:
+                shm = posix_ipc.SharedMemory(nm, posix_ipc.O_CREX, size=size)
+            except OSError as e:      # ENOSPC: no inode left; EMFILE, ENFILE
+                raise _no_room(nm, size, e) from e
+            try:
+                failpoints.hit("shm.create")
+                os.posix_fallocate(shm.fd, 0, size)
+            except OSError as e:
+                shm.close_fd()
+                shm.unlink()
+                raise _no_room(nm, size, e) from e
         else:
             shm = posix_ipc.SharedMemory(nm)
         try:
-            if size is not None:
-                failpoints.hit("shm.create")
             self.size = shm.size
             self._mm = mmap.mmap(shm.fd, shm.size)
         except BaseException:
