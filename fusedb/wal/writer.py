@@ -66,7 +66,8 @@ class Flusher(threading.Thread):
         #: (file number, start position) of every WAL file of this run, oldest first.
         #: Changed by this thread (rotation) and by the merge worker (truncate).
         self.files: list[tuple[int, int]] = self._older_files()
-        self._files_lock = threading.Lock()
+        self._files_lock = threading.Lock()     # files, size and the published count
+        self._truncate_lock = threading.Lock()  # one truncation at a time
         self._open_current()
 
     # -- files ---------------------------------------------------------------------------
@@ -217,14 +218,18 @@ class Flusher(threading.Thread):
         """Delete the WAL files whose records all lie below stream position ``floor``
         (materialised in segments named by a durable manifest). Never the current file.
         Several merge workers may call it at once (embedded: each publication
-        truncates every shard), so the check and the deletion are one step."""
-        with self._files_lock:
-            while len(self.files) > 1 and self.files[1][1] <= floor:
-                no, _start = self.files[0]
+        truncates every shard): one check-and-delete runs at a time."""
+        with self._truncate_lock:
+            while True:
+                with self._files_lock:
+                    if len(self.files) < 2 or self.files[1][1] > floor:
+                        return
+                    no = self.files[0][0]
                 failpoints.hit("wal.before_unlink")
                 os.unlink(os.path.join(self.dirpath, file_name(self.shard, no)))
-                self.files.pop(0)
-                self._count()
+                with self._files_lock:   # only truncate removes files: [0] is still no
+                    self.files.pop(0)
+                    self._count()
 
     def wal_files(self) -> tuple[tuple[int, int], ...]:
         """The shard's WAL files on disk, oldest first, the current one last:
