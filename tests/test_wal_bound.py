@@ -26,6 +26,7 @@ import psutil
 import pytest
 
 import fusedb
+import fusedb.options
 from fusedb.scheduler import Decision, LeafView, Policy, ShardView, decide, wal_target
 from fusedb.wal.reader import list_files
 from fusedb.wal.ring import R_HEAD
@@ -114,6 +115,22 @@ def test_a_counter_updated_in_place_keeps_the_wal_under_its_bound(tmp_path):
         assert peak <= bound + slack(db), (peak, bound)
         assert st["merges"] >= 1
         assert db.get(b"counter") == b"300000"
+
+
+# -- the option ------------------------------------------------------------------------
+
+
+def test_wal_max_bytes_default_and_validation(tmp_path):
+    o = fusedb.options.Options
+    assert o().wal_max_bytes == 128 * MiB                          # 4 x the 32 MiB arena
+    assert o(**ISSUE).wal_max_bytes == 16 * MiB
+    assert o(arena_bytes=4 * MiB).wal_max_bytes == 128 * MiB       # 2 x 64 MiB files
+    assert o(wal_max_bytes=64 * MiB).wal_max_bytes == 64 * MiB
+    assert o.from_json(o(**ISSUE).to_json()).wal_max_bytes == 16 * MiB
+    for bad in (0, -1, 1.5, True, "1", 1000):
+        with pytest.raises(fusedb.InvalidArgumentError, match="wal_max_bytes"):
+            fusedb.open(str(tmp_path / "db"), wal_max_bytes=bad)
+    assert not os.path.exists(tmp_path / "db")
 
 
 # -- the policy ---------------------------------------------------------------------------
@@ -251,6 +268,7 @@ CHILD = r"""
 import os, sys
 sys.path.insert(0, {tests!r})
 import fusedb
+import fusedb.options
 from crash_ops import apply, op
 from crash_child import OPTIONS
 path, mode, seed, start, how = sys.argv[1:6]

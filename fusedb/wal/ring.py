@@ -13,10 +13,11 @@ Layout (docs/format.md, "WAL ring")::
 
 Positions only grow. Writers own ``head`` (under the shard lock) and publish it
 only after the record is complete, so everything below ``head`` is whole records;
-the flusher owns ``flushed``, ``durable``, the file slots and the byte count. ``head - flushed <= capacity``: a
-writer that finds no room gets -1 and waits (back-pressure, never a dropped
-record). The ring outlives a killed process in /dev/shm: the next open appends
-``[flushed, head)`` to the WAL file before replaying (salvage).
+the flusher owns ``flushed``, ``durable``, the file slots and the byte count.
+``head - flushed <= capacity``: a writer that finds no room gets -1 and waits
+(back-pressure, never a dropped record). The ring outlives a killed process in
+/dev/shm: the next open appends ``[flushed, head)`` to the WAL file before
+replaying (salvage).
 """
 
 from __future__ import annotations
