@@ -29,6 +29,7 @@ from .router.routing import RouteCache
 from .shard.shard import NEED_SEGMENTS, segment_entry
 from .shm.meta import S_LOGICAL, S_STALLS, STAT_FIELDS, W_PID, W_REPAIRS
 from .store import Store
+from .wal.ring import R_WAL_BYTES
 
 #: ``ttl()`` result for a key that exists but never expires (as Redis's TTL).
 TTL_NONE = -1.0
@@ -404,7 +405,8 @@ class FuseDB:
 
     def stats(self) -> dict:
         """Counters and gauges: leaves, segments, merges, splits, bytes written,
-        buffer fill, arena use."""
+        buffer fill, arena use, WAL bytes on disk (``wal_bytes``; per shard in
+        ``shards``, with the bound ``wal_max_bytes``). Sizes in bytes."""
         self._check_open()
         meta = self._meta
         routes = self._routes.current()
@@ -432,8 +434,11 @@ class FuseDB:
                     if a >= 0:
                         active += 1
                         fill += shard.slabs[a].fill()
+            # Counted by the shard's flusher (in the worker process, multiprocess)
+            # and published in the ring header, so every process sees it.
             shards.append({"shard": shard.no, "slabs_total": shard.arena.nslabs,
-                           "slabs_free": free})
+                           "slabs_free": free, "wal_bytes": shard.ring.hdr[R_WAL_BYTES],
+                           "wal_max_bytes": self._opts.wal_max_bytes})
         seg_bytes = sum(segids.values())
         logical = totals["logical_bytes_written"]
         return {
@@ -447,6 +452,7 @@ class FuseDB:
             "buffer_fill": (fill / active) if active else 0.0,
             "arena_slabs_total": sum(s["slabs_total"] for s in shards),
             "arena_slabs_used": sum(s["slabs_total"] - s["slabs_free"] for s in shards),
+            "wal_bytes": sum(s["wal_bytes"] for s in shards),
             "shards": shards,
             "mode": self._opts.mode,
             "workers": self._worker_stats(),

@@ -80,6 +80,12 @@ class Options:
     wal_ring_bytes: int = 4 * MiB
     #: A WAL file is closed and a new one started past this size.
     wal_file_bytes: int = 64 * MiB
+    #: Bound on each shard's WAL files on disk: past it, the buffers holding the
+    #: oldest log positions are merged so the oldest files can be deleted (RocksDB's
+    #: ``max_total_wal_size``). At least ``wal_file_bytes`` (files are deleted
+    #: whole). None: ``4 * arena_bytes``, raised to ``2 * wal_file_bytes`` if
+    #: smaller (docs/design.md, "Scheduler", explains the choice).
+    wal_max_bytes: int | None = None
     #: Time source for TTLs (seconds, float). Tests inject a fake clock.
     clock: Callable[[], float] = field(default=time.time, compare=False)
 
@@ -118,6 +124,8 @@ class Options:
                     raise InvalidArgumentError("split_keys must be sorted and distinct")
                 object.__setattr__(self, "split_keys", tuple(keys))
                 continue
+            if f.name == "wal_max_bytes" and v is None:
+                continue     # resolved below, from arena_bytes and wal_file_bytes
             if f.name == "durability":
                 if v not in ("sync", "interval", "none"):
                     raise InvalidArgumentError(
@@ -127,9 +135,13 @@ class Options:
                 raise InvalidArgumentError(f"option {f.name} must be a number, got {v!r}")
             if v <= 0:
                 raise InvalidArgumentError(f"option {f.name} must be positive, got {v!r}")
+        if self.wal_max_bytes is None:
+            object.__setattr__(self, "wal_max_bytes",
+                               max(4 * self.arena_bytes, 2 * self.wal_file_bytes))
         ints = ("max_key_size", "max_value_size", "shards", "buffer_bytes", "buffer_slots",
                 "arena_bytes", "leaf_max_bytes", "hot_fills", "min_split_entries",
-                "max_segments", "max_leaves", "wal_ring_bytes", "wal_file_bytes")
+                "max_segments", "max_leaves", "wal_ring_bytes", "wal_file_bytes",
+                "wal_max_bytes")
         for name in ints:
             if not isinstance(getattr(self, name), int):
                 raise InvalidArgumentError(f"option {name} must be an int")
@@ -147,6 +159,11 @@ class Options:
                                                                   self.max_value_size + 64):
             raise InvalidArgumentError("wal_ring_bytes must be a multiple of 16 holding at "
                                        "least four of the largest records")
+        if self.wal_max_bytes < self.wal_file_bytes:
+            raise InvalidArgumentError(
+                f"wal_max_bytes={self.wal_max_bytes} is below wal_file_bytes="
+                f"{self.wal_file_bytes}: WAL files are deleted whole, so the bound must "
+                f"hold at least one")
         if len(self.split_keys) + 1 > self.max_leaves:
             raise InvalidArgumentError("split_keys make more leaves than max_leaves")
         if self.min_split_entries < 2:

@@ -22,6 +22,9 @@ class LeafView:
     seg_entries: int        # entries in the leaf's segments
     recent_fills: int       # buffers frozen within the hot window
     recent_writes: int      # mutations since the previous decision
+    #: WAL stream position of the first record in the active buffer (the log it
+    #: keeps from being deleted); -1 if the leaf has no active buffer or it is empty.
+    active_wal_pos: int = -1
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,9 @@ class ShardView:
     free_slabs: int
     total_slabs: int
     total_leaves: int       # in the whole database (splits stop at max_leaves)
+    #: The shard's WAL files on disk, oldest first, the current one last: (stream
+    #: position of the file's first record, bytes of the file).
+    wal_files: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class Policy:
     max_segments: int
     max_leaves: int
     low_free_fraction: float
+    wal_max_bytes: int = 0   # bound on the shard's WAL bytes on disk; 0: none
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,27 @@ def fold_count(sizes: list[int], buffer_bytes: int, max_segments: int) -> int:
     return k
 
 
+def wal_target(files: tuple[tuple[int, int], ...], max_bytes: int) -> int | None:
+    """The WAL position every buffer must have merged below for the shard's WAL
+    files on disk (``files``: (first position, bytes), oldest first, the current
+    file last) to fit in ``max_bytes`` again, or None if they fit (or
+    ``max_bytes`` is 0).
+
+    Files are deleted whole and oldest first, and never the current one: the
+    answer is the first position of the oldest file that must be kept, i.e. of the
+    first file such that it and every newer file together fit (the current file
+    if none does). Once no buffer holds a record below that position, every
+    older file is deletable (``Flusher.truncate``)."""
+    total = sum(nbytes for _start, nbytes in files)
+    if not max_bytes or total <= max_bytes or len(files) < 2:
+        return None
+    j = 0
+    while j < len(files) - 1 and total > max_bytes:
+        total -= files[j][1]
+        j += 1
+    return files[j][0]
+
+
 def decide(view: ShardView, policy: Policy) -> list[Decision]:
     """What to do next, most urgent first.
 
@@ -91,6 +119,19 @@ def decide(view: ShardView, policy: Policy) -> list[Decision]:
        small database puts its whole arena to use.)
     3. When free slabs fall under ``low_free_fraction`` of the arena, the coldest
        leaves holding an active buffer are merged to give their slab back.
+    4. When the shard's WAL files on disk pass ``wal_max_bytes``, every buffer
+       holding a record older than the first file that must be kept
+       (:func:`wal_target`) is merged (reason "wal bound"), so those files can be
+       deleted. Frozen buffers are merged anyway (rule 1); an active buffer is
+       merged by its own decision, after its leaf's frozen buffer if it has one
+       (``merge_leaf`` then freezes and merges the active buffer). A buffer that
+       never fills, a cold leaf's or one whose counters are updated in place,
+       otherwise keeps every later file on disk. This is RocksDB's
+       ``max_total_wal_size``: "Once WALs exceed this size, RocksDB will start
+       forcing the flush of column families to allow deletion of some oldest
+       WALs" (https://github.com/facebook/rocksdb/wiki/Write-Ahead-Log-(WAL),
+       "WAL Configurations"); RocksDB frees one file per trigger, this frees as
+       many as the bound calls for in one round.
     """
     out: list[Decision] = []
     leaves_left = policy.max_leaves - view.total_leaves
@@ -124,4 +165,11 @@ def decide(view: ShardView, policy: Policy) -> list[Decision]:
         need = int(low - view.free_slabs) + 1
         for lf in cold[:need]:
             out.append(Decision("merge", lf.leaf, False, "arena pressure"))
+    target = wal_target(view.wal_files, policy.wal_max_bytes)
+    if target is not None:
+        # A split or an arena-pressure merge takes the active buffer already.
+        takes_active = {d.leaf for d in out if d.action == "split" or d.reason == "arena pressure"}
+        for lf in view.leaves:
+            if 0 <= lf.active_wal_pos < target and lf.leaf not in takes_active:
+                out.append(Decision("merge", lf.leaf, False, "wal bound"))
     return out

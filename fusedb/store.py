@@ -724,7 +724,8 @@ class Store:
         newer than each leaf's segments are merged into new segments, and the result
         is published in shared memory (a fresh arena, new leaf entries, the shard's
         part of the routing table). Returns the segments the new ones replace, for
-        :meth:`after_publish` once the lock is released. A record whose writer died
+        :meth:`after_publish` once the lock is released (with those the shard's
+        merges replaced since their last commit). A record whose writer died
         before acknowledging it may or may not survive, as with any crash."""
         meta, opts = self.meta, self.opts
         no = shard.no
@@ -789,6 +790,12 @@ class Store:
             entries.sort()
             meta.route_write(entries)
         self.repairs += 1
+        # Segments a merge of this shard replaced whose manifest was not written yet
+        # (the round stopped at the dead holder's lock) are superseded too: the
+        # caller deletes them once, with the repair's, unless the new state names
+        # them. Left in shard.replaced, the next commit would delete them again.
+        replaced += [s for s in shard.replaced if s not in replaced]
+        shard.replaced = []
         return replaced
 
     # -- close ------------------------------------------------------------------------------

@@ -193,7 +193,9 @@ class Shard:
     def snapshot_leaves(self) -> tuple[list[tuple], int, int]:
         """Raw state of the shard's leaves for the scheduler, under the lock
         (O(leaves)): rows of (leaf, has_frozen, has_active, active_fill, segids,
-        writes, fills), the free slab count, and the database's leaf count."""
+        writes, fills, active_wal_pos), the free slab count, and the database's
+        leaf count. ``active_wal_pos`` is the WAL position of the active buffer's
+        first record (-1: no active buffer, or an empty one)."""
         meta = self.meta
         # The routing table changes under the meta lock (splits of any shard), so
         # walking it needs that lock too; shard lock first, as everywhere.
@@ -206,9 +208,11 @@ class Shard:
                 if meta.shard[leaf] != self.no:
                     continue
                 a = meta.active[leaf]
+                slab = self.slabs[a] if a >= 0 else None
                 rows.append((leaf, meta.frozen[leaf] >= 0, a >= 0,
-                             self.slabs[a].fill() if a >= 0 else 0.0, meta.segs_of(leaf),
-                             meta.writes[leaf], meta.fills[leaf]))
+                             slab.fill() if slab else 0.0, meta.segs_of(leaf),
+                             meta.writes[leaf], meta.fills[leaf],
+                             slab.first_pos() if slab and slab.used() else -1))
             free = self.arena.free_count()
         return rows, free, n
 

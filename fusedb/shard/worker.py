@@ -38,7 +38,7 @@ class Worker(threading.Thread):
         self.housekeeping = None
         o = store.opts
         self.policy = Policy(o.leaf_max_bytes, o.hot_fills, o.min_split_entries, o.max_segments,
-                             store.meta.max_leaves, o.low_free_fraction)
+                             store.meta.max_leaves, o.low_free_fraction, o.wal_max_bytes)
         self._fill_times: dict[int, collections.deque] = {}
         self._last_fills: dict[int, int] = {}
         self._last_writes: dict[int, int] = {}
@@ -122,8 +122,8 @@ class Worker(threading.Thread):
     def flush(self) -> None:
         """Merge every buffer of the shard into segments, then run scheduling rounds
         until the policy has nothing left to do (splits included), at most 16."""
-        for leaf, _f, _a, _fill, _segs, _w, _fills in self.shard.snapshot_leaves()[0]:
-            self.shard.flush_leaf(leaf)
+        for row in self.shard.snapshot_leaves()[0]:
+            self.shard.flush_leaf(row[0])
         for _ in range(16):
             if not self.step():
                 break
@@ -138,7 +138,7 @@ class Worker(threading.Thread):
         now = time.monotonic()
         window = self.store.opts.hot_window
         leaves = []
-        for leaf, has_frozen, has_active, fill, segids, writes, fills in rows:
+        for leaf, has_frozen, has_active, fill, segids, writes, fills, wal_pos in rows:
             times = self._fill_times.setdefault(leaf, collections.deque())
             new = fills - self._last_fills.get(leaf, 0)
             times.extend([now] * max(0, min(new, self.policy.hot_fills)))
@@ -148,21 +148,27 @@ class Worker(threading.Thread):
             segs = self.store.open_segments(segids)
             leaves.append(LeafView(leaf, has_frozen, fill, has_active, len(segids),
                                    sum(s.size for s in segs), sum(s.count for s in segs),
-                                   len(times), writes - self._last_writes.get(leaf, 0)))
+                                   len(times), writes - self._last_writes.get(leaf, 0), wal_pos))
             self._last_writes[leaf] = writes
-        return ShardView(tuple(leaves), free, self.shard.arena.nslabs, total_leaves)
+        return ShardView(tuple(leaves), free, self.shard.arena.nslabs, total_leaves,
+                         self.shard.flusher.wal_files())
 
     def step(self) -> int:
-        """One scheduling round: decide on the current state, execute in order.
+        """One scheduling round: decide on the current state, execute in order, then
+        write one manifest for the round if anything was published (which also
+        deletes the WAL files the merges freed: ``Store.after_publish``).
         Returns the number of decisions."""
         decisions = decide(self.view(), self.policy)
+        published = False
         for d in decisions:
             if self.stopping.is_set():
                 break
             split = d.action == "split" or d.then_split
-            self.shard.merge_leaf(d.leaf, d.full, split, commit=False)
+            # A merge that only adds a segment replaces none, yet it moves the
+            # WAL floor: it must be committed too.
+            published |= self.shard.merge_leaf(d.leaf, d.full, split, commit=False)
             if split:
                 self._fill_times.pop(d.leaf, None)
-        if self.shard.replaced:
+        if published or self.shard.replaced:
             self.shard.commit()     # one manifest for the whole round
         return len(decisions)

@@ -7,15 +7,17 @@ Layout (docs/format.md, "WAL ring")::
                     [3] head: stream position after the last complete record,
                     [4] flushed: stream position written to the WAL file,
                     [5] durable: stream position fsynced,
-                    [6] next LSN, [7] current WAL file number, [8] its start position
+                    [6] next LSN, [7] current WAL file number, [8] its start position,
+                    [9] bytes of the shard's WAL files on disk (written by the flusher)
     data  from offset 4096: stream position p is at data[p % capacity]
 
 Positions only grow. Writers own ``head`` (under the shard lock) and publish it
 only after the record is complete, so everything below ``head`` is whole records;
-the flusher owns ``flushed`` and ``durable``. ``head - flushed <= capacity``: a
-writer that finds no room gets -1 and waits (back-pressure, never a dropped
-record). The ring outlives a killed process in /dev/shm: the next open appends
-``[flushed, head)`` to the WAL file before replaying (salvage).
+the flusher owns ``flushed``, ``durable``, the file slots and the byte count.
+``head - flushed <= capacity``: a writer that finds no room gets -1 and waits
+(back-pressure, never a dropped record). The ring outlives a killed process in
+/dev/shm: the next open appends ``[flushed, head)`` to the WAL file before
+replaying (salvage).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from .format import BODY_HEADER, MUTATION, RECORD_HEADER, T_MUTATIONS, T_PAD, pa
 MAGIC = struct.unpack("<Q", b"FUSERNG1")[0]
 LAYOUT_VERSION = 1
 DATA_OFF = 4096
-R_MAGIC, R_VERSION, R_CAP, R_HEAD, R_FLUSHED, R_DURABLE, R_LSN, R_FILE_NO, R_FILE_START = range(9)
+R_MAGIC, R_VERSION, R_CAP, R_HEAD, R_FLUSHED, R_DURABLE, R_LSN, R_FILE_NO, R_FILE_START, \
+    R_WAL_BYTES = range(10)
 _ZEROS = bytes(16)
 _hash = xxhash.xxh3_64_intdigest
 _pack_rec = RECORD_HEADER.pack_into

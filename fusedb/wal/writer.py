@@ -38,7 +38,7 @@ from ..fileio import fsync_dir
 from ..shm.meta import S_DISK_ERROR
 from .format import FILE_HEADER, MAGIC, VERSION, file_name
 from .reader import list_files
-from .ring import R_DURABLE, R_FILE_NO, R_FILE_START, R_FLUSHED, R_HEAD, Ring
+from .ring import R_DURABLE, R_FILE_NO, R_FILE_START, R_FLUSHED, R_HEAD, R_WAL_BYTES, Ring
 
 MODES = ("sync", "interval", "none")
 
@@ -73,7 +73,10 @@ class Flusher(threading.Thread):
         self.fd = -1
         self._last_sync = time.monotonic()
         #: (file number, start position) of every WAL file of this run, oldest first.
+        #: Changed by this thread (rotation) and by the merge worker (truncate).
         self.files: list[tuple[int, int]] = self._older_files()
+        self._files_lock = threading.Lock()     # files, size and the published count
+        self._truncate_lock = threading.Lock()  # one truncation at a time
         self._open_current()
 
     # -- files ---------------------------------------------------------------------------
@@ -116,7 +119,9 @@ class Flusher(threading.Thread):
                 os.unlink(path)
                 raise
         self.size = os.fstat(self.fd).st_size
-        self.files.append((hdr[R_FILE_NO], hdr[R_FILE_START]))
+        with self._files_lock:
+            self.files.append((hdr[R_FILE_NO], hdr[R_FILE_START]))
+            self._count()
 
     def _rotate(self) -> None:
         """Start the next WAL file at the current flushed position. The new file is
@@ -142,11 +147,13 @@ class Flusher(threading.Thread):
             raise
         os.close(self.fd)
         self.fd = fd
-        self.size = len(header)
         hdr[R_DURABLE] = start
         hdr[R_FILE_START] = start
         hdr[R_FILE_NO] = no
-        self.files.append((no, start))
+        with self._files_lock:
+            self.size = len(header)
+            self.files.append((no, start))
+            self._count()
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -199,6 +206,8 @@ class Flusher(threading.Thread):
                     self.size += head - flushed
                     self._partial = False
                     hdr[R_FLUSHED] = head
+                    with self._files_lock:
+                        self._count()
                 if fsync and hdr[R_DURABLE] < hdr[R_FLUSHED]:
                     target = hdr[R_FLUSHED]
                     failpoints.hit("wal.fsync")
@@ -234,12 +243,39 @@ class Flusher(threading.Thread):
 
     def truncate(self, floor: int) -> None:
         """Delete the WAL files whose records all lie below stream position ``floor``
-        (materialised in segments named by a durable manifest). Never the current file."""
-        while len(self.files) > 1 and self.files[1][1] <= floor:
-            no, _start = self.files[0]
-            failpoints.hit("wal.before_unlink")
-            os.unlink(os.path.join(self.dirpath, file_name(self.shard, no)))
-            self.files.pop(0)    # only now: a failed unlink is retried next time
+        (materialised in segments named by a durable manifest). Never the current file.
+        Several merge workers may call it at once (embedded: each publication
+        truncates every shard): one check-and-delete runs at a time."""
+        with self._truncate_lock:
+            while True:
+                with self._files_lock:
+                    if len(self.files) < 2 or self.files[1][1] > floor:
+                        return
+                    no = self.files[0][0]
+                failpoints.hit("wal.before_unlink")
+                os.unlink(os.path.join(self.dirpath, file_name(self.shard, no)))
+                with self._files_lock:   # only truncate removes files: [0] is still no
+                    self.files.pop(0)
+                    self._count()
+
+    def wal_files(self) -> tuple[tuple[int, int], ...]:
+        """The shard's WAL files on disk, oldest first, the current one last:
+        (stream position of the file's first record, bytes of the file). A file
+        holds its 64-byte header and the stream from its start to the next file's
+        start; the current one, what was written so far."""
+        with self._files_lock:
+            starts = [start for _no, start in self.files] + [None]
+            size = self.size
+        return tuple((a, b - a + FILE_HEADER.size if b is not None else size)
+                     for a, b in zip(starts, starts[1:]))
+
+    def _count(self) -> None:
+        """Publish the bytes of the shard's WAL files on disk in the ring header
+        (R_WAL_BYTES), where every process reads it for ``stats()``. Caller holds
+        ``_files_lock``."""
+        files = self.files
+        self.ring.hdr[R_WAL_BYTES] = (self.size + (files[-1][1] - files[0][1])
+                                      + FILE_HEADER.size * (len(files) - 1))
 
     def wait_durable(self, pos: int) -> None:
         """Block until stream position ``pos`` is fsynced (sync mode)."""
