@@ -29,6 +29,12 @@ def hit(name: str) -> None:
         fn()
 
 
+def is_armed(name: str) -> bool:
+    """Whether ``name`` is armed (for code that wraps a primitive only then, so that
+    an unarmed point costs nothing at all on a hot path)."""
+    return name in _points
+
+
 def arm(name: str, fn: Callable[[], None]) -> None:
     """Arm ``name`` for the rest of the process (worker processes under test)."""
     _points[name] = fn

@@ -31,6 +31,7 @@ import time
 import posix_ipc
 import psutil
 
+from .. import failpoints
 from ..errors import FuseDBError, LockTimeoutError
 
 _PID_MASK = 0xFFFFFFFF
@@ -88,6 +89,8 @@ class ProcLock:
     __slots__ = ("sem", "slots", "i", "timeout", "token", "what")
 
     def __init__(self, sem: posix_ipc.Semaphore, slots, index: int, timeout: float, what: str):
+        if failpoints.is_armed("lock.acquired"):
+            sem = _HitAfterAcquire(sem)
         self.sem = sem
         self.slots = slots
         self.i = 2 * index
@@ -163,6 +166,25 @@ class ProcLock:
         """Become the holder of an abandoned lock (its semaphore stays taken)."""
         self.slots[self.i] = self.token
         self.slots[self.i + 1] += 1
+
+
+class _HitAfterAcquire:
+    """Test only: the semaphore, with failpoint ``lock.acquired`` hit right after
+    every acquisition."""
+
+    def __init__(self, sem):
+        self._sem = sem
+
+    def acquire(self, timeout=None):
+        self._sem.acquire(timeout)
+        failpoints.hit("lock.acquired")
+
+    def release(self):
+        self._sem.release()
+
+    @property
+    def value(self):
+        return self._sem.value
 
 
 class SemEvent:
