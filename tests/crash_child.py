@@ -7,9 +7,10 @@ little-endian) to stdout, until it is killed.
 ``router`` opens the database multiprocess (2 shards, worker processes);
 ``client`` attaches to one a router opened (MODE is then the router's). A client
 given C works in its own key space (``crash_ops.op(..., client=C)``), so several
-run side by side; given N > 0 it SIGKILLs itself right after its N-th
-acquisition of a shard lock, before it does anything under it (the failpoint
-``lock.acquired``: the window between taking a lock and anything else).
+run side by side; given N > 0, once it receives SIGUSR1 it SIGKILLs itself right
+after its N-th acquisition of a lock from then on, before it does anything under
+it (the failpoint ``lock.acquired``: the window between taking a lock and
+anything else).
 """
 
 import os
@@ -34,12 +35,17 @@ def main() -> None:
     client = int(sys.argv[6]) if len(sys.argv) > 6 else None
     kill_after = int(sys.argv[7]) if len(sys.argv) > 7 else 0
     if kill_after:
-        count = [0]
+        count = [-1]      # -1: not aimed yet
+
+        def aim(_signum, _frame) -> None:
+            count[0] = 0
 
         def die_at_nth() -> None:
-            count[0] += 1
-            if count[0] == kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
+            if count[0] >= 0:
+                count[0] += 1
+                if count[0] == kill_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        signal.signal(signal.SIGUSR1, aim)
         failpoints.arm("lock.acquired", die_at_nth)
     if how == "client":
         db = fusedb.connect(path)

@@ -19,12 +19,17 @@ import sys
 import threading
 import time
 
+import psutil
 import pytest
 
 import fusedb
 
+from fusedb.shm.meta import W_REPAIRS
+
+from conftest import TINY
 from crash_child import OPTIONS
 from crash_ops import client_prefixes, expect, settle
+from test_multiprocess import Client
 
 CHILD = os.path.join(os.path.dirname(__file__), "crash_child.py")
 MP = dict(OPTIONS, shards=2, lock_timeout=5.0)
@@ -37,7 +42,6 @@ class Writer:
     def __init__(self, path: str, seed: int, client: int, start: int, kill_after: int,
                  errlog: str):
         self.seed, self.client, self.start = seed, client, start
-        self.aimed = kill_after > 0
         self.err = errlog
         with open(errlog, "ab") as err:
             self.p = subprocess.Popen(
@@ -109,20 +113,21 @@ def kill_storm(tmp_path, kills: int, seed: int) -> None:
     n = 3
     models: list[dict] = [{} for _ in range(n)]
 
-    def aim(k: int) -> int:
-        return rnd.randrange(1, 300) if k % 2 == 0 else 0
+    def start(c: int, at: int) -> Writer:
+        return Writer(path, seed + c, c, at, rnd.randrange(1, 30), errlog)
 
     with fusedb.open(path, **MP) as db:
-        writers = [Writer(path, seed + c, c, 0, aim(c), errlog) for c in range(n)]
+        writers = [start(c, 0) for c in range(n)]
         for k in range(kills):
             c = k % n
             w = writers[c]
             others = [o for o in writers if o is not w]
-            if not w.aimed:
-                time.sleep(rnd.uniform(0.02, 0.3))
-            else:
+            time.sleep(rnd.uniform(0.02, 0.3))
+            if k % 2 == 0:
+                # Aimed: it dies right after its N-th lock acquisition from now on.
+                w.p.send_signal(signal.SIGUSR1)
                 try:
-                    w.p.wait(20)          # it dies at its N-th shard lock acquisition
+                    w.p.wait(20)
                 except subprocess.TimeoutExpired:
                     pytest.fail(f"writer {c} never reached its kill point")
             last = w.kill_and_collect()
@@ -132,7 +137,7 @@ def kill_storm(tmp_path, kills: int, seed: int) -> None:
             assert time.monotonic() - t < 4.0, "reading the victim's keys took too long"
             models[c], nxt = settle(got, after, in_flight, last)
             wait_progress(others, 20, 4.0)
-            writers[c] = Writer(path, w.seed, c, nxt, aim(k + n), errlog)
+            writers[c] = start(c, nxt)
         for c, w in enumerate(writers):
             last = w.kill_and_collect()
             after, in_flight = expect(w.seed, models[c], w.start, last, client=c)
@@ -152,3 +157,113 @@ def test_twenty_kills_aimed_right_after_taking_a_lock_never_wedge_the_others(tmp
 @pytest.mark.parametrize("seed", range(5))
 def test_kill_storms_repeated(tmp_path, seed):
     kill_storm(tmp_path, 60, 200 + seed)
+
+
+# -- who counts as the holder: forks, threads, stopped processes ------------------------------
+
+
+def repairs(db, shard: int) -> int:
+    """Repairs of ``shard`` so far (read without its lock, unlike stats())."""
+    return db._meta.workers[shard * 4 + W_REPAIRS]
+
+
+def put_within(db, key: bytes, limit: float) -> None:
+    t = time.monotonic()
+    db.put(key, b"x")
+    assert time.monotonic() - t < limit, f"put took {time.monotonic() - t:.1f}s"
+
+
+def test_fork_child_of_a_holder_neither_holds_nor_hides_its_death(tmp_path):
+    """A fork() child does not inherit a lock its parent holds: killing the child
+    changes nothing (the parent still holds it, no repair), and killing the
+    parent is recognised while the child lives on (the shard is repaired)."""
+    path = str(tmp_path / "db")
+    with fusedb.open(path, **dict(TINY, shards=2, lock_timeout=5.0)) as db:
+        db.put(b"\x10k", b"v")
+        c = Client(path)
+        assert c("hold_lock", 0) == "held"
+        lock = db._shards[0].lock
+        first = c("fork")
+        os.kill(first, signal.SIGKILL)
+        time.sleep(0.3)                       # a worker tick or more
+        assert lock.holder() == c.proc.pid and not lock.needs_repair()
+        assert repairs(db, 0) == 0
+        child = c("fork")
+        try:
+            os.kill(c.proc.pid, signal.SIGKILL)
+            c.proc.join()
+            put_within(db, b"\x10after", 3.0)
+            assert psutil.pid_exists(child), "the child was meant to outlive its parent"
+        finally:
+            os.kill(child, signal.SIGKILL)
+        assert db.stats()["workers"][0]["repairs"] == 1
+        assert dict(db.scan()) == {b"\x10k": b"v", b"\x10after": b"x"}
+
+
+def test_thread_that_ends_holding_a_shard_lock_counts_as_dead(tmp_path):
+    """Robust mutexes belong to threads: a thread that ends holding a shard lock
+    leaves it owner-dead, and the shard is repaired while its process (alive)
+    goes on writing."""
+    path = str(tmp_path / "db")
+    with fusedb.open(path, **dict(TINY, shards=2, lock_timeout=5.0)) as db:
+        db.put(b"\x10k", b"v")
+        c = Client(path)
+        assert c("thread_ends_holding", 0) == "ended"
+        put_within(db, b"\x10after", 3.0)
+        c("put", b"\x10from-client", b"y")    # the process itself is fine too
+        c.close()
+        assert db.stats()["workers"][0]["repairs"] == 1
+        assert dict(db.scan()) == {b"\x10k": b"v", b"\x10after": b"x",
+                                   b"\x10from-client": b"y"}
+
+
+def test_stopped_holder_is_alive_so_waiters_time_out(tmp_path):
+    """SIGSTOP looks like a stall, not a death: waiters get LockTimeoutError
+    naming the holder's pid and nothing is repaired; once it is killed, the shard
+    is repaired and writes go on."""
+    path = str(tmp_path / "db")
+    with fusedb.open(path, **dict(TINY, shards=2, lock_timeout=1.0)) as db:
+        c = Client(path)
+        assert c("hold_lock", 0) == "held"
+        os.kill(c.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(fusedb.LockTimeoutError, match=f"held by pid {c.proc.pid}"):
+                db.put(b"\x10k", b"v")
+            db.put(b"\x90k", b"v")                # the other shard is not affected
+            assert repairs(db, 0) == 0
+        finally:
+            os.kill(c.proc.pid, signal.SIGKILL)
+            os.kill(c.proc.pid, signal.SIGCONT)
+            c.proc.join()
+        put_within(db, b"\x10k", 0.9)
+        assert db.stats()["workers"][0]["repairs"] == 1
+
+
+@pytest.mark.parametrize("which", ["meta", "manifest"])
+def test_client_killed_holding_the_meta_or_manifest_lock(tmp_path, which):
+    """Their critical sections leave nothing half-done: the router's supervisor
+    (or the next locker) recovers the lock at once, and merges, splits and
+    manifest writes, which need both, go on."""
+    path = str(tmp_path / "db")
+    with fusedb.open(path, **dict(TINY, shards=2, lock_timeout=5.0)) as db:
+        c = Client(path)
+        assert c("hold_lock", which) == "held"
+        os.kill(c.proc.pid, signal.SIGKILL)
+        c.proc.join()
+        lock = db._store.meta_lock if which == "meta" else db._store.manifest_lock
+        deadline = time.monotonic() + 2
+        while lock.owner_died() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not lock.owner_died() and lock.holder() != c.proc.pid
+        m = {}
+        for i in range(400):                  # merges and splits need both locks
+            k = bytes([0x10 + 0x80 * (i % 2)]) + b"k%03d" % i
+            db.put(k, b"v" * 50)
+            m[k] = b"v" * 50
+        t = time.monotonic()
+        db.flush()
+        assert time.monotonic() - t < 5.0
+        assert db.stats()["splits"] > 0 and dict(db.scan()) == m
+        assert all(w["repairs"] == 0 for w in db.stats()["workers"])
+    with fusedb.open(path, **TINY) as db:
+        assert dict(db.scan()) == m

@@ -11,7 +11,8 @@ also:
 * notices the router closes the database, merges every buffer of the shard into
   segments, flushes and exits 0;
 * serves ``flush()`` requests of any process;
-* repairs the shard if a process died holding its lock (Store.repair_shard).
+* repairs the shard if a process died holding its lock (the lock's repair flag
+  or the kernel's owner-died mark, fusedb.shm.locks; Store.repair_shard).
 
 Test hook: ``FUSEDB_WORKER_FAILPOINTS="point=kill,point2=sleep:5"`` arms
 failpoints in the worker (``kill`` sends SIGKILL to itself there;
@@ -79,23 +80,32 @@ def run(path: str, no: int) -> int:
     orphan = False
     worker = Worker(store, shard, store.wake_events[no])
 
+    lock = shard.lock
+    lock.repairer = True      # this process repairs its shard (fusedb.shm.locks)
+
     def repair_if_needed() -> None:
-        if shard.lock.abandoned():
-            dead = shard.lock.holder()
-            shard.lock.take_over()
-            print(f"fusedb: shard {no}: a process died holding the shard lock "
-                  f"(pid {dead}); repairing from the WAL", file=sys.stderr)
-            try:
-                replaced = store.repair_shard(shard)
-            except BaseException:
-                # Half repaired: never release the lock over that. This process
-                # ends holding it, so the next worker sees a dead holder and
-                # repairs again from the start.
-                traceback.print_exc()
-                os._exit(1)
-            shard.lock.release()
-            slots[no * 4 + W_REPAIRS] += 1
-            store.after_publish(replaced)
+        if not lock.needs_repair():
+            return
+        try:
+            if not lock.acquire_for_repair():
+                return
+        except LockTimeoutError:
+            return     # a live process holds it for now; the next wake-up retries
+        dead = lock.dead_holder()
+        print(f"fusedb: shard {no}: a process died holding the shard lock"
+              f"{f' (thread {dead})' if dead else ''}; repairing from the WAL",
+              file=sys.stderr)
+        try:
+            replaced = store.repair_shard(shard)
+        except BaseException:
+            # Half repaired: never release the lock over that. This process
+            # ends holding it, so the kernel marks its owner dead, the repair
+            # flag stays set, and the next worker repairs again from the start.
+            traceback.print_exc()
+            os._exit(1)
+        lock.repaired()
+        slots[no * 4 + W_REPAIRS] += 1
+        store.after_publish(replaced)
 
     def housekeeping() -> None:
         nonlocal orphan
@@ -113,14 +123,18 @@ def run(path: str, no: int) -> int:
             slots[no * 4 + W_FLUSH_DONE] = req
 
     def stuck() -> None:
-        if shard.lock.abandoned():
+        # Not while this thread holds the lock: that is the repair itself.
+        if lock.needs_repair() and not lock.held_here():
             raise RepairNeeded(f"shard {no} needs repair")
 
     worker.housekeeping = housekeeping
     locks.stuck_hook = stuck
     flusher = shard.flusher
     flusher.start()
-    repair_if_needed()      # a predecessor may have died holding the lock
+    try:
+        repair_if_needed()      # a predecessor may have died holding the lock
+    except RepairNeeded:
+        worker.wakeup.set()     # needed again meanwhile: the loop's first round does it
     slots[no * 4 + W_PID] = os.getpid()
     worker.run()
     code = 0
@@ -135,13 +149,14 @@ def run(path: str, no: int) -> int:
             try:
                 with store.meta_lock:
                     meta.close_routing()
-            except LockTimeoutError:
-                # The router died holding the meta lock and nobody frees it now.
+            except (LockTimeoutError, RepairNeeded):
+                # A live process keeps the meta lock (or this shard needs repair
+                # first): close anyway, the state word is one store.
                 meta.close_routing()
             try:
                 with shard.lock:
                     pass
-            except LockTimeoutError:
+            except (LockTimeoutError, RepairNeeded):
                 pass     # a dead holder: the ring up to its head is whole anyway
         else:
             repair_if_needed()
