@@ -21,9 +21,11 @@ delete files it does not name, replay the WAL, create the shared memory. Close
 = stop the workers, merge every buffer into segments, write the MANIFEST,
 delete the WAL, unlink every shared-memory object, release LOCK.
 
-Lock order, outermost first: manifest lock -> shard locks, one at a time -> meta
-lock. Writers take one shard lock; a split takes its shard's lock then the meta
-lock; the manifest writer takes the manifest lock, then each shard lock in turn.
+Lock order, outermost first: manifest lock -> shard locks, in ascending shard
+number -> meta lock. Writers take one shard lock; a batch takes the locks of all
+the shards it touches, in ascending order; a split takes its shard's lock then
+the meta lock; the manifest writer takes the manifest lock, then each shard lock
+in turn (one at a time).
 """
 
 from __future__ import annotations
