@@ -47,10 +47,15 @@ class Writer:
             self.p = subprocess.Popen(
                 [sys.executable, CHILD, path, "interval", str(seed), str(start), "client",
                  str(client), str(kill_after)], stdout=subprocess.PIPE, stderr=err)
-        assert self.p.stdout.read(1) == b"R", "writer did not start"
         self.data = bytearray()
+        self._reader = None
+
+    def ready(self) -> "Writer":
+        """Wait until it has attached (and can be aimed with SIGUSR1)."""
+        assert self.p.stdout.read(1) == b"R", f"writer did not start:\n{self.stderr()}"
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
+        return self
 
     def _drain(self) -> None:
         while True:
@@ -71,7 +76,8 @@ class Writer:
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGKILL)
         self.p.wait(30)
-        self._reader.join(30)
+        if self._reader is not None:
+            self._reader.join(30)
         self.p.stdout.close()
         n = len(self.data) // 4
         acked = [int.from_bytes(self.data[i * 4:i * 4 + 4], "little") for i in range(n)]
@@ -118,6 +124,8 @@ def kill_storm(tmp_path, kills: int, seed: int) -> None:
 
     with fusedb.open(path, **MP) as db:
         writers = [start(c, 0) for c in range(n)]
+        for w in writers:
+            w.ready()
         for k in range(kills):
             c = k % n
             w = writers[c]
@@ -136,8 +144,9 @@ def kill_storm(tmp_path, kills: int, seed: int) -> None:
             got = state_of(db, c)
             assert time.monotonic() - t < 4.0, "reading the victim's keys took too long"
             models[c], nxt = settle(got, after, in_flight, last)
+            writers[c] = start(c, nxt)       # starts up while the others are watched
             wait_progress(others, 20, 4.0)
-            writers[c] = start(c, nxt)
+            writers[c].ready()
         for c, w in enumerate(writers):
             last = w.kill_and_collect()
             after, in_flight = expect(w.seed, models[c], w.start, last, client=c)
