@@ -1,20 +1,31 @@
-"""Batches: several writes applied together, atomically per shard.
+"""Batches: several writes applied together, all or nothing, whatever shards
+they span.
 
 ``with db.batch() as b: b.put(...); b.incr(...)`` validates every argument as it
-is added and applies everything on a clean exit (nothing on an exception). For
-each shard touched, under that shard's lock: every op is evaluated against an
-overlay of the batch's own earlier ops (an ``incr`` that would fail aborts the
-batch before anything is written), room for the whole part is ensured in the
-leaves' buffers, and only then are the entries written. Readers of that shard
-therefore see all of its part or none. Keys never change shard, so grouping by
-shard before locking is stable.
+is added and applies everything on a clean exit (nothing on an exception).
+``commit`` takes the lock of every shard the batch touches, in ascending shard
+number (the global lock order: manifest lock, shard locks ascending, meta lock;
+see docs/design.md, "Batches"), and under all of them: evaluates every op in
+order against an overlay of the batch's own earlier ops (a failing ``incr``
+raises before anything is written), ensures room for the whole batch in every
+leaf's buffer and every shard's WAL ring, and only then writes: one WAL record
+per shard, then the entries. A batch that raises has applied nothing.
+
+Isolation: the locks are held from the first read to the last write, so to
+every other operation (any process) the batch happens at one instant: a reader
+that has seen any of its writes sees all of them in every later read. A scan is
+not a snapshot (it locks one leaf at a time), so it may see the batch in some
+leaves and not others. Crash atomicity is per shard: each shard's part is one
+WAL record, whole or absent, but a process killed (or power lost) while the
+records of several shards are being appended can leave some shards' parts and
+not others (their rings and WAL files are separate).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import ops
+from . import failpoints, ops
 from .entry import INT64_MAX, INT64_MIN, key_hash
 from .errors import ClosedError, IntegerOverflowError, InvalidArgumentError, ValueTypeError
 from .shard.shard import NEED_SEGMENTS
@@ -23,6 +34,9 @@ from .wal.ring import R_HEAD
 
 if TYPE_CHECKING:
     from .db import FuseDB
+
+# Outcomes of one locked attempt (Batch._apply_locked).
+_DONE, _SEGMENTS, _STALL, _MOVED = "done", "segments", "stall", "moved"
 
 
 class Batch:
@@ -73,19 +87,44 @@ class Batch:
             self._done = True
 
     def commit(self) -> list:
+        """Apply every op, or none: returns one result per op (also kept in
+        ``results``). Raises what a failing op raises (NotAnIntegerError,
+        IntegerOverflowError), InvalidArgumentError for a batch that cannot fit
+        one buffer or half a WAL ring, WriteStallError, LockTimeoutError, DiskError
+        as a single write would; in every case nothing of the batch was applied."""
         self._check()
         self._done = True
         db = self._db
         db._check_open()
-        by_shard: dict[int, list[int]] = {}
-        for i, op in enumerate(self._ops):
-            _ver, leaf = db._routes.route(op[1])
-            by_shard.setdefault(db._meta.shard[leaf], []).append(i)
         results: list = [None] * len(self._ops)
-        for shard_no in sorted(by_shard):
-            self._apply(db._shards[shard_no], by_shard[shard_no], results)
-        self.results = results
-        return results
+        deadline = None
+        attempt = 0
+        while True:
+            # Keys never change shard while the database is open (checked again
+            # under the locks), so the set of shards can be taken before locking.
+            nos = sorted({db._meta.shard[db._routes.route(op[1])[1]] for op in self._ops})
+            shards = [db._shards[no] for no in nos]
+            held = []
+            try:
+                for shard in shards:       # ascending shard number: the global order
+                    shard.lock.acquire()
+                    held.append(shard)
+                failpoints.hit("batch.locked")
+                outcome, arg = self._apply_locked(shards, results)
+            finally:
+                for shard in reversed(held):
+                    shard.lock.release()
+            if outcome is _DONE:
+                if db._sync:
+                    for shard, end in arg:
+                        shard.flusher.wait_durable(end)
+                self.results = results
+                return results
+            if outcome is _SEGMENTS:
+                attempt += 1
+                db._store.open_for_retry(db._meta.segs_of(arg), attempt)
+            elif outcome is _STALL:
+                deadline = db._stall(arg, deadline)
 
     def _fn(self, op: tuple, now: float):
         kind, key, arg, ttl = op
@@ -98,68 +137,75 @@ class Batch:
             return ops.op_delete(now)
         return ops.op_expire(exp, now)
 
-    def _apply(self, shard, indexes: list[int], results: list) -> None:
+    def _apply_locked(self, shards: list, results: list) -> tuple:
+        """Under the locks of every shard the batch touches: evaluate every op,
+        ensure room, then write. Returns (_DONE, [(shard, WAL end)]) once applied,
+        or, with nothing applied, (_SEGMENTS, leaf) (a segment to open outside the
+        locks), (_STALL, shard) (no room now) or (_MOVED, None) (retry). Raises,
+        with nothing applied, what a failing op raises."""
         db = self._db
         meta = db._meta
-        deadline = None
-        attempt = 0
-        while True:
-            missing = None
-            shard.lock.acquire()
-            try:
-                now = db._clock()
-                state: dict[bytes, list] = {}   # key -> [leaf, hash, entry, write]
-                for i in indexes:
-                    key = self._ops[i][1]
-                    st = state.get(key)
-                    if st is None:
-                        _ver, leaf = db._routes.route(key)
-                        h = key_hash(key)
-                        e = shard.read_locked(leaf, key, h)
-                        if e is NEED_SEGMENTS:
-                            missing = leaf
-                            break
-                        st = state[key] = [leaf, h, e, None]
-                    result, write = self._fn(self._ops[i], now)(st[2])
-                    results[i] = result
-                    if write is not None:
-                        st[2] = ops.as_entry(write)
-                        st[3] = write
-                end = 0
-                if missing is None and self._make_room(shard, state):
-                    # One WAL record for the shard's whole part (atomic on replay),
-                    # with the seqnos the writes below will take, in the same order.
-                    muts, seqs = [], {}
-                    for key, (leaf, h, _e, write) in state.items():
-                        if write is not None:
-                            seqs[leaf] = seqs.get(leaf, meta.seq[leaf]) + 1
-                            kind, value, ivalue, exp = write
-                            muts.append((seqs[leaf], exp, kind, key, value, ivalue))
-                    at = shard.ring.hdr[R_HEAD]
-                    end = shard.ring.append_many(muts) if muts else 1
-                    if end > 0:
-                        logical = 0
-                        for key, (leaf, h, _e, write) in state.items():
-                            if write is not None:
-                                kind, value, ivalue, exp = write
-                                ok = shard.write_locked(leaf, key, h, kind, value, ivalue,
-                                                        exp, log=False, logged_at=at)
-                                assert ok, "room was ensured before writing"
-                                logical += len(key) + (len(value) if value else 8)
-                        meta.stats[shard.no * 8 + S_LOGICAL] += logical
-                    else:
-                        db._store.kick_flusher(shard.no)
-            finally:
-                shard.lock.release()
-            if end > 0:
-                if db._sync and muts:
-                    shard.flusher.wait_durable(end)
-                return
-            if missing is not None:
-                attempt += 1
-                db._store.open_for_retry(meta.segs_of(missing), attempt)
-            else:
-                deadline = db._stall(shard, deadline)
+        route = db._routes.route
+        mine = {shard.no: shard for shard in shards}
+        now = db._clock()
+        # 1. Evaluate, in order, against an overlay: key -> [leaf, hash, entry, write].
+        parts: dict[int, dict[bytes, list]] = {no: {} for no in mine}
+        state: dict[bytes, list] = {}
+        for i, op in enumerate(self._ops):
+            key = op[1]
+            st = state.get(key)
+            if st is None:
+                _ver, leaf = route(key)
+                shard = mine.get(meta.shard[leaf])
+                if shard is None:
+                    return _MOVED, None
+                h = key_hash(key)
+                e = shard.read_locked(leaf, key, h)
+                if e is NEED_SEGMENTS:
+                    return _SEGMENTS, leaf
+                st = state[key] = parts[shard.no][key] = [leaf, h, e, None]
+            result, write = self._fn(op, now)(st[2])
+            results[i] = result
+            if write is not None:
+                st[2] = ops.as_entry(write)
+                st[3] = write
+        # 2. Room in every shard: buffers, then the WAL ring (one record per shard,
+        # with the seqnos the writes below take, in the same order).
+        records = []
+        for shard in shards:
+            part = parts[shard.no]
+            if not self._make_room(shard, part):
+                return _STALL, shard
+            muts, seqs = [], {}
+            for key, (leaf, _h, _e, write) in part.items():
+                if write is not None:
+                    seqs[leaf] = seqs.get(leaf, meta.seq[leaf]) + 1
+                    kind, value, ivalue, exp = write
+                    muts.append((seqs[leaf], exp, kind, key, value, ivalue))
+            rec = shard.ring.prepare_many(muts) if muts else None
+            if rec is not None and not shard.ring.has_room(rec[2]):
+                db._store.kick_flusher(shard.no)
+                return _STALL, shard
+            records.append((shard, part, rec))
+        # 3. Write: nothing below can fail.
+        ends = []
+        for shard, part, rec in records:
+            if rec is None:
+                continue
+            at = shard.ring.hdr[R_HEAD]
+            end = shard.ring.append_prepared(rec)
+            assert end > 0, "room was ensured before writing"
+            logical = 0
+            for key, (leaf, h, _e, write) in part.items():
+                if write is not None:
+                    kind, value, ivalue, exp = write
+                    ok = shard.write_locked(leaf, key, h, kind, value, ivalue, exp, log=False,
+                                            logged_at=at)
+                    assert ok, "room was ensured before writing"
+                    logical += len(key) + (len(value) if value else 8)
+            meta.stats[shard.no * 8 + S_LOGICAL] += logical
+            ends.append((shard, end))
+        return _DONE, ends
 
     @staticmethod
     def _make_room(shard, state: dict) -> bool:

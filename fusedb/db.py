@@ -390,8 +390,9 @@ class FuseDB:
         return _scan.scan(self, start, stop, prefix, limit, reverse)
 
     def batch(self) -> Batch:
-        """A batch of writes applied on exit of ``with db.batch() as b:``, atomically
-        per shard (readers of a shard see all of its part or none)."""
+        """A batch of writes applied on exit of ``with db.batch() as b:``, all or
+        nothing whatever shards it spans (fusedb.batch: isolation and crash
+        atomicity)."""
         self._check_open()
         return Batch(self)
 

@@ -12,7 +12,10 @@ yet published); ``split.before_publish`` (the same, for a merge that splits);
 it: raise OSError here to simulate ENOSPC or EIO); ``wal.before_unlink`` (a
 fully merged WAL file is about to be deleted); ``publish.before_rename`` and
 ``publish.before_dir_fsync`` (a segment or manifest is fsynced under its
-temporary name / renamed but the directory not yet fsynced).
+temporary name / renamed but the directory not yet fsynced); ``lock.acquired``
+(a multiprocess lock was just taken, nothing done under it yet: checked only
+when a lock is built, so an unarmed point costs nothing per acquisition);
+``batch.locked`` (a batch holds every shard lock it needs, nothing written).
 
 Disk faults (arm with a callable raising ``OSError(errno.ENOSPC, ...)`` or
 ``EIO``): ``segment.write`` and ``manifest.write`` (the first bytes of a segment
@@ -37,6 +40,12 @@ def hit(name: str) -> None:
     fn = _points.get(name)
     if fn is not None:
         fn()
+
+
+def is_armed(name: str) -> bool:
+    """Whether ``name`` is armed (for code that wraps a primitive only then, so that
+    an unarmed point costs nothing at all on a hot path)."""
+    return name in _points
 
 
 def arm(name: str, fn: Callable[[], None]) -> None:

@@ -23,9 +23,11 @@ own it does not name, replay the WAL, record the layout options in FUSEDB, creat
 = stop the workers, merge every buffer into segments, write the MANIFEST,
 delete the WAL, unlink every shared-memory object, release LOCK.
 
-Lock order, outermost first: manifest lock -> shard locks, one at a time -> meta
-lock. Writers take one shard lock; a split takes its shard's lock then the meta
-lock; the manifest writer takes the manifest lock, then each shard lock in turn.
+Lock order, outermost first: manifest lock -> shard locks, in ascending shard
+number -> meta lock. Writers take one shard lock; a batch takes the locks of all
+the shards it touches, in ascending order; a split takes its shard's lock then
+the meta lock; the manifest writer takes the manifest lock, then each shard lock
+in turn (one at a time).
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ from .shard.shard import Shard
 from .shard.worker import Worker
 from .shm import region
 from .shm.arena import A_FREE_TOP, Arena, region_bytes as arena_region_bytes
-from .shm.locks import ProcLock, SemEvent, alive
-from .shm.meta import M_MODE, M_NEXT_LEAF, M_NEXT_SEG, M_ROUTE_VER, M_ROUTER_PID, M_STATE, \
+from .shm.locks import ProcLock, SemEvent, alive, init_mutex, mutex_size
+from .shm.meta import M_MODE, M_NEXT_LEAF, M_NEXT_SEG, M_ROUTER_PID, M_STATE, \
     MODE_MULTIPROCESS, \
     S_DISK_ERROR, STATE_OPEN, W_FLUSH_DONE, W_FLUSH_REQ, W_PID, Meta, \
     region_bytes as meta_region_bytes
@@ -135,6 +137,7 @@ class Store:
         self.wake_events: list = []
         self.kick_events: list = []
         self._sems: list[posix_ipc.Semaphore] = []
+        self._proc_locks: list[ProcLock] = []
         self._unlink: list[tuple[str, str]] = []
         self._lockfd = -1
         self._supervisor: threading.Thread | None = None
@@ -398,11 +401,12 @@ class Store:
             self.flushers.append(f)
 
     def _make_proc_locks(self, create: bool) -> None:
-        """The named semaphores: a lock per shard, the meta and manifest locks, and
-        per shard a wake-up for its worker and one for its flusher."""
-        n = self.meta.shards
+        """The locks (robust mutexes in the meta block's lock slots, initialised
+        here by the router: fusedb.shm.locks) and the named semaphores: per shard
+        a wake-up for its worker and one for its flusher."""
+        meta = self.meta
+        n = meta.shards
         timeout = self.opts.lock_timeout
-        slots = self.meta.locks
 
         def sem(what: str, value: int) -> posix_ipc.Semaphore:
             name = region.name(self.tag, what)
@@ -414,12 +418,22 @@ class Store:
             self._sems.append(s)
             return s
 
-        self._shard_locks = [ProcLock(sem(f"lock{i}", 1), slots, i, timeout, f"shard {i} lock")
-                             for i in range(n)]
-        self.meta_lock = ProcLock(sem("mlock", 1), slots, n, timeout, "meta lock")
-        self.manifest_lock = ProcLock(sem("manlock", 1), slots, n + 1, timeout, "manifest lock")
         self.wake_events = [SemEvent(sem(f"wake{i}", 0)) for i in range(n)]
         self.kick_events = [SemEvent(sem(f"kick{i}", 0)) for i in range(n)]
+        if create:
+            for j in range(n + 2):
+                init_mutex(meta.lock_slot(j))
+        else:
+            mutex_size()      # this process's C library must agree with the slot size
+        words = meta.locks
+        self._shard_locks = [ProcLock(meta.lock_slot(i), words, i, timeout, f"shard {i} lock",
+                                      wake=self.wake_events[i].set) for i in range(n)]
+        self.meta_lock = ProcLock(meta.lock_slot(n), words, n, timeout, "meta lock",
+                                  recover=meta.end_interrupted_change)
+        # A manifest is published by rename: a dead holder leaves at most a temp file.
+        self.manifest_lock = ProcLock(meta.lock_slot(n + 1), words, n + 1, timeout,
+                                      "manifest lock", recover=lambda: None)
+        self._proc_locks = self._shard_locks + [self.meta_lock, self.manifest_lock]
 
     # -- the router's worker processes ----------------------------------------------------
 
@@ -464,17 +478,13 @@ class Store:
         self._supervisor.start()
 
     def _supervise(self) -> None:
-        """Restart dead workers; free the meta and manifest locks of dead holders."""
+        """Restart dead workers; recover the meta and manifest locks of dead
+        holders (any next locker would, but readers of the routing table spin on
+        an odd seqlock without locking: Meta.end_interrupted_change)."""
         restarts = [0.0] * len(self.procs)
         while not self._closing.wait(0.05):
             for lock in (self.meta_lock, self.manifest_lock):
-                if lock.abandoned():
-                    lock.take_over()
-                    if lock is self.meta_lock and self.meta.hdr[M_ROUTE_VER] & 1:
-                        # Killed inside route_write's seqlock: the current copy is
-                        # whole (switching copies is one store), so end the update.
-                        self.meta.hdr[M_ROUTE_VER] += 1
-                    lock.release()
+                lock.recover_if_dead()
             for no, p in enumerate(self.procs):
                 if p is None or p.poll() is None or self._closing.is_set():
                     continue
@@ -717,8 +727,9 @@ class Store:
     def repair_shard(self, shard: Shard) -> list[int]:
         """Rebuild ``shard`` from disk after a process died holding its lock.
 
-        The caller (the shard's worker, the only repairer) has taken the lock over.
-        Its buffers may be half-written, so they are dropped: every acknowledged
+        The caller (the shard's worker, the only repairer) holds the lock, which
+        it acquired after its holder died (ProcLock.acquire_for_repair). The
+        shard's buffers may be half-written, so they are dropped: every acknowledged
         write is in the WAL ring (invariant 1). The ring is flushed to the WAL file,
         the shard's leaves are read back from the durable MANIFEST, the WAL records
         newer than each leaf's segments are merged into new segments, and the result
@@ -988,6 +999,9 @@ class Store:
         for s in self._sems:
             attempt(s.close)
         self._sems = []
+        for lock in self._proc_locks:
+            lock.close()       # drops its view of the meta block before the unmap
+        self._proc_locks = []
         if self.meta is not None:
             attempt(self.meta.close)
             self.meta = None

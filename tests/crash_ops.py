@@ -7,17 +7,39 @@ from __future__ import annotations
 import random
 
 
-def op(seed: int, i: int) -> tuple:
+def op(seed: int, i: int, client: int | None = None) -> tuple:
+    """The i-th operation. With ``client`` (0..15), every key is moved into that
+    client's own key space, spread over both halves of the byte range (so over
+    both shards of a 2-shard database: shard 0 owns keys below 0x80); the keys of
+    one batch stay in one half, so a batch touches one shard."""
     r = random.Random(seed * 1_000_003 + i)
     x = r.random()
     k = b"k%03d" % r.randrange(300)
     if x < 0.45:
-        return ("put", k, b"%d:" % i + bytes(r.randrange(0, 60)))
-    if x < 0.75:
-        return ("incr", b"c%02d" % r.randrange(20), r.randrange(1, 5))
-    if x < 0.9:
-        return ("delete", k)
-    return ("batch", [(b"b%02d" % r.randrange(40), b"%d" % i) for _ in range(r.randrange(1, 4))])
+        o = ("put", k, b"%d:" % i + bytes(r.randrange(0, 60)))
+    elif x < 0.75:
+        o = ("incr", b"c%02d" % r.randrange(20), r.randrange(1, 5))
+    elif x < 0.9:
+        o = ("delete", k)
+    else:
+        o = ("batch", [(b"b%02d" % r.randrange(40), b"%d" % i)
+                       for _ in range(r.randrange(1, 4))])
+    if client is None:
+        return o
+    if o[0] == "batch":
+        half = 0x80 * (i % 2)
+        return ("batch", [(bytes([0x10 + client + half]) + k, v) for k, v in o[1]])
+    return (o[0], client_key(o[1], client)) + o[2:]
+
+
+def client_key(key: bytes, client: int) -> bytes:
+    """``key`` in client ``client``'s key space (see :func:`op`)."""
+    return bytes([0x10 + client + 0x80 * (sum(key) % 2)]) + key
+
+
+def client_prefixes(client: int) -> list[bytes]:
+    """The two one-byte prefixes of client ``client``'s key space."""
+    return [bytes([0x10 + client]), bytes([0x90 + client])]
 
 
 def apply(db, o: tuple) -> None:
@@ -55,14 +77,15 @@ def last_acked(p, start: int) -> int:
     return start + len(acked) - 1
 
 
-def expect(seed: int, m: dict, start: int, last: int) -> tuple[dict, dict]:
+def expect(seed: int, m: dict, start: int, last: int,
+           client: int | None = None) -> tuple[dict, dict]:
     """From model ``m`` before op ``start``: the model after op ``last``, and after
     the op in flight (``last + 1``)."""
     after = dict(m)
     for i in range(start, last + 1):
-        model(after, op(seed, i))
+        model(after, op(seed, i, client))
     in_flight = dict(after)
-    model(in_flight, op(seed, last + 1))
+    model(in_flight, op(seed, last + 1, client))
     return after, in_flight
 
 

@@ -3,7 +3,12 @@ name, so they work with the "spawn" start method too)."""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 import fusedb
+from fusedb import failpoints
 
 _db = None
 
@@ -26,6 +31,12 @@ def add_inherited(keys: list[bytes], times: int) -> int:
     return add(_db, keys, times)
 
 
+def lock_of(db, which):
+    store = db._store
+    return {"meta": store.meta_lock, "manifest": store.manifest_lock}.get(which) or \
+        db._shards[which].lock
+
+
 def client_loop(path: str, conn) -> None:
     """Serve operations sent over ``conn`` on a handle attached to ``path``, until
     None arrives. Replies ("ok", result) or ("err", exception class name)."""
@@ -42,10 +53,38 @@ def client_loop(path: str, conn) -> None:
                     result = dict(db.scan())
                 elif name == "cached_segments":
                     result = len(db._store.segcache)
+                elif name == "batch_paused":
+                    # Commit a batch putting keys args[0]; it pauses for good right
+                    # after taking every shard lock it needs (failpoint
+                    # batch.locked), having told the test it got there.
+                    def pause() -> None:
+                        conn.send(("ok", "paused"))
+                        while True:
+                            time.sleep(1)
+                    failpoints.arm("batch.locked", pause)
+                    with db.batch() as b:
+                        for k in args[0]:
+                            b.put(k, b"batch")
+                    result = "not paused"
                 elif name == "hold_lock":
-                    # Take shard ``args[0]``'s lock and keep it until killed.
-                    db._shards[args[0]].lock.acquire()
+                    # Take shard ``args[0]``'s lock (or the "meta" or "manifest"
+                    # lock) and keep it until killed.
+                    lock_of(db, args[0]).acquire()
                     result = "held"
+                elif name == "fork":
+                    # A child that sleeps until killed (it inherits whatever
+                    # this process holds, as fork does); its pid.
+                    pid = os.fork()
+                    if pid == 0:
+                        time.sleep(60)
+                        os._exit(0)
+                    result = pid
+                elif name == "thread_ends_holding":
+                    # A thread takes shard ``args[0]``'s lock and ends holding it.
+                    t = threading.Thread(target=lock_of(db, args[0]).acquire)
+                    t.start()
+                    t.join()
+                    result = "ended"
                 else:
                     result = getattr(db, name)(*args)
                 conn.send(("ok", result))

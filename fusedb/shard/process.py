@@ -11,7 +11,8 @@ also:
 * notices the router closes the database, merges every buffer of the shard into
   segments, flushes and exits 0;
 * serves ``flush()`` requests of any process;
-* repairs the shard if a process died holding its lock (Store.repair_shard).
+* repairs the shard if a process died holding its lock (the lock's repair flag
+  or the kernel's owner-died mark, fusedb.shm.locks; Store.repair_shard).
 
 A disk error (ENOSPC, EDQUOT, EIO) never ends the process: the worker logs one
 line to stderr (logger ``"fusedb"``, which this process sends there), retries
@@ -100,20 +101,29 @@ def run(path: str, no: int) -> int:
     orphan = False
     worker = Worker(store, shard, store.wake_events[no])
 
-    repairing = False     # the lock is taken over and the repair still to do
+    lock = shard.lock
+    lock.repairer = True      # this process repairs its shard (fusedb.shm.locks)
+    repairing = False         # the lock is held for a repair a disk error interrupted
 
     def repair_if_needed(now: bool = False) -> None:
-        """Repair the shard if a process died holding its lock, or finish a
-        repair a disk error interrupted (after the backoff, or ``now``)."""
+        """Repair the shard if a process died holding its lock (a locker got
+        EOWNERDEAD from the robust mutex and set the repair flag), or finish a
+        repair a disk error interrupted (after the worker's backoff, or ``now``).
+        Raises a transient OSError (fusedb.retry) to be retried, still holding
+        the lock; RepairNeeded if the lock is needed again meanwhile."""
         nonlocal repairing
         if not repairing:
-            if not shard.lock.abandoned():
+            if not lock.needs_repair():
                 return
-            dead = shard.lock.holder()
-            shard.lock.take_over()
+            try:
+                if not lock.acquire_for_repair():
+                    return
+            except LockTimeoutError:
+                return     # a live process holds it for now; the next wake-up retries
             repairing = True
-            print(f"fusedb: shard {no}: a process died holding the shard lock "
-                  f"(pid {dead}); repairing from the WAL", file=sys.stderr)
+            dead = lock.dead_holder()
+            log.warning("shard %d: a process died holding the shard lock%s; repairing "
+                        "from the WAL", no, f" (thread {dead})" if dead else "")
         elif worker.retry.waiting() and not now:
             return
         try:
@@ -125,12 +135,12 @@ def run(path: str, no: int) -> int:
                 # its files): keep the lock and retry after the worker's backoff.
                 raise
             # Half repaired: never release the lock over that. This process
-            # ends holding it, so the next worker sees a dead holder and
-            # repairs again from the start.
+            # ends holding it, so the kernel marks its owner dead, the repair
+            # flag stays set, and the next worker repairs again from the start.
             traceback.print_exc()
             os._exit(1)
         repairing = False
-        shard.lock.release()
+        lock.repaired()
         slots[no * 4 + W_REPAIRS] += 1
         store.after_publish(replaced)
         worker.retry.succeeded()
@@ -153,7 +163,8 @@ def run(path: str, no: int) -> int:
             slots[no * 4 + W_FLUSH_DONE] = req
 
     def stuck() -> None:
-        if shard.lock.abandoned():
+        # Not while this thread holds the lock: that is the repair itself.
+        if lock.needs_repair() and not lock.held_here():
             raise RepairNeeded(f"shard {no} needs repair")
 
     worker.housekeeping = housekeeping
@@ -162,6 +173,8 @@ def run(path: str, no: int) -> int:
     flusher.start()
     try:
         repair_if_needed()      # a predecessor may have died holding the lock
+    except RepairNeeded:
+        worker.wakeup.set()     # needed again meanwhile: the loop's first round does it
     except OSError as e:
         if retry.transient(e) is None:
             raise
@@ -180,13 +193,14 @@ def run(path: str, no: int) -> int:
             try:
                 with store.meta_lock:
                     meta.close_routing()
-            except LockTimeoutError:
-                # The router died holding the meta lock and nobody frees it now.
+            except (LockTimeoutError, RepairNeeded):
+                # A live process keeps the meta lock (or this shard needs repair
+                # first): close anyway, the state word is one store.
                 meta.close_routing()
             try:
                 with shard.lock:
                     pass
-            except LockTimeoutError:
+            except (LockTimeoutError, RepairNeeded):
                 pass     # a dead holder: the ring up to its head is whole anyway
         else:
             try:

@@ -1,168 +1,466 @@
-"""Locks of one database, and how a lock whose holder died is found.
+"""Locks of one database, and how a lock whose holder died is recognised and repaired.
 
-Embedded mode uses ``threading.Lock`` (one process; a posix semaphore would hand
-the GIL to the busy worker thread on every acquire). Multiprocess mode uses
-:class:`ProcLock`: a named POSIX semaphore plus a *holder slot* in the meta
-block (``locks``: holder token, acquisitions). The holder writes its token (pid
-and process start time) right after acquiring and clears it right before
-releasing, so a lock still taken whose slot names a process that no longer
-exists (or a zombie, or a new process that reused the pid) was left by that
-process.
+Embedded mode uses ``threading.Lock`` (one process; see docs/design.md, "Why the
+embedded locks are thread locks"). Multiprocess mode uses :class:`ProcLock`: a
+**process-shared robust pthread mutex** (``PTHREAD_PROCESS_SHARED`` +
+``PTHREAD_MUTEX_ROBUST``) living in the meta block's lock slots, as LMDB uses on
+Linux (its ``MDB_USE_ROBUST``). It is reached from pure Python through ctypes;
+the compiled kernel calls the same functions on the same bytes
+(docs/format.md, "Lock slots").
 
-Acquiring waits at most ``timeout`` seconds, then raises LockTimeoutError:
-no process hangs on a dead holder. Repair is done by one designated process
-per lock (never two at once): the shard's worker for its shard lock
-(fusedb.store.Store.repair_shard), the router for the meta and manifest locks
-(whose critical sections leave nothing half-done: see fusedb.shm.meta).
+Why robust: ownership is recorded atomically with the acquisition. The kernel-
+visible futex word holds the owner's thread id from the very compare-and-swap
+that takes the lock, and glibc registers the mutex on the thread's *robust list*
+(with ``list_op_pending`` covering the instant of acquisition itself) before
+the CAS. When a thread ends (SIGKILL of its process, ``exec``, a thread that
+returns holding the lock), the kernel walks that list and sets
+``FUTEX_OWNER_DIED`` in every mutex the thread held, waking a waiter; the next
+locker gets ``EOWNERDEAD`` and owns the lock. There is no window in which a dead
+owner goes unrecognised (the semaphore + holder-slot scheme this replaces had
+one: a process killed between taking the semaphore and writing its slot wedged
+the shard until a reopen). See pthread_mutexattr_setrobust(3) and the kernel's
+Documentation/locking/robust-futexes.rst.
 
-A lock is only ever taken over from a holder known to be dead: a live holder
-can stall for any time (a long C call holding its GIL, SIGSTOP, swapping). A
-process killed in the few bytecodes between taking the semaphore and writing
-its slot (or between clearing it and posting) leaves the lock taken with an
-empty slot; that is never taken over, so waiters get LockTimeoutError and the
-database must be closed and reopened (recovery replays the WAL).
+What ``EOWNERDEAD`` means, per lock (whoever gets it first handles it; the
+mutex makes that one process, so two never race):
+
+* **shard lock**: the holder died inside its critical section, so the shard's
+  buffers may be half-written. The locker marks the mutex consistent, sets the
+  slot's *repair flag* and hands the shard to its repairer, the shard's worker
+  (fusedb.shard.process; Store.repair_shard rebuilds the shard from the WAL).
+  If the locker is that worker (``repairer``), it raises :class:`RepairNeeded`
+  after unlocking and repairs at the top of its loop; anyone else unlocks,
+  wakes the worker and waits, like any waiter, until the flag is clear. Every
+  locker checks the flag right after acquiring, so nobody works on a shard
+  while it needs repair. A process that held several shard locks (a batch)
+  leaves several flagged shards, each repaired by its own worker; a repair
+  takes only its shard lock and the meta lock (innermost), so two workers never
+  wait for each other.
+* **meta lock** and **manifest lock**: their critical sections leave nothing
+  half-done (routing changes are double-buffered and switched by one store; a
+  manifest is published by rename), so the new holder runs ``recover`` (the
+  meta lock's ends an interrupted seqlock update: fusedb.shm.meta), marks the
+  mutex consistent and goes on. The router's supervisor also looks every 50 ms
+  (:meth:`ProcLock.recover_if_dead`), because readers of the routing table
+  spin on an odd seqlock without taking the lock.
+
+Waiting. The fast path is one ``pthread_mutex_trylock`` through
+``ctypes.PyDLL`` (keeps the GIL: it never blocks, so no thread of this process
+that holds the mutex can be kept from releasing it). On ``EBUSY`` the slow path
+waits with the GIL released (``ctypes.CDLL``) in slices of at most
+:data:`_SLICE` seconds (``pthread_mutex_clocklock`` on CLOCK_MONOTONIC, or
+``pthread_mutex_timedlock`` on CLOCK_REALTIME where glibc < 2.30), so between
+slices it runs the worker's :data:`stuck_hook`, lets Python signal handlers
+run, and gives up after ``timeout`` seconds with LockTimeoutError: no process
+hangs on a lock.
+
+Limits. A holder that is alive but stopped (SIGSTOP, a debugger) or stalled
+keeps the lock: waiters get LockTimeoutError naming its pid, and nothing is
+taken over from a live process. Ownership belongs to a *thread*: the thread that
+acquired releases (``release`` from another thread raises FuseDBError), a
+``fork()`` child does not inherit a lock its parent holds (the parent's death
+is recognised even while the child lives), and a thread that ends holding a
+lock counts as dead. All processes must share one PID namespace (the futex word
+holds thread ids as the kernel numbers them there).
 """
 
 from __future__ import annotations
 
-import os
+import ctypes
+import errno
+import functools
+import logging
+import threading
 import time
 
 import posix_ipc
 import psutil
 
-from ..errors import FuseDBError, LockTimeoutError
+from .. import failpoints
+from ..errors import ClosedError, FuseDBError, LockTimeoutError
 
-_PID_MASK = 0xFFFFFFFF
+log = logging.getLogger("fusedb")
+
+#: Bytes of one lock slot in the meta block (one cache line).
+LOCK_BYTES = 64
+#: Bytes at the start of a slot reserved for the pthread_mutex_t (40 on x86_64
+#: glibc and musl, 48 on aarch64 glibc; measured at run time, see mutex_size()).
+MUTEX_BYTES = 48
+#: u32 words of a slot: the futex word (offset 0, glibc's ``__lock``), glibc's
+#: ``__owner`` (offset 8: the holder's thread id, read for messages only), the
+#: repair flag (offset 48) and the dead holder's thread id (offset 52).
+W_FUTEX, W_OWNER, W_REPAIR, W_DEAD = 0, 2, 12, 13
+WORDS = LOCK_BYTES // 4
+
+# The futex word's bits (linux/futex.h).
+FUTEX_WAITERS = 0x80000000
+FUTEX_OWNER_DIED = 0x40000000
+FUTEX_TID_MASK = 0x3FFFFFFF
+
+_PTHREAD_PROCESS_SHARED = 1
+_PTHREAD_MUTEX_ROBUST = 1
+_EBUSY, _EOWNERDEAD, _ETIMEDOUT = errno.EBUSY, errno.EOWNERDEAD, errno.ETIMEDOUT
+
+#: Length of one blocking wait (seconds): between two, stuck_hook, signal
+#: handlers and the overall timeout get their turn.
+_SLICE = 0.02
+#: Poll interval while a shard is being repaired by its worker (seconds).
+_REPAIR_POLL = 0.002
 
 
-def _start_ticks(p: psutil.Process) -> int:
-    return int(p.create_time() * 100) & _PID_MASK
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
 
-def token_of(pid: int) -> int:
-    """The holder token of process ``pid``: pid | start time (1/100 s) << 32."""
-    return pid | _start_ticks(psutil.Process(pid)) << 32
+# Calls that may block release the GIL (CDLL); the others keep it (PyDLL), which
+# saves the GIL hand-off (measured: trylock + unlock 0.36 us through PyDLL, 0.6-1 us
+# through CDLL). The GIL-keeping ones get no argtypes (the conversion costs more
+# than the call) and are only ever called with ctypes arrays, which ctypes passes
+# as pointers: a plain int argument would be passed as a 32-bit C int.
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc_gil = ctypes.PyDLL(None)
 
 
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie (if we may not look at
-    it, it counts as alive: never take over from a process we cannot see)."""
+def _fn(lib, name: str, argtypes):
+    f = getattr(lib, name, None)
+    if f is None:
+        return None
+    f.argtypes = argtypes
+    f.restype = ctypes.c_int
+    return f
+
+
+_P = ctypes.c_void_p
+_attr_init = _fn(_libc, "pthread_mutexattr_init", [_P])
+_attr_setpshared = _fn(_libc, "pthread_mutexattr_setpshared", [_P, ctypes.c_int])
+_attr_setrobust = _fn(_libc, "pthread_mutexattr_setrobust", [_P, ctypes.c_int])
+_attr_destroy = _fn(_libc, "pthread_mutexattr_destroy", [_P])
+_mutex_init = _fn(_libc, "pthread_mutex_init", [_P, _P])
+_trylock = _libc_gil.pthread_mutex_trylock
+_unlock = _libc_gil.pthread_mutex_unlock
+_consistent = getattr(_libc_gil, "pthread_mutex_consistent", None)
+for _f in (_trylock, _unlock) + ((_consistent,) if _consistent is not None else ()):
+    _f.restype = ctypes.c_int
+_clocklock = _fn(_libc, "pthread_mutex_clocklock", [_P, ctypes.c_int, ctypes.POINTER(_Timespec)])
+if _clocklock is not None:
+    _lock_clock = time.monotonic
+
+    def _lock_until(slot, ts) -> int:
+        return _clocklock(slot, time.CLOCK_MONOTONIC, ts)
+else:
+    # glibc < 2.30: absolute deadlines on CLOCK_REALTIME; a clock step lengthens or
+    # shortens one slice at most, the overall timeout is kept on the monotonic clock.
+    _timedlock = _fn(_libc, "pthread_mutex_timedlock", [_P, ctypes.POINTER(_Timespec)])
+    _lock_clock = time.time
+
+    def _lock_until(slot, ts) -> int:
+        return _timedlock(slot, ts)
+
+_mutex_size: int | None = None
+
+
+def mutex_size() -> int:
+    """sizeof(pthread_mutex_t) in bytes, measured: pthread_mutex_init clears the
+    whole object (glibc and musl both do) in a buffer filled with 0xFF first.
+    Raises FuseDBError if this C library lacks robust process-shared mutexes or
+    its mutex does not fit in MUTEX_BYTES."""
+    global _mutex_size
+    if _mutex_size is None:
+        if None in (_attr_setrobust, _consistent, _mutex_init):
+            raise FuseDBError("multiprocess mode needs process-shared robust mutexes "
+                              "(pthread_mutexattr_setrobust), which this C library lacks")
+        buf = (ctypes.c_char * LOCK_BYTES)()
+        ctypes.memset(buf, 0xFF, LOCK_BYTES)
+        _init(buf)
+        raw = bytes(buf)
+        _mutex_size = max(i for i in range(LOCK_BYTES) if raw[i] != 0xFF) + 1
+        if _mutex_size > MUTEX_BYTES:
+            raise FuseDBError(f"pthread_mutex_t is {_mutex_size} bytes here; a lock slot "
+                              f"reserves {MUTEX_BYTES}")
+    return _mutex_size
+
+
+def _init(slot) -> None:
+    attr = (ctypes.c_char * 64)()    # pthread_mutexattr_t is 4 bytes on Linux
+    for rc in (_attr_init(attr), _attr_setpshared(attr, _PTHREAD_PROCESS_SHARED),
+               _attr_setrobust(attr, _PTHREAD_MUTEX_ROBUST), _mutex_init(slot, attr)):
+        if rc:
+            raise FuseDBError(f"initialising a process-shared robust mutex failed: "
+                              f"{errno.errorcode.get(rc, rc)}")
+    _attr_destroy(attr)
+
+
+def init_mutex(slot) -> None:
+    """Initialise the lock slot ``slot`` (a ctypes ``c_char * LOCK_BYTES`` over
+    fresh, zeroed shared memory, 8-byte aligned) as a free robust process-shared
+    mutex. Done once, by the process that creates the meta block, before any
+    other process can see it; never on a slot in use."""
+    mutex_size()
+    if ctypes.addressof(slot) % 8:
+        raise FuseDBError("a lock slot is not 8-byte aligned")
+    _init(slot)
+
+
+def _pid_of(tid: int) -> int:
+    """The process (thread group) of thread ``tid``, or ``tid`` itself if it is
+    gone (a process's main thread has tid == pid)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.AccessDenied:
-        return True
-    except (psutil.NoSuchProcess, ValueError):
-        return False
-
-
-def token_alive(token: int) -> bool:
-    """Whether the process of a holder token is still the same live process."""
-    try:
-        p = psutil.Process(token & _PID_MASK)
-        return p.status() != psutil.STATUS_ZOMBIE and _start_ticks(p) == token >> 32
-    except psutil.AccessDenied:
-        return True
-    except (psutil.NoSuchProcess, ValueError):
-        return False
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return tid
 
 
 class RepairNeeded(Exception):
-    """Raised inside a worker process, from any lock wait, when its own shard lock
-    was abandoned: the current operation is dropped (nothing it did is published)
+    """Raised inside a worker process, from any lock wait, when its own shard
+    needs repair: the current operation is dropped (nothing it did is published)
     and the worker repairs the shard at the top of its loop."""
 
 
 #: A worker process sets this to a function that raises RepairNeeded when its
-#: shard needs repair; every ProcLock wait of that process calls it. None in
-#: other processes, which simply wait (the worker repairs meanwhile).
+#: shard needs repair; every ProcLock wait of that process calls it between two
+#: slices. None in other processes, which simply wait (the worker repairs).
 stuck_hook = None
 
-#: Length of one wait when a stuck_hook is set.
-_SLICE = 0.02
+
+def _closed(*_args) -> int:
+    raise ClosedError("the database is closed")
 
 
 class ProcLock:
-    """A cross-process lock. ``slots`` is the meta block's ``locks`` view."""
+    """A cross-process lock: a robust process-shared pthread mutex in the meta
+    block. ``acquire``/``release`` or ``with``; waits at most ``timeout``
+    seconds (LockTimeoutError). Not reentrant.
 
-    __slots__ = ("sem", "slots", "i", "timeout", "token", "what")
+    ``slot``: ctypes ``c_char * LOCK_BYTES`` over the lock's slot (initialised
+    by :func:`init_mutex`); ``words``: the meta block's lock slots as a u32
+    memoryview; ``index``: the lock's number j (slot j). A shard lock gets
+    ``wake`` (wakes its worker: it is the one that repairs); the meta and
+    manifest locks get ``recover`` (run by whoever acquires after a holder died,
+    before marking the mutex consistent)."""
 
-    def __init__(self, sem: posix_ipc.Semaphore, slots, index: int, timeout: float, what: str):
-        self.sem = sem
-        self.slots = slots
-        self.i = 2 * index
+    __slots__ = ("slot", "_try", "_unlock", "words", "_futex", "_flag", "timeout", "what",
+                 "wake", "recover", "repairer")
+
+    def __init__(self, slot, words, index: int, timeout: float, what: str, wake=None,
+                 recover=None):
+        self.slot = slot
+        self._try = functools.partial(_trylock, slot)
+        self._unlock = functools.partial(_unlock, slot)
+        if failpoints.is_armed("lock.acquired"):
+            self._try = _hit_after(self._try)
+        self.words = words
+        self._futex = index * WORDS + W_FUTEX
+        self._flag = index * WORDS + W_REPAIR
         self.timeout = timeout
-        self.token = token_of(os.getpid())
         self.what = what
+        self.wake = wake
+        self.recover = recover
+        #: True in the shard's worker process, for its own shard lock.
+        self.repairer = False
+
+    # -- the hot path ---------------------------------------------------------------
 
     def acquire(self) -> None:
-        try:
-            self.sem.acquire(self.timeout if stuck_hook is None else _SLICE)
-        except posix_ipc.BusyError:
-            if stuck_hook is None:
-                self._timed_out()       # waited the whole timeout
-            self._acquire_slowly(self.timeout - _SLICE)
-        except posix_ipc.SignalError:
-            # A signal handler ran (EINTR); posix_ipc does not retry by itself.
-            self._acquire_slowly(self.timeout)
-        i = self.i
-        self.slots[i] = self.token
-        self.slots[i + 1] += 1
+        """Take the lock. Raises LockTimeoutError after ``timeout`` seconds (a live
+        holder, or a repair not finished in time), RepairNeeded in the worker
+        whose shard needs repair, ClosedError after :meth:`close`."""
+        r = self._try()
+        if r or self.words[self._flag]:
+            self._contended(r)
+
+    def release(self) -> None:
+        """Release the lock; FuseDBError if this thread does not hold it."""
+        if self._unlock():
+            self._not_held()
+
+    def __enter__(self) -> "ProcLock":
+        r = self._try()
+        if r or self.words[self._flag]:
+            self._contended(r)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._unlock():
+            self._not_held()
+
+    # -- slow paths -----------------------------------------------------------------
+
+    def _contended(self, r: int) -> None:
+        deadline = None
+        while True:
+            if r == _EBUSY:
+                if deadline is None:
+                    deadline = time.monotonic() + self.timeout
+                r = self._wait(deadline, True)
+                if r in (0, _EOWNERDEAD):
+                    failpoints.hit("lock.acquired")
+            if r == _EOWNERDEAD:
+                self._owner_died()
+            elif r:
+                self._failed(r)
+            # Held. A shard whose previous holder died waits for its worker.
+            if not self.words[self._flag]:
+                return
+            self._unlock()
+            if self.repairer:
+                raise RepairNeeded(f"{self.what}: the shard needs repair")
+            if self.wake is not None:
+                self.wake()
+            if deadline is None:
+                deadline = time.monotonic() + self.timeout
+            self._wait_repaired(deadline)
+            r = self._try()
+
+    def _wait(self, deadline: float, hook: bool) -> int:
+        """Block (GIL released) until the lock is taken or ``deadline`` (monotonic)
+        passes. Returns 0 or EOWNERDEAD (held) or another error number."""
+        if self.words[self._futex] & FUTEX_TID_MASK == threading.get_native_id():
+            raise FuseDBError(f"{self.what} is already held by this thread (not reentrant)")
+        ts = _Timespec()
+        while True:
+            if hook and stuck_hook is not None:
+                stuck_hook()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._timed_out()
+            end = _lock_clock() + min(left, _SLICE)
+            ts.tv_sec = int(end)
+            ts.tv_nsec = int((end - ts.tv_sec) * 1e9)
+            r = _lock_until(self.slot, ts)
+            if r != _ETIMEDOUT:
+                return r
+
+    def _wait_repaired(self, deadline: float) -> None:
+        while self.words[self._flag]:
+            if stuck_hook is not None:
+                stuck_hook()
+            if time.monotonic() >= deadline:
+                raise LockTimeoutError(
+                    f"{self.what} not acquired within lock_timeout={self.timeout}s: a process "
+                    f"died holding it and the shard's worker has not finished repairing the "
+                    f"shard; nothing was applied")
+            time.sleep(_REPAIR_POLL)
+
+    def _owner_died(self) -> None:
+        """This thread just got the lock with EOWNERDEAD: its holder died inside
+        its critical section. Make it usable again (see the module docstring)."""
+        words = self.words
+        if self.recover is not None:
+            self.recover()
+        else:
+            words[self._flag + 1] = 0        # the dead thread's id is gone by now
+            words[self._flag] = 1            # before the mutex is usable again
+        rc = _consistent(self.slot)
+        if rc:
+            self._failed(rc)
+        log.warning("fusedb: %s: its holder died inside its critical section; %s", self.what,
+                    "recovered" if self.recover is not None
+                    else "the shard's worker rebuilds the shard from the WAL")
 
     def _timed_out(self) -> None:
         raise LockTimeoutError(
             f"{self.what} not acquired within lock_timeout={self.timeout}s (held by pid "
             f"{self.holder()}); nothing was applied")
 
-    def _acquire_slowly(self, budget: float) -> None:
-        deadline = time.monotonic() + budget
-        while True:
-            if stuck_hook is not None:
-                stuck_hook()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._timed_out()
-            try:
-                self.sem.acquire(min(remaining, _SLICE) if stuck_hook is not None
-                                 else remaining)
-                return
-            except (posix_ipc.BusyError, posix_ipc.SignalError):
-                continue
+    def _failed(self, rc: int) -> None:
+        if rc == errno.ENOTRECOVERABLE:
+            raise FuseDBError(f"{self.what} is not recoverable (released after its holder "
+                              f"died without being marked consistent); close and reopen")
+        raise FuseDBError(f"{self.what}: pthread mutex error {errno.errorcode.get(rc, rc)}")
 
-    def release(self) -> None:
-        i = self.i
-        if self.slots[i] != self.token:
-            # Taken over by a repair that judged this process dead: posting now
-            # would let two holders in. The repair has released it already.
-            raise FuseDBError(f"{self.what} was taken over while this process held it "
-                              f"(judged dead); the operation may not have been applied")
-        self.slots[i] = 0
-        self.sem.release()
+    def _not_held(self) -> None:
+        raise FuseDBError(f"{self.what} released by a thread that does not hold it")
 
-    def __enter__(self) -> "ProcLock":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
+    # -- state, for the repairer, the supervisor and messages ----------------------------
 
     def holder(self) -> int:
-        """pid of the holder (0: none recorded)."""
-        return self.slots[self.i] & _PID_MASK
+        """pid of the process whose thread holds the lock (0: free). A thread id
+        when that thread is gone."""
+        tid = self.words[self._futex] & FUTEX_TID_MASK
+        return _pid_of(tid) if tid else 0
 
-    def abandoned(self) -> bool:
-        """Whether the lock is held by a process that is gone (its slot's token
-        names no live process with that start time). Only the lock's designated
-        repairer calls this, then :meth:`take_over`."""
-        if self.sem.value > 0:
+    def held_here(self) -> bool:
+        """Whether the calling thread holds the lock."""
+        return self.words[self._futex] & FUTEX_TID_MASK == threading.get_native_id()
+
+    def owner_died(self) -> bool:
+        """Whether a holder died and nobody has acquired the lock since."""
+        return bool(self.words[self._futex] & FUTEX_OWNER_DIED)
+
+    def needs_repair(self) -> bool:
+        """Shard lock: whether the shard needs repair (its repair flag is set, or
+        a holder died and nobody has acquired the lock since). Two memory reads."""
+        w = self.words
+        return bool(w[self._flag] or w[self._futex] & FUTEX_OWNER_DIED)
+
+    def dead_holder(self) -> int:
+        """The thread id of the holder whose death set the repair flag, if it is
+        known (it is when the repairer is the first to acquire), else 0."""
+        return self.words[self._flag + 1]
+
+    def acquire_for_repair(self) -> bool:
+        """The repairer (the shard's worker) takes the lock to repair the shard.
+        True: held, and the shard needs repair (the caller repairs, then calls
+        :meth:`repaired`); False: nothing to repair (not held). LockTimeoutError
+        if a live process keeps it for ``timeout`` seconds."""
+        words = self.words
+        if words[self._futex] & FUTEX_OWNER_DIED:
+            dead = words[self._futex + W_OWNER] & FUTEX_TID_MASK   # glibc's __owner
+        else:
+            dead = 0
+        r = self._try()
+        if r == _EBUSY:
+            r = self._wait(time.monotonic() + self.timeout, False)
+        if r == _EOWNERDEAD:
+            self._owner_died()
+            words[self._flag + 1] = dead
+        elif r:
+            self._failed(r)
+        if words[self._flag]:
+            return True
+        self._unlock()
+        return False
+
+    def repaired(self) -> None:
+        """The repairer has rebuilt the shard: clear the flag and release."""
+        self.words[self._flag] = 0
+        self.words[self._flag + 1] = 0
+        self.release()
+
+    def recover_if_dead(self) -> bool:
+        """Meta and manifest locks (the router's supervisor): if a holder died and
+        nobody acquired the lock since, acquire it (``recover`` runs), release it;
+        never waits. Returns whether it recovered the lock."""
+        if not self.words[self._futex] & FUTEX_OWNER_DIED:
             return False
-        tok = self.slots[self.i]
-        return tok != 0 and tok != self.token and not token_alive(tok)
+        r = self._try()
+        if r == _EOWNERDEAD:
+            self._owner_died()
+        elif r:
+            return False       # taken meanwhile: that locker recovers it
+        self.release()
+        return r == _EOWNERDEAD
 
-    def take_over(self) -> None:
-        """Become the holder of an abandoned lock (its semaphore stays taken)."""
-        self.slots[self.i] = self.token
-        self.slots[self.i + 1] += 1
+    def close(self) -> None:
+        """Drop this process's reference to the shared memory (before the meta
+        block is unmapped); any later use raises ClosedError."""
+        self._try = self._unlock = _closed
+        self.slot = None
+
+
+def _hit_after(trylock):
+    """Test only (failpoint ``lock.acquired`` armed when the lock is built): hit
+    the failpoint right after every acquisition by the fast path."""
+    def hit_after() -> int:
+        r = trylock()
+        if r in (0, _EOWNERDEAD):
+            failpoints.hit("lock.acquired")
+        return r
+    return hit_after
 
 
 class SemEvent:
@@ -194,3 +492,14 @@ class SemEvent:
 
     def is_set(self) -> bool:
         return self.sem.value > 0
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (if we may not look at
+    it, it counts as alive)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.AccessDenied:
+        return True
+    except (psutil.NoSuchProcess, ValueError):
+        return False

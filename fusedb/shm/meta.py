@@ -13,8 +13,11 @@ S = shards::
     stats      u64[S*8]     per shard: merges, splits, segment bytes written, segment
                             files written, write stalls, buffer freezes, logical bytes,
                             WAL disk error (1 while the flusher fails)
-    locks      u64[(S+2)*2] per lock (shard locks 0..S-1, meta lock S, manifest lock
-                            S+1): holder pid (0: none), acquisitions
+    locks      u8[(S+2)*64] one 64-byte slot per lock (shard locks 0..S-1, meta lock S,
+                            manifest lock S+1): a robust process-shared pthread mutex
+                            (bytes 0..47), the repair flag (u32 at 48) and the thread id
+                            of the holder whose death set it (u32 at 52); read as u32
+                            words (fusedb.shm.locks)
     workers    u64[S*4]     per shard: worker pid, flush requests, flushes done, repairs
     faults     u64[S*8]     per shard: current error of the merge worker, of the WAL
                             flusher (errno << 8 | step code, 0 healthy), last error of
@@ -37,15 +40,17 @@ current copy intact. Readers copy the current table under the seqlock (no lock).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import struct
 
 from .. import failpoints
 from ..errors import ClosedError, FuseDBError
+from .locks import LOCK_BYTES
 from .region import Region
 
 MAGIC = struct.unpack("<Q", b"FUSEMET2")[0]
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 M_MAGIC, M_VERSION, M_ROUTE_VER, M_ROUTE_CUR, M_MAX_LEAVES, M_MAX_KEY, M_SHARDS, \
     M_NEXT_LEAF, M_NEXT_SEG, M_STATE, M_MODE, M_ROUTER_PID, M_OPTS_LEN, M_COUNT0 = range(14)
 STATE_OPEN, STATE_CLOSED = 0, 1
@@ -66,7 +71,7 @@ def _sizes(max_leaves: int, max_key: int, shards: int) -> list[tuple[str, int, s
         route += [(f"bound_len{c}", 4 * ml, "I"), (f"route_leaf{c}", 4 * ml, "I"),
                   (f"bounds{c}", ml * max_key, "B")]
     return [("hdr", 32 * 8, "Q"), ("stats", shards * 8 * 8, "Q"),
-            ("locks", (shards + 2) * 2 * 8, "Q"), ("workers", shards * 4 * 8, "Q"),
+            ("locks", (shards + 2) * LOCK_BYTES, "I"), ("workers", shards * 4 * 8, "Q"),
             ("faults", shards * 8 * 8, "Q"),
             ("options", OPTS_BYTES, "B")] + route + [
             ("shard", 4 * ml, "I"), ("active", 4 * ml, "i"), ("frozen", 4 * ml, "i"),
@@ -107,6 +112,9 @@ class Meta:
         off = 0
         self._views = []
         for field, size, fmt in _sizes(self.max_leaves, self.max_key, self.shards):
+            if field == "locks":
+                self._locks_off = off
+                assert off % LOCK_BYTES == 0, "each lock slot is one cache line"
             v = buf[off:off + size].cast(fmt)
             setattr(self, field, v)
             self._views.append(v)
@@ -120,6 +128,27 @@ class Meta:
         for v in self._views:
             v.release()
         self.region.close()
+
+    # -- locks -----------------------------------------------------------------------
+
+    def lock_slot(self, j: int):
+        """Lock slot j (shard locks 0..S-1, meta lock S, manifest lock S+1) as a
+        ctypes ``c_char * LOCK_BYTES`` over the block, for fusedb.shm.locks. It
+        keeps the mapping alive until dropped (ProcLock.close)."""
+        assert 0 <= j < self.shards + 2
+        return (ctypes.c_char * LOCK_BYTES).from_buffer(self.region.buf,
+                                                        self._locks_off + j * LOCK_BYTES)
+
+    def end_interrupted_change(self) -> None:
+        """Run by the process that acquires the meta lock after its holder died
+        inside its critical section. Every meta-lock section leaves the block
+        whole at every instant but one: a routing change killed between its two
+        seqlock increments (the current copy is intact: copies switch by one
+        store). That update is ended; otherwise the version moves on by 2, which
+        only makes every process re-read the table (so a close_routing cut short
+        between its two stores is seen too)."""
+        hdr = self.hdr
+        hdr[M_ROUTE_VER] += 1 if hdr[M_ROUTE_VER] & 1 else 2
 
     # -- options and state -----------------------------------------------------------
 

@@ -130,6 +130,11 @@ class Ring:
     def append_many(self, muts: list[tuple]) -> int:
         """Log several mutations (seq, exp, kind, key, value, ivalue) as one atomic
         record; returns the stream position after it, or -1 (no room)."""
+        return self.append_prepared(self.prepare_many(muts))
+
+    def prepare_many(self, muts: list[tuple]) -> tuple[list[tuple], int, int]:
+        """Encode mutations for :meth:`append_prepared`: (parts, body bytes, record
+        bytes). Raises InvalidArgumentError if the record is over half the ring."""
         parts = []
         for seq, exp, kind, key, value, ivalue in muts:
             if kind == KIND_INT:
@@ -141,6 +146,22 @@ class Ring:
             raise InvalidArgumentError(
                 f"the batch's log record ({total} bytes) is over half the WAL ring "
                 f"({self.cap} bytes): split the batch or raise wal_ring_bytes")
+        return parts, body, total
+
+    def has_room(self, total: int) -> bool:
+        """Whether a record of ``total`` bytes fits now (what :meth:`_reserve`
+        checks, without writing anything)."""
+        hdr = self.hdr
+        head = hdr[R_HEAD]
+        cap = self.cap
+        off = head % cap
+        padlen = cap - off if off + total > cap else 0
+        return head + padlen + total - hdr[R_FLUSHED] <= cap
+
+    def append_prepared(self, prepared: tuple[list[tuple], int, int]) -> int:
+        """Log a record from :meth:`prepare_many`; the stream position after it,
+        or -1 (no room)."""
+        parts, body, total = prepared
         off = self._reserve(total)
         if off < 0:
             return -1
