@@ -248,21 +248,6 @@ def test_split_retries_use_no_leaf_ids(tmp_path):
         assert taken - 1 in meta.route_snapshot()[2]
 
 
-def test_an_error_that_is_not_transient_still_fails_the_database(tmp_path):
-    def denied():
-        raise PermissionError(errno.EACCES, "Permission denied (injected)")
-
-    db = fusedb.open(str(tmp_path / "db"), **OPTS)
-    with failpoints.armed("manifest.write", denied):
-        with pytest.raises(fusedb.FuseDBError, match="background merge worker failed"):
-            for i in range(10_000):
-                db.put(b"k%05d" % i, b"v" * 50)
-    with pytest.raises(fusedb.FuseDBError):
-        db.get(b"k00000")
-    with pytest.raises(fusedb.FuseDBError):
-        db.close()
-
-
 # -- shared memory at open ----------------------------------------------------------------------
 
 

@@ -179,18 +179,20 @@ def test_incr_from_many_threads_is_atomic(tiny):
     assert tiny.get(b"c") == b"2000"
 
 
-@pytest.mark.parametrize("error", [RuntimeError("a bug (injected)"),
-                                   OSError(errno.EROFS, "Read-only file system (injected)")],
-                         ids=["bug", "EROFS"])
-def test_worker_failure_is_reported_not_swallowed(tmp_path, error):
+@pytest.mark.parametrize("point, error", [
+    ("merge.before_publish", RuntimeError("a bug (injected)")),
+    ("merge.before_publish", OSError(errno.EROFS, "Read-only file system (injected)")),
+    ("manifest.write", PermissionError(errno.EACCES, "Permission denied (injected)")),
+], ids=["bug", "EROFS", "EACCES-manifest"])
+def test_worker_failure_is_reported_not_swallowed(tmp_path, point, error):
     """A failure that is not a transient disk error (a bug; a file system gone
-    read-only) fails the database loudly. Disk errors are retried instead:
-    tests/test_disk_faults.py."""
+    read-only; a permission taken away) fails the database loudly. Transient
+    disk errors are retried instead: tests/test_disk_faults.py."""
     def boom():
         raise error
 
     db = fusedb.open(str(tmp_path / "d"), **TINY)
-    with failpoints.armed("merge.before_publish", boom):
+    with failpoints.armed(point, boom):
         with pytest.raises(fusedb.FuseDBError, match="background merge worker failed"):
             for i in range(10_000):
                 db.put(b"k%05d" % i, b"v" * 50)
