@@ -162,8 +162,14 @@ class FuseDB:
         return self._clock() + ttl
 
     def _stall(self, shard, deadline: float | None) -> float:
-        """Wait a little for the worker to free buffer memory; raise once the wait
-        passes ``write_timeout``. Returns the deadline for the next call."""
+        """Wait a little for the worker to free buffer memory, or for WAL ring
+        space (the flusher writing it out, or merges bringing the WAL files on
+        disk under ``wal_limit_bytes``); raise once the wait passes
+        ``write_timeout``. Returns the deadline for the next call.
+
+        Raises DiskError if the WAL cannot be written and the ring is over half
+        full; WriteStallError when the wait passes ``write_timeout`` (saying
+        whether the WAL limit held the write back, and any background error)."""
         now = time.monotonic()
         if shard.flusher.error is not None and shard.ring.free() < shard.ring.cap // 2:
             raise DiskError(f"the WAL cannot be written ({shard.flusher.error}); the write "
@@ -174,8 +180,14 @@ class FuseDB:
             with shard.lock:
                 self._meta.stats[shard.no * 8 + S_STALLS] += 1
             why = retry.shard_state(self._meta.faults, shard.no)["background_error"]
-            raise WriteStallError(f"no buffer memory freed within write_timeout="
-                                  f"{self._opts.write_timeout}s; the write was not applied"
+            limit = self._opts.wal_limit_bytes
+            if shard.ring.hdr[R_WAL_BYTES] >= limit:
+                what = (f"the WAL of shard {shard.no} on disk reached its limit ({limit} bytes: "
+                        f"wal_max_bytes + wal_file_bytes) and no merge let its oldest files "
+                        f"be deleted within write_timeout={self._opts.write_timeout}s")
+            else:
+                what = f"no buffer memory freed within write_timeout={self._opts.write_timeout}s"
+            raise WriteStallError(what + "; the write was not applied"
                                   + (f" (merges cannot run: {why}; they are retried and "
                                      f"writes go on once they succeed)" if why else ""))
         self._store.check()

@@ -48,11 +48,14 @@ class IntegerOverflowError(FuseDBError, OverflowError):
 
 
 class WriteStallError(FuseDBError):
-    """Raised when a write waited ``write_timeout`` seconds for buffer memory and got none.
+    """Raised when a write waited ``write_timeout`` seconds for buffer memory, or for
+    WAL ring space held back by the WAL limit, and got none.
 
     Buffer memory (the shard arena) is fixed in size; when every slab is in use the
-    writer waits for the merge worker to free one. This error bounds that wait. The
-    write was not applied.
+    writer waits for the merge worker to free one. Likewise, once a shard's WAL
+    files on disk reach ``wal_max_bytes + wal_file_bytes`` its writers wait until
+    merges let the oldest files be deleted (the message says which). This error
+    bounds that wait. The write was not applied.
     """
 
 

@@ -195,5 +195,17 @@ class Options:
         return cls(**{k: v for k, v in obj.items() if k in {f.name for f in fields(cls)}})
 
     @property
+    def wal_limit_bytes(self) -> int:
+        """Bytes of a shard's WAL files on disk at which its writers are held back
+        until merges let the oldest files be deleted: ``wal_max_bytes +
+        wal_file_bytes``. ``wal_max_bytes`` triggers the merges (scheduler rule
+        4); files are deleted whole, so one file above it is the smallest margin
+        that lets a round of merges that keeps up finish without stalling
+        writers. The WAL on disk per shard never passes this plus one ring
+        (``wal_ring_bytes``) plus 64 bytes per file started meanwhile
+        (docs/design.md, "Back-pressure")."""
+        return self.wal_max_bytes + self.wal_file_bytes
+
+    @property
     def slabs_per_arena(self) -> int:
         return self.arena_bytes // self.buffer_bytes

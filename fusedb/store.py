@@ -271,7 +271,8 @@ class Store:
             return
         for shard in self.shards:
             f = Flusher(self.path, shard.no, shard.ring, opts.durability, opts.sync_interval,
-                        opts.wal_file_bytes, kick=self.kick_events[shard.no], faults=meta.faults)
+                        opts.wal_file_bytes, kick=self.kick_events[shard.no], faults=meta.faults,
+                        limit=opts.wal_limit_bytes, wake=self.wake_events[shard.no])
             shard.flusher = f
             self.flushers.append(f)
             f.start()
@@ -396,7 +397,8 @@ class Store:
             f = Flusher(self.path, shard.no, shard.ring, opts.durability, opts.sync_interval,
                         opts.wal_file_bytes, kick=self.kick_events[shard.no],
                         error_flag=(meta.stats, shard.no * 8 + S_DISK_ERROR),
-                        faults=meta.faults)
+                        faults=meta.faults, limit=opts.wal_limit_bytes,
+                        wake=self.wake_events[shard.no])
             shard.flusher = f
             self.flushers.append(f)
 

@@ -23,7 +23,7 @@ from fusedb.errors import CorruptionError
 from fusedb.wal.format import (BODY_HEADER, FILE_HEADER, MAGIC, MUTATION, RECORD_HEADER,
                                T_MUTATIONS, T_PAD, VERSION, file_name, pad8, pad16)
 from fusedb.wal.reader import decode, fill_hashes, list_files, read_file
-from fusedb.wal.ring import Ring
+from fusedb.wal.ring import R_ROOM, Ring
 
 H = FILE_HEADER.size  # 64: offset of the first record in every file
 
@@ -537,7 +537,8 @@ def frame(stream: bytes) -> list[tuple[int, int, int]]:
 
 class RingDriver:
     """Appends to a ring and plays the flusher: whenever an append finds no room,
-    the bytes [flushed, head) are moved out and ``flushed`` advances."""
+    the bytes [flushed, head) are moved out and ``flushed`` (and the room base
+    writers measure ring space from) advances."""
 
     def __init__(self, ring: Ring):
         self.ring = ring
@@ -555,6 +556,7 @@ class RingDriver:
             self.stream += bytes(v)
             v.release()
         ring.hdr[4] = head
+        ring.hdr[R_ROOM] = head     # as the flusher does under its WAL limit
         if head != self.boundaries[-1]:
             self.boundaries.append(head)
         assert len(self.stream) == head

@@ -8,14 +8,20 @@ Layout (docs/format.md, "WAL ring")::
                     [4] flushed: stream position written to the WAL file,
                     [5] durable: stream position fsynced,
                     [6] next LSN, [7] current WAL file number, [8] its start position,
-                    [9] bytes of the shard's WAL files on disk (written by the flusher)
+                    [9] bytes of the shard's WAL files on disk (written by the flusher),
+                    [10] room base: writers may append up to this position + capacity
     data  from offset 4096: stream position p is at data[p % capacity]
 
 Positions only grow. Writers own ``head`` (under the shard lock) and publish it
 only after the record is complete, so everything below ``head`` is whole records;
-the flusher owns ``flushed``, ``durable``, the file slots and the byte count.
-``head - flushed <= capacity``: a writer that finds no room gets -1 and waits
-(back-pressure, never a dropped record). The ring outlives a killed process in
+the flusher owns ``flushed``, ``durable``, the file slots, the byte count and
+the room base. ``head - room <= capacity``: a writer that finds no room gets -1
+and waits (back-pressure, never a dropped record). The room base is ``flushed``
+while the shard's WAL files on disk are under their limit
+(``Options.wal_limit_bytes``) and stays where it was while they are not, so the
+WAL on disk grows at most one ring past the limit (fusedb.wal.writer,
+``Flusher._count``); ``room <= flushed`` always, so no unwritten byte is ever
+overwritten. The ring outlives a killed process in
 /dev/shm: the next open appends ``[flushed, head)`` to the WAL file before
 replaying (salvage).
 """
@@ -35,7 +41,7 @@ MAGIC = struct.unpack("<Q", b"FUSERNG1")[0]
 LAYOUT_VERSION = 1
 DATA_OFF = 4096
 R_MAGIC, R_VERSION, R_CAP, R_HEAD, R_FLUSHED, R_DURABLE, R_LSN, R_FILE_NO, R_FILE_START, \
-    R_WAL_BYTES = range(10)
+    R_WAL_BYTES, R_ROOM = range(11)
 _ZEROS = bytes(16)
 _hash = xxhash.xxh3_64_intdigest
 _pack_rec = RECORD_HEADER.pack_into
@@ -79,7 +85,7 @@ class Ring:
         cap = self.cap
         off = head % cap
         padlen = cap - off if off + total > cap else 0
-        if head + padlen + total - hdr[R_FLUSHED] > cap:
+        if head + padlen + total - hdr[R_ROOM] > cap:
             return -1
         if padlen:
             d = self.data
@@ -103,7 +109,7 @@ class Ring:
         head = hdr[R_HEAD]
         cap = self.cap
         off = head % cap
-        if off + total > cap or head + total - hdr[R_FLUSHED] > cap:
+        if off + total > cap or head + total - hdr[R_ROOM] > cap:
             off = self._reserve(total)
             if off < 0:
                 return -1
@@ -187,7 +193,8 @@ class Ring:
         return pos
 
     def free(self) -> int:
-        return self.cap - (self.hdr[R_HEAD] - self.hdr[R_FLUSHED])
+        """Bytes writers may still append (from the room base, see the module doc)."""
+        return self.cap - (self.hdr[R_HEAD] - self.hdr[R_ROOM])
 
     # -- flusher -----------------------------------------------------------------------
 

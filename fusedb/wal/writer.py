@@ -21,6 +21,17 @@ the write at every tick. A transient error while *rotating* (starting the next
 file) is not one writers see (the current file took their records): rotation is
 retried with backoff (fusedb.retry) and the current file grows meanwhile. Both
 are logged once per episode and shown by ``stats()``.
+
+Back-pressure from the WAL bound (docs/design.md, "Back-pressure"): when the
+shard's WAL files on disk reach ``limit`` bytes (``Options.wal_limit_bytes``),
+the flusher stops advancing the ring's room base (ring slot R_ROOM), so writers
+can append at most one ring more and then wait for ring space, as when the disk
+is slow; the flusher itself keeps writing and fsyncing what the ring holds (sync
+mode's waiters, merges' ``sync_now``, close and salvage are never held back). It
+wakes the merge worker, whose merges (scheduler rule 4) let the oldest files be
+deleted; once the count is under the limit the room base moves again. The WAL on
+disk thus stays under ``limit + ring capacity + 64 bytes per file started
+meanwhile`` whatever the scheduling.
 """
 
 from __future__ import annotations
@@ -38,7 +49,8 @@ from ..fileio import fsync_dir
 from ..shm.meta import S_DISK_ERROR
 from .format import FILE_HEADER, MAGIC, VERSION, file_name
 from .reader import list_files
-from .ring import R_DURABLE, R_FILE_NO, R_FILE_START, R_FLUSHED, R_HEAD, R_WAL_BYTES, Ring
+from .ring import R_DURABLE, R_FILE_NO, R_FILE_START, R_FLUSHED, R_HEAD, R_ROOM, R_WAL_BYTES, \
+    Ring
 
 MODES = ("sync", "interval", "none")
 
@@ -46,7 +58,7 @@ MODES = ("sync", "interval", "none")
 class Flusher(threading.Thread):
     def __init__(self, dirpath: str, shard: int, ring: Ring, mode: str, sync_interval: float,
                  file_bytes: int, flush_tick: float = 0.005, kick=None, error_flag=None,
-                 faults=None):
+                 faults=None, limit: int = 0, wake=None):
         super().__init__(name=f"fusedb-flusher-{shard}", daemon=True)
         self.dirpath = dirpath
         self.shard = shard
@@ -64,6 +76,11 @@ class Flusher(threading.Thread):
         #: Failure state of this flusher (logging, stats() and rotation backoff),
         #: if given the meta block's ``faults`` view.
         self.retry = retry.Retrier(faults, shard, retry.FLUSHER) if faults is not None else None
+        #: Bytes of WAL files on disk at which writers are held back (0: never).
+        self.limit = limit
+        #: Set (``.set()``) when the count reaches ``limit``: the shard's merge worker.
+        self.wake = wake
+        self.over = False   # the count is at or past ``limit``
         self.stopping = threading.Event()
         self.cond = threading.Condition()
         self.error: OSError | None = None
@@ -203,10 +220,10 @@ class Flusher(threading.Thread):
                             with chunk[done:] as rest:
                                 done += os.write(self.fd, rest)
                         chunk.release()
-                    self.size += head - flushed
                     self._partial = False
-                    hdr[R_FLUSHED] = head
-                    with self._files_lock:
+                    with self._files_lock:   # size and flushed change together
+                        self.size += head - flushed
+                        hdr[R_FLUSHED] = head
                         self._count()
                 if fsync and hdr[R_DURABLE] < hdr[R_FLUSHED]:
                     target = hdr[R_FLUSHED]
@@ -271,11 +288,26 @@ class Flusher(threading.Thread):
 
     def _count(self) -> None:
         """Publish the bytes of the shard's WAL files on disk in the ring header
-        (R_WAL_BYTES), where every process reads it for ``stats()``. Caller holds
-        ``_files_lock``."""
+        (R_WAL_BYTES), where every process reads it for ``stats()``, and apply the
+        back-pressure: under ``limit`` the ring's room base (R_ROOM) moves up to
+        the flushed position; at or past it the room base stays, so writers can
+        add at most one ring to the files until merges and truncation bring the
+        count under the limit again (then the worker is woken once).
+
+        Called after every change of the files, the size or the flushed
+        position, which change together under ``_files_lock`` (held by the
+        caller): the count is always that of the files up to ``flushed``."""
         files = self.files
-        self.ring.hdr[R_WAL_BYTES] = (self.size + (files[-1][1] - files[0][1])
-                                      + FILE_HEADER.size * (len(files) - 1))
+        hdr = self.ring.hdr
+        total = (self.size + (files[-1][1] - files[0][1]) + FILE_HEADER.size * (len(files) - 1))
+        hdr[R_WAL_BYTES] = total
+        if not self.limit or total < self.limit:
+            hdr[R_ROOM] = hdr[R_FLUSHED]
+            self.over = False
+        elif not self.over:
+            self.over = True
+            if self.wake is not None:
+                self.wake.set()
 
     def wait_durable(self, pos: int) -> None:
         """Block until stream position ``pos`` is fsynced (sync mode)."""
