@@ -150,8 +150,14 @@ class Store:
                 self._open()
             else:
                 self._attach()
-        except BaseException:
+        except BaseException as e:
             self._release_shm()
+            disk = retry.transient(e) if role in ("embedded", "router") else None
+            if disk is not None and not isinstance(e, FuseDBError):
+                raise DiskError(disk.errno, f"cannot open {self.path}: {disk.strerror} while "
+                                f"recovering it ({disk.filename or 'writing its files'}); "
+                                f"nothing was changed or lost: free space (or fix the "
+                                f"device) and open it again") from e
             raise
         if role != "worker":
             _open_stores.add(self)
@@ -340,7 +346,7 @@ class Store:
                 os.unlink(entry.path)
                 removed += 1
         if removed:
-            log.info("fusedb: removed %d unreferenced or temporary file(s) of %s", removed,
+            log.info("removed %d unreferenced or temporary file(s) of %s", removed,
                      self.path)
 
     def _own_garbage(self, fn: str, referenced: set[int]) -> bool:
@@ -362,7 +368,7 @@ class Store:
             return False
         if _starts_with(os.path.join(self.path, fn), SEGMENT_MAGIC):
             return True
-        log.warning("fusedb: %s is not a segment (bad magic); left in place",
+        log.warning("%s is not a segment (bad magic); left in place",
                     os.path.join(self.path, fn))
         return False
 

@@ -499,3 +499,27 @@ def test_full_filesystem_heals_multiprocess(small_fs, capfd):
     err = capfd.readouterr().err
     assert "Traceback" not in err and "restarting" not in err, err
     assert "No space left on device" in err, err
+
+
+def test_open_on_a_full_disk_raises_disk_error_and_loses_nothing(tmp_path):
+    """Recovery at open writes segments and a manifest: a full disk there is a
+    DiskError (a FuseDBError), not a raw OSError, with nothing left in /dev/shm,
+    and the next open, with space back, recovers every write."""
+    path = str(tmp_path / "db")
+    db = fusedb.open(path, **OPTS)
+    for i in range(300):
+        db.put(b"k%03d" % i, b"v%d" % i)
+    db._store.shards[0].flusher.sync_now()
+    crash(db)
+    tag = region.tag_for(path)
+
+    def full():
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with failpoints.armed("segment.write", full):
+        with pytest.raises(fusedb.DiskError, match="free space") as info:
+            fusedb.open(path, **OPTS)
+    assert info.value.errno == errno.ENOSPC
+    assert not region.leftovers(tag)
+    with fusedb.open(path, **OPTS) as db:
+        assert dict(db.scan()) == {b"k%03d" % i: b"v%d" % i for i in range(300)}

@@ -357,7 +357,7 @@ class ProcLock:
         rc = _consistent(self.slot)
         if rc:
             self._failed(rc)
-        log.warning("fusedb: %s: its holder died inside its critical section; %s", self.what,
+        log.warning("%s: its holder died inside its critical section; %s", self.what,
                     "recovered" if self.recover is not None
                     else "the shard's worker rebuilds the shard from the WAL")
 
