@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 import psutil
 
-from . import ops, retry
+from . import ops, retry, signals
 from . import scan as _scan
 from .batch import Batch
 from .entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT, KIND_VALUE, key_hash
@@ -170,6 +170,7 @@ class FuseDB:
         Raises DiskError if the WAL cannot be written and the ring is over half
         full; WriteStallError when the wait passes ``write_timeout`` (saying
         whether the WAL limit held the write back, and any background error)."""
+        signals.raise_pending()     # no lock is held here: a deferred signal acts now
         now = time.monotonic()
         if shard.flusher.error is not None and shard.ring.free() < shard.ring.cap // 2:
             raise DiskError(f"the WAL cannot be written ({shard.flusher.error}); the write "

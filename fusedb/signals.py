@@ -9,7 +9,9 @@ client) installs, in place of the *default* handlers only, handlers that never r
 inside FuseDB code: if the interrupted frame or any frame above it belongs to the
 fusedb package, the signal is sent again to the main thread every 10 ms (by a
 daemon thread, with ``pthread_kill``, so it interrupts a blocking call there)
-until the handler finds the thread back in application code and raises.
+until the handler finds the thread back in application code and raises, or
+until FuseDB code reaches a safe point that can last and calls
+:func:`raise_pending` (a write stalled for buffer memory or WAL room).
 
 * SIGINT raises KeyboardInterrupt, as by default.
 * SIGTERM, in a process that owns a database (embedded, or the router of a
@@ -67,6 +69,22 @@ def _handler(signum, frame) -> None:
             threading.Thread(target=_resender, name="fusedb-signal",
                              args=(signum, threading.main_thread().ident), daemon=True).start()
         return
+    _pending.discard(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    sys.exit(128 + signum)
+
+
+def raise_pending() -> None:
+    """Act now on a signal the handler deferred, as it would have in application
+    code: KeyboardInterrupt for SIGINT, SystemExit(128 + signum) for SIGTERM.
+    Called at the points in FuseDB code where no lock is held and nothing is
+    half done, and which can last (a write waiting up to ``write_timeout`` for
+    buffer memory or WAL room), so a Ctrl-C or a stop is not held off for that
+    long. Main thread only (handlers run there); elsewhere it does nothing."""
+    if not _pending or threading.current_thread() is not threading.main_thread():
+        return
+    signum = signal.SIGINT if signal.SIGINT in _pending else min(_pending)
     _pending.discard(signum)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt

@@ -21,7 +21,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 import subprocess
+import sys
 import time
 
 import psutil
@@ -523,3 +525,61 @@ def test_open_on_a_full_disk_raises_disk_error_and_loses_nothing(tmp_path):
     assert not region.leftovers(tag)
     with fusedb.open(path, **OPTS) as db:
         assert dict(db.scan()) == {b"k%03d" % i: b"v%d" % i for i in range(300)}
+
+
+STALLED_CHILD = r"""
+import atexit, sys, threading
+sys.path.insert(0, {tests!r})
+import fusedb
+from fusedb import failpoints
+from conftest import TINY
+
+release = threading.Event()
+db = fusedb.open({path!r}, **dict(TINY, write_timeout=60.0))
+failpoints.arm("merge.before_publish", lambda: release.wait(30))   # merges hang
+atexit.register(release.set)      # runs before FuseDB's own atexit close (LIFO)
+n = 0
+print("WRITING", flush=True)     # a few hundred puts fill every buffer (TINY)
+try:
+    while True:
+        db.put(b"k%05d" % n, b"v" * 50)
+        n += 1
+except KeyboardInterrupt:
+    print("INTERRUPTED", n, flush=True)
+    release.set()
+    db.close()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_ends_a_write_stalled_for_memory_at_once(tmp_path, sig):
+    """A write waiting (up to write_timeout, 60 s here) for merges that cannot
+    run holds no lock: SIGTERM closes the database and SIGINT raises
+    KeyboardInterrupt within a fraction of a second, instead of the deferring
+    handler waiting for the write to leave FuseDB code. Every acknowledged
+    write is kept."""
+    path = str(tmp_path / "db")
+    child = STALLED_CHILD.format(tests=os.path.dirname(__file__), path=path)
+    p = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "WRITING"
+        time.sleep(2)                    # the buffers filled in milliseconds: stalled
+        sent = time.monotonic()
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=20)
+        took = time.monotonic() - sent
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert took < 5, f"the stalled writer took {took:.1f}s to act on the signal"
+    if sig == signal.SIGTERM:
+        assert p.returncode == 128 + signal.SIGTERM, (p.returncode, err)
+    else:
+        assert p.returncode == 0 and out.startswith("INTERRUPTED"), (out, err)
+    assert "Traceback" not in err, err
+    with fusedb.open(path, **TINY) as db:
+        got = dict(db.scan())
+    assert got and all(v == b"v" * 50 for v in got.values())
+    assert sorted(got) == [b"k%05d" % i for i in range(len(got))]
