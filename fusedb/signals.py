@@ -23,7 +23,8 @@ until FuseDB code reaches a safe point that can last and calls
   ``multiprocessing`` pool worker, blocked afterwards on a lock its parent holds,
   then never exits (seen: ``Pool.terminate()`` hanging in the test suite). A
   client killed by SIGTERM is like one killed by SIGKILL: if it held a shard
-  lock, the shard's worker repairs the shard from the WAL.
+  lock, the shard's worker repairs the shard from the WAL. A ``fork()``ed
+  child of an owner is such a client: it gets SIGTERM's default action back.
 
 A handler the application installed itself is left alone: if it raises, it can
 interrupt a critical section (documented in docs/design.md).
@@ -105,3 +106,20 @@ def install(sigterm: bool) -> None:
     _installed = True
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _handler)
+
+
+def _after_fork_in_child() -> None:
+    # A fork()ed child (a gunicorn worker, a fork pool's worker) owns no
+    # database: it is an attached client, and clients keep SIGTERM's default
+    # action (see above: a pool worker whose SIGTERM was deferred or swallowed
+    # never exits, and Pool.terminate() waits on it for ever). Signals the
+    # parent had deferred are the parent's.
+    _pending.clear()
+    try:
+        if signal.getsignal(signal.SIGTERM) is _handler:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:
+        pass     # forked from a thread other than the main one: nothing was inherited there
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import time
 
 import hypothesis.strategies as st
 import psutil
@@ -371,3 +372,32 @@ def test_sigterm_kills_an_attached_client_at_once(tmp_path):
         assert db.get(b"client") == b"1"
         db.put(b"after", b"2")
         assert db.get(b"after") == b"2"
+
+
+def test_a_forked_child_of_the_router_dies_of_sigterm_at_once(tmp_path):
+    """A fork()ed child owns no database: it gets SIGTERM's default action back
+    instead of the router's deferring handler (with the inherited handler a
+    fork pool's worker could survive Pool.terminate(), which then hung)."""
+    with fusedb.open(str(tmp_path / "db"), **MP) as db:
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL   # the router's
+        pid = os.fork()
+        if pid == 0:     # the child: wait to be killed; never return into pytest
+            try:
+                time.sleep(30)
+            finally:
+                os._exit(2)
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.01)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child survived SIGTERM")
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, status
+        db.put(b"after", b"fork")
+        assert db.get(b"after") == b"fork"
