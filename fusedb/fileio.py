@@ -13,6 +13,16 @@ from typing import Iterable
 from . import failpoints
 
 
+def read_if_exists(path: str) -> bytes | None:
+    """The whole content of the file at ``path``, or None if there is none.
+    Other OSErrors (EACCES, EIO) are raised."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -36,7 +36,7 @@ from typing import Callable
 import xxhash
 
 from .errors import CorruptionError, InvalidArgumentError, NotADatabaseError
-from .fileio import publish
+from .fileio import publish, read_if_exists
 from .manifest import FILE as MANIFEST_FILE, MAGIC as MANIFEST_MAGIC
 from .options import Options
 from .wal.format import MAGIC as WAL_MAGIC, parse_file_name as parse_wal_name
@@ -66,10 +66,8 @@ def read(path: str) -> dict | None:
     present but damaged: not JSON, fields missing or of the wrong type, checksum
     mismatch, another format, or an unknown version."""
     fp = os.path.join(path, IDENTITY_FILE)
-    try:
-        with open(fp, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
+    raw = read_if_exists(fp)
+    if raw is None:
         return None
     try:
         doc = json.loads(raw)

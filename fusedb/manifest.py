@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import xxhash
 
 from .errors import CorruptionError
-from .fileio import fsync_dir, publish
+from .fileio import fsync_dir, publish, read_if_exists
 
 FILE = "MANIFEST"
 MAGIC = b"FUSEMAN1\n"
@@ -66,12 +66,8 @@ def read(dirpath: str) -> ManifestData | None:
     """The manifest of ``dirpath``; None if the database has none yet. Raises
     CorruptionError (see :func:`parse`)."""
     path = os.path.join(dirpath, FILE)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        return None
-    return parse(raw, path)
+    raw = read_if_exists(path)
+    return None if raw is None else parse(raw, path)
 
 
 def parse(raw: bytes, path: str) -> ManifestData:

@@ -158,19 +158,13 @@ def machine_base(tmp_path):
     return tmp_path
 
 
-def test_random_batches_across_shards_embedded(machine_base):
+@pytest.mark.parametrize("mode, examples, steps",
+                         [("embedded", 25, 12), ("multiprocess", 3, 20)])
+def test_random_batches_across_shards(machine_base, mode, examples, steps):
     class M(BatchMachine):
-        OPTS = MODES["embedded"]
+        OPTS = MODES[mode]
     run_state_machine_as_test(M, settings=settings(
-        max_examples=25, stateful_step_count=12, deadline=None,
-        suppress_health_check=list(HealthCheck)))
-
-
-def test_random_batches_across_shards_multiprocess(machine_base):
-    class M(BatchMachine):
-        OPTS = MODES["multiprocess"]
-    run_state_machine_as_test(M, settings=settings(
-        max_examples=3, stateful_step_count=20, deadline=None,
+        max_examples=examples, stateful_step_count=steps, deadline=None,
         suppress_health_check=list(HealthCheck)))
 
 
