@@ -46,6 +46,8 @@ class Shard:
         self.ring = ring
         self.flusher = None   # set by the store once the flusher runs
         self.replaced: list[int] = []   # segments merged away, not yet deleted (commit)
+        #: A commit failed (e.g. WAL truncation): the next round commits again.
+        self.commit_pending = False
         self.last_end = 0   # WAL position of the last in-place incr (read under the lock)
         self._spare_leaf = -1   # a leaf id taken by a split that did not publish
         #: Merges published plus manifests committed by this process's worker: a
@@ -347,7 +349,9 @@ class Shard:
             self.store.after_publish(replaced)
         except BaseException:
             self.replaced = replaced + self.replaced   # the next commit deletes them
+            self.commit_pending = True     # even if none: the WAL is still to truncate
             raise
+        self.commit_pending = False
         self.progress += 1
 
     def _tail(self, buf, segids: list[int], lo: bytes, hi: bytes | None, now: float):

@@ -79,9 +79,10 @@ class Worker(threading.Thread):
                 elif retry.waiting():
                     continue
                 else:
-                    if self.shard.replaced:
-                        # A failed round published merges but not their manifest:
-                        # write it first (it also frees the segments they replaced).
+                    if self.shard.replaced or self.shard.commit_pending:
+                        # A failed round published merges but not their manifest
+                        # (or failed to truncate the WAL after it): write it first (it
+                        # also frees the WAL and the segments they replaced).
                         self.shard.commit()
                     self.step()
                 if self.shard.progress != progress:
