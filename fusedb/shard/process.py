@@ -140,8 +140,8 @@ def run(path: str, no: int) -> int:
             traceback.print_exc()
             os._exit(1)
         repairing = False
+        slots[no * 4 + W_REPAIRS] += 1     # counted before anyone sees the shard again
         lock.repaired()
-        slots[no * 4 + W_REPAIRS] += 1
         store.after_publish(replaced)
         worker.retry.succeeded()
 
