@@ -8,14 +8,14 @@
 See README.md for the API and docs/design.md for how it works.
 """
 
-from .batch import Batch
-from .db import TTL_MISSING, TTL_NONE, FuseDB, connect, open
-from .errors import (ClosedError, CorruptionError, DiskError, ForkedError, FuseDBError,
+from fusedb.api.batch import Batch
+from fusedb.api.db import TTL_MISSING, TTL_NONE, FuseDB, connect, open
+from fusedb.errors import (ClosedError, CorruptionError, DiskError, ForkedError, FuseDBError,
                      FuseDBKeyError, IntegerOverflowError, InvalidArgumentError,
                      KeyTooLargeError, KeyTypeError, LockedError, LockTimeoutError,
                      NotADatabaseError, NotAnIntegerError, NotRunningError, SharedMemoryError,
                      ValueTooLargeError, ValueTypeError, WriteStallError)
-from .options import Options
+from fusedb.options import Options
 
 __version__ = "0.1.0"
 

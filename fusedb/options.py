@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
-from .errors import InvalidArgumentError
+from fusedb.errors import InvalidArgumentError
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -170,7 +170,7 @@ class Options:
             raise InvalidArgumentError("min_split_entries must be >= 2")
         if self.low_free_fraction >= 1:
             raise InvalidArgumentError("low_free_fraction must be < 1")
-        from .shm.slab import SlabLayout  # late import: options is below shm
+        from fusedb.shm.slab import SlabLayout  # late import: options is below shm
 
         layout = SlabLayout(self.buffer_bytes, self.buffer_slots)
         need = self.max_key_size + self.max_value_size + 16

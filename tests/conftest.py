@@ -49,7 +49,7 @@ def fusedb_processes(base: str) -> list[psutil.Process]:
             if p.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
             cmd = p.info["cmdline"] or []
-            if "fusedb.shard.process" in cmd and any(a.startswith(base) for a in cmd):
+            if "fusedb.worker.process" in cmd and any(a.startswith(base) for a in cmd):
                 found.append(p)
         except psutil.Error:
             pass

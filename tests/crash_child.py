@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import fusedb  # noqa: E402
 from crash_ops import apply, op  # noqa: E402
-from fusedb import failpoints  # noqa: E402
+from fusedb.core import failpoints  # noqa: E402
 
 
 #: The options every crash test opens its database with.

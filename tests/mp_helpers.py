@@ -8,7 +8,7 @@ import threading
 import time
 
 import fusedb
-from fusedb import failpoints
+from fusedb.core import failpoints
 
 _db = None
 

@@ -26,7 +26,7 @@ import itertools
 import os as real_os
 import threading
 
-MODULES = ["fusedb.fileio", "fusedb.wal.writer", "fusedb.wal.recovery", "fusedb.store"]
+MODULES = ["fusedb.core.fileio", "fusedb.wal.writer", "fusedb.wal.recovery", "fusedb.runtime.store"]
 
 
 class PowerLost(BaseException):

@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, \
     run_state_machine_as_test
 
 import fusedb
-from fusedb.entry import INT64_MAX, INT64_MIN, parse_decimal
+from fusedb.core.entry import INT64_MAX, INT64_MIN, parse_decimal
 
 from conftest import TINY
 from test_multiprocess import Client

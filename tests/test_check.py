@@ -13,9 +13,9 @@ import sys
 import pytest
 
 import fusedb
-from fusedb import manifest
-from fusedb.check import check, is_open
-from fusedb.segment import file_name
+from fusedb.core import manifest
+from fusedb.tools.check import check, is_open
+from fusedb.core.segment import file_name
 
 from conftest import TINY
 

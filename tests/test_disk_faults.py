@@ -30,7 +30,7 @@ import psutil
 import pytest
 
 import fusedb
-from fusedb import failpoints
+from fusedb.core import failpoints
 from fusedb.shm import region
 from fusedb.shm.meta import M_NEXT_LEAF
 
@@ -377,7 +377,7 @@ def test_repair_on_a_full_disk_waits_for_space(tmp_path, monkeypatch, capfd):
         client.proc.kill()
         client.proc.join()
         faults = db._store.meta.faults
-        from fusedb.retry import shard_state
+        from fusedb.core.retry import shard_state
         wait_until(lambda: shard_state(faults, 0)["background_error"], 5, "the repair failing")
         assert "shard repair" in shard_state(faults, 0)["background_error"]
         assert db.get(b"\x81k001") == model[b"\x81k001"], "the other shard serves reads"
@@ -531,7 +531,7 @@ STALLED_CHILD = r"""
 import atexit, sys, threading
 sys.path.insert(0, {tests!r})
 import fusedb
-from fusedb import failpoints
+from fusedb.core import failpoints
 from conftest import TINY
 
 release = threading.Event()

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import fusedb
-from fusedb import failpoints
+from fusedb.core import failpoints
 
 from conftest import TINY
 

@@ -19,10 +19,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st, target
 
 import fusedb
-from fusedb import failpoints, identity
+from fusedb.core import failpoints
+from fusedb.runtime import identity
 from fusedb.errors import CorruptionError, FuseDBError, InvalidArgumentError, \
     KeyTooLargeError, NotADatabaseError, SharedMemoryError
-from fusedb.segment import file_name
+from fusedb.core.segment import file_name
 from fusedb.shm import region
 from fusedb.shm.arena import region_bytes as arena_region_bytes
 from fusedb.shm.meta import Meta, region_bytes as meta_region_bytes

@@ -134,7 +134,7 @@ def worker_pids(router_pid: int) -> list[int]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         kids = [c for c in psutil.Process(router_pid).children()
-                if "fusedb.shard.process" in " ".join(c.cmdline())]
+                if "fusedb.worker.process" in " ".join(c.cmdline())]
         if len(kids) == 2:
             return [c.pid for c in kids]
         time.sleep(0.02)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import fusedb
-from fusedb.entry import parse_decimal
+from fusedb.core.entry import parse_decimal
 
 import mp_helpers
 from conftest import TINY

@@ -18,7 +18,7 @@ import threading
 import pytest
 
 import fusedb
-from fusedb import failpoints
+from fusedb.core import failpoints
 
 from conftest import TINY
 from crash_ops import apply, model, op

@@ -18,10 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import fusedb
-from fusedb import identity, manifest
-from fusedb.check import check
-from fusedb.repair import LOST_DIR, REPORT_FILE, repair
-from fusedb.segment import Segment, file_name
+from fusedb.runtime import identity
+from fusedb.core import manifest
+from fusedb.tools.check import check
+from fusedb.tools.repair import LOST_DIR, REPORT_FILE, repair
+from fusedb.core.segment import Segment, file_name
 from fusedb.shm import region
 from fusedb.wal.reader import decode, list_files, read_file
 from fusedb.wal.recovery import salvage

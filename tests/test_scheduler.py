@@ -1,6 +1,6 @@
 """The scheduler policy is a pure function: state in, decisions out."""
 
-from fusedb.scheduler import LeafView, Policy, ShardView, decide, fold_count
+from fusedb.core.scheduler import LeafView, Policy, ShardView, decide, fold_count
 
 P = Policy(leaf_max_bytes=1000, hot_fills=3, min_split_entries=10, max_segments=3,
            max_leaves=100, low_free_fraction=0.25)

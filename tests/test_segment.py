@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fusedb.entry import KIND_DEL, KIND_INT, KIND_VALUE, key_hash
+from fusedb.core.entry import KIND_DEL, KIND_INT, KIND_VALUE, key_hash
 from fusedb.errors import CorruptionError
-from fusedb.merge import merge_runs
-from fusedb.run import Run
-from fusedb.segment import HEADER, Segment, write_segment
+from fusedb.core.merge import merge_runs
+from fusedb.core.run import Run
+from fusedb.core.segment import HEADER, Segment, write_segment
 
 
 def make_run(items: dict[bytes, tuple[int, bytes]]) -> Run:

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import fusedb
-from fusedb.entry import parse_decimal
-from fusedb.scan import prefix_end
+from fusedb.core.entry import parse_decimal
+from fusedb.api.scan import prefix_end
 
 from conftest import TINY, FakeClock
 from hypothesis.stateful import run_state_machine_as_test

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 import fusedb
-from fusedb import failpoints
-from fusedb.check import check, dump
+from fusedb.core import failpoints
+from fusedb.tools.check import check, dump
 from fusedb.wal.reader import list_files
 
 from conftest import TINY

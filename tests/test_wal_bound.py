@@ -32,8 +32,8 @@ import pytest
 
 import fusedb
 import fusedb.options
-from fusedb import failpoints
-from fusedb.scheduler import Decision, LeafView, Policy, ShardView, decide, wal_target
+from fusedb.core import failpoints
+from fusedb.core.scheduler import Decision, LeafView, Policy, ShardView, decide, wal_target
 from fusedb.wal.reader import list_files
 from fusedb.wal.ring import R_HEAD
 
@@ -354,7 +354,7 @@ def test_sigkill_with_the_bound_active_loses_nothing_and_replays_little(tmp_path
         if how == "router":
             # Its workers notice, flush their rings and exit; wait for them.
             deadline = time.monotonic() + 30
-            while any("fusedb.shard.process" in " ".join(c) and path in " ".join(c)
+            while any("fusedb.worker.process" in " ".join(c) and path in " ".join(c)
                       for c in _cmdlines()):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)

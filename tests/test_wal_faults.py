@@ -13,7 +13,7 @@ import pytest
 
 import fusedb
 import fusedb.wal.writer as writer
-from fusedb.check import check
+from fusedb.tools.check import check
 
 from conftest import TINY
 

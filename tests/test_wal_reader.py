@@ -18,7 +18,7 @@ import posix_ipc
 import pytest
 import xxhash
 
-from fusedb.entry import KIND_DEL, KIND_INT, KIND_VALUE
+from fusedb.core.entry import KIND_DEL, KIND_INT, KIND_VALUE
 from fusedb.errors import CorruptionError
 from fusedb.wal.format import (BODY_HEADER, FILE_HEADER, MAGIC, MUTATION, RECORD_HEADER,
                                T_MUTATIONS, T_PAD, VERSION, file_name, pad8, pad16)

@@ -20,18 +20,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import failpoints
-from ..entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT
-from ..merge import cut, merge_runs, split_point
-from ..scheduler import fold_count
-from ..segment import file_name
-from ..retry import step
-from ..shm.meta import S_FREEZES, S_MERGES, S_SEG_BYTES, S_SEG_FILES, S_SPLITS
-from ..shm.slab import H_HEAP, H_REFS, H_STATE, H_USED, STATE_FROZEN
-from ..wal.ring import R_HEAD
+from fusedb.core import failpoints
+from fusedb.core.entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT
+from fusedb.core.merge import cut, merge_runs, split_point
+from fusedb.core.scheduler import fold_count
+from fusedb.core.segment import file_name
+from fusedb.core.retry import step
+from fusedb.shm.meta import S_FREEZES, S_MERGES, S_SEG_BYTES, S_SEG_FILES, S_SPLITS
+from fusedb.shm.slab import H_HEAP, H_REFS, H_STATE, H_USED, STATE_FROZEN
+from fusedb.wal.ring import R_HEAD
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from fusedb.runtime.store import Store
 
 #: What the locked read path returns when a segment is not open in this process yet.
 NEED_SEGMENTS = object()
@@ -51,7 +51,7 @@ class Shard:
         self.last_end = 0   # WAL position of the last in-place incr (read under the lock)
         self._spare_leaf = -1   # a leaf id taken by a split that did not publish
         #: Merges published plus manifests committed by this process's worker: a
-        #: round that advanced it has written to the disk (fusedb.retry's recovery).
+        #: round that advanced it has written to the disk (fusedb.core.retry's recovery).
         self.progress = 0
         self.slabs = arena.slabs
         self.meta = store.meta
@@ -236,7 +236,7 @@ class Shard:
 
         Raises OSError if a segment cannot be written, or DiskError if the WAL
         cannot be made durable (the errors carry ``fusedb_step``, "merge" or
-        "split"; see fusedb.retry). Then nothing was published: the frozen
+        "split"; see fusedb.core.retry). Then nothing was published: the frozen
         buffer stays for a retry and the attempt's segment files are removed.
         """
         meta, store = self.meta, self.store

@@ -15,13 +15,13 @@ import time
 import traceback
 from typing import TYPE_CHECKING
 
-from ..retry import WORKER, Retrier, transient
-from ..scheduler import LeafView, Policy, ShardView, decide
-from ..shm.locks import RepairNeeded
+from fusedb.core.retry import WORKER, Retrier, transient
+from fusedb.core.scheduler import LeafView, Policy, ShardView, decide
+from fusedb.shm.locks import RepairNeeded
 
 if TYPE_CHECKING:
-    from ..store import Store
-    from .shard import Shard
+    from fusedb.runtime.store import Store
+    from fusedb.shard.shard import Shard
 
 
 class Worker(threading.Thread):
@@ -43,14 +43,14 @@ class Worker(threading.Thread):
         self._last_fills: dict[int, int] = {}
         self._last_writes: dict[int, int] = {}
         self._flush_waiters: queue.SimpleQueue[threading.Event] = queue.SimpleQueue()
-        #: Failure state and backoff of this shard's background work (fusedb.retry).
+        #: Failure state and backoff of this shard's background work (fusedb.core.retry).
         self.retry = Retrier(store.meta.faults, shard.no, WORKER)
 
     def run(self) -> None:
         """The loop: wake on a signal or a tick, do housekeeping, then serve flush
         requests or run a scheduling round (:meth:`step`).
 
-        A transient disk error (fusedb.retry: ENOSPC, EDQUOT, EIO) in a round is
+        A transient disk error (fusedb.core.retry: ENOSPC, EDQUOT, EIO) in a round is
         logged and retried with backoff: until the retry is due, wake-ups from
         writers do not start another round (they would turn the backoff into a
         busy loop), but flush requests do. What failed published nothing, or was

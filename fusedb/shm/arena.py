@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import struct
 
-from .region import Region
-from .slab import STATE_ACTIVE, STATE_FREE, Slab, SlabLayout
+from fusedb.shm.region import Region
+from fusedb.shm.slab import STATE_ACTIVE, STATE_FREE, Slab, SlabLayout
 
 MAGIC = struct.unpack("<Q", b"FUSEARN1")[0]
 LAYOUT_VERSION = 1

@@ -27,7 +27,7 @@ mutex makes that one process, so two never race):
 * **shard lock**: the holder died inside its critical section, so the shard's
   buffers may be half-written. The locker marks the mutex consistent, sets the
   slot's *repair flag* and hands the shard to its repairer, the shard's worker
-  (fusedb.shard.process; Store.repair_shard rebuilds the shard from the WAL).
+  (fusedb.worker.process; Store.repair_shard rebuilds the shard from the WAL).
   If the locker is that worker (``repairer``), it raises :class:`RepairNeeded`
   after unlocking and repairs at the top of its loop; anyone else unlocks,
   wakes the worker and waits, like any waiter, until the flag is clear. Every
@@ -76,8 +76,8 @@ import time
 import posix_ipc
 import psutil
 
-from .. import failpoints
-from ..errors import ClosedError, FuseDBError, LockTimeoutError
+from fusedb.core import failpoints
+from fusedb.errors import ClosedError, FuseDBError, LockTimeoutError
 
 log = logging.getLogger("fusedb")
 

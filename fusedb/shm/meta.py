@@ -44,10 +44,10 @@ import ctypes
 import json
 import struct
 
-from .. import failpoints
-from ..errors import ClosedError, FuseDBError
-from .locks import LOCK_BYTES
-from .region import Region
+from fusedb.core import failpoints
+from fusedb.errors import ClosedError, FuseDBError
+from fusedb.shm.locks import LOCK_BYTES
+from fusedb.shm.region import Region
 
 MAGIC = struct.unpack("<Q", b"FUSEMET2")[0]
 LAYOUT_VERSION = 4

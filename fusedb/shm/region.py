@@ -16,8 +16,8 @@ import os
 import posix_ipc
 import xxhash
 
-from .. import failpoints
-from ..errors import SharedMemoryError
+from fusedb.core import failpoints
+from fusedb.errors import SharedMemoryError
 
 PREFIX = "fusedb-"
 SHM_DIR = "/dev/shm"

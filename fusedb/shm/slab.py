@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..entry import KIND_INT
-from ..run import Run
+from fusedb.core.entry import KIND_INT
+from fusedb.core.run import Run
 
 HEADER_BYTES = 64
 H_LEAF, H_USED, H_HEAP, H_STATE, H_REFS, H_FIRST_LO, H_FIRST_HI = 0, 1, 2, 3, 4, 5, 6

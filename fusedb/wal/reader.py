@@ -1,5 +1,5 @@
 """Reading WAL files: record framing, torn tails, damage, and vectorised decoding
-of mutations into a :class:`fusedb.run.Run`.
+of mutations into a :class:`fusedb.core.run.Run`.
 
 Damage rules (docs/format.md, "WAL"): in the *last* file of a shard, a bad record
 after which no valid record starts (at any 16-byte boundary up to EOF) is a torn
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import xxhash
 
-from ..errors import CorruptionError
-from ..run import Run
-from .format import (BODY_HEADER, FILE_HEADER, MAGIC, MUTATION, RECORD_HEADER, T_MUTATIONS,
+from fusedb.errors import CorruptionError
+from fusedb.core.run import Run
+from fusedb.wal.format import (BODY_HEADER, FILE_HEADER, MAGIC, MUTATION, RECORD_HEADER, T_MUTATIONS,
                      T_PAD, VERSION, parse_file_name, pad16)
 
 _hash = xxhash.xxh3_64_intdigest

@@ -19,16 +19,16 @@ import os
 
 import numpy as np
 
-from .. import manifest as manifest_mod
-from ..fileio import fsync_dir
-from ..manifest import ManifestData
-from ..merge import cut, merge_runs, newest_per_key
-from ..run import Run, compact, concat
-from ..segment import Segment, file_name as seg_file_name, write_segment
-from ..shm import region
-from .format import FILE_HEADER, MAGIC, VERSION, file_name
-from .reader import decode, fill_hashes, list_files, read_file
-from .ring import R_FILE_NO, R_FILE_START, R_FLUSHED, R_HEAD, Ring
+from fusedb.core import manifest as manifest_mod
+from fusedb.core.fileio import fsync_dir
+from fusedb.core.manifest import ManifestData
+from fusedb.core.merge import cut, merge_runs, newest_per_key
+from fusedb.core.run import Run, compact, concat
+from fusedb.core.segment import Segment, file_name as seg_file_name, write_segment
+from fusedb.shm import region
+from fusedb.wal.format import FILE_HEADER, MAGIC, VERSION, file_name
+from fusedb.wal.reader import decode, fill_hashes, list_files, read_file
+from fusedb.wal.ring import R_FILE_NO, R_FILE_START, R_FLUSHED, R_HEAD, Ring
 
 
 def salvage(tag: str, dirpath: str) -> int:

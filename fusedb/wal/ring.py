@@ -32,10 +32,10 @@ import struct
 
 import xxhash
 
-from ..entry import KIND_INT
-from ..errors import InvalidArgumentError
-from ..shm.region import Region
-from .format import BODY_HEADER, MUTATION, RECORD_HEADER, T_MUTATIONS, T_PAD, pad8, pad16
+from fusedb.core.entry import KIND_INT
+from fusedb.errors import InvalidArgumentError
+from fusedb.shm.region import Region
+from fusedb.wal.format import BODY_HEADER, MUTATION, RECORD_HEADER, T_MUTATIONS, T_PAD, pad8, pad16
 
 MAGIC = struct.unpack("<Q", b"FUSERNG1")[0]
 LAYOUT_VERSION = 1

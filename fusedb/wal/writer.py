@@ -19,7 +19,7 @@ error is recorded, writers get it as :class:`fusedb.errors.DiskError` once the
 ring is full (or at once in ``sync`` mode), reads go on, and the flusher retries
 the write at every tick. A transient error while *rotating* (starting the next
 file) is not one writers see (the current file took their records): rotation is
-retried with backoff (fusedb.retry) and the current file grows meanwhile. Both
+retried with backoff (fusedb.core.retry) and the current file grows meanwhile. Both
 are logged once per episode and shown by ``stats()``.
 
 Back-pressure from the WAL bound (docs/design.md, "Back-pressure"): when the
@@ -43,13 +43,13 @@ import threading
 import time
 import traceback
 
-from .. import failpoints, retry
-from ..errors import DiskError
-from ..fileio import fsync_dir
-from ..shm.meta import S_DISK_ERROR
-from .format import FILE_HEADER, MAGIC, VERSION, file_name
-from .reader import list_files
-from .ring import R_DURABLE, R_FILE_NO, R_FILE_START, R_FLUSHED, R_HEAD, R_ROOM, R_WAL_BYTES, \
+from fusedb.core import failpoints, retry
+from fusedb.errors import DiskError
+from fusedb.core.fileio import fsync_dir
+from fusedb.shm.meta import S_DISK_ERROR
+from fusedb.wal.format import FILE_HEADER, MAGIC, VERSION, file_name
+from fusedb.wal.reader import list_files
+from fusedb.wal.ring import R_DURABLE, R_FILE_NO, R_FILE_START, R_FLUSHED, R_HEAD, R_ROOM, R_WAL_BYTES, \
     Ring
 
 MODES = ("sync", "interval", "none")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from ..shm.meta import M_ROUTE_VER, Meta
+from fusedb.shm.meta import M_ROUTE_VER, Meta
 
 
 class RouteCache:

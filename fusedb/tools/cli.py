@@ -25,7 +25,7 @@ import random
 import sys
 import time
 
-from . import open as open_db
+from fusedb import open as open_db
 
 
 def _rate_limit(args) -> tuple[int, int, float]:
@@ -87,8 +87,8 @@ def bench(argv: list[str]) -> int:
     """Run perf/bench.py (it lives next to the package in a source checkout, as
     with ``pip install -e .``) with a progress bar."""
     import subprocess
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "perf", "bench.py")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = os.path.join(root, "perf", "bench.py")
     if not os.path.exists(script):
         print("fusedb bench: perf/bench.py not found; run it from a source checkout "
               "(pip install -e '.[bench]')", file=sys.stderr)
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "demo":
         return demo(args.path, args.ops, args.shards, args.processes)
-    from . import check as check_mod
+    from fusedb.tools import check as check_mod
     if not os.path.isdir(args.path):
         print(f"fusedb: {args.path}: not a directory", file=sys.stderr)
         return 2
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check(path: str) -> int:
-    from .check import CheckBusyError, check as check_db, is_open
+    from fusedb.tools.check import CheckBusyError, check as check_db, is_open
     live = is_open(path)
     try:
         problems = check_db(path)
@@ -150,8 +150,8 @@ def check(path: str) -> int:
 
 
 def repair(path: str, as_json: bool) -> int:
-    from .errors import InvalidArgumentError, LockedError
-    from .repair import repair as repair_db
+    from fusedb.errors import InvalidArgumentError, LockedError
+    from fusedb.tools.repair import repair as repair_db
     try:
         report = repair_db(path)
     except LockedError as e:

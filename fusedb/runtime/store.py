@@ -1,5 +1,5 @@
 """The open database's internals: directory, shared memory, shards, locks, workers,
-segment cache and manifest. :class:`fusedb.db.FuseDB` is the API on top.
+segment cache and manifest. :class:`fusedb.api.db.FuseDB` is the API on top.
 
 One class, four roles (docs/design.md, "Processes"):
 
@@ -9,13 +9,13 @@ One class, four roles (docs/design.md, "Processes"):
 ``router``    the process that opened a multiprocess database. Takes LOCK,
               recovers, creates the shared memory and named semaphores, starts
               one worker process per shard and restarts any that dies.
-``worker``    a shard's worker process (fusedb.shard.process): attaches, runs
+``worker``    a shard's worker process (fusedb.worker.process): attaches, runs
               the shard's flusher thread and merge loop, repairs the shard if a
               process died holding its lock.
 ``client``    any other process (``fusedb.connect``): attaches, does point
               operations directly on shared memory.
 
-Lifecycle: open = refuse a directory that is not FuseDB's (fusedb.identity), LOCK,
+Lifecycle: open = refuse a directory that is not FuseDB's (fusedb.runtime.identity), LOCK,
 remove shared-memory objects a crashed run left (after salvaging their WAL
 rings), read the MANIFEST, verify every segment it names, delete files of its
 own it does not name, replay the WAL, record the layout options in FUSEDB, create
@@ -47,26 +47,27 @@ import weakref
 import posix_ipc
 import psutil
 
-from . import failpoints, identity, manifest, retry, signals
-from .errors import ClosedError, CorruptionError, DiskError, FuseDBError, LockedError, \
+from fusedb.core import failpoints, manifest, retry
+from fusedb.runtime import identity, signals
+from fusedb.errors import ClosedError, CorruptionError, DiskError, FuseDBError, LockedError, \
     NotRunningError, SharedMemoryError
-from .manifest import LeafRecord, ManifestData
-from .options import Options
-from .segment import MAGIC as SEGMENT_MAGIC, Segment, file_name, write_segment
-from .shard.shard import Shard
-from .shard.worker import Worker
-from .shm import region
-from .shm.arena import A_FREE_TOP, Arena, region_bytes as arena_region_bytes
-from .shm.locks import ProcLock, SemEvent, alive, init_mutex, mutex_size
-from .shm.meta import M_MODE, M_NEXT_LEAF, M_NEXT_SEG, M_ROUTER_PID, M_STATE, \
+from fusedb.core.manifest import LeafRecord, ManifestData
+from fusedb.options import Options
+from fusedb.core.segment import MAGIC as SEGMENT_MAGIC, Segment, file_name, write_segment
+from fusedb.shard.shard import Shard
+from fusedb.shard.worker import Worker
+from fusedb.shm import region
+from fusedb.shm.arena import A_FREE_TOP, Arena, region_bytes as arena_region_bytes
+from fusedb.shm.locks import ProcLock, SemEvent, alive, init_mutex, mutex_size
+from fusedb.shm.meta import M_MODE, M_NEXT_LEAF, M_NEXT_SEG, M_ROUTER_PID, M_STATE, \
     MODE_MULTIPROCESS, \
     S_DISK_ERROR, STATE_OPEN, W_FLUSH_DONE, W_FLUSH_REQ, W_PID, Meta, \
     region_bytes as meta_region_bytes
-from .shm.slab import H_STATE, H_USED, STATE_FREE
-from .wal import recovery
-from .wal.reader import list_files as list_wal_files, read_file
-from .wal.ring import DATA_OFF as RING_DATA_OFF, R_FILE_NO, R_HEAD, Ring
-from .wal.writer import Flusher, RemoteFlusher
+from fusedb.shm.slab import H_STATE, H_USED, STATE_FREE
+from fusedb.wal import recovery
+from fusedb.wal.reader import list_files as list_wal_files, read_file
+from fusedb.wal.ring import DATA_OFF as RING_DATA_OFF, R_FILE_NO, R_HEAD, Ring
+from fusedb.wal.writer import Flusher, RemoteFlusher
 
 LOCK_FILE = identity.LOCK_FILE
 log = logging.getLogger("fusedb")
@@ -337,7 +338,7 @@ class Store:
     def _remove_garbage(self, referenced: set[int]) -> None:
         """Delete the garbage of this database's own files: temporary files of its
         publications (``seg-<16 hex>.fseg.tmp``, ``MANIFEST.tmp``, ``FUSEDB.tmp``:
-        fusedb.fileio.publish names them ``<file>.tmp``) and segment files
+        fusedb.core.fileio.publish names them ``<file>.tmp``) and segment files
         (``seg-<16 hex>.fseg`` with a segment's magic) the manifest does not name.
         Nothing else is touched, whatever its name (invariant 8)."""
         removed = 0
@@ -446,7 +447,7 @@ class Store:
     # -- the router's worker processes ----------------------------------------------------
 
     def _spawn(self, no: int) -> subprocess.Popen:
-        pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"]
                                         if env.get("PYTHONPATH") else "")
@@ -455,7 +456,7 @@ class Store:
         # directory stays locked while any worker of this run lives.
         # Its stdout is not the application's: a worker outliving a killed router
         # must not hold the application's output pipe open.
-        p = subprocess.Popen([sys.executable, "-m", "fusedb.shard.process", self.path, str(no)],
+        p = subprocess.Popen([sys.executable, "-m", "fusedb.worker.process", self.path, str(no)],
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
                              close_fds=True, pass_fds=(self._lockfd,))
         pin = self.opts.pin
@@ -626,7 +627,7 @@ class Store:
         files it covers, then delete the segment files it no longer names (never
         before: a crash in between would leave a manifest naming deleted files).
 
-        Raises OSError (labelled with its step, fusedb.retry) if a step fails;
+        Raises OSError (labelled with its step, fusedb.core.retry) if a step fails;
         every step can simply be run again (the caller keeps ``replaced`` for
         that): the manifest is rewritten whole, and a file deleted by the failed
         attempt is skipped."""

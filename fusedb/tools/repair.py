@@ -58,20 +58,21 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import identity, manifest
-from .check import LOCK_FILE, leaf_name, lock_holders, orphan_problems, range_problems, \
+from fusedb.runtime import identity
+from fusedb.core import manifest
+from fusedb.tools.check import LOCK_FILE, leaf_name, lock_holders, orphan_problems, range_problems, \
     routing_problems, segment_files, show, stream_gaps
-from .entry import key_hash
-from .errors import CorruptionError, InvalidArgumentError, LockedError
-from .fileio import fsync_dir, publish
-from .manifest import LeafRecord, ManifestData
-from .merge import cut, key_index, newest_per_key
-from .options import MAX_SEGMENTS_LIMIT, Options
-from .run import Run, concat
-from .segment import Segment, file_name, write_segment
-from .shm import region
-from .wal import recovery
-from .wal.reader import decode, fill_hashes, list_files, read_file
+from fusedb.core.entry import key_hash
+from fusedb.errors import CorruptionError, InvalidArgumentError, LockedError
+from fusedb.core.fileio import fsync_dir, publish
+from fusedb.core.manifest import LeafRecord, ManifestData
+from fusedb.core.merge import cut, key_index, newest_per_key
+from fusedb.options import MAX_SEGMENTS_LIMIT, Options
+from fusedb.core.run import Run, concat
+from fusedb.core.segment import Segment, file_name, write_segment
+from fusedb.shm import region
+from fusedb.wal import recovery
+from fusedb.wal.reader import decode, fill_hashes, list_files, read_file
 
 #: Subdirectory of the database that receives every file repair takes out.
 LOST_DIR = "lost"
@@ -684,7 +685,7 @@ def _fix_identity(path: str, lost_dir: str, state: tuple, longest_key: int,
     first), recording the larger of the defaults and the longest key (or leaf
     bound) and value the repaired database holds, in bytes: every stored entry
     fits, and ``open`` enlarges the record again if it is opened with larger
-    limits (fusedb.identity.reconcile)."""
+    limits (fusedb.runtime.identity.reconcile)."""
     kind, _layout = state
     if kind not in ("missing", "damaged"):
         return

@@ -5,7 +5,7 @@ entries around without touching them one by one in Python. Key and value bytes
 stay in a heap; each entry points at them with (start, length).
 
 A run read from a buffer slab is unsorted; a run read from a segment, or made by
-:func:`fusedb.merge.merge_runs`, is sorted by key with unique keys.
+:func:`fusedb.core.merge.merge_runs`, is sorted by key with unique keys.
 """
 
 from __future__ import annotations

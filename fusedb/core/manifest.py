@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import xxhash
 
-from .errors import CorruptionError
-from .fileio import fsync_dir, publish, read_if_exists
+from fusedb.errors import CorruptionError
+from fusedb.core.fileio import fsync_dir, publish, read_if_exists
 
 FILE = "MANIFEST"
 MAGIC = b"FUSEMAN1\n"

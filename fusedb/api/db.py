@@ -17,19 +17,20 @@ from typing import Iterable, Iterator
 
 import psutil
 
-from . import ops, retry, signals
-from . import scan as _scan
-from .batch import Batch
-from .entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT, KIND_VALUE, key_hash
-from .errors import ClosedError, DiskError, ForkedError, FuseDBKeyError, IntegerOverflowError, \
+from fusedb.core import ops, retry
+from fusedb.runtime import signals
+from fusedb.api import scan as _scan
+from fusedb.api.batch import Batch
+from fusedb.core.entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT, KIND_VALUE, key_hash
+from fusedb.errors import ClosedError, DiskError, ForkedError, FuseDBKeyError, IntegerOverflowError, \
     InvalidArgumentError, KeyTooLargeError, KeyTypeError, ValueTooLargeError, ValueTypeError, \
     WriteStallError
-from .options import Options
-from .router.routing import RouteCache
-from .shard.shard import NEED_SEGMENTS, segment_entry
-from .shm.meta import S_LOGICAL, S_STALLS, STAT_FIELDS, W_PID, W_REPAIRS
-from .store import Store
-from .wal.ring import R_WAL_BYTES
+from fusedb.options import Options
+from fusedb.shm.routes import RouteCache
+from fusedb.shard.shard import NEED_SEGMENTS, segment_entry
+from fusedb.shm.meta import S_LOGICAL, S_STALLS, STAT_FIELDS, W_PID, W_REPAIRS
+from fusedb.runtime.store import Store
+from fusedb.wal.ring import R_WAL_BYTES
 
 #: ``ttl()`` result for a key that exists but never expires (as Redis's TTL).
 TTL_NONE = -1.0
@@ -404,7 +405,7 @@ class FuseDB:
 
     def batch(self) -> Batch:
         """A batch of writes applied on exit of ``with db.batch() as b:``, all or
-        nothing whatever shards it spans (fusedb.batch: isolation and crash
+        nothing whatever shards it spans (fusedb.api.batch: isolation and crash
         atomicity)."""
         self._check_open()
         return Batch(self)
@@ -474,7 +475,7 @@ class FuseDB:
 
     def _worker_stats(self) -> list[dict]:
         """Per shard: the process doing its background work, its CPU and memory,
-        and the state of its background I/O (fusedb.retry.shard_state):
+        and the state of its background I/O (fusedb.core.retry.shard_state):
         ``background_error`` (str, or None while healthy), ``last_background_error``
         (the latest one, kept after the shard healed) and ``background_failures``
         (failed attempts since open, each retried)."""

@@ -17,13 +17,13 @@ from __future__ import annotations
 import bisect
 from typing import TYPE_CHECKING, Iterator
 
-from .entry import KIND_INT
-from .errors import ClosedError, InvalidArgumentError, KeyTypeError
-from .merge import cut, merge_runs
-from .router.routing import RouteCache
+from fusedb.core.entry import KIND_INT
+from fusedb.errors import ClosedError, InvalidArgumentError, KeyTypeError
+from fusedb.core.merge import cut, merge_runs
+from fusedb.shm.routes import RouteCache
 
 if TYPE_CHECKING:
-    from .db import FuseDB
+    from fusedb.api.db import FuseDB
 
 CHUNK = 256
 

@@ -33,10 +33,10 @@ import struct
 import numpy as np
 import xxhash
 
-from .entry import KIND_INT
-from .errors import CorruptionError
-from .fileio import publish
-from .run import Run, gather
+from fusedb.core.entry import KIND_INT
+from fusedb.errors import CorruptionError
+from fusedb.core.fileio import publish
+from fusedb.core.run import Run, gather
 
 MAGIC = b"FUSESEG\x00"
 END_MAGIC = b"FUSEEND\x00"

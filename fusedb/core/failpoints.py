@@ -25,7 +25,7 @@ Disk faults (arm with a callable raising ``OSError(errno.ENOSPC, ...)`` or
 merge replaced is about to be deleted); ``shm.create`` (a shared-memory object
 is created, not yet reserved or mapped, or a semaphore is about to be created:
 a full ``/dev/shm`` at open). They fire in the process that armed them;
-worker processes arm them from ``FUSEDB_WORKER_FAILPOINTS`` (fusedb.shard.process).
+worker processes arm them from ``FUSEDB_WORKER_FAILPOINTS`` (fusedb.worker.process).
 """
 
 from __future__ import annotations

@@ -35,11 +35,11 @@ from typing import Callable
 
 import xxhash
 
-from .errors import CorruptionError, InvalidArgumentError, NotADatabaseError
-from .fileio import publish, read_if_exists
-from .manifest import FILE as MANIFEST_FILE, MAGIC as MANIFEST_MAGIC
-from .options import Options
-from .wal.format import MAGIC as WAL_MAGIC, parse_file_name as parse_wal_name
+from fusedb.errors import CorruptionError, InvalidArgumentError, NotADatabaseError
+from fusedb.core.fileio import publish, read_if_exists
+from fusedb.core.manifest import FILE as MANIFEST_FILE, MAGIC as MANIFEST_MAGIC
+from fusedb.options import Options
+from fusedb.wal.format import MAGIC as WAL_MAGIC, parse_file_name as parse_wal_name
 
 IDENTITY_FILE = "FUSEDB"
 FORMAT = "fusedb"
@@ -93,7 +93,7 @@ def read(path: str) -> dict | None:
 def write(path: str, layout: dict) -> None:
     """Write (or replace) the identity file of directory ``path`` recording
     ``layout`` (ints of :data:`LAYOUT_OPTIONS`, bytes), atomically and durably
-    (temp, fsync, rename, directory fsync: fusedb.fileio.publish). The creation
+    (temp, fsync, rename, directory fsync: fusedb.core.fileio.publish). The creation
     time of a readable existing file is kept; otherwise it is now. Raises
     InvalidArgumentError for a layout missing an option; OSError if the file
     cannot be written."""

@@ -10,7 +10,7 @@ import contextlib
 import os
 from typing import Iterable
 
-from . import failpoints
+from fusedb.core import failpoints
 
 
 def read_if_exists(path: str) -> bytes | None:
@@ -41,7 +41,7 @@ def publish(path: str, chunks: Iterable[bytes | memoryview], sync_dir: bool = Tr
     error raised; ``path`` is then untouched.
     ``sync_dir=False`` leaves the directory fsync to the caller: segment files,
     whose names become durable with the directory fsync that precedes every
-    manifest write (fusedb.manifest.write), the only thing that ever names them.
+    manifest write (fusedb.core.manifest.write), the only thing that ever names them.
     ``point`` names a failpoint hit once the first chunk is in the temporary
     file (tests inject ENOSPC or EIO there: a half-written file).
     """

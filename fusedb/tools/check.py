@@ -30,15 +30,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from . import identity, manifest
-from .entry import KIND_DEL, KIND_INT
-from .errors import CorruptionError, FuseDBError
-from .options import MAX_SEGMENTS_LIMIT
-from .segment import Segment, file_name
-from .wal.format import FILE_HEADER
-from .wal.reader import WalFile, decode, list_files, read_file
+from fusedb.runtime import identity
+from fusedb.core import manifest
+from fusedb.core.entry import KIND_DEL, KIND_INT
+from fusedb.errors import CorruptionError, FuseDBError
+from fusedb.options import MAX_SEGMENTS_LIMIT
+from fusedb.core.segment import Segment, file_name
+from fusedb.wal.format import FILE_HEADER
+from fusedb.wal.reader import WalFile, decode, list_files, read_file
 
-LOCK_FILE = "LOCK"     # fusedb.store.LOCK_FILE (not imported: store pulls in the runtime)
+LOCK_FILE = "LOCK"     # fusedb.runtime.store.LOCK_FILE (not imported: store pulls in the runtime)
 
 #: Largest key any database accepts (Options rejects a larger max_key_size).
 KEY_SIZE_LIMIT = 4096

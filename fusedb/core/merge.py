@@ -11,8 +11,8 @@ import bisect
 
 import numpy as np
 
-from .entry import KIND_DEL
-from .run import Run, concat, fixed_width_keys
+from fusedb.core.entry import KIND_DEL
+from fusedb.core.run import Run, concat, fixed_width_keys
 
 
 def merge_runs(runs: list[Run], now: float, drop_dead: bool) -> Run:

@@ -25,15 +25,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import failpoints, ops
-from .entry import INT64_MAX, INT64_MIN, key_hash
-from .errors import ClosedError, IntegerOverflowError, InvalidArgumentError, ValueTypeError
-from .shard.shard import NEED_SEGMENTS
-from .shm.meta import S_LOGICAL
-from .wal.ring import R_HEAD
+from fusedb.core import failpoints, ops
+from fusedb.core.entry import INT64_MAX, INT64_MIN, key_hash
+from fusedb.errors import ClosedError, IntegerOverflowError, InvalidArgumentError, ValueTypeError
+from fusedb.shard.shard import NEED_SEGMENTS
+from fusedb.shm.meta import S_LOGICAL
+from fusedb.wal.ring import R_HEAD
 
 if TYPE_CHECKING:
-    from .db import FuseDB
+    from fusedb.api.db import FuseDB
 
 # Outcomes of one locked attempt (Batch._apply_locked).
 _DONE, _SEGMENTS, _STALL, _MOVED = "done", "segments", "stall", "moved"

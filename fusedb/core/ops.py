@@ -10,8 +10,8 @@ against an overlay before writing anything, so a failing op aborts the batch.
 
 from __future__ import annotations
 
-from .entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT, KIND_VALUE, parse_decimal
-from .errors import IntegerOverflowError, NotAnIntegerError
+from fusedb.core.entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT, KIND_VALUE, parse_decimal
+from fusedb.errors import IntegerOverflowError, NotAnIntegerError
 
 
 def alive(e, now: float) -> bool:

@@ -1,6 +1,6 @@
-"""A shard's worker process: ``python -m fusedb.shard.process DIR SHARD``.
+"""A shard's worker process: ``python -m fusedb.worker.process DIR SHARD``.
 
-Started by the router (fusedb.store.Store, role "router"), one per shard. It
+Started by the router (fusedb.runtime.store.Store, role "router"), one per shard. It
 attaches to the database's shared memory and runs, for its shard only, the WAL
 flusher (a thread) and the merge loop (the main thread). At every wake-up it
 also:
@@ -16,7 +16,7 @@ also:
 
 A disk error (ENOSPC, EDQUOT, EIO) never ends the process: the worker logs one
 line to stderr (logger ``"fusedb"``, which this process sends there), retries
-with backoff (fusedb.retry) and logs one line when it works again.
+with backoff (fusedb.core.retry) and logs one line when it works again.
 
 Test hook: ``FUSEDB_WORKER_FAILPOINTS="point=kill,point2=sleep:5"`` arms
 failpoints in the worker (``kill`` sends SIGKILL to itself there;
@@ -35,14 +35,14 @@ import sys
 import time
 import traceback
 
-from .. import failpoints, retry
-from ..errors import LockTimeoutError
-from ..shm.meta import M_ROUTER_PID, M_STATE, STATE_OPEN, W_FLUSH_DONE, W_FLUSH_REQ, W_PID, \
+from fusedb.core import failpoints, retry
+from fusedb.errors import LockTimeoutError
+from fusedb.shm.meta import M_ROUTER_PID, M_STATE, STATE_OPEN, W_FLUSH_DONE, W_FLUSH_REQ, W_PID, \
     W_REPAIRS
-from ..shm import locks
-from ..shm.locks import RepairNeeded
-from ..store import Store
-from .worker import Worker
+from fusedb.shm import locks
+from fusedb.shm.locks import RepairNeeded
+from fusedb.runtime.store import Store
+from fusedb.shard.worker import Worker
 
 
 log = logging.getLogger("fusedb")
@@ -109,7 +109,7 @@ def run(path: str, no: int) -> int:
         """Repair the shard if a process died holding its lock (a locker got
         EOWNERDEAD from the robust mutex and set the repair flag), or finish a
         repair a disk error interrupted (after the worker's backoff, or ``now``).
-        Raises a transient OSError (fusedb.retry) to be retried, still holding
+        Raises a transient OSError (fusedb.core.retry) to be retried, still holding
         the lock; RepairNeeded if the lock is needed again meanwhile."""
         nonlocal repairing
         if not repairing:

@@ -38,7 +38,8 @@ import sys
 import threading
 import time
 
-_PKG = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# The fusedb package directory (this file is fusedb/runtime/signals.py).
+_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _installed = False
 #: Signals being re-sent until the handler can act on them.
 _pending: set[int] = set()
