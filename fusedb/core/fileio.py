@@ -23,15 +23,19 @@ def read_if_exists(path: str) -> bytes | None:
         return None
 
 
-def write_all(fd: int, data: bytes | memoryview) -> int:
+def write_all(fd: int, data: bytes | memoryview, write=None) -> int:
     """Write all of ``data`` (any C-contiguous buffer) at ``fd``'s offset,
     looping over short writes; returns the byte count. Raises OSError. Holds no
-    view of ``data`` after returning (a ring's mapping can be closed)."""
+    view of ``data`` after returning (a ring's mapping can be closed).
+    ``write``: the ``os.write`` to call, default this module's; callers in other
+    modules pass their own, so a test that replaces a module's ``os`` (disk
+    faults, power loss) reaches the writes that module makes."""
+    write = write or os.write
     with memoryview(data) as mv, mv.cast("B") as view:
         done = 0
         while done < len(view):
             with view[done:] as rest:
-                done += os.write(fd, rest)
+                done += write(fd, rest)
     return done
 
 

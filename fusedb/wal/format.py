@@ -41,11 +41,12 @@ BODY_HEADER = struct.Struct(WAL_BODY_HEADER)
 MUTATION = struct.Struct(WAL_MUTATION)
 
 
-def write_file_header(fd: int, shard: int, file_no: int, start_pos: int) -> int:
+def write_file_header(fd: int, shard: int, file_no: int, start_pos: int, write=None) -> int:
     """Write a WAL file header (FILE_HEADER.size bytes) at ``fd``'s offset;
-    returns the bytes written. Raises OSError (EIO for a short write)."""
+    returns the bytes written. Raises OSError (EIO for a short write).
+    ``write``: the caller's ``os.write`` (see fusedb.core.fileio.write_all)."""
     header = FILE_HEADER.pack(MAGIC, VERSION, shard, file_no, start_pos)
-    if os.write(fd, header) != len(header):
+    if (write or os.write)(fd, header) != len(header):
         raise OSError(errno.EIO, "short write of a WAL file header")
     return len(header)
 

@@ -51,14 +51,14 @@ def salvage(tag: str, dirpath: str) -> int:
             try:
                 if os.fstat(fd).st_size < FILE_HEADER.size:
                     os.ftruncate(fd, 0)
-                    write_file_header(fd, shard, hdr[R_FILE_NO], hdr[R_FILE_START])
+                    write_file_header(fd, shard, hdr[R_FILE_NO], hdr[R_FILE_START], os.write)
                 keep = FILE_HEADER.size + (flushed - hdr[R_FILE_START])
                 if os.fstat(fd).st_size > keep:
                     os.ftruncate(fd, keep)
                 os.lseek(fd, 0, os.SEEK_END)
                 for chunk in ring.chunks(flushed, head):
                     with chunk:
-                        total += write_all(fd, chunk)
+                        total += write_all(fd, chunk, os.write)
                 os.fsync(fd)
             finally:
                 os.close(fd)

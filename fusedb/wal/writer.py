@@ -133,7 +133,8 @@ class Flusher(threading.Thread):
                 os.ftruncate(self.fd, keep)
         if os.fstat(self.fd).st_size == 0:
             try:
-                write_file_header(self.fd, self.shard, hdr[R_FILE_NO], hdr[R_FILE_START])
+                write_file_header(self.fd, self.shard, hdr[R_FILE_NO], hdr[R_FILE_START],
+                                  os.write)
                 os.fsync(self.fd)
                 fsync_dir(self.dirpath)
             except BaseException:
@@ -157,7 +158,7 @@ class Flusher(threading.Thread):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         try:
             failpoints.hit("wal.rotate")
-            size = write_file_header(fd, self.shard, no, start)
+            size = write_file_header(fd, self.shard, no, start, os.write)
             os.fsync(fd)
             fsync_dir(self.dirpath)
         except BaseException:
@@ -220,7 +221,7 @@ class Flusher(threading.Thread):
                     failpoints.hit("wal.write")
                     for chunk in self.ring.chunks(flushed, head):
                         with chunk:
-                            write_all(self.fd, chunk)
+                            write_all(self.fd, chunk, os.write)
                     self._partial = False
                     with self._files_lock:   # size and flushed change together
                         self.size += head - flushed
