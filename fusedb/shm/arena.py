@@ -27,7 +27,10 @@ region_bytes = arena_region_bytes
 
 
 class Arena:
-    """One shard's slabs. Create with ``create=True`` (the owner) or attach."""
+    """One shard's slabs, one object per attached process: created (``create=True``)
+    by the router or embedded process, attached by workers and clients. ``alloc``
+    and ``release_slab`` run under the shard's lock (writers freeze, the merge
+    worker frees)."""
 
     def __init__(self, nm: str, nslabs: int = 0, slab_bytes: int = 0, nslots: int = 0,
                  create: bool = False):

@@ -69,7 +69,10 @@ region_bytes = meta_region_bytes
 
 
 class Meta:
-    """Views of the meta block (one per attached process)."""
+    """Views of the meta block, one object per attached process (created by the
+    router or embedded process, attached by workers and clients), used from any
+    of its threads. Each field has its lock (module doc: "Who writes what"); the
+    per-shard views are taken once and held by their users."""
 
     def __init__(self, nm: str, max_leaves: int = 0, max_key: int = 0, shards: int = 0,
                  create: bool = False):
