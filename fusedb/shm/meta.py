@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import struct
 
 from fusedb.core import failpoints
 from fusedb.core.layout import (F_WORDS, LOCK_BYTES, LOCK_EXTRA, M_COUNT0, M_MAGIC, M_MAX_KEY,
