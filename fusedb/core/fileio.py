@@ -23,6 +23,22 @@ def read_if_exists(path: str) -> bytes | None:
         return None
 
 
+def write_all(fd: int, data: bytes | memoryview, write=None) -> int:
+    """Write all of ``data`` (any C-contiguous buffer) at ``fd``'s offset,
+    looping over short writes; returns the byte count. Raises OSError. Holds no
+    view of ``data`` after returning (a ring's mapping can be closed).
+    ``write``: the ``os.write`` to call, default this module's; callers in other
+    modules pass their own, so a test that replaces a module's ``os`` (disk
+    faults, power loss) reaches the writes that module makes."""
+    write = write or os.write
+    with memoryview(data) as mv, mv.cast("B") as view:
+        done = 0
+        while done < len(view):
+            with view[done:] as rest:
+                done += write(fd, rest)
+    return done
+
+
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -51,11 +67,7 @@ def publish(path: str, chunks: Iterable[bytes | memoryview], sync_dir: bool = Tr
     try:
         try:
             for chunk in chunks:
-                view = memoryview(chunk).cast("B")
-                while len(view):
-                    n = os.write(fd, view)
-                    view = view[n:]
-                    size += n
+                size += write_all(fd, chunk)
                 if point is not None:
                     failpoints.hit(point)
                     point = None

@@ -20,10 +20,11 @@ import xxhash
 
 from fusedb.errors import CorruptionError
 from fusedb.core.fileio import fsync_dir, publish, read_if_exists
+from fusedb.core.layout import MANIFEST_MAGIC, MANIFEST_VERSION
 
 FILE = "MANIFEST"
-MAGIC = b"FUSEMAN1\n"
-FORMAT_VERSION = 1
+MAGIC = MANIFEST_MAGIC
+FORMAT_VERSION = MANIFEST_VERSION
 
 
 @dataclass

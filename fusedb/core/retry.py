@@ -40,6 +40,8 @@ import os
 import time
 from typing import Iterator
 
+from fusedb.core.layout import F_CURRENT, F_FAILURES, F_LAST, F_WORDS, own_words
+
 log = logging.getLogger("fusedb")
 
 #: Errnos of the disk conditions a retry can outlast.
@@ -64,13 +66,9 @@ _PLAN = ("retrying with backoff (10 ms doubling up to 1 s); reads go on, and wri
          "retrying every few ms; reads go on; writers get DiskError once the WAL ring is "
          "full (in sync mode at once); nothing acknowledged is lost")
 
-# Per shard, 8 u64 words of Meta.faults: the current error of each path (packed
-# errno << 8 | step code; 0 = healthy), the last error of either path (packed),
-# and the failed attempts of each path since open.
-F_CURRENT = (0, 1)
-F_LAST = 2
-F_FAILURES = (3, 4)
-F_WORDS = 8
+# Per shard, F_WORDS u64 words of Meta.faults (fusedb.core.layout F_*): the current
+# error of each path (packed errno << 8 | step code; 0 = healthy), the last error of
+# either path (packed), and the failed attempts of each path since open.
 
 
 def transient(exc: BaseException) -> OSError | None:
@@ -111,13 +109,16 @@ def describe(packed: int) -> str | None:
 class Retrier:
     """The failure state and backoff of one background path of one shard.
 
-    ``faults`` is the meta block's ``faults`` view (u64, :data:`F_WORDS` per
-    shard); it is written here so every process's ``stats()`` sees the state.
-    Not thread-safe: each path is driven by one thread at a time."""
+    Made by the path's owner: the merge worker (fusedb.shard.worker) and the
+    WAL writer (fusedb.wal.writer.Flusher), in the process that runs them.
+    ``faults`` is the shard's fault words (``Meta.shard_faults(shard)``, u64,
+    indexed by F_*; the whole ``Meta.faults`` is accepted too); they are
+    written here so every process's ``stats()`` sees the state. No lock: each
+    path is driven by one thread at a time, and each word has one writer (F_LAST
+    two, each a single 8-byte store)."""
 
     def __init__(self, faults, shard: int, path: int):
-        self.faults = faults
-        self.base = shard * F_WORDS
+        self.faults = faults = own_words(faults, shard, F_WORDS)
         self.shard = shard
         self.path = path
         self.delay = 0.0            # current backoff delay (0: healthy)
@@ -127,7 +128,7 @@ class Retrier:
         self._logged = 0            # packed error last logged
         # A new owner of the path (a restarted worker process) starts healthy: the
         # error its predecessor recorded is not known to persist.
-        faults[self.base + F_CURRENT[path]] = 0
+        faults[F_CURRENT[path]] = 0
 
     @property
     def failing(self) -> bool:
@@ -151,10 +152,10 @@ class Retrier:
         self.failures += 1
         self.delay = min(MAX_DELAY, self.delay * 2) if self.delay else FIRST_DELAY
         self.retry_at = now + self.delay
-        f, b = self.faults, self.base
-        f[b + F_CURRENT[self.path]] = packed
-        f[b + F_LAST] = packed
-        f[b + F_FAILURES[self.path]] += 1
+        f = self.faults
+        f[F_CURRENT[self.path]] = packed
+        f[F_LAST] = packed
+        f[F_FAILURES[self.path]] += 1
         if packed != self._logged:
             self._logged = packed
             log.warning("shard %d: %s failed: %s; %s", self.shard, STEPS[code], err,
@@ -168,16 +169,18 @@ class Retrier:
         log.info("shard %d: %s works again after %d failed attempt%s in %.1f s", self.shard,
                  _PATHS[self.path], self.failures, "" if self.failures == 1 else "s",
                  time.monotonic() - self.since)
-        self.faults[self.base + F_CURRENT[self.path]] = 0
+        self.faults[F_CURRENT[self.path]] = 0
         self.delay = 0.0
         self.retry_at = 0.0
         self._logged = 0
 
 
-def shard_state(faults, shard: int) -> dict:
-    """The ``stats()`` fields of one shard's background state (see the module doc)."""
-    b = shard * F_WORDS
-    now = [describe(faults[b + i]) for i in F_CURRENT]
+def shard_state(faults, shard: int = 0) -> dict:
+    """The ``stats()`` fields of one shard's background state (see the module doc).
+    ``faults``: the shard's fault words (``Meta.shard_faults(shard)``; ``shard``
+    is then not needed), or the whole ``Meta.faults`` and the shard number."""
+    f = own_words(faults, shard, F_WORDS)
+    now = [describe(f[i]) for i in F_CURRENT]
     return {"background_error": "; ".join(s for s in now if s) or None,
-            "last_background_error": describe(faults[b + F_LAST]),
-            "background_failures": sum(faults[b + i] for i in F_FAILURES)}
+            "last_background_error": describe(f[F_LAST]),
+            "background_failures": sum(f[i] for i in F_FAILURES)}

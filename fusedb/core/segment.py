@@ -1,6 +1,7 @@
 """Segment files: immutable, sorted, one leaf's materialised entries.
 
-Byte layout: docs/format.md, "Segment file". In short (little-endian, every
+Byte layout: docs/format.md, "Segment file" (the numbers and formats:
+fusedb.core.layout, ``segment_layout``). In short (little-endian, every
 section starting on an 8-byte boundary)::
 
     header   64 bytes   magic "FUSESEG\\0", version, count n, bucket bits, heap sizes, seqnos
@@ -34,33 +35,19 @@ import numpy as np
 import xxhash
 
 from fusedb.core.entry import KIND_INT
-from fusedb.errors import CorruptionError
 from fusedb.core.fileio import publish
+from fusedb.core.layout import (SEG_END_MAGIC, SEG_FOOTER, SEG_FOOTER_BYTES, SEG_HEADER,
+                                SEG_HEADER_BYTES, SEG_MAGIC, SEG_VERSION, segment_layout)
 from fusedb.core.run import Run, gather
+from fusedb.errors import CorruptionError
 
-MAGIC = b"FUSESEG\x00"
-END_MAGIC = b"FUSEEND\x00"
-VERSION = 1
-HEADER = struct.Struct("<8sIIQIIQQQQ")
-FOOTER = struct.Struct("<Q8s")
-assert HEADER.size == 64 and FOOTER.size == 16
-
-
-def _pad8(n: int) -> int:
-    return (n + 7) & ~7
-
-
-def _layout(n: int, bits: int, keys_bytes: int, vals_bytes: int) -> tuple[dict[str, int], int]:
-    """Offsets of each section, and the total file size."""
-    sizes = [("hash", 8 * n), ("seq", 8 * n), ("exp", 8 * n), ("voff", 8 * (n + 1)),
-             ("koff", 4 * (n + 1)), ("kind", n), ("buckets", 4 * ((1 << bits) + 1)),
-             ("order", 4 * n), ("keys", keys_bytes), ("vals", vals_bytes)]
-    off = HEADER.size
-    offsets = {}
-    for name, size in sizes:
-        offsets[name] = off
-        off += _pad8(size)
-    return offsets, off + FOOTER.size
+MAGIC = SEG_MAGIC
+END_MAGIC = SEG_END_MAGIC
+VERSION = SEG_VERSION
+HEADER = struct.Struct(SEG_HEADER)
+FOOTER = struct.Struct(SEG_FOOTER)
+assert HEADER.size == SEG_HEADER_BYTES and FOOTER.size == SEG_FOOTER_BYTES
+_layout = segment_layout
 
 
 def file_name(segid: int) -> str:

@@ -1,6 +1,6 @@
 """A shard's arena: a fixed-size shared-memory region cut into equal slabs.
 
-Layout (docs/format.md, "Arena")::
+Layout (docs/format.md, "Arena"; the numbers: fusedb.core.layout)::
 
     header  u64[8]        [0] magic "FUSEARN1", [1] layout version, [2] slab count,
                           [3] slab bytes, [4] slots per slab, [5] free-stack top
@@ -15,27 +15,22 @@ merge worker to free a slab (back-pressure, see shard).
 
 from __future__ import annotations
 
-import struct
-
+from fusedb.core.layout import (A_FREE_TOP, A_MAGIC, A_NSLABS, A_NSLOTS, A_SLAB_BYTES,
+                                A_VERSION, ARENA_HDR_BYTES, ARENA_MAGIC, ARENA_VERSION, H_STATE,
+                                arena_data_off, arena_region_bytes)
 from fusedb.shm.region import Region
 from fusedb.shm.slab import STATE_ACTIVE, STATE_FREE, Slab, SlabLayout
 
-MAGIC = struct.unpack("<Q", b"FUSEARN1")[0]
-LAYOUT_VERSION = 1
-A_MAGIC, A_VERSION, A_NSLABS, A_SLAB_BYTES, A_NSLOTS, A_FREE_TOP = range(6)
-
-
-def _data_off(nslabs: int) -> int:
-    return (64 + 4 * nslabs + 4095) & ~4095
-
-
-def region_bytes(nslabs: int, slab_bytes: int) -> int:
-    """Size in bytes of the shared-memory region of an arena of ``nslabs`` slabs."""
-    return _data_off(nslabs) + nslabs * slab_bytes
+MAGIC = ARENA_MAGIC
+LAYOUT_VERSION = ARENA_VERSION
+region_bytes = arena_region_bytes
 
 
 class Arena:
-    """One shard's slabs. Create with ``create=True`` (the owner) or attach."""
+    """One shard's slabs, one object per attached process: created (``create=True``)
+    by the router or embedded process, attached by workers and clients. ``alloc``
+    and ``release_slab`` run under the shard's lock (writers freeze, the merge
+    worker frees)."""
 
     def __init__(self, nm: str, nslabs: int = 0, slab_bytes: int = 0, nslots: int = 0,
                  create: bool = False):
@@ -44,7 +39,7 @@ class Arena:
         else:
             self.region = Region(nm)
         buf = self.region.buf
-        self.hdr = buf[0:64].cast("Q")
+        self.hdr = buf[0:ARENA_HDR_BYTES].cast("Q")
         if create:
             self.hdr[A_MAGIC] = MAGIC
             self.hdr[A_VERSION] = LAYOUT_VERSION
@@ -55,8 +50,8 @@ class Arena:
             raise RuntimeError(f"shared memory {nm} is not a FuseDB arena of this version")
         self.nslabs = nslabs = self.hdr[A_NSLABS]
         self.layout = SlabLayout(self.hdr[A_SLAB_BYTES], self.hdr[A_NSLOTS])
-        self.free = buf[64:64 + 4 * nslabs].cast("I")
-        off = _data_off(nslabs)
+        self.free = buf[ARENA_HDR_BYTES:ARENA_HDR_BYTES + 4 * nslabs].cast("I")
+        off = arena_data_off(nslabs)
         self.slabs = [Slab(buf, off + i * self.layout.slab_bytes, self.layout, i)
                       for i in range(nslabs)]
         if create:
@@ -78,7 +73,7 @@ class Arena:
         return sid
 
     def release_slab(self, sid: int) -> None:
-        self.slabs[sid].hdr[3] = STATE_FREE
+        self.slabs[sid].hdr[H_STATE] = STATE_FREE
         top = self.hdr[A_FREE_TOP]
         self.free[top] = sid
         self.hdr[A_FREE_TOP] = top + 1

@@ -6,7 +6,9 @@ embedded locks are thread locks"). Multiprocess mode uses :class:`ProcLock`: a
 ``PTHREAD_MUTEX_ROBUST``) living in the meta block's lock slots, as LMDB uses on
 Linux (its ``MDB_USE_ROBUST``). It is reached from pure Python through ctypes;
 the compiled kernel calls the same functions on the same bytes
-(docs/format.md, "Lock slots").
+(docs/format.md, "Lock slots"; offsets: fusedb.core.layout L_*). The ctypes
+binding of the pthread calls is fusedb.shm.mutex; this module is the locking
+protocol on top of it.
 
 Why robust: ownership is recorded atomically with the acquisition. The kernel-
 visible futex word holds the owner's thread id from the very compare-and-swap
@@ -66,7 +68,6 @@ holds thread ids as the kernel numbers them there).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 import logging
@@ -77,141 +78,23 @@ import posix_ipc
 import psutil
 
 from fusedb.core import failpoints
+from fusedb.core.layout import L_FUTEX, L_OWNER, L_REPAIR, LOCK_WORDS
 from fusedb.errors import ClosedError, FuseDBError, LockTimeoutError
+# Names other modules import from here.
+from fusedb.shm.mutex import LOCK_BYTES, init_mutex, mutex_size  # noqa: F401
+from fusedb.shm.mutex import (FUTEX_OWNER_DIED, FUTEX_TID_MASK, Timespec as _Timespec,
+                              consistent as _consistent, lock_clock as _lock_clock,
+                              lock_until as _lock_until, pid_of as _pid_of, trylock as _trylock,
+                              unlock as _unlock)
 
 log = logging.getLogger("fusedb")
 
-#: Bytes of one lock slot in the meta block (one cache line).
-LOCK_BYTES = 64
-#: Bytes at the start of a slot reserved for the pthread_mutex_t (40 on x86_64
-#: glibc and musl, 48 on aarch64 glibc; measured at run time, see mutex_size()).
-MUTEX_BYTES = 48
-#: u32 words of a slot: the futex word (offset 0, glibc's ``__lock``), glibc's
-#: ``__owner`` (offset 8: the holder's thread id, read for messages only), the
-#: repair flag (offset 48) and the dead holder's thread id (offset 52).
-W_FUTEX, W_OWNER, W_REPAIR, W_DEAD = 0, 2, 12, 13
-WORDS = LOCK_BYTES // 4
-
-# The futex word's bits (linux/futex.h).
-FUTEX_WAITERS = 0x80000000
-FUTEX_OWNER_DIED = 0x40000000
-FUTEX_TID_MASK = 0x3FFFFFFF
-
-_PTHREAD_PROCESS_SHARED = 1
-_PTHREAD_MUTEX_ROBUST = 1
 _EBUSY, _EOWNERDEAD, _ETIMEDOUT = errno.EBUSY, errno.EOWNERDEAD, errno.ETIMEDOUT
-
 #: Length of one blocking wait (seconds): between two, stuck_hook, signal
 #: handlers and the overall timeout get their turn.
 _SLICE = 0.02
 #: Poll interval while a shard is being repaired by its worker (seconds).
 _REPAIR_POLL = 0.002
-
-
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-# Calls that may block release the GIL (CDLL); the others keep it (PyDLL), which
-# saves the GIL hand-off (measured: trylock + unlock 0.36 us through PyDLL, 0.6-1 us
-# through CDLL). The GIL-keeping ones get no argtypes (the conversion costs more
-# than the call) and are only ever called with ctypes arrays, which ctypes passes
-# as pointers: a plain int argument would be passed as a 32-bit C int.
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc_gil = ctypes.PyDLL(None)
-
-
-def _fn(lib, name: str, argtypes):
-    f = getattr(lib, name, None)
-    if f is None:
-        return None
-    f.argtypes = argtypes
-    f.restype = ctypes.c_int
-    return f
-
-
-_P = ctypes.c_void_p
-_attr_init = _fn(_libc, "pthread_mutexattr_init", [_P])
-_attr_setpshared = _fn(_libc, "pthread_mutexattr_setpshared", [_P, ctypes.c_int])
-_attr_setrobust = _fn(_libc, "pthread_mutexattr_setrobust", [_P, ctypes.c_int])
-_attr_destroy = _fn(_libc, "pthread_mutexattr_destroy", [_P])
-_mutex_init = _fn(_libc, "pthread_mutex_init", [_P, _P])
-_trylock = _libc_gil.pthread_mutex_trylock
-_unlock = _libc_gil.pthread_mutex_unlock
-_consistent = getattr(_libc_gil, "pthread_mutex_consistent", None)
-for _f in (_trylock, _unlock) + ((_consistent,) if _consistent is not None else ()):
-    _f.restype = ctypes.c_int
-_clocklock = _fn(_libc, "pthread_mutex_clocklock", [_P, ctypes.c_int, ctypes.POINTER(_Timespec)])
-if _clocklock is not None:
-    _lock_clock = time.monotonic
-
-    def _lock_until(slot, ts) -> int:
-        return _clocklock(slot, time.CLOCK_MONOTONIC, ts)
-else:
-    # glibc < 2.30: absolute deadlines on CLOCK_REALTIME; a clock step lengthens or
-    # shortens one slice at most, the overall timeout is kept on the monotonic clock.
-    _timedlock = _fn(_libc, "pthread_mutex_timedlock", [_P, ctypes.POINTER(_Timespec)])
-    _lock_clock = time.time
-
-    def _lock_until(slot, ts) -> int:
-        return _timedlock(slot, ts)
-
-_mutex_size: int | None = None
-
-
-def mutex_size() -> int:
-    """sizeof(pthread_mutex_t) in bytes, measured: pthread_mutex_init clears the
-    whole object (glibc and musl both do) in a buffer filled with 0xFF first.
-    Raises FuseDBError if this C library lacks robust process-shared mutexes or
-    its mutex does not fit in MUTEX_BYTES."""
-    global _mutex_size
-    if _mutex_size is None:
-        if None in (_attr_setrobust, _consistent, _mutex_init):
-            raise FuseDBError("multiprocess mode needs process-shared robust mutexes "
-                              "(pthread_mutexattr_setrobust), which this C library lacks")
-        buf = (ctypes.c_char * LOCK_BYTES)()
-        ctypes.memset(buf, 0xFF, LOCK_BYTES)
-        _init(buf)
-        raw = bytes(buf)
-        _mutex_size = max(i for i in range(LOCK_BYTES) if raw[i] != 0xFF) + 1
-        if _mutex_size > MUTEX_BYTES:
-            raise FuseDBError(f"pthread_mutex_t is {_mutex_size} bytes here; a lock slot "
-                              f"reserves {MUTEX_BYTES}")
-    return _mutex_size
-
-
-def _init(slot) -> None:
-    attr = (ctypes.c_char * 64)()    # pthread_mutexattr_t is 4 bytes on Linux
-    for rc in (_attr_init(attr), _attr_setpshared(attr, _PTHREAD_PROCESS_SHARED),
-               _attr_setrobust(attr, _PTHREAD_MUTEX_ROBUST), _mutex_init(slot, attr)):
-        if rc:
-            raise FuseDBError(f"initialising a process-shared robust mutex failed: "
-                              f"{errno.errorcode.get(rc, rc)}")
-    _attr_destroy(attr)
-
-
-def init_mutex(slot) -> None:
-    """Initialise the lock slot ``slot`` (a ctypes ``c_char * LOCK_BYTES`` over
-    fresh, zeroed shared memory, 8-byte aligned) as a free robust process-shared
-    mutex. Done once, by the process that creates the meta block, before any
-    other process can see it; never on a slot in use."""
-    mutex_size()
-    if ctypes.addressof(slot) % 8:
-        raise FuseDBError("a lock slot is not 8-byte aligned")
-    _init(slot)
-
-
-def _pid_of(tid: int) -> int:
-    """The process (thread group) of thread ``tid``, or ``tid`` itself if it is
-    gone (a process's main thread has tid == pid)."""
-    try:
-        with open(f"/proc/{tid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Tgid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return tid
 
 
 class RepairNeeded(Exception):
@@ -253,8 +136,8 @@ class ProcLock:
         if failpoints.is_armed("lock.acquired"):
             self._try = _hit_after(self._try)
         self.words = words
-        self._futex = index * WORDS + W_FUTEX
-        self._flag = index * WORDS + W_REPAIR
+        self._futex = index * LOCK_WORDS + L_FUTEX
+        self._flag = index * LOCK_WORDS + L_REPAIR
         self.timeout = timeout
         self.what = what
         self.wake = wake
@@ -409,7 +292,7 @@ class ProcLock:
         if a live process keeps it for ``timeout`` seconds."""
         words = self.words
         if words[self._futex] & FUTEX_OWNER_DIED:
-            dead = words[self._futex + W_OWNER] & FUTEX_TID_MASK   # glibc's __owner
+            dead = words[self._futex + L_OWNER] & FUTEX_TID_MASK   # glibc's __owner
         else:
             dead = 0
         r = self._try()

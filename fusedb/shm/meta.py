@@ -1,6 +1,7 @@
 """The meta block: routing table, leaf table, locks and counters, in shared memory.
 
-Layout (docs/format.md, "Meta block"); ML = max_leaves, MK = max_key_size,
+Layout (docs/format.md, "Meta block"; the numbers: fusedb.core.layout, whose
+meta_arrays() gives the arrays in order); ML = max_leaves, MK = max_key_size,
 S = shards::
 
     header     u64[32]      [0] magic "FUSEMET2", [1] layout version, [2] route version
@@ -36,56 +37,41 @@ and the id counters under the meta lock (and, for a split, the lock of the shard
 whose leaf splits). A routing change is written into the copy not in use, then
 made current by one store to header[3], so a process killed mid-change leaves the
 current copy intact. Readers copy the current table under the seqlock (no lock).
+
+Per-shard words are reached through views (:meth:`Meta.shard_stats`,
+:meth:`Meta.worker_slots`, :meth:`Meta.shard_faults`), never by ``no * stride + i``.
 """
 
 from __future__ import annotations
 
 import ctypes
 import json
-import struct
 
 from fusedb.core import failpoints
+from fusedb.core.layout import (F_WORDS, LOCK_BYTES, LOCK_EXTRA, M_COUNT0, M_MAGIC, M_MAX_KEY,
+                                M_MAX_LEAVES, M_OPTS_LEN, M_ROUTE_CUR, M_ROUTE_VER, M_SHARDS,
+                                M_STATE, MAX_SEGS, META_HDR_WORDS, META_MAGIC, META_VERSION,
+                                OPTS_BYTES, S_WORDS, STATE_CLOSED, STATE_OPEN, W_WORDS,
+                                meta_arrays, meta_region_bytes, shard_words)
+# Names other modules import from here (the numbers live in fusedb.core.layout).
+from fusedb.core.layout import (M_MODE, M_NEXT_LEAF, M_NEXT_SEG, M_ROUTER_PID,  # noqa: F401
+                                M_VERSION, MODE_EMBEDDED, MODE_MULTIPROCESS, S_DISK_ERROR,
+                                S_FREEZES, S_LOGICAL, S_MERGES, S_SEG_BYTES, S_SEG_FILES,
+                                S_SPLITS, S_STALLS, STAT_FIELDS, W_FLUSH_DONE, W_FLUSH_REQ,
+                                W_PID, W_REPAIRS)
 from fusedb.errors import ClosedError, FuseDBError
-from fusedb.shm.locks import LOCK_BYTES
 from fusedb.shm.region import Region
 
-MAGIC = struct.unpack("<Q", b"FUSEMET2")[0]
-LAYOUT_VERSION = 4
-M_MAGIC, M_VERSION, M_ROUTE_VER, M_ROUTE_CUR, M_MAX_LEAVES, M_MAX_KEY, M_SHARDS, \
-    M_NEXT_LEAF, M_NEXT_SEG, M_STATE, M_MODE, M_ROUTER_PID, M_OPTS_LEN, M_COUNT0 = range(14)
-STATE_OPEN, STATE_CLOSED = 0, 1
-MODE_EMBEDDED, MODE_MULTIPROCESS = 0, 1
-MAX_SEGS = 4
-OPTS_BYTES = 4096
-STAT_FIELDS = ("merges", "splits", "segment_bytes_written", "segment_files_written",
-               "write_stalls", "buffer_freezes", "logical_bytes_written", "wal_disk_error")
-S_MERGES, S_SPLITS, S_SEG_BYTES, S_SEG_FILES, S_STALLS, S_FREEZES, S_LOGICAL, \
-    S_DISK_ERROR = range(8)
-W_PID, W_FLUSH_REQ, W_FLUSH_DONE, W_REPAIRS = range(4)
-
-
-def _sizes(max_leaves: int, max_key: int, shards: int) -> list[tuple[str, int, str]]:
-    ml = max_leaves
-    route = []
-    for c in (0, 1):
-        route += [(f"bound_len{c}", 4 * ml, "I"), (f"route_leaf{c}", 4 * ml, "I"),
-                  (f"bounds{c}", ml * max_key, "B")]
-    return [("hdr", 32 * 8, "Q"), ("stats", shards * 8 * 8, "Q"),
-            ("locks", (shards + 2) * LOCK_BYTES, "I"), ("workers", shards * 4 * 8, "Q"),
-            ("faults", shards * 8 * 8, "Q"),
-            ("options", OPTS_BYTES, "B")] + route + [
-            ("shard", 4 * ml, "I"), ("active", 4 * ml, "i"), ("frozen", 4 * ml, "i"),
-            ("nsegs", 4 * ml, "I"), ("segs", 8 * MAX_SEGS * ml, "Q"), ("seq", 8 * ml, "Q"),
-            ("fills", 4 * ml, "I"), ("writes", 8 * ml, "Q"), ("mseq", 8 * ml, "Q")]
-
-
-def region_bytes(max_leaves: int, max_key: int, shards: int) -> int:
-    """Size in bytes of the shared-memory region of a meta block."""
-    return sum((size + 7) & ~7 for _n, size, _f in _sizes(max_leaves, max_key, shards))
+MAGIC = META_MAGIC
+LAYOUT_VERSION = META_VERSION
+region_bytes = meta_region_bytes
 
 
 class Meta:
-    """Views of the meta block (one per attached process)."""
+    """Views of the meta block, one object per attached process (created by the
+    router or embedded process, attached by workers and clients), used from any
+    of its threads. Each field has its lock (module doc: "Who writes what"); the
+    per-shard views are taken once and held by their users."""
 
     def __init__(self, nm: str, max_leaves: int = 0, max_key: int = 0, shards: int = 0,
                  create: bool = False):
@@ -94,7 +80,7 @@ class Meta:
         else:
             self.region = Region(nm)
         buf = self.region.buf
-        hdr = buf[0:256].cast("Q")
+        hdr = buf[0:8 * META_HDR_WORDS].cast("Q")
         if create:
             hdr[M_MAGIC] = MAGIC
             hdr[M_VERSION] = LAYOUT_VERSION
@@ -111,7 +97,7 @@ class Meta:
         hdr.release()
         off = 0
         self._views = []
-        for field, size, fmt in _sizes(self.max_leaves, self.max_key, self.shards):
+        for field, size, fmt in meta_arrays(self.max_leaves, self.max_key, self.shards):
             if field == "locks":
                 self._locks_off = off
                 assert off % LOCK_BYTES == 0, "each lock slot is one cache line"
@@ -122,12 +108,37 @@ class Meta:
         self._copies = [(self.bound_len0, self.route_leaf0, self.bounds0),
                         (self.bound_len1, self.route_leaf1, self.bounds1)]
         self._routes_cache = None    # (version, bounds, leaf ids, leaf id -> position)
+        # Each shard's part of the per-shard arrays, sliced once (a view held by the
+        # caller costs nothing per operation; see shard_stats).
+        n = self.shards
+        self._shard_stats = [shard_words(self.stats, i, S_WORDS) for i in range(n)]
+        self._worker_slots = [shard_words(self.workers, i, W_WORDS) for i in range(n)]
+        self._shard_faults = [shard_words(self.faults, i, F_WORDS) for i in range(n)]
+        self._views += self._shard_stats + self._worker_slots + self._shard_faults
 
     def close(self) -> None:
         self._copies = []
-        for v in self._views:
+        for v in reversed(self._views):
             v.release()
         self.region.close()
+
+    # -- per-shard words ----------------------------------------------------------------
+
+    def shard_stats(self, no: int) -> memoryview:
+        """Shard ``no``'s S_WORDS stats words (u64, indexed by fusedb.core.layout
+        S_*), a view of the block: ``stats[S_LOGICAL] += n``. Written under the
+        shard's lock (S_DISK_ERROR: by its WAL writer); read by stats() without.
+        Take it once and keep it: the call is the cost, the view costs nothing."""
+        return self._shard_stats[no]
+
+    def worker_slots(self, no: int) -> memoryview:
+        """Shard ``no``'s W_WORDS worker slots (u64, indexed by W_*), a view."""
+        return self._worker_slots[no]
+
+    def shard_faults(self, no: int) -> memoryview:
+        """Shard ``no``'s F_WORDS background-error words (u64, indexed by F_*;
+        fusedb.core.retry), a view."""
+        return self._shard_faults[no]
 
     # -- locks -----------------------------------------------------------------------
 
@@ -135,7 +146,7 @@ class Meta:
         """Lock slot j (shard locks 0..S-1, meta lock S, manifest lock S+1) as a
         ctypes ``c_char * LOCK_BYTES`` over the block, for fusedb.shm.locks. It
         keeps the mapping alive until dropped (ProcLock.close)."""
-        assert 0 <= j < self.shards + 2
+        assert 0 <= j < self.shards + LOCK_EXTRA
         return (ctypes.c_char * LOCK_BYTES).from_buffer(self.region.buf,
                                                         self._locks_off + j * LOCK_BYTES)
 

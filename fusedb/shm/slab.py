@@ -1,7 +1,8 @@
 """Leaf buffers: one slab of a shard arena, holding a hash index, fixed-size slots
 and a byte heap. This module is the per-operation hot path.
 
-Layout (docs/format.md, "Buffer slab"), offsets from the slab start::
+Layout (docs/format.md, "Buffer slab"; the numbers: fusedb.core.layout),
+offsets from the slab start::
 
     header  u32[16]    [0] leaf id, [1] slots used, [2] heap bytes used, [3] state,
                        [4] leaves whose frozen buffer this is (2 just after a split),
@@ -34,16 +35,14 @@ from __future__ import annotations
 import numpy as np
 
 from fusedb.core.entry import KIND_INT
+from fusedb.core.layout import (H_FIRST_HI, H_FIRST_LO, H_HEAP, H_LEAF, H_REFS, H_STATE, H_USED,
+                                SLAB_ACTIVE, SLAB_COLUMNS, SLAB_FREE, SLAB_FROZEN, SLAB_HDR_BYTES,
+                                slab_index_cap, slab_offsets)
 from fusedb.core.run import Run
 
-HEADER_BYTES = 64
-H_LEAF, H_USED, H_HEAP, H_STATE, H_REFS, H_FIRST_LO, H_FIRST_HI = 0, 1, 2, 3, 4, 5, 6
-
-STATE_FREE, STATE_ACTIVE, STATE_FROZEN = 0, 1, 2
-
-
-def _align8(n: int) -> int:
-    return (n + 7) & ~7
+HEADER_BYTES = SLAB_HDR_BYTES
+STATE_FREE, STATE_ACTIVE, STATE_FROZEN = SLAB_FREE, SLAB_ACTIVE, SLAB_FROZEN
+_COL_BYTES = {name: size for name, size, _fmt in SLAB_COLUMNS}
 
 
 class SlabLayout:
@@ -52,18 +51,11 @@ class SlabLayout:
     def __init__(self, slab_bytes: int, nslots: int):
         self.slab_bytes = slab_bytes
         self.nslots = nslots
-        self.cap = 1 << max(2, (2 * nslots - 1).bit_length())
-        off = HEADER_BYTES
-        self.index_off = off
-        off = _align8(off + 4 * self.cap)
-        self.cols: dict[str, tuple[int, str]] = {}
-        for name, size, fmt in (("hash", 8, "Q"), ("seq", 8, "Q"), ("exp", 8, "d"),
-                                ("koff", 4, "I"), ("klen", 4, "I"), ("voff", 4, "I"),
-                                ("vlen", 4, "I"), ("vcap", 4, "I"), ("kind", 1, "B")):
-            self.cols[name] = (off, fmt)
-            off = _align8(off + size * nslots)
-        self.heap_off = off
-        self.heap_bytes = slab_bytes - off
+        self.cap = slab_index_cap(nslots)
+        self.index_off, offs, self.heap_off = slab_offsets(nslots)
+        self.cols: dict[str, tuple[int, str]] = {name: (offs[name], fmt)
+                                                 for name, _size, fmt in SLAB_COLUMNS}
+        self.heap_bytes = slab_bytes - self.heap_off
         self.zero_index = bytes(4 * self.cap)
 
 
@@ -87,7 +79,7 @@ class Slab:
         self.nslots = layout.nslots
         n = layout.nslots
         for name, (off, fmt) in layout.cols.items():
-            size = 1 if fmt == "B" else (8 if fmt in "Qd" else 4)
+            size = _COL_BYTES[name]
             setattr(self, name, mv[off:off + size * n].cast(fmt))
         self.heap = mv[layout.heap_off:layout.slab_bytes]
         self.heap_q = self.heap.cast("q")

@@ -21,6 +21,10 @@ for an embedded database open in another process, whose locks are thread
 locks out of reach. WAL files a running database deletes (truncation) or is
 still appending to (a partial last record is a *torn tail* while it is being
 written) are not reported while the database is open.
+
+This module holds the live side (is the database open, the snapshot, the
+check itself) and ``dump``; the checks of what was read are
+fusedb.tools.problems.
 """
 
 from __future__ import annotations
@@ -30,19 +34,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from fusedb.runtime import identity
 from fusedb.core import manifest
 from fusedb.core.entry import KIND_DEL, KIND_INT
-from fusedb.errors import CorruptionError, FuseDBError
-from fusedb.options import MAX_SEGMENTS_LIMIT
 from fusedb.core.segment import Segment, file_name
-from fusedb.wal.format import FILE_HEADER
-from fusedb.wal.reader import WalFile, decode, list_files, read_file
+from fusedb.errors import CorruptionError, FuseDBError
+from fusedb.tools.problems import (KEY_SIZE_LIMIT, orphan_problems,  # noqa: F401
+                                   recorded_max_key_size, routing_problems, segment_files,
+                                   segment_problems, stream_gaps, wal_runs)
+from fusedb.wal.reader import decode, list_files, read_file
 
 LOCK_FILE = "LOCK"     # fusedb.runtime.store.LOCK_FILE (not imported: store pulls in the runtime)
-
-#: Largest key any database accepts (Options rejects a larger max_key_size).
-KEY_SIZE_LIMIT = 4096
 
 #: Snapshots tried before :class:`CheckBusyError` (each retry follows a manifest
 #: change that replaced a file between reading the manifest and opening it).
@@ -88,74 +89,6 @@ def is_open(path: str) -> bool:
     """Whether a process holds the database's LOCK (True when it cannot be told)."""
     holders = lock_holders(path)
     return holders is None or bool(holders)
-
-
-# -- routing invariants --------------------------------------------------------------------
-
-def show(key: bytes, limit: int = 48) -> str:
-    """``repr`` of a key or bound, shortened past ``limit`` bytes."""
-    if len(key) <= limit:
-        return repr(key)
-    return f"{key[:limit]!r}... ({len(key)} bytes)"
-
-
-def leaf_name(man: manifest.ManifestData, i: int) -> str:
-    """``leaf i [lo, hi)`` for messages."""
-    hi = man.leaves[i + 1].lo if i + 1 < len(man.leaves) else None
-    return f"leaf {i} [{show(man.leaves[i].lo)}, {'+inf' if hi is None else show(hi)})"
-
-
-def routing_problems(man: manifest.ManifestData, max_key_size: int | None = None) -> list[str]:
-    """Problems of the manifest's routing (no file is read): the first lower
-    bound is empty (minus infinity), bounds strictly increase (sorted, unique),
-    every bound is at most ``max_key_size`` bytes (the size recorded with the
-    database; :data:`KEY_SIZE_LIMIT` when unknown) since the routing table stores
-    bounds in slots of that size, a leaf names at most MAX_SEGMENTS_LIMIT
-    segments, no segment is named twice, and shards are in range."""
-    out = []
-    limit = KEY_SIZE_LIMIT if max_key_size is None else max_key_size
-    leaves = man.leaves
-    if not leaves:
-        return ["MANIFEST lists no leaves (the first leaf, lower bound b'', must exist)"]
-    if leaves[0].lo != b"":
-        out.append(f"leaf 0: lower bound {show(leaves[0].lo)} is not b'' (the first leaf must "
-                   f"start at minus infinity; keys below it have no leaf)")
-    owner: dict[int, int] = {}
-    shards = man.options.get("shards")
-    for i, lf in enumerate(leaves):
-        if i and lf.lo <= leaves[i - 1].lo:
-            what = "equals" if lf.lo == leaves[i - 1].lo else "is below"
-            out.append(f"leaf {i}: lower bound {show(lf.lo)} {what} leaf {i - 1}'s "
-                       f"{show(leaves[i - 1].lo)} (bounds must be sorted and unique)")
-        if len(lf.lo) > limit:
-            out.append(f"leaf {i}: lower bound {show(lf.lo)} is {len(lf.lo)} bytes, longer "
-                       f"than max_key_size={limit}")
-        if len(lf.segs) > MAX_SEGMENTS_LIMIT:
-            out.append(f"leaf {i}: names {len(lf.segs)} segments, more than "
-                       f"{MAX_SEGMENTS_LIMIT}")
-        if isinstance(shards, int) and not 0 <= lf.shard < shards:
-            out.append(f"leaf {i}: shard {lf.shard} out of range (the database has {shards})")
-        for segid in lf.segs:
-            if segid in owner:
-                first = owner[segid]
-                where = "twice" if first == i else f"by leaf {first} and leaf {i}"
-                out.append(f"segment {file_name(segid)} is named {where} (a segment belongs "
-                           f"to one leaf)")
-            else:
-                owner[segid] = i
-    return out
-
-
-def recorded_max_key_size(path: str) -> tuple[int | None, list[str]]:
-    """The max_key_size (bytes) recorded in the database's identity file
-    (fusedb/identity.py), and problems reading it: (None, []) when there is no
-    identity file (a database of an earlier version: bounds are then checked
-    against KEY_SIZE_LIMIT), (None, [message]) when it is damaged."""
-    try:
-        rec = identity.read(path)
-    except CorruptionError as e:
-        return None, [str(e)]
-    return (None if rec is None else rec["layout"]["max_key_size"]), []
 
 
 # -- snapshot -----------------------------------------------------------------------------
@@ -256,12 +189,12 @@ def check(path: str) -> list[str]:
             # other segment file means the manifest was lost: open would delete it.
             segs = segment_files(path)
             if segs:
-                problems += orphan_problems(path, segs, _wal_runs(path))
+                problems += orphan_problems(path, segs, wal_runs(path))
             elif not list_files(path):
                 problems.append(f"no MANIFEST and no WAL in {path} (not a FuseDB database)")
         else:
             problems += routing_problems(snap.man, max_key)
-            problems += _segment_problems(snap)
+            problems += segment_problems(snap.man, snap.segments)
     finally:
         snap.close()
     soft = []
@@ -285,123 +218,6 @@ def check(path: str) -> list[str]:
     if soft and not is_open(path):     # opened meanwhile: its files are being written
         problems += soft
     return problems
-
-
-def stream_gaps(files: list[tuple[int, WalFile | None]]) -> list[tuple[str, str, int | None, str]]:
-    """Holes in one shard's WAL stream: ``files`` are its (file number, framed
-    file or None if unreadable), in number order. Within one run the files are
-    consecutive numbers, each starting at the stream position where the one
-    before ends, and truncation deletes only from the front; a run starts at
-    position 0 (files before the last such file are older runs' leftovers, not
-    checked). Returns (file before, file after, bytes missing or None, message)."""
-    first = max((i for i, (_no, wf) in enumerate(files)
-                 if wf is not None and wf.file_no >= 0 and wf.start_pos == 0), default=0)
-    out = []
-    for (na, a), (nb, b) in zip(files[first:], files[first + 1:]):
-        if a is None or b is None:
-            continue
-        an, bn = os.path.basename(a.path), os.path.basename(b.path)
-        if nb != na + 1:
-            out.append((an, bn, None, f"WAL files {na + 1}..{nb - 1} missing between {a.path} "
-                                      f"and {b.path}"))
-        elif a.file_no >= 0 and b.file_no >= 0:
-            end = a.start_pos + len(a.data) - FILE_HEADER.size
-            if end != b.start_pos:
-                out.append((an, bn, b.start_pos - end,
-                            f"{a.path} ends at WAL stream position {end} but {b.path} starts "
-                            f"at {b.start_pos}: {b.start_pos - end} bytes missing"))
-    return out
-
-
-def segment_files(path: str) -> dict[int, str]:
-    """Segment files in ``path``: id -> file name."""
-    out = {}
-    for n in os.listdir(path):
-        if n.startswith("seg-") and n.endswith(".fseg") and len(n) == 25:
-            try:
-                out[int(n[4:-5], 16)] = n
-            except ValueError:
-                pass
-    return out
-
-
-def _wal_runs(path: str) -> list:
-    runs = []
-    for _shard, files in sorted(list_files(path).items()):
-        for i, (_no, fpath) in enumerate(files):
-            try:
-                runs.append(decode([read_file(fpath, last=i == len(files) - 1, damaged=[])]))
-            except FileNotFoundError:
-                pass
-    return runs
-
-
-def orphan_problems(path: str, segs: dict[int, str], wal_runs: list) -> list[str]:
-    """For a database without a MANIFEST: the segment files ``segs`` that fail
-    verification or hold an entry (key and seqno) that no WAL mutation in
-    ``wal_runs`` holds. A merge before the first manifest writes only entries
-    the WAL holds (the WAL is truncated only after a manifest), so such a file
-    means the manifest was lost, and ``open`` would delete it as unreferenced."""
-    logged = set()
-    for run in wal_runs:
-        seq = run.seq.tolist()
-        logged.update((run.key(i), seq[i]) for i in range(len(run)))
-    out = []
-    for segid, name in sorted(segs.items()):
-        try:
-            seg = Segment(os.path.join(path, name), segid)
-        except CorruptionError as e:
-            out.append(f"{e} (and no MANIFEST names it)")
-            continue
-        try:
-            seq = seg.seq.tolist()
-            only = sum(1 for j in range(seg.count) if (seg.key(j), seq[j]) not in logged)
-        finally:
-            seg.close()
-        if only:
-            out.append(f"no MANIFEST in {path}, but {os.path.join(path, name)} holds {only} "
-                       f"entries the WAL does not: the manifest was lost (open would delete "
-                       f"the file as unreferenced); fusedb repair rebuilds it")
-    return out
-
-
-def _segment_problems(snap: Snapshot) -> list[str]:
-    out = []
-    man = snap.man
-    for i, lf in enumerate(man.leaves):
-        for segid in lf.segs:
-            seg = snap.segments[segid]
-            if isinstance(seg, CorruptionError):
-                out.append(str(seg))
-                continue
-            try:
-                seg.verify()
-            except CorruptionError as e:
-                out.append(str(e))
-                continue
-            keys = [seg.key(j) for j in range(seg.count)]
-            if any(a >= b for a, b in zip(keys, keys[1:])):
-                out.append(f"{seg.path}: keys not strictly sorted")
-            out += range_problems(man, i, seg)
-    return out
-
-
-def range_problems(man: manifest.ManifestData, i: int, seg: Segment) -> list[str]:
-    """Whether the keys of ``seg`` (named by leaf ``i``) lie inside the leaf's
-    range [lo, next leaf's lo): its first and last key are compared."""
-    if not seg.count:
-        return []
-    lo = man.leaves[i].lo
-    hi = man.leaves[i + 1].lo if i + 1 < len(man.leaves) else None
-    first, last = seg.key(0), seg.key(seg.count - 1)
-    out = []
-    if first < lo:
-        out.append(f"{leaf_name(man, i)}: {seg.path} holds key {show(first)}, below the "
-                   f"leaf's lower bound {show(lo)}")
-    if hi is not None and last >= hi:
-        out.append(f"{leaf_name(man, i)}: {seg.path} holds key {show(last)}, at or above the "
-                   f"next leaf's lower bound {show(hi)}")
-    return out
 
 
 # -- dump ---------------------------------------------------------------------------------

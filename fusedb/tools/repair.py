@@ -28,8 +28,8 @@ What is kept, file by file (docs/design.md, "Check and repair"):
   one shard's part of a batch), and every record holds the key's resulting
   value (counters by value), so skipping one loses exactly its mutations.
 * **MANIFEST.** Damaged, missing while segment files exist, or naming a routing
-  that breaks the invariants (``check.routing_problems``): the leaf list is
-  rebuilt from the segment files (see :func:`_rebuild_leaves`).
+  that breaks the invariants (``problems.routing_problems``): the leaf list is
+  rebuilt from the segment files (see fusedb.tools.repair_leaves).
 
 Versions of one key are ordered by seqno, never by file order: a leaf's
 seqnos only grow, a split gives both halves the leaf's counter, so every
@@ -40,7 +40,7 @@ a surviving tombstone always hides the older values it deleted. What cannot be
 guaranteed: a key whose *newest* version was in a lost part reads back its
 previous version if one survives (and a key deleted in a lost part comes back);
 and, when the manifest is lost, which segment files were live is inferred (see
-:func:`_consumers`): entries of a file a merge had replaced that lie outside the
+fusedb.tools.repair_leaves._consumers): entries of a file a merge had replaced that lie outside the
 key span of the merge's output are kept and listed as ``uncertain`` (that merge
 may have deleted them), and a replaced file all of whose entries the merge
 overwrote or dropped cannot be told from a live one. The report says where
@@ -54,127 +54,23 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
-from fusedb.runtime import identity
 from fusedb.core import manifest
-from fusedb.tools.check import LOCK_FILE, leaf_name, lock_holders, orphan_problems, range_problems, \
-    routing_problems, segment_files, show, stream_gaps
-from fusedb.core.entry import key_hash
-from fusedb.errors import CorruptionError, InvalidArgumentError, LockedError
 from fusedb.core.fileio import fsync_dir, publish
 from fusedb.core.manifest import LeafRecord, ManifestData
-from fusedb.core.merge import cut, key_index, newest_per_key
-from fusedb.options import MAX_SEGMENTS_LIMIT, Options
-from fusedb.core.run import Run, concat
+from fusedb.core.run import Run
 from fusedb.core.segment import Segment, file_name, write_segment
+from fusedb.errors import CorruptionError, InvalidArgumentError, LockedError
+from fusedb.options import Options
+from fusedb.runtime import identity
 from fusedb.shm import region
+from fusedb.tools.check import LOCK_FILE, lock_holders
+from fusedb.tools.problems import orphan_problems, range_problems, routing_problems, \
+    segment_files, stream_gaps
+from fusedb.tools.repair_leaves import LeafPlanner, newest_by_seq
+from fusedb.tools.repair_report import LOST_DIR, REPORT_FILE, Lost, RepairReport  # noqa: F401
 from fusedb.wal import recovery
-from fusedb.wal.reader import decode, fill_hashes, list_files, read_file
-
-#: Subdirectory of the database that receives every file repair takes out.
-LOST_DIR = "lost"
-#: The report of one repair, inside its ``lost/<time>/`` directory.
-REPORT_FILE = "report.json"
-
-
-@dataclass
-class Lost:
-    """One part of the database whose entries could not all be kept.
-
-    ``lo``/``hi`` bound the keys it could hold, ``[lo, hi)`` (``hi`` None: no
-    upper bound); both None when unknown. ``entries`` is how many entries it
-    held (None: unknown); ``verified`` says whether that count and ``claims``
-    (what its damaged header says: entry count, first and last key, seqnos)
-    come from verified bytes. ``restored`` counts entries of its key range
-    recovered from the WAL instead."""
-    file: str              # file name in the database directory
-    kind: str              # "segment", "wal", "manifest" or "identity"
-    problem: str           # what is wrong with it
-    lo: bytes | None = None
-    hi: bytes | None = None
-    entries: int | None = None
-    verified: bool = False
-    claims: str = ""
-    bytes: int = 0         # bytes of the file that could not be used
-    restored: int = 0
-    note: str = ""
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["lo"] = None if self.lo is None else self.lo.hex()
-        d["hi"] = None if self.hi is None else self.hi.hex()
-        return d
-
-    def line(self) -> str:
-        parts = [f"LOST {self.file}: {self.problem}"]
-        if self.lo is not None:
-            parts.append(f"keys in [{show(self.lo)}, {'+inf' if self.hi is None else show(self.hi)})")
-        if self.entries is not None:
-            parts.append(f"{self.entries} entries" + ("" if self.verified else
-                                                       " (its header says; unverified)"))
-        elif self.kind in ("segment", "wal"):
-            parts.append("entry count unknown")
-        if self.claims:
-            parts.append(self.claims)
-        if self.bytes:
-            parts.append(f"{self.bytes} bytes unusable")
-        if self.restored:
-            parts.append(f"{self.restored} entries of its range recovered from the WAL")
-        if self.note:
-            parts.append(self.note)
-        return "; ".join(parts)
-
-
-@dataclass
-class RepairReport:
-    """What :func:`repair` found and did. ``repaired`` False: nothing was damaged
-    and nothing was changed (``lost`` and ``moved`` are empty)."""
-    path: str
-    repaired: bool = False
-    lost_dir: str | None = None                         # where taken-out files went
-    lost: list[Lost] = field(default_factory=list)      # what could not be kept
-    moved: list[dict] = field(default_factory=list)     # {"file", "why"} per file set aside
-    manifest: str = "kept"                              # how the leaf list was obtained
-    leaves: int = 0                                     # leaves of the repaired database
-    segments: int = 0                                   # segment files it names
-    new_segments: int = 0                               # of which written by repair
-    entries: int = 0                                    # entries in those segments
-    wal_mutations: int = 0                              # WAL mutations that verified
-    ring_bytes: int = 0                                 # salvaged from a crashed run's rings
-    warnings: list[str] = field(default_factory=list)   # what cannot be guaranteed
-    uncertain: list[str] = field(default_factory=list)  # keys (hex) that may be resurrected
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["lost"] = [x.to_dict() for x in self.lost]
-        return d
-
-    def lines(self) -> list[str]:
-        """The human-readable report (``fusedb repair`` without ``--json``)."""
-        if not self.repaired:
-            out = [f"{self.path}: nothing to repair (every file verifies); nothing changed"]
-            if self.ring_bytes:
-                out.append(f"  {self.ring_bytes} bytes of WAL left in shared memory by a "
-                           f"crashed run were written to the WAL (as the next open would)")
-            return out
-        out = [f"{self.path}: repaired"]
-        out += ["  " + x.line() for x in self.lost]
-        out.append(f"  leaf list: {self.manifest}")
-        out.append(f"  kept: {self.leaves} leaves, {self.segments} segments ({self.new_segments} "
-                   f"written by repair), {self.entries} entries; {self.wal_mutations} WAL "
-                   f"mutations verified and folded in")
-        if self.ring_bytes:
-            out.append(f"  {self.ring_bytes} bytes of WAL salvaged from shared memory")
-        out.append(f"  set aside in {self.lost_dir}: "
-                   + ", ".join(m["file"] for m in self.moved))
-        out += ["  warning: " + w for w in self.warnings]
-        out.append(f"  the database opens again; {REPORT_FILE} in {self.lost_dir} has this "
-                   f"report; delete that directory once nothing in it is needed")
-        return out
-
+from fusedb.wal.reader import decode, list_files, read_file
 
 def repair(path: str) -> RepairReport:
     """Salvage the closed database at ``path`` (see the module docstring).
@@ -216,33 +112,12 @@ def _lock(path: str) -> int:
     return fd
 
 
-def _newest_by_seq(runs: list[Run]) -> Run:
-    """One entry per key, the one with the largest seqno, sorted by key; entries
-    of equal seqno are the same mutation (a segment and the WAL record it came
-    from). Tombstones and expired entries are kept."""
-    allr, _rank = concat(runs)
-    if not len(allr):
-        return allr
-    return fill_hashes(newest_per_key(allr.take(np.argsort(allr.seq, kind="stable"))))
+class _Repair(LeafPlanner):
+    """One run of :func:`repair`, in the calling thread, holding the database's
+    LOCK (no other process has it open). Reads what is there (:meth:`run`,
+    :meth:`_read_wal`), has the new leaf list made (LeafPlanner, which calls
+    :meth:`_write` for each new segment), then publishes (:meth:`_publish`)."""
 
-
-def _claims(path: str) -> tuple[int | None, str]:
-    """What a segment file that fails verification says about itself, if its
-    header and footer still parse (unverified): (entry count, description)."""
-    try:
-        seg = Segment(path, verify=False)
-    except (CorruptionError, OSError, ValueError):
-        return None, ""
-    try:
-        if not seg.count:
-            return 0, "empty"
-        return seg.count, (f"keys {show(seg.key(0))}..{show(seg.key(seg.count - 1))}, "
-                           f"seqnos {seg.min_seq}..{seg.max_seq} (unverified)")
-    finally:
-        seg.close()
-
-
-class _Repair:
     def __init__(self, path: str):
         self.path = path
         self.report = RepairReport(path)
@@ -313,7 +188,7 @@ class _Repair:
                                           "names"))
             rep.lost += wal_lost
             rep.wal_mutations = sum(len(r) for r in runs)
-            wal = _newest_by_seq(runs)
+            wal = newest_by_seq(runs)
             if rebuild:
                 new = self._rebuild_leaves(cands, wal, man)
             else:
@@ -369,143 +244,6 @@ class _Repair:
                                  note=f"records between {a} and {b} are missing (a WAL file "
                                       f"removed or cut short); their mutations are unknown"))
         return wfs, lost
-
-    # -- the new leaves ----------------------------------------------------------------
-
-    def _fix_leaves(self, man: ManifestData, wal: Run) -> list[LeafRecord]:
-        """The manifest's leaves, minus the segments that fail verification, with
-        the WAL folded in: for a leaf that lost a segment every WAL entry of its
-        range (older ones may restore lost entries), otherwise only entries newer
-        than its materialised seqno (as recovery replays)."""
-        out = []
-        for i, lf in enumerate(man.leaves):
-            hi = man.leaves[i + 1].lo if i + 1 < len(man.leaves) else None
-            good = [s for s in lf.segs if isinstance(self.segs[s], Segment)]
-            bad = [s for s in lf.segs if s not in good]
-            part = cut(wal, lf.lo, hi)
-            if not bad:
-                part = part.take(np.flatnonzero(part.seq > np.uint64(lf.seq)))
-            segs, seq, restored = good, lf.seq, 0
-            if len(part):
-                merged = _newest_by_seq([part] + [self.segs[s].to_run() for s in good])
-                if bad:
-                    restored = _restored(part, lf.seq, merged, [self.segs[s] for s in good])
-                new = self._write(merged, good)
-                segs = [] if new is None else [new]
-                seq = max(seq, int(part.seq.max()))
-            for n, segid in enumerate(bad):
-                err = self.segs[segid]
-                count, claims = _claims(err.path)
-                older = [file_name(s) for s in good if lf.segs.index(s) > lf.segs.index(segid)]
-                note = f"in {leaf_name(man, i)}"
-                if older:
-                    note += (f"; keys whose newest version it held read back their previous "
-                             f"version from {', '.join(older)} (a key it deleted comes back)")
-                self.report.lost.append(Lost(file_name(segid), "segment", str(err), lf.lo, hi,
-                                             count, False, claims,
-                                             _size(err.path), restored if n == 0 else 0, note))
-            out.append(LeafRecord(lf.lo, seq, segs, lf.shard))
-        if any(x.kind == "segment" for x in self.report.lost):
-            self.report.warnings.append(
-                "a lost segment's keys read back their newest surviving version: from an "
-                "older segment or the WAL if one holds them, else they are gone")
-        return out
-
-    def _rebuild_leaves(self, cands: list[int], wal: Run,
-                        man: ManifestData | None) -> list[LeafRecord]:
-        """Leaves rebuilt from segment files ``cands`` (ids) and the WAL entries.
-
-        Segments that verify are grouped into clusters of overlapping key spans
-        (each live leaf's segments overlap only each other; a file a merge
-        replaced overlaps its successors); each cluster becomes a leaf whose
-        lower bound is its smallest key (the first leaf's is b""). A cluster whose
-        segments are layers (each holding only mutations newer than the next, as
-        partial merges leave a leaf; at most MAX_SEGMENTS_LIMIT) and that has no WAL
-        entries keeps its files; otherwise the leaf's entries (newest seqno per
-        key, minus what :func:`_consumers` masks) are written as one new segment.
-        Files that fail verification are lost."""
-        rep = self.report
-        live = []
-        for segid in cands:
-            seg = self.segs[segid]
-            if isinstance(seg, Segment):
-                if seg.count:
-                    live.append(seg)
-                else:
-                    self.replaced.append(segid)
-                continue
-            count, claims = _claims(seg.path)
-            rep.lost.append(Lost(file_name(segid), "segment", str(seg), entries=count,
-                                 claims=claims, bytes=_size(seg.path),
-                                 note="its leaf is unknown (the manifest is lost); it may also "
-                                      "have been a file a merge had replaced"
-                                 if man is None else "named by the broken manifest"))
-        live.sort(key=lambda s: s.key(0))
-        clusters: list[list[Segment]] = []
-        top = b""
-        for seg in live:
-            if clusters and seg.key(0) <= top:
-                clusters[-1].append(seg)
-                top = max(top, seg.key(seg.count - 1))
-            else:
-                clusters.append([seg])
-                top = seg.key(seg.count - 1)
-        bounds = [b""] + [c[0].key(0) for c in clusters[1:]]
-        if not clusters:
-            clusters = [[]]
-        shards = man.options.get("shards", 1) if man is not None else 1
-        out = []
-        dropped = 0
-        uncertain: list[bytes] = []
-        for j, (lo, cluster) in enumerate(zip(bounds, clusters)):
-            hi = bounds[j + 1] if j + 1 < len(bounds) else None
-            part = cut(wal, lo, hi)
-            masks = _consumers(cluster)
-            layers = sorted(cluster, key=lambda g: g.min_seq, reverse=True)
-            if not len(part) and not masks and len(layers) <= MAX_SEGMENTS_LIMIT and \
-                    all(a.min_seq > b.max_seq for a, b in zip(layers, layers[1:])):
-                # Layers of one leaf as partial merges left them (each holds only
-                # mutations newer than the next): kept as they are, newest first.
-                out.append(LeafRecord(lo, layers[0].max_seq, [g.segid for g in layers],
-                                      j * shards // len(bounds)))
-                continue
-            runs = [part]
-            stale: dict[bytes, int] = {}      # entries a replaced file keeps: key -> seqno
-            for seg in cluster:
-                run = seg.to_run()
-                if masks.get(seg.segid):
-                    keep = _unmasked(run, masks[seg.segid])
-                    dropped += len(run) - len(keep)
-                    self.why[file_name(seg.segid)] = "a later merge had replaced it (stale)"
-                    run = run.take(keep)
-                    stale.update((run.key(n), int(run.seq[n])) for n in range(len(run)))
-                runs.append(run)
-            merged = _newest_by_seq(runs)
-            for k, sq in stale.items():
-                n = key_index(merged, k)
-                if n < len(merged) and merged.key(n) == k and int(merged.seq[n]) == sq:
-                    uncertain.append(k)
-            seq = max([seg.max_seq for seg in cluster]
-                      + [int(part.seq.max()) if len(part) else 0])
-            new = self._write(merged, [s.segid for s in cluster])
-            out.append(LeafRecord(lo, seq, [] if new is None else [new],
-                                  j * shards // len(bounds)))
-        rep.manifest = (f"rebuilt from {len(live)} segment files ({len(out)} leaves); "
-                        f"{dropped} entries of files later merges had replaced dropped")
-        rep.warnings.append(
-            "the leaf list was rebuilt without a valid manifest: which segment files were "
-            "live is inferred from key ranges and seqnos (see docs/design.md, \"Check and "
-            "repair\")")
-        if uncertain:
-            rep.uncertain = [k.hex() for k in uncertain]
-            rep.warnings.append(
-                f"{len(uncertain)} entries kept from files a later merge had replaced lie "
-                f"outside the key span of the files that replaced them and have no newer "
-                f"version: that merge may have dropped them as deleted or expired, or they "
-                f"belong to a split half that was never written; kept: "
-                + ", ".join(show(k) for k in uncertain[:10])
-                + (" ..." if len(uncertain) > 10 else ""))
-        return out
 
     # -- writing -------------------------------------------------------------------
 
@@ -595,50 +333,6 @@ class _Repair:
         self.report.moved.append({"file": name, "why": why})
 
 
-def _restored(part: Run, seq: int, merged: Run, good: list[Segment]) -> int:
-    """How many entries of a leaf that lost a segment came back from the WAL:
-    entries of ``part`` (its WAL entries) materialised before (seqno <= the
-    leaf's ``seq``) that won in ``merged`` and that no surviving segment holds."""
-    n = 0
-    for i in np.flatnonzero(part.seq <= np.uint64(seq)):
-        k, sq = part.key(int(i)), int(part.seq[i])
-        j = key_index(merged, k)
-        if int(merged.seq[j]) != sq:
-            continue                     # a newer version won
-        h = key_hash(k)
-        if not any((e := seg.find(k, h)) >= 0 and seg.seq[e] == sq for seg in good):
-            n += 1
-    return n
-
-
-def _consumers(cluster: list[Segment]) -> dict[int, list[tuple[bytes, bytes]]]:
-    """For each segment of ``cluster``, the key spans [first, last] of the newer
-    segments that *consumed* it: a merge output N replaced segment C if N has a
-    larger id (ids only grow), their key spans overlap, and N holds an entry no
-    newer than C's newest (N.min_seq <= C.max_seq). A segment layered on top of C
-    by a partial merge holds only newer mutations (N.min_seq > C.max_seq), so
-    it does not mask C. Entries of C inside a consumer's span are dropped: that
-    merge carried them over, or dropped them with a newer tombstone or expiry
-    (keeping them would resurrect deleted keys). A consumer all of whose
-    entries are newer than C's cannot be recognised (module docstring)."""
-    masks: dict[int, list[tuple[bytes, bytes]]] = {}
-    spans = {s.segid: (s.key(0), s.key(s.count - 1)) for s in cluster}
-    for c in cluster:
-        for n in cluster:
-            if n.segid > c.segid and n.min_seq <= c.max_seq and \
-                    spans[n.segid][0] <= spans[c.segid][1] and spans[c.segid][0] <= spans[n.segid][1]:
-                masks.setdefault(c.segid, []).append(spans[n.segid])
-    return masks
-
-
-def _unmasked(run: Run, spans: list[tuple[bytes, bytes]]) -> np.ndarray:
-    """Indexes of the entries of sorted ``run`` outside every span [a, b]."""
-    keep = np.ones(len(run), bool)
-    for a, b in spans:
-        keep[key_index(run, a):key_index(run, b + b"\x00")] = False
-    return np.flatnonzero(keep)
-
-
 def _all_seg_ids(path: str) -> list[int]:
     """Ids of every segment file in the directory and in its lost/ directories
     (a new id never reuses the name of a file set aside)."""
@@ -649,13 +343,6 @@ def _all_seg_ids(path: str) -> list[int]:
             if os.path.isdir(os.path.join(base, sub)):
                 ids += segment_files(os.path.join(base, sub))
     return ids
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
 
 
 def _link_or_copy(src: str, dst: str) -> None:

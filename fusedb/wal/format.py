@@ -1,4 +1,5 @@
-"""WAL record and file format (docs/format.md, "WAL"). All integers little-endian.
+"""WAL record and file format (docs/format.md, "WAL"; the numbers and struct
+formats: fusedb.core.layout). All integers little-endian.
 
     file     := file_header record*
     file_header (64 bytes) := magic "FUSEWAL1" version:u32 shard:u32 file_no:u64
@@ -24,25 +25,30 @@ replaying a record twice is harmless.
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
 
-MAGIC = b"FUSEWAL1"
-VERSION = 1
-FILE_HEADER = struct.Struct("<8sIIQQ32x")
-RECORD_HEADER = struct.Struct("<QII")
-BODY_HEADER = struct.Struct("<QII")
-MUTATION = struct.Struct("<QdBBHI")
-T_MUTATIONS, T_PAD = 1, 2
-assert FILE_HEADER.size == 64 and RECORD_HEADER.size == 16
-assert BODY_HEADER.size == 16 and MUTATION.size == 24
+from fusedb.core.layout import (T_MUTATIONS, T_PAD, WAL_BODY_HEADER, WAL_FILE_HEADER,  # noqa: F401
+                                WAL_MAGIC, WAL_MUTATION, WAL_RECORD_HEADER, WAL_VERSION, pad8,
+                                pad16)
+
+MAGIC = WAL_MAGIC
+VERSION = WAL_VERSION
+FILE_HEADER = struct.Struct(WAL_FILE_HEADER)
+RECORD_HEADER = struct.Struct(WAL_RECORD_HEADER)
+BODY_HEADER = struct.Struct(WAL_BODY_HEADER)
+MUTATION = struct.Struct(WAL_MUTATION)
 
 
-def pad8(n: int) -> int:
-    return (n + 7) & ~7
-
-
-def pad16(n: int) -> int:
-    return (n + 15) & ~15
+def write_file_header(fd: int, shard: int, file_no: int, start_pos: int, write=None) -> int:
+    """Write a WAL file header (FILE_HEADER.size bytes) at ``fd``'s offset;
+    returns the bytes written. Raises OSError (EIO for a short write).
+    ``write``: the caller's ``os.write`` (see fusedb.core.fileio.write_all)."""
+    header = FILE_HEADER.pack(MAGIC, VERSION, shard, file_no, start_pos)
+    if (write or os.write)(fd, header) != len(header):
+        raise OSError(errno.EIO, "short write of a WAL file header")
+    return len(header)
 
 
 def file_name(shard: int, file_no: int) -> str:

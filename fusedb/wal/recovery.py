@@ -20,13 +20,13 @@ import os
 import numpy as np
 
 from fusedb.core import manifest as manifest_mod
-from fusedb.core.fileio import fsync_dir
+from fusedb.core.fileio import fsync_dir, write_all
 from fusedb.core.manifest import ManifestData
 from fusedb.core.merge import cut, merge_runs, newest_per_key
 from fusedb.core.run import Run, compact, concat
 from fusedb.core.segment import Segment, file_name as seg_file_name, write_segment
 from fusedb.shm import region
-from fusedb.wal.format import FILE_HEADER, MAGIC, VERSION, file_name
+from fusedb.wal.format import FILE_HEADER, file_name, write_file_header
 from fusedb.wal.reader import decode, fill_hashes, list_files, read_file
 from fusedb.wal.ring import R_FILE_NO, R_FILE_START, R_FLUSHED, R_HEAD, Ring
 
@@ -51,19 +51,14 @@ def salvage(tag: str, dirpath: str) -> int:
             try:
                 if os.fstat(fd).st_size < FILE_HEADER.size:
                     os.ftruncate(fd, 0)
-                    os.write(fd, FILE_HEADER.pack(MAGIC, VERSION, shard, hdr[R_FILE_NO],
-                                                  hdr[R_FILE_START]))
+                    write_file_header(fd, shard, hdr[R_FILE_NO], hdr[R_FILE_START], os.write)
                 keep = FILE_HEADER.size + (flushed - hdr[R_FILE_START])
                 if os.fstat(fd).st_size > keep:
                     os.ftruncate(fd, keep)
                 os.lseek(fd, 0, os.SEEK_END)
                 for chunk in ring.chunks(flushed, head):
-                    total += len(chunk)
-                    done = 0
-                    while done < len(chunk):
-                        with chunk[done:] as rest:
-                            done += os.write(fd, rest)
-                    chunk.release()
+                    with chunk:
+                        total += write_all(fd, chunk, os.write)
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -1,7 +1,7 @@
 """The WAL ring: a shard's log records in shared memory, appended by writers under
 the shard lock, moved to WAL files by the flusher.
 
-Layout (docs/format.md, "WAL ring")::
+Layout (docs/format.md, "WAL ring"; the numbers: fusedb.core.layout)::
 
     header u64[16]  [0] magic "FUSERNG1", [1] version, [2] capacity (bytes, multiple of 16),
                     [3] head: stream position after the last complete record,
@@ -33,15 +33,23 @@ import struct
 import xxhash
 
 from fusedb.core.entry import KIND_INT
+from fusedb.core.layout import (R_CAP, R_HEAD, R_FLUSHED, R_LSN, R_MAGIC, R_ROOM, R_VERSION,
+                                RING_DATA_OFF, RING_HDR_WORDS, RING_MAGIC, RING_VERSION,
+                                WAL_ONE_MUTATION, WAL_RECORD_ALIGN, ring_region_bytes)
+# Names other modules import from here (the numbers live in fusedb.core.layout).
+from fusedb.core.layout import R_DURABLE, R_FILE_NO, R_FILE_START, R_WAL_BYTES  # noqa: F401
 from fusedb.errors import InvalidArgumentError
 from fusedb.shm.region import Region
 from fusedb.wal.format import BODY_HEADER, MUTATION, RECORD_HEADER, T_MUTATIONS, T_PAD, pad8, pad16
 
-MAGIC = struct.unpack("<Q", b"FUSERNG1")[0]
-LAYOUT_VERSION = 1
-DATA_OFF = 4096
-R_MAGIC, R_VERSION, R_CAP, R_HEAD, R_FLUSHED, R_DURABLE, R_LSN, R_FILE_NO, R_FILE_START, \
-    R_WAL_BYTES, R_ROOM = range(11)
+MAGIC = RING_MAGIC
+LAYOUT_VERSION = RING_VERSION
+DATA_OFF = RING_DATA_OFF
+# Ring.append spells these sizes as literals (a global look-up per use would cost
+# on the per-write path): 16 = the record header, 40 = body header + one mutation
+# header, 56 = both; records are padded to 16. Checked here against the layout.
+assert RECORD_HEADER.size == 16 and BODY_HEADER.size + MUTATION.size == 40
+assert struct.calcsize(WAL_ONE_MUTATION) == 40 and WAL_RECORD_ALIGN == 16
 _ZEROS = bytes(16)
 _hash = xxhash.xxh3_64_intdigest
 _pack_rec = RECORD_HEADER.pack_into
@@ -49,18 +57,24 @@ _pack_body = BODY_HEADER.pack_into
 _pack_mut = MUTATION.pack_into
 _pack_q = struct.Struct("<Q").pack_into
 _pack_lt = struct.Struct("<II").pack_into
-_pack_one = struct.Struct("<QIIQdBBHI").pack_into   # body header + one mutation header
+_pack_one = struct.Struct(WAL_ONE_MUTATION).pack_into   # body header + one mutation header
 
 
 class Ring:
+    """Views of one shard's WAL ring; one object per attached process. Writers
+    (any process) append under the shard's lock; the shard's WAL writer
+    (fusedb.wal.writer.Flusher: a thread of the embedded process or of the
+    shard's worker process) reads :meth:`chunks` and advances ``flushed`` and
+    ``durable``, without the lock (see the module doc for who owns which slot)."""
+
     def __init__(self, nm: str, capacity: int = 0, create: bool = False):
         if create:
-            assert capacity % 16 == 0
-            self.region = Region(nm, DATA_OFF + capacity)
+            assert capacity % WAL_RECORD_ALIGN == 0
+            self.region = Region(nm, ring_region_bytes(capacity))
         else:
             self.region = Region(nm)
         buf = self.region.buf
-        self.hdr = buf[0:128].cast("Q")
+        self.hdr = buf[0:8 * RING_HDR_WORDS].cast("Q")
         if create:
             self.hdr[R_MAGIC] = MAGIC
             self.hdr[R_VERSION] = LAYOUT_VERSION

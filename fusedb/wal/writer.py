@@ -44,10 +44,10 @@ import time
 import traceback
 
 from fusedb.core import failpoints, retry
+from fusedb.core.fileio import fsync_dir, write_all
+from fusedb.core.layout import F_CURRENT, F_WORDS, S_DISK_ERROR, S_WORDS, own_words
 from fusedb.errors import DiskError
-from fusedb.core.fileio import fsync_dir
-from fusedb.shm.meta import S_DISK_ERROR
-from fusedb.wal.format import FILE_HEADER, MAGIC, VERSION, file_name
+from fusedb.wal.format import FILE_HEADER, file_name, write_file_header
 from fusedb.wal.reader import list_files
 from fusedb.wal.ring import R_DURABLE, R_FILE_NO, R_FILE_START, R_FLUSHED, R_HEAD, R_ROOM, R_WAL_BYTES, \
     Ring
@@ -56,9 +56,16 @@ MODES = ("sync", "interval", "none")
 
 
 class Flusher(threading.Thread):
+    """A shard's WAL writer: a thread of the process that runs the shard's
+    background work (the embedded process, or the shard's worker process). It
+    alone advances the ring's ``flushed``, ``durable``, file and room slots,
+    without the shard lock; :meth:`flush` (also called by the merge worker
+    through :meth:`sync_now`, and by :meth:`stop`) is serialised by
+    ``_flush_lock``, :meth:`truncate` (the merge worker) by ``_truncate_lock``."""
+
     def __init__(self, dirpath: str, shard: int, ring: Ring, mode: str, sync_interval: float,
                  file_bytes: int, flush_tick: float = 0.005, kick=None, error_flag=None,
-                 faults=None, limit: int = 0, wake=None):
+                 faults=None, limit: int = 0, wake=None, stats=None):
         super().__init__(name=f"fusedb-flusher-{shard}", daemon=True)
         self.dirpath = dirpath
         self.shard = shard
@@ -70,9 +77,11 @@ class Flusher(threading.Thread):
         #: Set by writers to ask for a flush now: a threading.Event, or a named
         #: semaphore (fusedb.shm.locks.SemEvent) when writers are other processes.
         self.kick = kick if kick is not None else threading.Event()
-        #: (view, index) of a shared-memory word set to 1 while flushes fail, so
+        #: (view, index) of the shared-memory word set to 1 while writes fail
+        #: (S_DISK_ERROR of the shard's stats words, given as ``stats`` =
+        #: Meta.shard_stats(shard); or as ``error_flag`` = (view, index)), so
         #: writers in other processes see the disk error too.
-        self.error_flag = error_flag
+        self.error_flag = (stats, S_DISK_ERROR) if stats is not None else error_flag
         #: Failure state of this flusher (logging, stats() and rotation backoff),
         #: if given the meta block's ``faults`` view.
         self.retry = retry.Retrier(faults, shard, retry.FLUSHER) if faults is not None else None
@@ -124,10 +133,8 @@ class Flusher(threading.Thread):
                 os.ftruncate(self.fd, keep)
         if os.fstat(self.fd).st_size == 0:
             try:
-                header = FILE_HEADER.pack(MAGIC, VERSION, self.shard, hdr[R_FILE_NO],
-                                          hdr[R_FILE_START])
-                if os.write(self.fd, header) != len(header):
-                    raise OSError(errno.EIO, "short write of a WAL file header")
+                write_file_header(self.fd, self.shard, hdr[R_FILE_NO], hdr[R_FILE_START],
+                                  os.write)
                 os.fsync(self.fd)
                 fsync_dir(self.dirpath)
             except BaseException:
@@ -151,9 +158,7 @@ class Flusher(threading.Thread):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         try:
             failpoints.hit("wal.rotate")
-            header = FILE_HEADER.pack(MAGIC, VERSION, self.shard, no, start)
-            if os.write(fd, header) != len(header):
-                raise OSError(errno.EIO, "short write of a WAL file header")
+            size = write_file_header(fd, self.shard, no, start, os.write)
             os.fsync(fd)
             fsync_dir(self.dirpath)
         except BaseException:
@@ -168,7 +173,7 @@ class Flusher(threading.Thread):
         hdr[R_FILE_START] = start
         hdr[R_FILE_NO] = no
         with self._files_lock:
-            self.size = len(header)
+            self.size = size
             self.files.append((no, start))
             self._count()
 
@@ -215,11 +220,8 @@ class Flusher(threading.Thread):
                     self._partial = True
                     failpoints.hit("wal.write")
                     for chunk in self.ring.chunks(flushed, head):
-                        done = 0
-                        while done < len(chunk):
-                            with chunk[done:] as rest:
-                                done += os.write(self.fd, rest)
-                        chunk.release()
+                        with chunk:
+                            write_all(self.fd, chunk, os.write)
                     self._partial = False
                     with self._files_lock:   # size and flushed change together
                         self.size += head - flushed
@@ -335,22 +337,25 @@ class Flusher(threading.Thread):
 
 
 class RemoteFlusher:
-    """A shard's flusher as seen from a process it does not run in: the durable
-    position is read from the ring header, a flush is asked for through the
-    shard's kick semaphore, and a disk error is read from the meta block."""
+    """A shard's flusher as seen from a process it does not run in (made by the
+    store of a client or router process, used by its writer threads in sync
+    mode, no lock): the durable position is read from the ring header, a flush
+    is asked for through the shard's kick semaphore, and a disk error is read
+    from the meta block. ``stats`` and ``faults``: the shard's words
+    (Meta.shard_stats(shard), Meta.shard_faults(shard); the whole arrays are
+    accepted too)."""
 
     def __init__(self, ring: Ring, kick, stats, shard: int, faults=None):
         self.ring = ring
         self.kick = kick
-        self.stats = stats
+        self.stats = own_words(stats, shard, S_WORDS)
         self.shard = shard
-        self.faults = faults
+        self.faults = own_words(faults, shard, F_WORDS) if faults is not None else None
 
     @property
     def error(self) -> OSError | None:
-        if self.stats[self.shard * 8 + S_DISK_ERROR]:
-            packed = self.faults[self.shard * retry.F_WORDS + retry.F_CURRENT[retry.FLUSHER]] \
-                if self.faults is not None else 0
+        if self.stats[S_DISK_ERROR]:
+            packed = self.faults[F_CURRENT[retry.FLUSHER]] if self.faults is not None else 0
             no = (packed >> 8) or errno.EIO
             return OSError(no, f"{os.strerror(no)}: the WAL of shard {self.shard} cannot be "
                                f"written")
