@@ -10,8 +10,7 @@ from fusedb.errors import DiskError, FuseDBError
 from fusedb.options import Options
 from fusedb.router.spawn import WorkerProcesses
 from fusedb.runtime import bootstrap, catalog
-from fusedb.runtime.attach import remote_flusher
-from fusedb.runtime.client import flush_through_workers
+from fusedb.runtime.remote import flush_through_workers, remote_flusher
 from fusedb.runtime.segcache import SegmentCache
 from fusedb.runtime.state import Attempts, Runtime
 from fusedb.runtime.sync import make_proc_sync

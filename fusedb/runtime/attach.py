@@ -14,7 +14,6 @@ from fusedb.shm.arena import Arena
 from fusedb.shm.locks import alive
 from fusedb.shm.meta import M_MODE, M_ROUTER_PID, M_STATE, MODE_MULTIPROCESS, STATE_OPEN, Meta
 from fusedb.wal.ring import Ring
-from fusedb.wal.writer import RemoteFlusher
 
 
 def attach(rt, stuck=None, repairer: int = -1) -> tuple[list[Arena], list[Ring]]:
@@ -49,9 +48,3 @@ def attach(rt, stuck=None, repairer: int = -1) -> tuple[list[Arena], list[Ring]]
     make_proc_sync(rt, create=False, stuck=stuck, repairer=repairer)
     rt.segments = SegmentCache(rt.path, meta, rt.meta_lock, rt.segcache)
     return arenas, rings
-
-
-def remote_flusher(rt, no: int, ring: Ring) -> RemoteFlusher:
-    """Shard ``no``'s WAL writer as seen from a process that does not run it:
-    kicks the one in the shard's worker process."""
-    return RemoteFlusher(ring, rt.kick_events[no], rt.meta.stats, no, rt.meta.faults)

@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import os
-import time
-
-from fusedb.core import retry
-from fusedb.errors import ClosedError, FuseDBError
-from fusedb.runtime.attach import attach, remote_flusher
-from fusedb.runtime.state import Runtime, flush_failed
+from fusedb.errors import ClosedError
+from fusedb.runtime.attach import attach
+from fusedb.runtime.remote import flush_through_workers, remote_flusher
+from fusedb.runtime.state import Runtime
 from fusedb.shard.shard import Shard
 from fusedb.shm.locks import alive
-from fusedb.shm.meta import M_ROUTER_PID, M_STATE, STATE_OPEN, W_FLUSH_DONE, W_FLUSH_REQ, W_PID
+from fusedb.shm.meta import M_ROUTER_PID, W_PID
 
 
 class ClientStore(Runtime):
@@ -45,42 +42,3 @@ class ClientStore(Runtime):
 
     def flush(self) -> None:
         flush_through_workers(self)
-
-
-def flush_through_workers(rt) -> None:
-    """flush() of a multiprocess database, from any process (client or router):
-    post a request in each shard's worker slot, wake the worker, wait until
-    each one has served it.
-
-    Raises DiskError if a worker's merges fail with a disk error meanwhile
-    (nothing is lost: the writes stay in the buffers and the WAL, and the worker
-    keeps retrying in the background), ClosedError if the database closes,
-    FuseDBError if a worker does not finish within ``close_timeout`` seconds."""
-    slots = rt.meta.workers
-    faults = rt.meta.faults
-    wanted = []
-    for shard in rt.shards:
-        failures = faults[shard.no * retry.F_WORDS + retry.F_FAILURES[retry.WORKER]]
-        with shard.lock:     # requests from several processes must not collide
-            req = slots[shard.no * 4 + W_FLUSH_REQ] + 1
-            slots[shard.no * 4 + W_FLUSH_REQ] = req
-        wanted.append((req, failures))
-        rt.wake(shard.no)
-    deadline = time.monotonic() + rt.opts.close_timeout
-    for shard, (req, failures) in zip(rt.shards, wanted):
-        base = shard.no * retry.F_WORDS
-        while slots[shard.no * 4 + W_FLUSH_DONE] < req:
-            if rt.meta.hdr[M_STATE] != STATE_OPEN:
-                raise ClosedError("the database closed during flush()")
-            if faults[base + retry.F_FAILURES[retry.WORKER]] != failures:
-                packed = faults[base + retry.F_CURRENT[retry.WORKER]]
-                if packed:
-                    no = packed >> 8
-                    flush_failed(shard.no, OSError(no, os.strerror(no)),
-                                 retry.describe(packed))
-                failures = faults[base + retry.F_FAILURES[retry.WORKER]]
-            if time.monotonic() > deadline:
-                raise FuseDBError(f"the worker of shard {shard.no} did not flush within "
-                                  f"close_timeout={rt.opts.close_timeout}s")
-            rt.check_router()
-            time.sleep(0.002)

@@ -27,7 +27,7 @@ mutex makes that one process, so two never race):
 * **shard lock**: the holder died inside its critical section, so the shard's
   buffers may be half-written. The locker marks the mutex consistent, sets the
   slot's *repair flag* and hands the shard to its repairer, the shard's worker
-  (fusedb.worker.process; Store.repair_shard rebuilds the shard from the WAL).
+  (fusedb.worker.process; fusedb.worker.repair rebuilds the shard from the WAL).
   If the locker is that worker (``repairer``), it raises :class:`RepairNeeded`
   after unlocking and repairs at the top of its loop; anyone else unlocks,
   wakes the worker and waits, like any waiter, until the flag is clear. Every

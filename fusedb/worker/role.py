@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fusedb.runtime.attach import attach, remote_flusher
+from fusedb.runtime.attach import attach
+from fusedb.runtime.remote import remote_flusher
 from fusedb.runtime.state import Runtime
 from fusedb.shard.merging import Merger
 from fusedb.shard.shard import Shard
