@@ -22,9 +22,9 @@ import weakref
 from fusedb.runtime import signals
 
 #: Roles still open here (objects with ``close()`` and ``after_fork()``).
-_open: "weakref.WeakSet" = weakref.WeakSet()
+_open: weakref.WeakSet = weakref.WeakSet()
 #: API handles (objects with ``_after_fork()``), told about a fork.
-_handles: "weakref.WeakSet" = weakref.WeakSet()
+_handles: weakref.WeakSet = weakref.WeakSet()
 _registered = False
 _lock = threading.Lock()
 

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 from fusedb.core.retry import WORKER, Retrier, transient
 from fusedb.core.scheduler import LeafView, Policy, ShardView, decide

@@ -54,8 +54,8 @@ def repair_shard(rt, merger: Merger) -> list[int]:
             if muts is not None:
                 out, seq = recovery.fold_leaf(
                     muts, lf.lo, hi, lf.seq,
-                    lambda: [seg.to_run() for seg in segments.open_segments(lf.segs,
-                                                                            verify=True)],
+                    lambda segids=lf.segs: [seg.to_run() for seg in
+                                            segments.open_segments(segids, verify=True)],
                     now)
                 if out is not None:
                     replaced += segs
