@@ -155,7 +155,7 @@ def run(path: str, no: int) -> int:
             except OSError as e:
                 if retry.transient(e) is None:
                     raise
-                # Not merged: the WAL (flushed below) holds every write, and the
+                # Not merged: the WAL (written out below) holds every write, and the
                 # router keeps it for the next open to replay.
                 traceback.clear_frames(e.__traceback__)
                 log.warning("shard %d: could not merge at close: %s; the WAL is kept "
