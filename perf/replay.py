@@ -33,8 +33,8 @@ def crash(db) -> None:
         os.close(f.fd)
         f.fd = -1
     store.flushers = []
-    store._unlink = []
-    store._release_shm()
+    store.release_shm(unlink=False)
+    store.lockfile.release()
     db._closed = True
 
 

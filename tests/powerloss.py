@@ -26,7 +26,9 @@ import itertools
 import os as real_os
 import threading
 
-MODULES = ["fusedb.core.fileio", "fusedb.wal.writer", "fusedb.wal.recovery", "fusedb.runtime.store"]
+MODULES = ["fusedb.core.fileio", "fusedb.wal.writer", "fusedb.wal.recovery",
+           "fusedb.runtime.dirlock", "fusedb.runtime.bootstrap", "fusedb.runtime.segcache",
+           "fusedb.runtime.catalog", "fusedb.runtime.embedded"]
 
 
 class PowerLost(BaseException):

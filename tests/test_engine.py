@@ -208,7 +208,7 @@ def _db_without_worker(tmp_path):
     by hand (the worker must be the only one doing it)."""
     db = fusedb.open(str(tmp_path / "db"), **dict(TINY, leaf_max_bytes=1 << 20, hot_fills=1000))
     db._store.workers[0].stop()
-    return db, db._store.shards[0]
+    return db, db._store.mergers[0]
 
 
 def _leaf_state(db, key):
@@ -237,7 +237,7 @@ def test_append_split_keeps_the_segments_and_rewrites_nothing(tmp_path):
         assert left == leaf and left_segs == segs       # not rewritten
         assert right != leaf and len(right_segs) == 1
         assert _leaf_state(db, b"k0009")[0] == leaf
-        seg = db._store.open_segments(right_segs)[0]
+        seg = db._store.segments.open_segments(right_segs)[0]
         assert [seg.key(j) for j in range(seg.count)] == [b"k%04d" % i for i in range(10, 14)]
         # only the buffer was written
         assert db.stats()["segment_bytes_written"] - written == seg.size

@@ -56,7 +56,8 @@ def power_cut(db, sim, undo, hold: threading.Event | None = None) -> None:
         os.close(f.fd)
         f.fd = -1
     store.flushers = []
-    store._release_shm()                # RAM is gone: shared memory too
+    store.release_shm()                 # RAM is gone: shared memory too
+    store.lockfile.release()
     db._closed = True
 
 

@@ -176,7 +176,7 @@ def test_merge_verifies_its_inputs(tmp_path):
         store.workers[0].stop()     # this test is the worker now
         for name in segs:
             p = os.path.join(path, name)
-            store.forget_segments([int(name[4:-5], 16)])    # as a process that never opened it
+            store.segments.forget([int(name[4:-5], 16)])    # as a process that never opened it
             size = os.path.getsize(p)
             with open(p, "r+b") as f:
                 f.seek(size // 2)
@@ -186,7 +186,7 @@ def test_merge_verifies_its_inputs(tmp_path):
         db.put(b"k100", b"new")     # something for the merge to do
         leaf = db._routes.route(b"k000")[1]
         with pytest.raises(CorruptionError, match="checksum"):
-            store.shards[0].merge_leaf(leaf, full=True)
+            store.mergers[0].merge_leaf(leaf, full=True)
         assert db.get(b"k001") is not None      # nothing was published
     finally:
         db.close()

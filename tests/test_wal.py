@@ -34,8 +34,8 @@ def crash(db) -> None:
         os.close(f.fd)
         f.fd = -1
     store.flushers = []
-    store._unlink = []          # leave the objects in /dev/shm, as a dead process does
-    store._release_shm()
+    store.release_shm(unlink=False)     # leave the objects in /dev/shm, as a dead process does
+    store.lockfile.release()
     db._closed = True
 
 

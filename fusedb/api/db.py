@@ -10,9 +10,7 @@ the lock is released, on segment objects taken under it.
 from __future__ import annotations
 
 import math
-import os
 import time
-import weakref
 from typing import Iterable, Iterator
 
 import psutil
@@ -28,8 +26,12 @@ from fusedb.errors import ClosedError, DiskError, ForkedError, FuseDBKeyError, I
 from fusedb.options import Options
 from fusedb.shm.routes import RouteCache
 from fusedb.shard.shard import NEED_SEGMENTS, segment_entry
-from fusedb.shm.meta import S_LOGICAL, S_STALLS, STAT_FIELDS, W_PID, W_REPAIRS
-from fusedb.runtime.store import Store
+from fusedb.shm.meta import S_LOGICAL, S_STALLS, STAT_FIELDS, W_REPAIRS
+from fusedb.router.router import RouterStore
+from fusedb.runtime import hooks
+from fusedb.runtime.client import ClientStore
+from fusedb.runtime.embedded import EmbeddedStore
+from fusedb.runtime.state import Role
 from fusedb.wal.ring import R_WAL_BYTES
 
 #: ``ttl()`` result for a key that exists but never expires (as Redis's TTL).
@@ -52,28 +54,22 @@ def open(path: str = "fusedb-data", **options) -> "FuseDB":  # noqa: A001 - the 
     if "mode" not in options:
         options["mode"] = "multiprocess" if "shards" in options else "embedded"
     opts = Options(**options)
-    role = "router" if opts.mode == "multiprocess" else "embedded"
-    return FuseDB(Store(path, opts, role))
+    store = (RouterStore if opts.mode == "multiprocess" else EmbeddedStore)(path, opts)
+    hooks.opened(store, owner=True)
+    return FuseDB(store)
 
 
 def connect(path: str = "fusedb-data") -> "FuseDB":
     """Attach to the multiprocess database open at ``path`` (by a router process
     on this host). Point operations then run directly on its shared memory.
     ``close()`` detaches. Raises NotRunningError if none is open there."""
-    return FuseDB(Store(path, None, "client"))
+    return FuseDB(_attach(path))
 
 
-_handles: "weakref.WeakSet[FuseDB]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for h in list(_handles):
-        if not h._closed:
-            h._forked = True
-            h._closed = True
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+def _attach(path: str) -> ClientStore:
+    store = ClientStore(path)
+    hooks.opened(store, owner=False)
+    return store
 
 
 def _coerce_key(key) -> bytes:
@@ -98,7 +94,7 @@ class FuseDB:
     unpickled) and survives ``fork()``: in the child it re-attaches on first use.
     An embedded handle does neither (ForkedError in the child)."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Role):
         self._store = store
         self._opts = opts = store.opts
         self._meta = store.meta
@@ -111,22 +107,28 @@ class FuseDB:
         self._closed = False
         self._forked = False
         self.path = store.path
-        _handles.add(self)
+        hooks.handle(self)
+
+    def _after_fork(self) -> None:
+        """In a fork()ed child (fusedb.runtime.hooks): re-attach on first use."""
+        if not self._closed:
+            self._forked = True
+            self._closed = True
 
     def __reduce__(self):
-        if self._store.role == "embedded":
+        if not self._store.multiprocess:
             raise ForkedError("an embedded database cannot be sent to another process; open "
                               "it with shards=N (multiprocess) and pass the handle or its path")
         return (connect, (self.path,))
 
     def _reattach(self) -> None:
         """In a fork()ed child: become a client of the parent's database."""
-        if self._store.role == "embedded":
+        if not self._store.multiprocess:
             raise ForkedError(
                 "this handle was opened in embedded mode by the parent process and cannot be "
                 "used after fork(); open the database with shards=N (multiprocess) and "
                 "attach in the child with fusedb.connect(path)")
-        self.__init__(Store(self.path, None, "client"))
+        self.__init__(_attach(self.path))
 
     # -- helpers --------------------------------------------------------------------
 
@@ -481,8 +483,7 @@ class FuseDB:
         (failed attempts since open, each retried)."""
         out = []
         for shard in self._shards:
-            pid = self._meta.workers[shard.no * 4 + W_PID] if self._opts.mode == "multiprocess" \
-                else os.getpid()
+            pid = self._store.worker_pid(shard.no)
             row = {"shard": shard.no, "pid": pid,
                    "repairs": self._meta.workers[shard.no * 4 + W_REPAIRS],
                    **retry.shard_state(self._meta.faults, shard.no)}

@@ -1,1 +1,1 @@
-"""Key-range routing: which leaf (and so which shard) owns a key."""
+"""The router role: the process that opened a multiprocess database (fusedb.router.router)."""

@@ -26,7 +26,9 @@ until FuseDB code reaches a safe point that can last and calls
   lock, the shard's worker repairs the shard from the WAL. A ``fork()``ed
   child of an owner is such a client: it gets SIGTERM's default action back.
 
-A handler the application installed itself is left alone: if it raises, it can
+Installed by fusedb.runtime.hooks (which also registers :func:`after_fork_in_child`),
+called by the entry points that open or attach. A handler the application
+installed itself is left alone: if it raises, it can
 interrupt a critical section (documented in docs/design.md).
 """
 
@@ -109,7 +111,8 @@ def install(sigterm: bool) -> None:
         signal.signal(signal.SIGINT, _handler)
 
 
-def _after_fork_in_child() -> None:
+def after_fork_in_child() -> None:
+    """In a fork()ed child (called by fusedb.runtime.hooks): see below."""
     # A fork()ed child (a gunicorn worker, a fork pool's worker) owns no
     # database: it is an attached client, and clients keep SIGTERM's default
     # action (see above: a pool worker whose SIGTERM was deferred or swallowed
@@ -121,6 +124,3 @@ def _after_fork_in_child() -> None:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
     except ValueError:
         pass     # forked from a thread other than the main one: nothing was inherited there
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,61 +1,50 @@
-"""A shard as seen from one process: its lock, its arena, and the leaf operations.
+"""A shard as seen from one process: its lock, its arena, its WAL ring, and the
+per-operation methods on its leaves.
 
-Two kinds of callers:
-
-* **Writers and readers** (any thread of any attached process) call the
-  ``*_locked`` methods while holding ``lock``. Each is O(1) or bounded by one
-  buffer: a hash probe, a slot write, at most one freeze (a pointer swap).
-* **The shard's worker** (one thread per shard; later one process) calls
-  :meth:`merge_leaf` (which also splits). It takes ``lock`` only for O(1)
-  snapshots and publications; reading inputs and writing segment files happen
-  outside it, so writers keep flowing into the active buffer meanwhile.
+Writers and readers (any thread of any attached process) call the ``*_locked``
+methods while holding ``lock``. Each is O(1) or bounded by one buffer: a hash
+probe, a slot write, at most one freeze (a pointer swap). The merge and split
+side (the shard's merge loop only) is fusedb.shard.merging.Merger.
 
 See docs/design.md, "Who touches what under which lock".
 """
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING
-
-import numpy as np
-
-from fusedb.core import failpoints
 from fusedb.core.entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT
-from fusedb.core.merge import cut, merge_runs, split_point
-from fusedb.core.scheduler import fold_count
-from fusedb.core.segment import file_name
-from fusedb.core.retry import step
-from fusedb.shm.meta import S_FREEZES, S_MERGES, S_SEG_BYTES, S_SEG_FILES, S_SPLITS
-from fusedb.shm.slab import H_HEAP, H_REFS, H_STATE, H_USED, STATE_FROZEN
+from fusedb.shard.context import ShardContext
+from fusedb.shm.meta import S_FREEZES
+from fusedb.shm.slab import H_REFS, H_STATE, H_USED, STATE_FROZEN
 from fusedb.wal.ring import R_HEAD
-
-if TYPE_CHECKING:
-    from fusedb.runtime.store import Store
 
 #: What the locked read path returns when a segment is not open in this process yet.
 NEED_SEGMENTS = object()
 
 
 class Shard:
-    def __init__(self, store: "Store", no: int, lock, arena, ring):
-        self.store = store
+    """One shard's shared-memory pieces in this process, built by the process's
+    role (fusedb.runtime: embedded, router, client, worker) when it opens or
+    attaches, and used by every thread of that process: the ``*_locked`` methods
+    under ``lock``, the rest read-only.
+
+    ``ctx``: the process's ShardContext (kept as ``store`` too, the name the
+    ``*_locked`` methods use); ``lock``: the shard lock (threading.Lock when
+    embedded, fusedb.shm.locks.ProcLock when multiprocess); ``arena``, ``ring``:
+    its buffer arena and WAL ring; ``flusher``: its WAL writer in this process
+    (fusedb.wal.writer.Flusher where this process writes the ring out, else a
+    RemoteFlusher that kicks the one that does)."""
+
+    def __init__(self, ctx: ShardContext, no: int, lock, arena, ring, flusher):
+        self.store = ctx
         self.no = no
         self.lock = lock
         self.arena = arena
         self.ring = ring
-        self.flusher = None   # set by the store once the flusher runs
-        self.replaced: list[int] = []   # segments merged away, not yet deleted (commit)
-        #: A commit failed (e.g. WAL truncation): the next round commits again.
-        self.commit_pending = False
+        self.flusher = flusher
         self.last_end = 0   # WAL position of the last in-place incr (read under the lock)
-        self._spare_leaf = -1   # a leaf id taken by a split that did not publish
-        #: Merges published plus manifests committed by this process's worker: a
-        #: round that advanced it has written to the disk (fusedb.core.retry's recovery).
-        self.progress = 0
         self.slabs = arena.slabs
-        self.meta = store.meta
-        self.low_free = max(1, int(store.opts.low_free_fraction * arena.nslabs))
+        self.meta = ctx.meta
+        self.low_free = max(1, int(ctx.opts.low_free_fraction * arena.nslabs))
 
     # -- writers (under lock) ----------------------------------------------------------
 
@@ -189,259 +178,6 @@ class Shard:
             if e is not None:
                 return e
         return None
-
-    # -- worker ------------------------------------------------------------------------
-
-    def snapshot_leaves(self) -> tuple[list[tuple], int, int]:
-        """Raw state of the shard's leaves for the scheduler, under the lock
-        (O(leaves)): rows of (leaf, has_frozen, has_active, active_fill, segids,
-        writes, fills, active_wal_pos), the free slab count, and the database's
-        leaf count. ``active_wal_pos`` is the WAL position of the active buffer's
-        first record (-1: no active buffer, or an empty one)."""
-        meta = self.meta
-        # The routing table changes under the meta lock (splits of any shard), so
-        # walking it needs that lock too; shard lock first, as everywhere.
-        with self.lock:
-            with self.store.meta_lock:
-                _bounds, ids = meta.routes()
-            n = len(ids)
-            rows = []
-            for leaf in ids:
-                if meta.shard[leaf] != self.no:
-                    continue
-                a = meta.active[leaf]
-                slab = self.slabs[a] if a >= 0 else None
-                rows.append((leaf, meta.frozen[leaf] >= 0, a >= 0,
-                             slab.fill() if slab else 0.0, meta.segs_of(leaf),
-                             meta.writes[leaf], meta.fills[leaf],
-                             slab.first_pos() if slab and slab.used() else -1))
-            free = self.arena.free_count()
-        return rows, free, n
-
-    def merge_leaf(self, leaf: int, full: bool, split: bool = False, commit: bool = True) -> bool:
-        """Merge the leaf's frozen buffer (freezing the active one if there is no
-        frozen one) into its segments; with ``split``, also cut the leaf in two.
-
-        ``full`` folds all segments into one and drops tombstones and expired
-        entries; otherwise the buffer becomes one more segment. A split is always
-        full: the merged data is written as two segments, one per half, at the key
-        that halves its bytes. Returns whether anything was merged.
-
-        Locking: one O(1) critical section to snapshot, none while merging and
-        writing files, one to publish (plus the routing insert for a split).
-
-        ``commit=False`` leaves the manifest write (and the deletion of the
-        segments the merge replaced) to a later :meth:`commit`: the scheduler
-        writes one manifest per round, not one per merge.
-
-        Raises OSError if a segment cannot be written, or DiskError if the WAL
-        cannot be made durable (the errors carry ``fusedb_step``, "merge" or
-        "split"; see fusedb.core.retry). Then nothing was published: the frozen
-        buffer stays for a retry and the attempt's segment files are removed.
-        """
-        meta, store = self.meta, self.store
-        with self.lock:
-            fz = meta.frozen[leaf]
-            if fz < 0:
-                a = meta.active[leaf]
-                if a >= 0 and self.slabs[a].used():
-                    self.freeze_locked(leaf)
-                    fz = a
-                elif a >= 0:
-                    meta.active[leaf] = -1
-                    self.arena.release_slab(a)
-            segids = meta.segs_of(leaf)
-            with store.meta_lock:     # other shards' splits move routing entries
-                lo, hi = meta.leaf_range(leaf)
-        n = len(segids)
-        if full or split:
-            k = n
-        else:
-            sizes = [s.size for s in store.open_segments(segids)]
-            used = self.slabs[fz].hdr[H_HEAP] if fz >= 0 else 0
-            k = fold_count(sizes, used, store.opts.max_segments)
-        full = k == n
-        if fz < 0 and not (full and (n > 1 or split)):
-            return False
-        # Inputs: the frozen buffer and the newest k segments (all of them for a
-        # full merge); the output replaces them at the front of the list.
-        inputs, keep = segids[:k], segids[k:]
-        now = store.opts.clock()
-        buf = [self.slabs[fz].to_run(copy=False)] if fz >= 0 else []
-        fz_seq = int(buf[0].seq.max()) if buf and len(buf[0]) else 0
-        key = None
-        right = -1
-        written: list[int] = []     # segment files of this attempt
-        try:
-            with step("split" if split else "merge"):
-                if split and buf and n:
-                    tail = self._tail(buf[0], segids, lo, hi, now)
-                    if tail is not None and meta.bound_fits(tail[0]):
-                        right = self._new_leaf_id()
-                        if right >= 0:
-                            # A sequential load: every buffered key lies above every
-                            # key of the segments. They stay, unchanged, as the left
-                            # leaf and the buffer alone becomes the right leaf:
-                            # nothing is rewritten.
-                            key, run = tail
-                            inputs, keep = [], segids
-                            new, new_right = [], self._write(run, written)
-                            del run
-                    del tail
-                if key is None:
-                    runs = buf + [s.to_run() for s in store.open_segments(inputs, verify=True)]
-                    out = cut(merge_runs(runs, now, drop_dead=full), lo, hi)
-                    key = split_point(out, lo) if split else None
-                    if key is not None and not meta.bound_fits(key):
-                        key = None   # never happens (bound slots hold any stored key)
-                    right = self._new_leaf_id() if key is not None else -1
-                    if right < 0:
-                        key = None
-                        new = self._write(out, written)
-                    else:
-                        new = self._write(cut(out, lo, key), written)
-                        new_right = self._write(cut(out, key, hi), written)
-                    del runs, out
-                del buf
-                failpoints.hit("merge.before_publish")
-                if key is not None:
-                    failpoints.hit("split.before_publish")
-                # The WAL is made durable up to here before the merge becomes
-                # visible: a segment never holds a write the log could still lose,
-                # so whatever manifest names it, the state after a power loss is a
-                # prefix of the shard's history. (DiskError if it cannot be.)
-                self.flusher.sync_now()
-        except BaseException:
-            # Nothing was published: the frozen buffer stays, the caller retries
-            # later. This attempt's segment files are removed (a full disk needs
-            # the space back), and its leaf id is kept for the next split.
-            if right >= 0:
-                self._spare_leaf = right
-            self.discard_segments(written)
-            raise
-        with self.lock:
-            failpoints.hit("merge.publish_locked")
-            if key is not None and fz < 0 and meta.frozen[leaf] >= 0:
-                # A writer froze a buffer while we merged (we held none): the split
-                # could not freeze the active buffer now. Keep both halves as the
-                # leaf's two segments; a later merge splits it.
-                new, key = new + new_right, None
-                self._spare_leaf = right
-            meta.set_segs(leaf, new + keep)
-            meta.mseq[leaf] = max(meta.mseq[leaf], fz_seq)
-            if fz >= 0:
-                meta.frozen[leaf] = -1
-                self.unref_slab_locked(fz)
-            meta.stats[self.no * 8 + S_MERGES] += 1
-            if key is not None:
-                self._split_locked(leaf, right, key, new_right)
-        self.progress += 1
-        self.replaced += inputs
-        if commit:
-            self.commit()
-        return True
-
-    def commit(self) -> None:
-        """Write the manifest for the merges published since the last commit, then
-        delete the segment files they replaced (see Store.after_publish). Worker only."""
-        replaced, self.replaced = self.replaced, []
-        try:
-            self.store.after_publish(replaced)
-        except BaseException:
-            self.replaced = replaced + self.replaced   # the next commit deletes them
-            self.commit_pending = True     # even if none: the WAL is still to truncate
-            raise
-        self.commit_pending = False
-        self.progress += 1
-
-    def _tail(self, buf, segids: list[int], lo: bytes, hi: bytes | None, now: float):
-        """(smallest key, run): the frozen buffer ``buf`` sorted and cut to
-        [lo, hi), dead entries dropped, if its smallest key is above the largest
-        key of every segment in ``segids`` (an append: the run can become a leaf
-        of its own, possibly empty); else None.
-
-        The test looks at every buffered key, tombstones and expired entries
-        included: a tombstone below the segments' top key shadows a value in
-        them, and must not be dropped by a split that keeps those segments."""
-        top = max((s.key(s.count - 1) for s in self.store.open_segments(segids) if s.count),
-                  default=None)
-        if top is None:
-            return None
-        run = cut(merge_runs([buf], now, drop_dead=False), lo, hi)
-        if not len(run) or run.key(0) <= top:
-            return None
-        # Every key is above the segments: nothing older can show through.
-        key = run.key(0)
-        dead = (run.kind == KIND_DEL) | ((run.exp != 0.0) & (run.exp <= now))
-        return key, (run.take(np.flatnonzero(~dead)) if dead.any() else run)
-
-    def flush_leaf(self, leaf: int) -> None:
-        """Merge the leaf's frozen buffer, then its active one. Worker only. With no
-        concurrent writers (close) the leaf is left with no buffer at all."""
-        meta = self.meta
-        for _ in range(2):
-            if meta.frozen[leaf] >= 0 or meta.active[leaf] >= 0:
-                self.merge_leaf(leaf, False)
-
-    def _split_locked(self, leaf: int, right: int, key: bytes, right_segs: list[int]) -> None:
-        """Publish a split (under the lock, right after the leaf's merge published;
-        the caller made sure the leaf has no frozen buffer). The left leaf keeps ``leaf``'s id and its new
-        segments; the right leaf ``right`` gets ``right_segs``. The active buffer,
-        which holds writes to both halves made during the merge, becomes the frozen
-        buffer of *both* leaves (slab refcount 2); each leaf's next merge takes its
-        own half of it. Writers of either half get fresh active buffers."""
-        meta, store = self.meta, self.store
-        assert meta.frozen[leaf] < 0
-        a = meta.active[leaf]
-        meta.init_leaf(right, self.no, meta.seq[leaf], right_segs)
-        meta.mseq[right] = meta.mseq[leaf]
-        if a >= 0 and self.slabs[a].used():
-            self.freeze_locked(leaf)
-            self.slabs[a].hdr[H_REFS] = 2
-            meta.frozen[right] = a
-        elif a >= 0:
-            meta.active[leaf] = -1
-            self.arena.release_slab(a)
-        with store.meta_lock:
-            meta.route_split(leaf, key, right)
-        meta.stats[self.no * 8 + S_SPLITS] += 1
-
-    def unref_slab_locked(self, sid: int) -> None:
-        """Drop one leaf's reference to frozen slab ``sid``; free it at zero."""
-        hdr = self.slabs[sid].hdr
-        hdr[H_REFS] -= 1
-        if hdr[H_REFS] == 0:
-            self.arena.release_slab(sid)
-
-    def _write(self, run, written: list[int]) -> list[int]:
-        """Write ``run`` as a new segment (if it has entries); its id in a list,
-        also appended to ``written``."""
-        if not len(run):
-            return []
-        segid, nbytes = self.store.write_new_segment(run)
-        written.append(segid)
-        with self.lock:
-            self.meta.stats[self.no * 8 + S_SEG_BYTES] += nbytes
-            self.meta.stats[self.no * 8 + S_SEG_FILES] += 1
-        return [segid]
-
-    def discard_segments(self, segids: list[int]) -> None:
-        """Remove the segment files of a merge that did not publish. Best effort:
-        a file that cannot be removed now is unreferenced garbage, which the next
-        open deletes."""
-        for segid in segids:
-            self.store.forget_segments([segid])
-            try:
-                os.unlink(os.path.join(self.store.path, file_name(segid)))
-            except OSError:
-                pass
-
-    def _new_leaf_id(self) -> int:
-        """A leaf id for the right half of a split: the one a failed attempt
-        took, if any (so retries under a full disk use up no ids), else a fresh
-        one; -1 when max_leaves are in use."""
-        leaf, self._spare_leaf = self._spare_leaf, -1
-        return leaf if leaf >= 0 else self.store.new_leaf_id()
 
 
 def segment_entry(seg, key: bytes, h: int):

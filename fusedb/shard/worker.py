@@ -1,9 +1,11 @@
-"""The shard worker: wakes on a signal or a tick, asks the scheduler what to do,
-does it. In embedded mode it is a daemon thread of the opening process.
+"""The shard's merge loop: wakes on a signal or a tick, asks the scheduler what
+to do, does it (through the shard's fusedb.shard.merging.Merger). In embedded
+mode it is a daemon thread of the opening process; multiprocess, it runs on the
+main thread of the shard's worker process (fusedb.worker.process).
 
-The worker is the only code that merges or splits the shard's leaves, so a
+The loop is the only code that merges or splits the shard's leaves, so a
 leaf's segment list and key range change only here (and in the close-time
-flush, which runs after the worker has stopped).
+flush, which runs after the loop has stopped).
 """
 
 from __future__ import annotations
@@ -13,38 +15,46 @@ import queue
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from fusedb.core.retry import WORKER, Retrier, transient
 from fusedb.core.scheduler import LeafView, Policy, ShardView, decide
+from fusedb.shard.context import ShardContext
+from fusedb.shard.merging import Merger
 from fusedb.shm.locks import RepairNeeded
-
-if TYPE_CHECKING:
-    from fusedb.runtime.store import Store
-    from fusedb.shard.shard import Shard
 
 
 class Worker(threading.Thread):
-    def __init__(self, store: "Store", shard: "Shard", wakeup=None):
-        super().__init__(name=f"fusedb-worker-{shard.no}", daemon=True)
-        self.store = store
-        self.shard = shard
-        #: Set by writers when a buffer fills: a threading.Event in embedded mode, a
-        #: named semaphore (fusedb.shm.locks.SemEvent) when writers are other processes.
-        self.wakeup = wakeup if wakeup is not None else threading.Event()
+    """A shard's merge loop. Embedded: started as a daemon thread by the embedded
+    role (fusedb.runtime.embedded) and stopped by its close; multiprocess: its
+    :meth:`run` is called on the main thread of the shard's worker process
+    (fusedb.worker.process). Other threads only call :meth:`request_flush` and
+    :meth:`stop`. Holds no lock between rounds; the Merger takes the shard lock.
+
+    ``wakeup``: set by writers when a buffer fills (a threading.Event in embedded
+    mode, a named semaphore, fusedb.shm.locks.SemEvent, when writers are other
+    processes). ``housekeeping``: called at every wake-up before scheduling (the
+    worker process checks its router, close requests, flush requests and dead
+    lock holders there)."""
+
+    def __init__(self, merger: Merger, ctx: ShardContext, wakeup,
+                 housekeeping: Callable[[], None] | None = None):
+        super().__init__(name=f"fusedb-worker-{merger.no}", daemon=True)
+        self.ctx = ctx
+        self.merger = merger
+        self.shard = merger.shard
+        self.wakeup = wakeup
         self.stopping = threading.Event()
-        #: Called at every wake-up before scheduling (the worker process checks its
-        #: router, close requests, flush requests and dead lock holders there).
-        self.housekeeping = None
-        o = store.opts
+        self.housekeeping = housekeeping
+        o = ctx.opts
         self.policy = Policy(o.leaf_max_bytes, o.hot_fills, o.min_split_entries, o.max_segments,
-                             store.meta.max_leaves, o.low_free_fraction, o.wal_max_bytes)
+                             ctx.meta.max_leaves, o.low_free_fraction, o.wal_max_bytes)
         self._fill_times: dict[int, collections.deque] = {}
         self._last_fills: dict[int, int] = {}
         self._last_writes: dict[int, int] = {}
         self._flush_waiters: queue.SimpleQueue[threading.Event] = queue.SimpleQueue()
         #: Failure state and backoff of this shard's background work (fusedb.core.retry).
-        self.retry = Retrier(store.meta.faults, shard.no, WORKER)
+        self.retry = Retrier(ctx.meta.faults, merger.no, WORKER)
 
     def run(self) -> None:
         """The loop: wake on a signal or a tick, do housekeeping, then serve flush
@@ -56,8 +66,9 @@ class Worker(threading.Thread):
         busy loop), but flush requests do. What failed published nothing, or was
         published in shared memory but not yet in the manifest (the next round
         writes that manifest first), so retrying is safe. Any other exception
-        is a bug: it is handed to every caller (Store.fail) and the worker ends."""
-        tick = self.store.opts.merge_tick
+        is a bug: it is handed to every caller (ShardContext.fail) and the loop ends."""
+        tick = self.ctx.opts.merge_tick
+        merger = self.merger
         retry = self.retry
         while not self.stopping.is_set():
             self.wakeup.wait(tick)
@@ -68,7 +79,7 @@ class Worker(threading.Thread):
             while not self._flush_waiters.empty():
                 waiters.append(self._flush_waiters.get())
             error = None
-            progress = self.shard.progress
+            progress = merger.progress
             try:
                 if self.housekeeping is not None:
                     self.housekeeping()
@@ -79,13 +90,13 @@ class Worker(threading.Thread):
                 elif retry.waiting():
                     continue
                 else:
-                    if self.shard.replaced or self.shard.commit_pending:
+                    if merger.replaced or merger.manifest_pending:
                         # A failed round published merges but not their manifest
                         # (or failed to truncate the WAL after it): write it first (it
                         # also frees the WAL and the segments they replaced).
-                        self.shard.commit()
+                        merger.write_manifest()
                     self.step()
-                if self.shard.progress != progress:
+                if merger.progress != progress:
                     retry.succeeded()   # (a round that wrote nothing tells nothing)
             except RepairNeeded as e:
                 # A process died holding the shard lock: this round is dropped (it
@@ -97,7 +108,7 @@ class Worker(threading.Thread):
                 # inputs); clear their locals so close() can unmap the arena.
                 traceback.clear_frames(e.__traceback__)
                 if transient(e) is None:
-                    self.store.fail(e)
+                    self.ctx.fail(e)
                     return
                 self.failed(e)
                 error = e
@@ -123,8 +134,8 @@ class Worker(threading.Thread):
     def flush(self) -> None:
         """Merge every buffer of the shard into segments, then run scheduling rounds
         until the policy has nothing left to do (splits included), at most 16."""
-        for row in self.shard.snapshot_leaves()[0]:
-            self.shard.flush_leaf(row[0])
+        for row in self.merger.snapshot_leaves()[0]:
+            self.merger.flush_leaf(row[0])
         for _ in range(16):
             if not self.step():
                 break
@@ -135,9 +146,9 @@ class Worker(threading.Thread):
         self.join()
 
     def view(self) -> ShardView:
-        rows, free, total_leaves = self.shard.snapshot_leaves()
+        rows, free, total_leaves = self.merger.snapshot_leaves()
         now = time.monotonic()
-        window = self.store.opts.hot_window
+        window = self.ctx.opts.hot_window
         leaves = []
         for leaf, has_frozen, has_active, fill, segids, writes, fills, wal_pos in rows:
             times = self._fill_times.setdefault(leaf, collections.deque())
@@ -146,7 +157,7 @@ class Worker(threading.Thread):
             self._last_fills[leaf] = fills
             while times and times[0] < now - window:
                 times.popleft()
-            segs = self.store.open_segments(segids)
+            segs = self.ctx.segments.open_segments(segids)
             leaves.append(LeafView(leaf, has_frozen, fill, has_active, len(segids),
                                    sum(s.size for s in segs), sum(s.count for s in segs),
                                    len(times), writes - self._last_writes.get(leaf, 0), wal_pos))
@@ -157,7 +168,7 @@ class Worker(threading.Thread):
     def step(self) -> int:
         """One scheduling round: decide on the current state, execute in order, then
         write one manifest for the round if anything was published (which also
-        deletes the WAL files the merges freed: ``Store.after_publish``).
+        deletes the WAL files the merges freed: ``ShardContext.after_publish``).
         Returns the number of decisions."""
         decisions = decide(self.view(), self.policy)
         published = False
@@ -166,15 +177,15 @@ class Worker(threading.Thread):
                 break
             split = d.action == "split" or d.then_split
             # A merge that only adds a segment replaces none, yet it moves the
-            # WAL floor: it must be committed too.
-            published |= self.shard.merge_leaf(d.leaf, d.full, split, commit=False)
+            # WAL floor: its manifest must be written too.
+            published |= self.merger.merge_leaf(d.leaf, d.full, split, write_manifest=False)
             if split:
                 self._fill_times.pop(d.leaf, None)
-        if published or self.shard.replaced:
-            self.shard.commit()     # one manifest for the whole round
+        if published or self.merger.replaced:
+            self.merger.write_manifest()     # one manifest for the whole round
         elif not decisions and self.shard.flusher.over and len(self.shard.flusher.files) > 1:
             # Writers wait on the WAL limit, yet no buffer holds the oldest files:
             # a truncation failed (or ran before the last merge's floor moved).
-            # Commit again: it deletes them, and lets the writers go on.
-            self.shard.commit()
+            # Write the manifest again: it deletes them, and lets the writers go on.
+            self.merger.write_manifest()
         return len(decisions)

@@ -29,7 +29,7 @@ mutex makes that one process, so two never race):
 * **shard lock**: the holder died inside its critical section, so the shard's
   buffers may be half-written. The locker marks the mutex consistent, sets the
   slot's *repair flag* and hands the shard to its repairer, the shard's worker
-  (fusedb.worker.process; Store.repair_shard rebuilds the shard from the WAL).
+  (fusedb.worker.process; fusedb.worker.repair rebuilds the shard from the WAL).
   If the locker is that worker (``repairer``), it raises :class:`RepairNeeded`
   after unlocking and repairs at the top of its loop; anyone else unlocks,
   wakes the worker and waits, like any waiter, until the flag is clear. Every
@@ -52,7 +52,7 @@ that holds the mutex can be kept from releasing it). On ``EBUSY`` the slow path
 waits with the GIL released (``ctypes.CDLL``) in slices of at most
 :data:`_SLICE` seconds (``pthread_mutex_clocklock`` on CLOCK_MONOTONIC, or
 ``pthread_mutex_timedlock`` on CLOCK_REALTIME where glibc < 2.30), so between
-slices it runs the worker's :data:`stuck_hook`, lets Python signal handlers
+slices it runs the worker's ``stuck`` check (ProcLock), lets Python signal handlers
 run, and gives up after ``timeout`` seconds with LockTimeoutError: no process
 hangs on a lock.
 
@@ -90,7 +90,8 @@ from fusedb.shm.mutex import (FUTEX_OWNER_DIED, FUTEX_TID_MASK, Timespec as _Tim
 log = logging.getLogger("fusedb")
 
 _EBUSY, _EOWNERDEAD, _ETIMEDOUT = errno.EBUSY, errno.EOWNERDEAD, errno.ETIMEDOUT
-#: Length of one blocking wait (seconds): between two, stuck_hook, signal
+
+#: Length of one blocking wait (seconds): between two, the ``stuck`` check, signal
 #: handlers and the overall timeout get their turn.
 _SLICE = 0.02
 #: Poll interval while a shard is being repaired by its worker (seconds).
@@ -101,12 +102,6 @@ class RepairNeeded(Exception):
     """Raised inside a worker process, from any lock wait, when its own shard
     needs repair: the current operation is dropped (nothing it did is published)
     and the worker repairs the shard at the top of its loop."""
-
-
-#: A worker process sets this to a function that raises RepairNeeded when its
-#: shard needs repair; every ProcLock wait of that process calls it between two
-#: slices. None in other processes, which simply wait (the worker repairs).
-stuck_hook = None
 
 
 def _closed(*_args) -> int:
@@ -123,13 +118,16 @@ class ProcLock:
     memoryview; ``index``: the lock's number j (slot j). A shard lock gets
     ``wake`` (wakes its worker: it is the one that repairs); the meta and
     manifest locks get ``recover`` (run by whoever acquires after a holder died,
-    before marking the mutex consistent)."""
+    before marking the mutex consistent). In a shard's worker process every lock
+    gets ``stuck``, a function raising RepairNeeded when that worker's shard needs
+    repair, called between two slices of a wait (None elsewhere: other processes
+    simply wait, the worker repairs), and its own shard lock gets ``repairer``."""
 
     __slots__ = ("slot", "_try", "_unlock", "words", "_futex", "_flag", "timeout", "what",
-                 "wake", "recover", "repairer")
+                 "wake", "recover", "repairer", "stuck")
 
     def __init__(self, slot, words, index: int, timeout: float, what: str, wake=None,
-                 recover=None):
+                 recover=None, stuck=None, repairer: bool = False):
         self.slot = slot
         self._try = functools.partial(_trylock, slot)
         self._unlock = functools.partial(_unlock, slot)
@@ -143,7 +141,8 @@ class ProcLock:
         self.wake = wake
         self.recover = recover
         #: True in the shard's worker process, for its own shard lock.
-        self.repairer = False
+        self.repairer = repairer
+        self.stuck = stuck
 
     # -- the hot path ---------------------------------------------------------------
 
@@ -205,8 +204,8 @@ class ProcLock:
             raise FuseDBError(f"{self.what} is already held by this thread (not reentrant)")
         ts = _Timespec()
         while True:
-            if hook and stuck_hook is not None:
-                stuck_hook()
+            if hook and self.stuck is not None:
+                self.stuck()
             left = deadline - time.monotonic()
             if left <= 0:
                 self._timed_out()
@@ -219,8 +218,8 @@ class ProcLock:
 
     def _wait_repaired(self, deadline: float) -> None:
         while self.words[self._flag]:
-            if stuck_hook is not None:
-                stuck_hook()
+            if self.stuck is not None:
+                self.stuck()
             if time.monotonic() >= deadline:
                 raise LockTimeoutError(
                     f"{self.what} not acquired within lock_timeout={self.timeout}s: a process "

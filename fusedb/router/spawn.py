@@ -1,0 +1,120 @@
+"""The router's worker processes: start (with CPU pinning), wait until ready,
+supervise (restart a dead one; recover the meta and manifest locks of dead
+holders)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+from fusedb.errors import FuseDBError
+from fusedb.shm.meta import W_PID
+
+#: The directory holding the fusedb package (put on the workers' PYTHONPATH).
+_PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class WorkerProcesses:
+    """The router's worker processes, one per shard. Built and started by the
+    router role's constructor (fusedb.router.router.RouterStore, opening
+    thread); supervised by its own daemon thread until :meth:`stop_supervising`;
+    waited for and killed by the router's close (the closing thread). No lock:
+    ``procs[no]`` is replaced only by the supervisor, which the close stops
+    first.
+
+    ``rt``: the router's Runtime (path, opts, meta, meta_lock, manifest_lock);
+    ``lock_fd``: the locked LOCK descriptor every worker inherits (the
+    directory stays locked while any worker of this run lives)."""
+
+    def __init__(self, rt, lock_fd: int):
+        self.rt = rt
+        self.lock_fd = lock_fd
+        self.procs: list[subprocess.Popen | None] = []
+        self._closing = threading.Event()
+        self._supervisor: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start one worker per shard and wait until each is ready; then start
+        supervising. Raises FuseDBError if a worker exits or does not get ready
+        within 60 s, OSError if one cannot be started."""
+        self.procs = [self._spawn(i) for i in range(self.rt.opts.shards)]
+        for i, p in enumerate(self.procs):
+            self._wait_ready(i, p)
+        self._supervisor = threading.Thread(target=self._supervise, name="fusedb-supervisor",
+                                            daemon=True)
+        self._supervisor.start()
+
+    def stop_supervising(self) -> None:
+        self._closing.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
+            self._supervisor = None
+
+    def kill_all(self) -> None:
+        """Kill (and reap) every worker still running."""
+        self._closing.set()
+        for p in self.procs:
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        self.procs = []
+
+    def _spawn(self, no: int) -> subprocess.Popen:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"]
+                                         if env.get("PYTHONPATH") else "")
+        self.rt.meta.workers[no * 4 + W_PID] = 0
+        # The worker inherits the locked LOCK descriptor (and nothing else): the
+        # directory stays locked while any worker of this run lives.
+        # Its stdout is not the application's: a worker outliving a killed router
+        # must not hold the application's output pipe open.
+        p = subprocess.Popen([sys.executable, "-m", "fusedb.worker.process", self.rt.path,
+                              str(no)],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
+                             close_fds=True, pass_fds=(self.lock_fd,))
+        pin = self.rt.opts.pin
+        if pin:
+            cpus = list(pin) if not isinstance(pin, bool) else \
+                sorted(psutil.Process().cpu_affinity())
+            psutil.Process(p.pid).cpu_affinity([cpus[no % len(cpus)]])
+        return p
+
+    def _wait_ready(self, no: int, p: subprocess.Popen, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.rt.meta.workers[no * 4 + W_PID] != p.pid:
+            if p.poll() is not None:
+                raise FuseDBError(f"the worker process of shard {no} exited with code "
+                                  f"{p.returncode} while starting (its stderr says why)")
+            if time.monotonic() > deadline:
+                p.kill()
+                raise FuseDBError(f"the worker process of shard {no} did not start "
+                                  f"within {timeout}s")
+            time.sleep(0.005)
+
+    def _supervise(self) -> None:
+        """Restart dead workers; recover the meta and manifest locks of dead
+        holders (any next locker would, but readers of the routing table spin on
+        an odd seqlock without locking: Meta.end_interrupted_change)."""
+        rt = self.rt
+        restarts = [0.0] * len(self.procs)
+        while not self._closing.wait(0.05):
+            for lock in (rt.meta_lock, rt.manifest_lock):
+                lock.recover_if_dead()
+            for no, p in enumerate(self.procs):
+                if p is None or p.poll() is None or self._closing.is_set():
+                    continue
+                # Back off if it keeps dying (e.g. a disk error at start).
+                if time.monotonic() < restarts[no]:
+                    continue
+                print(f"fusedb: worker of shard {no} (pid {p.pid}) exited with code "
+                      f"{p.returncode}; restarting it", file=sys.stderr)
+                try:
+                    self.procs[no] = self._spawn(no)
+                except OSError as e:
+                    print(f"fusedb: could not restart worker {no}: {e}", file=sys.stderr)
+                restarts[no] = time.monotonic() + 0.5
