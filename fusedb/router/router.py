@@ -64,7 +64,7 @@ class RouterStore(Runtime):
         self.workers.start()
 
     def worker_pid(self, shard_no: int) -> int:
-        return self.meta.workers[shard_no * 4 + W_PID]
+        return self.meta.worker_slots(shard_no)[W_PID]
 
     def flush(self) -> None:
         flush_through_workers(self)

@@ -68,7 +68,7 @@ class WorkerProcesses:
         env = dict(os.environ)
         env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"]
                                          if env.get("PYTHONPATH") else "")
-        self.rt.meta.workers[no * 4 + W_PID] = 0
+        self.rt.meta.worker_slots(no)[W_PID] = 0
         # The worker inherits the locked LOCK descriptor (and nothing else): the
         # directory stays locked while any worker of this run lives.
         # Its stdout is not the application's: a worker outliving a killed router
@@ -86,7 +86,7 @@ class WorkerProcesses:
 
     def _wait_ready(self, no: int, p: subprocess.Popen, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        while self.rt.meta.workers[no * 4 + W_PID] != p.pid:
+        while self.rt.meta.worker_slots(no)[W_PID] != p.pid:
             if p.poll() is not None:
                 raise FuseDBError(f"the worker process of shard {no} exited with code "
                                   f"{p.returncode} while starting (its stderr says why)")

@@ -38,7 +38,7 @@ class ClientStore(Runtime):
                               f"{self.meta.hdr[M_ROUTER_PID]}) is gone")
 
     def worker_pid(self, shard_no: int) -> int:
-        return self.meta.workers[shard_no * 4 + W_PID]
+        return self.meta.worker_slots(shard_no)[W_PID]
 
     def flush(self) -> None:
         flush_through_workers(self)

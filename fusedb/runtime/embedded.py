@@ -62,7 +62,8 @@ class EmbeddedStore(Runtime):
         for i in range(opts.shards):
             ring = rings[i]
             f = Flusher(self.path, i, ring, opts.durability, opts.sync_interval,
-                        opts.wal_file_bytes, kick=self.kick_events[i], faults=self.meta.faults,
+                        opts.wal_file_bytes, kick=self.kick_events[i],
+                        faults=self.meta.shard_faults(i),
                         limit=opts.wal_limit_bytes, wake=self.wake_events[i])
             self.flushers.append(f)
             self.shards.append(Shard(self, i, threading.Lock(), arenas[i], ring, f))

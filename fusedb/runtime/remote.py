@@ -18,7 +18,8 @@ def remote_flusher(rt, no: int, ring: Ring) -> RemoteFlusher:
     """Shard ``no``'s WAL writer as seen from a process that does not run it
     (``rt``: its Runtime, whose kick events are open): kicks the one in the
     shard's worker process."""
-    return RemoteFlusher(ring, rt.kick_events[no], rt.meta.stats, no, rt.meta.faults)
+    return RemoteFlusher(ring, rt.kick_events[no], rt.meta.shard_stats(no), no,
+                         rt.meta.shard_faults(no))
 
 
 def flush_through_workers(rt) -> None:
@@ -30,29 +31,29 @@ def flush_through_workers(rt) -> None:
     (nothing is lost: the writes stay in the buffers and the WAL, and the worker
     keeps retrying in the background), ClosedError if the database closes,
     FuseDBError if a worker does not finish within ``close_timeout`` seconds."""
-    slots = rt.meta.workers
-    faults = rt.meta.faults
+    meta = rt.meta
     wanted = []
     for shard in rt.shards:
-        failures = faults[shard.no * retry.F_WORDS + retry.F_FAILURES[retry.WORKER]]
+        slots, faults = meta.worker_slots(shard.no), meta.shard_faults(shard.no)
+        failures = faults[retry.F_FAILURES[retry.WORKER]]
         with shard.lock:     # requests from several processes must not collide
-            req = slots[shard.no * 4 + W_FLUSH_REQ] + 1
-            slots[shard.no * 4 + W_FLUSH_REQ] = req
+            req = slots[W_FLUSH_REQ] + 1
+            slots[W_FLUSH_REQ] = req
         wanted.append((req, failures))
         rt.wake(shard.no)
     deadline = time.monotonic() + rt.opts.close_timeout
     for shard, (req, failures) in zip(rt.shards, wanted):
-        base = shard.no * retry.F_WORDS
-        while slots[shard.no * 4 + W_FLUSH_DONE] < req:
+        slots, faults = meta.worker_slots(shard.no), meta.shard_faults(shard.no)
+        while slots[W_FLUSH_DONE] < req:
             if rt.meta.hdr[M_STATE] != STATE_OPEN:
                 raise ClosedError("the database closed during flush()")
-            if faults[base + retry.F_FAILURES[retry.WORKER]] != failures:
-                packed = faults[base + retry.F_CURRENT[retry.WORKER]]
+            if faults[retry.F_FAILURES[retry.WORKER]] != failures:
+                packed = faults[retry.F_CURRENT[retry.WORKER]]
                 if packed:
                     no = packed >> 8
                     flush_failed(shard.no, OSError(no, os.strerror(no)),
                                  retry.describe(packed))
-                failures = faults[base + retry.F_FAILURES[retry.WORKER]]
+                failures = faults[retry.F_FAILURES[retry.WORKER]]
             if time.monotonic() > deadline:
                 raise FuseDBError(f"the worker of shard {shard.no} did not flush within "
                                   f"close_timeout={rt.opts.close_timeout}s")

@@ -19,7 +19,7 @@ from fusedb.core.scheduler import fold_count
 from fusedb.core.segment import file_name
 from fusedb.shard.context import ShardContext
 from fusedb.shard.shard import Shard
-from fusedb.shm.meta import M_NEXT_LEAF, S_MERGES, S_SEG_BYTES, S_SEG_FILES, S_SPLITS
+from fusedb.core.layout import M_NEXT_LEAF, S_MERGES, S_SEG_BYTES, S_SEG_FILES, S_SPLITS
 from fusedb.shm.slab import H_HEAP, H_REFS
 
 
@@ -41,6 +41,7 @@ class Merger:
         self.arena = shard.arena
         self.slabs = shard.slabs
         self.meta = ctx.meta
+        self.stats = ctx.meta.shard_stats(shard.no)   # this shard's stats words (S_*)
         self.flusher = shard.flusher
         self.replaced: list[int] = []   # segments merged away, not yet deleted (write_manifest)
         #: A manifest write failed (e.g. WAL truncation): the next round writes it again.
@@ -191,7 +192,7 @@ class Merger:
             if fz >= 0:
                 meta.frozen[leaf] = -1
                 self.unref_slab_locked(fz)
-            meta.stats[self.no * 8 + S_MERGES] += 1
+            self.stats[S_MERGES] += 1
             if key is not None:
                 self._split_locked(leaf, right, key, new_right)
         self.progress += 1
@@ -274,7 +275,7 @@ class Merger:
             self.arena.release_slab(a)
         with ctx.meta_lock:
             meta.route_split(leaf, key, right)
-        meta.stats[self.no * 8 + S_SPLITS] += 1
+        self.stats[S_SPLITS] += 1
 
     def unref_slab_locked(self, sid: int) -> None:
         """Drop one leaf's reference to frozen slab ``sid``; free it at zero."""
@@ -291,8 +292,8 @@ class Merger:
         segid, nbytes = self.ctx.segments.write_new_segment(run)
         written.append(segid)
         with self.lock:
-            self.meta.stats[self.no * 8 + S_SEG_BYTES] += nbytes
-            self.meta.stats[self.no * 8 + S_SEG_FILES] += 1
+            self.stats[S_SEG_BYTES] += nbytes
+            self.stats[S_SEG_FILES] += 1
         return [segid]
 
     def discard_segments(self, segids: list[int]) -> None:

@@ -54,7 +54,7 @@ class Worker(threading.Thread):
         self._last_writes: dict[int, int] = {}
         self._flush_waiters: queue.SimpleQueue[threading.Event] = queue.SimpleQueue()
         #: Failure state and backoff of this shard's background work (fusedb.core.retry).
-        self.retry = Retrier(ctx.meta.faults, merger.no, WORKER)
+        self.retry = Retrier(ctx.meta.shard_faults(merger.no), merger.no, WORKER)
 
     def run(self) -> None:
         """The loop: wake on a signal or a tick, do housekeeping, then serve flush

@@ -52,7 +52,7 @@ def run(path: str, no: int) -> int:
     meta = store.meta
     shard = store.shard
     router = meta.hdr[M_ROUTER_PID]
-    slots = meta.workers
+    slots = meta.worker_slots(no)
     orphan = False
     lock = shard.lock         # this process repairs its shard (fusedb.shm.locks)
     repairing = False         # the lock is held for a repair a disk error interrupted
@@ -92,7 +92,7 @@ def run(path: str, no: int) -> int:
             traceback.print_exc()
             os._exit(1)
         repairing = False
-        slots[no * 4 + W_REPAIRS] += 1     # counted before anyone sees the shard again
+        slots[W_REPAIRS] += 1     # counted before anyone sees the shard again
         lock.repaired()
         store.after_publish(replaced)
         worker.retry.succeeded()
@@ -107,12 +107,12 @@ def run(path: str, no: int) -> int:
             worker.stopping.set()
             return
         repair_if_needed()
-        req = slots[no * 4 + W_FLUSH_REQ]
-        if req > slots[no * 4 + W_FLUSH_DONE] and not worker.retry.waiting():
+        req = slots[W_FLUSH_REQ]
+        if req > slots[W_FLUSH_DONE] and not worker.retry.waiting():
             # (after a failed attempt the requester got DiskError; the request
             # stays and is served by the next attempt, after the backoff)
             worker.flush()
-            slots[no * 4 + W_FLUSH_DONE] = req
+            slots[W_FLUSH_DONE] = req
 
     worker = Worker(store.merger, store, store.wake_events[no], housekeeping)
     flusher = store.flusher
@@ -125,7 +125,7 @@ def run(path: str, no: int) -> int:
         if retry.transient(e) is None:
             raise
         worker.failed(e)        # the worker's loop retries it
-    slots[no * 4 + W_PID] = os.getpid()
+    slots[W_PID] = os.getpid()
     worker.run()
     code = 0
     try:

@@ -8,7 +8,7 @@ from fusedb.runtime.state import Runtime
 from fusedb.shard.merging import Merger
 from fusedb.shard.shard import Shard
 from fusedb.shm.locks import RepairNeeded
-from fusedb.shm.meta import S_DISK_ERROR, W_PID
+from fusedb.core.layout import W_PID
 from fusedb.wal.writer import Flusher
 
 
@@ -30,8 +30,8 @@ class WorkerStore(Runtime):
                 if i == shard_no:
                     f = Flusher(self.path, i, ring, opts.durability, opts.sync_interval,
                                 opts.wal_file_bytes, kick=self.kick_events[i],
-                                error_flag=(meta.stats, i * 8 + S_DISK_ERROR),
-                                faults=meta.faults, limit=opts.wal_limit_bytes,
+                                stats=meta.shard_stats(i), faults=meta.shard_faults(i),
+                                limit=opts.wal_limit_bytes,
                                 wake=self.wake_events[i])
                     self.flushers.append(f)
                 else:
@@ -52,7 +52,7 @@ class WorkerStore(Runtime):
             raise RepairNeeded(f"shard {self.shard_no} needs repair")
 
     def worker_pid(self, shard_no: int) -> int:
-        return self.meta.workers[shard_no * 4 + W_PID]
+        return self.meta.worker_slots(shard_no)[W_PID]
 
     def flush(self) -> None:
         """Merge every buffer of this process's shard (its close; main thread)."""
