@@ -82,3 +82,16 @@ def test_expired_keys_stay_invisible_after_flush(db, access):
     db.flush()
     assert sorted(dict(db.scan())) == [b"x%02d" % i for i in range(0, 40, 2)]
     assert all(db.get(b"x%02d" % i) is None for i in range(1, 40, 2))
+
+
+def test_incr_keeps_the_ttl_wherever_the_counter_is(db):
+    """In the active buffer (incremented in place) or merged into segments."""
+    db.incr(b"c", 5)
+    db.put(b"v", b"5", ttl=50)
+    assert db.expire(b"c", 50)
+    assert db.incr(b"c") == 6 and 49 <= db.ttl(b"c") <= 50
+    db.flush()
+    assert db.incr(b"c") == 7 and 49 <= db.ttl(b"c") <= 50
+    assert db.incr(b"v") == 6 and 49 <= db.ttl(b"v") <= 50
+    db.flush()
+    assert db.decr(b"v") == 5 and 49 <= db.ttl(b"v") <= 50
