@@ -399,6 +399,19 @@ def merge_leaf(db, leaf: int, full: bool = False, split: bool = False):
     return shard.merge_leaf(leaf, full=full, split=split)
 
 
+def forget_segment(db, segid: int) -> None:
+    """Drop segment ``segid`` from this process's segment cache (as a process that
+    never opened it)."""
+    db._store.forget_segments([segid])
+
+
+def identity_checksum(body: dict) -> str:
+    """The checksum the identity file ``FUSEDB`` carries for document ``body``
+    (without its "checksum" field)."""
+    from fusedb.runtime import identity
+    return identity.xxhash.xxh3_64_hexdigest(identity._canonical(body))
+
+
 def write_out_wal(db, no: int = 0) -> None:
     """Embedded: have shard ``no``'s WAL writer write the ring out and fsync now."""
     db._store.flushers[no].sync_now()
@@ -472,7 +485,8 @@ def power_cut(db, sim, undo, hold=None) -> None:
 INTERNALS = """
 FuseDB._store, ._shards, ._routes, ._closed;
 Store.opts, .role, .meta, .meta_lock, .manifest_lock, .segcache, .replayed, .workers,
-.flushers, .open_segments(), ._unlink, ._release_shm();
+.flushers, .open_segments(), .forget_segments(), ._unlink, ._release_shm();
+runtime.identity._canonical (+ its xxhash);
 Shard.lock (.holder(), .needs_repair()), .ring (.hdr), .merge_leaf();
 RouteCache.route(), .current(); Meta.routes(), .route_snapshot(), .segs_of(), .shard,
 .writes, .hdr, .workers, .faults, .max_key; meta.M_NEXT_LEAF, M_ROUTE_VER, W_REPAIRS;

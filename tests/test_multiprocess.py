@@ -16,43 +16,18 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import fusedb
+from fusedb import testing
 from fusedb.core.entry import parse_decimal
 
 import mp_helpers
-from conftest import TINY
+from mp_helpers import Client
+from fusedb.testing import TINY
 
 MP = dict(TINY, shards=2)
 FORK = multiprocessing.get_context("fork")
 SPAWN = multiprocessing.get_context("spawn")
 #: Keys on both shards: shard 0 owns keys below 0x80, shard 1 the rest.
 COUNTERS = [b"\x10c%d" % i for i in range(4)] + [b"\x90c%d" % i for i in range(4)]
-
-
-class Client:
-    """A real client process, driven over a pipe."""
-
-    def __init__(self, path: str, ctx=FORK):
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=mp_helpers.client_loop, args=(path, child))
-        self.proc.start()
-        assert self.call_raw("ping") == ("ok", "ready")
-
-    def call_raw(self, name, *args):
-        if name != "ping":
-            self.conn.send((name, args))
-        assert self.conn.poll(30), f"client did not answer {name}{args}"
-        return self.conn.recv()
-
-    def __call__(self, name, *args):
-        status, result = self.call_raw(name, *args)
-        assert status == "ok", f"{name}{args} raised {result}"
-        return result
-
-    def close(self) -> None:
-        if self.proc.is_alive():
-            self.conn.send(None)
-        self.proc.join(30)
-        assert self.proc.exitcode == 0
 
 
 def test_router_starts_one_worker_process_per_shard(tmp_path):
@@ -325,10 +300,7 @@ def test_split_keys_spread_a_new_database_over_the_shards(tmp_path):
         assert st_["leaves"] == 3
         for i in range(300):
             db.put(b"user%d" % i, b"v")
-        per_shard = [0, 0]
-        routes = db._routes.current()
-        for leaf in routes[2]:
-            per_shard[db._meta.shard[leaf]] += db._meta.writes[leaf]
+        per_shard = testing.writes_per_shard(db)
         assert per_shard[0] > 0 and per_shard[1] > 0, per_shard
         c = Client(path)            # attached processes get the options too
         try:

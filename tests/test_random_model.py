@@ -11,7 +11,7 @@ import pytest
 
 import fusedb
 
-from conftest import TINY, FakeClock
+from fusedb.testing import TINY, FakeClock
 
 SMALL = dict(TINY, buffer_slots=4, leaf_max_bytes=400, min_split_entries=4, hot_fills=2)
 

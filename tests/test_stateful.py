@@ -12,7 +12,7 @@ import fusedb
 from fusedb.core.entry import parse_decimal
 from fusedb.api.scan import prefix_end
 
-from conftest import TINY, FakeClock
+from fusedb.testing import TINY, FakeClock
 from hypothesis.stateful import run_state_machine_as_test
 
 KEYS = [b"k%02d" % i for i in range(60)] + [b"a", b"a\x00", b"a\x00\x00", b"\xff", b"\xff\xff",

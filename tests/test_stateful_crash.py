@@ -20,10 +20,8 @@ from hypothesis.stateful import RuleBasedStateMachine, rule
 
 import fusedb
 
-from conftest import TINY
+from fusedb.testing import TINY, crash, power_cut
 from powerloss import install
-from test_powerloss import power_cut
-from test_wal import crash
 
 OPTS = dict(TINY, wal_file_bytes=8192, wal_ring_bytes=16384)
 keys = st.sampled_from([b"k%02d" % i for i in range(30)])
