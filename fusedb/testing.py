@@ -11,7 +11,6 @@ process and in the child processes tests start).
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 
@@ -66,11 +65,15 @@ class Model:
     operation changes nothing and raises the engine's error class. Used by every
     state machine and random test; single-threaded."""
 
-    def __init__(self):
-        self.data: dict[bytes, tuple[bytes, float]] = {}
+    def __init__(self, live: dict[bytes, bytes] | None = None):
+        #: key -> (value, expiry time or 0.0); tuples, so a shallow copy is a copy.
+        self.data: dict[bytes, tuple[bytes, float]] = {
+            k: (v, 0.0) for k, v in (live or {}).items()}
 
-    def copy(self) -> "Model":
-        return copy.deepcopy(self)
+    def copy(self) -> Model:
+        m = Model()
+        m.data = dict(self.data)
+        return m
 
     @staticmethod
     def _exp(ttl, now: float) -> float:
@@ -82,7 +85,8 @@ class Model:
             return None
         return e
 
-    def live(self, now: float) -> dict[bytes, bytes]:
+    def live(self, now: float = 0.0) -> dict[bytes, bytes]:
+        """Every live key and its value (``now`` is irrelevant without TTLs)."""
         return {k: v for k, (v, e) in self.data.items() if e == 0 or e > now}
 
     def put(self, k: bytes, v: bytes, ttl, now: float) -> None:
@@ -165,6 +169,13 @@ class Model:
         exp = (e[1] if e is not None else 0.0) if ttl is None else now + ttl
         self.data[k] = (bytes(new), exp)
         return bytes(new)
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key above every key starting with ``prefix`` (None: no bound),
+    as ``scan(prefix=...)`` computes it."""
+    from fusedb.api.scan import prefix_end as end
+    return end(prefix)
 
 
 def outcome(fn, *args, **kwargs):
@@ -486,7 +497,7 @@ INTERNALS = """
 FuseDB._store, ._shards, ._routes, ._closed;
 Store.opts, .role, .meta, .meta_lock, .manifest_lock, .segcache, .replayed, .workers,
 .flushers, .open_segments(), .forget_segments(), ._unlink, ._release_shm();
-runtime.identity._canonical (+ its xxhash);
+runtime.identity._canonical (+ its xxhash); api.scan.prefix_end;
 Shard.lock (.holder(), .needs_repair()), .ring (.hdr), .merge_leaf();
 RouteCache.route(), .current(); Meta.routes(), .route_snapshot(), .segs_of(), .shard,
 .writes, .hdr, .workers, .faults, .max_key; meta.M_NEXT_LEAF, M_ROUTE_VER, W_REPAIRS;

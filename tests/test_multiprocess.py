@@ -17,11 +17,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import fusedb
 from fusedb import testing
-from fusedb.core.entry import parse_decimal
 
 import mp_helpers
 from mp_helpers import Client
-from fusedb.testing import TINY
+from fusedb.testing import TINY, Model, outcome
 
 MP = dict(TINY, shards=2)
 FORK = multiprocessing.get_context("fork")
@@ -185,7 +184,7 @@ class MultiprocessMachine(RuleBasedStateMachine):
         self.dir = tempfile.mkdtemp(prefix="fusedb-mp-", dir=os.environ["FUSEDB_TEST_TMP"])
         self.db = fusedb.open(self.dir, **MP)
         self.clients = [Client(self.dir), Client(self.dir)]
-        self.model: dict[bytes, bytes] = {}
+        self.model = Model()        # no TTLs: the time is 0
 
     def call(self, who: int, name: str, *args):
         if who == 0:
@@ -206,26 +205,19 @@ class MultiprocessMachine(RuleBasedStateMachine):
     @rule(who=st.integers(0, 2), k=keys, v=st.binary(max_size=40))
     def put(self, who, k, v):
         assert self.call(who, "put", k, v) == ("ok", None)
-        self.model[k] = v
+        self.model.put(k, v, None, 0.0)
 
     @rule(who=st.integers(0, 2), k=keys)
     def get(self, who, k):
-        assert self.call(who, "get", k) == ("ok", self.model.get(k))
+        assert self.call(who, "get", k) == ("ok", self.model.get(k, 0.0))
 
     @rule(who=st.integers(0, 2), k=keys, d=st.integers(-5, 5))
     def incr(self, who, k, d):
-        got = self.call(who, "incr", k, d)
-        base = parse_decimal(self.model.get(k, b"0"))
-        if base is None:
-            assert got == ("err", "NotAnIntegerError")
-            return
-        assert got == ("ok", base + d)
-        self.model[k] = b"%d" % (base + d)
+        assert self.call(who, "incr", k, d) == outcome(self.model.incr, k, d, 0.0)
 
     @rule(who=st.integers(0, 2), k=keys)
     def delete(self, who, k):
-        assert self.call(who, "delete", k) == ("ok", k in self.model)
-        self.model.pop(k, None)
+        assert self.call(who, "delete", k) == outcome(self.model.delete, k, 0.0)
 
     @rule(who=st.integers(0, 2))
     def flush(self, who):
@@ -234,7 +226,7 @@ class MultiprocessMachine(RuleBasedStateMachine):
     @invariant()
     def every_process_sees_the_model(self):
         for who in range(3):
-            assert self.call(who, "scan") == ("ok", self.model)
+            assert self.call(who, "scan") == ("ok", self.model.live())
 
 
 TestMultiprocessModel = MultiprocessMachine.TestCase

@@ -20,7 +20,7 @@ import pytest
 import fusedb
 from fusedb.core import failpoints
 
-from fusedb.testing import TINY, power_cut
+from fusedb.testing import TINY, Model, power_cut
 from crash_ops import apply, model, op
 from powerloss import install
 
@@ -71,11 +71,11 @@ def test_power_loss_keeps_a_prefix(tmp_path, mode, point):
         hold.set()
     with fusedb.open(path, **OPTS) as db:
         got = dict(db.scan())
-    state: dict = {}
-    prefixes = [0] if state == got else []
+    state = Model()
+    prefixes = [0] if state.live() == got else []
     for i in range(acked):
         model(state, op(seed, i))
-        if state == got:
+        if state.live() == got:
             prefixes.append(i + 1)
     assert prefixes, "the recovered state is not the state after any prefix of the writes"
     if mode == "sync":
