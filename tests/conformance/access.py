@@ -35,7 +35,7 @@ class Access:
     #: What the handle is (fusedb.testing.mode_role) and how many shards it has.
     role, shards = "embedded", 1
     #: Hypothesis stateful examples for this mode (processes make steps dearer).
-    examples = 25
+    examples = 40
     #: Maximum wait, seconds, for a process this mode started to stop.
     stop_timeout = 60.0
 
@@ -75,7 +75,7 @@ class Router(Access):
     """``fusedb.open(path, shards=2)``: the test process is the router; two worker
     processes; operations run in the router process."""
 
-    examples = 12
+    examples = 20
     role, shards = "router", 2
 
     def open(self):
@@ -89,7 +89,7 @@ class Client(Access):
     is the real one (an attached process uses ``time.time``)."""
 
     fake_clock = False
-    examples = 12
+    examples = 20
     role, shards = "client", 2
 
     def __init__(self, path: str, opts: dict):

@@ -169,5 +169,5 @@ class ContractMachine(RuleBasedStateMachine):
 def test_contract_state_machine(access):
     run_state_machine_as_test(
         lambda: ContractMachine(access),
-        settings=settings(max_examples=access.examples, stateful_step_count=30, deadline=None,
+        settings=settings(max_examples=access.examples, stateful_step_count=40, deadline=None,
                           suppress_health_check=list(HealthCheck)))
