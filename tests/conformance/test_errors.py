@@ -175,3 +175,28 @@ def test_closed_error_in_a_client_once_the_owner_closed(fresh, access):
     m.stop_server()
     with pytest.raises(fusedb.ClosedError):
         m.db.get(b"k")
+
+
+def test_a_second_open_is_refused(db, access):
+    db.put(b"k", b"v")
+    with pytest.raises(fusedb.LockedError):
+        fusedb.open(access.path, **access.opts)
+    assert db.get(b"k") == b"v"
+
+
+def test_connect(db, access):
+    """connect attaches to a multiprocess database (any handle sees the other's
+    writes) and raises NotRunningError for an embedded one."""
+    db.put(b"k", b"v")
+    if access.role == "embedded":
+        with pytest.raises(fusedb.NotRunningError):
+            fusedb.connect(access.path)
+        return
+    other = fusedb.connect(access.path)
+    try:
+        assert other.get(b"k") == b"v"
+        other.put(b"\x90o", b"w")
+        assert db.get(b"\x90o") == b"w"
+    finally:
+        other.close()                   # detaches only
+    assert db.get(b"k") == b"v"
