@@ -9,7 +9,7 @@ import os
 import pytest
 
 import fusedb
-from fusedb.testing import TINY, FakeClock, assert_no_leaks, fusedb_shm  # noqa: F401 - re-exported
+from fusedb.testing import TINY, FakeClock, assert_no_leaks, fusedb_shm
 
 
 @pytest.fixture(autouse=True)
