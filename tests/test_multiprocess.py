@@ -19,11 +19,10 @@ import fusedb
 from fusedb import testing
 
 import mp_helpers
-from mp_helpers import Client
+from mp_helpers import FORK, Client
 from fusedb.testing import TINY, Model, outcome
 
 MP = dict(TINY, shards=2)
-FORK = multiprocessing.get_context("fork")
 SPAWN = multiprocessing.get_context("spawn")
 #: Keys on both shards: shard 0 owns keys below 0x80, shard 1 the rest.
 COUNTERS = [b"\x10c%d" % i for i in range(4)] + [b"\x90c%d" % i for i in range(4)]
