@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+from fusedb.testing import Model
+
 
 def op(seed: int, i: int, client: int | None = None) -> tuple:
     """The i-th operation. With ``client`` (0..15), every key is moved into that
@@ -55,16 +57,16 @@ def apply(db, o: tuple) -> None:
                 b.put(k, v)
 
 
-def model(m: dict, o: tuple) -> None:
+def model(m: Model, o: tuple) -> None:
+    """Apply op ``o`` to model ``m`` (no TTLs here, so the time is 0)."""
     if o[0] == "put":
-        m[o[1]] = o[2]
+        m.put(o[1], o[2], None, 0.0)
     elif o[0] == "incr":
-        m[o[1]] = b"%d" % (int(m.get(o[1], b"0")) + o[2])
+        m.incr(o[1], o[2], 0.0)
     elif o[0] == "delete":
-        m.pop(o[1], None)
+        m.delete(o[1], 0.0)
     else:
-        for k, v in o[1]:
-            m[k] = v
+        m.batch([("put", k, v, None) for k, v in o[1]], 0.0)
 
 
 def last_acked(p, start: int) -> int:
@@ -81,12 +83,12 @@ def expect(seed: int, m: dict, start: int, last: int,
            client: int | None = None) -> tuple[dict, dict]:
     """From model ``m`` before op ``start``: the model after op ``last``, and after
     the op in flight (``last + 1``)."""
-    after = dict(m)
+    after = Model(m)
     for i in range(start, last + 1):
         model(after, op(seed, i, client))
-    in_flight = dict(after)
+    in_flight = after.copy()
     model(in_flight, op(seed, last + 1, client))
-    return after, in_flight
+    return after.live(), in_flight.live()
 
 
 def settle(got: dict, after: dict, in_flight: dict, last: int) -> tuple[dict, int]:

@@ -14,7 +14,7 @@ import threading
 
 import fusedb
 
-from conftest import TINY
+from fusedb.testing import TINY
 
 
 def main() -> int:

@@ -3,11 +3,13 @@ name, so they work with the "spawn" start method too)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
 
 import fusedb
+from fusedb import testing
 from fusedb.core import failpoints
 
 _db = None
@@ -31,12 +33,6 @@ def add_inherited(keys: list[bytes], times: int) -> int:
     return add(_db, keys, times)
 
 
-def lock_of(db, which):
-    store = db._store
-    return {"meta": store.meta_lock, "manifest": store.manifest_lock}.get(which) or \
-        db._shards[which].lock
-
-
 def client_loop(path: str, conn) -> None:
     """Serve operations sent over ``conn`` on a handle attached to ``path``, until
     None arrives. Replies ("ok", result) or ("err", exception class name)."""
@@ -52,7 +48,7 @@ def client_loop(path: str, conn) -> None:
                 if name == "scan":
                     result = dict(db.scan())
                 elif name == "cached_segments":
-                    result = len(db._store.segcache)
+                    result = testing.cached_segments(db)
                 elif name == "batch_paused":
                     # Commit a batch putting keys args[0]; it pauses for good right
                     # after taking every shard lock it needs (failpoint
@@ -69,7 +65,7 @@ def client_loop(path: str, conn) -> None:
                 elif name == "hold_lock":
                     # Take shard ``args[0]``'s lock (or the "meta" or "manifest"
                     # lock) and keep it until killed.
-                    lock_of(db, args[0]).acquire()
+                    testing.lock_of(db, args[0]).acquire()
                     result = "held"
                 elif name == "fork":
                     # A child that sleeps until killed (it inherits whatever
@@ -81,7 +77,7 @@ def client_loop(path: str, conn) -> None:
                     result = pid
                 elif name == "thread_ends_holding":
                     # A thread takes shard ``args[0]``'s lock and ends holding it.
-                    t = threading.Thread(target=lock_of(db, args[0]).acquire)
+                    t = threading.Thread(target=testing.lock_of(db, args[0]).acquire)
                     t.start()
                     t.join()
                     result = "ended"
@@ -92,3 +88,33 @@ def client_loop(path: str, conn) -> None:
                 conn.send(("err", type(e).__name__))
     finally:
         db.close()
+
+
+FORK = multiprocessing.get_context("fork")
+
+
+class Client:
+    """A real client process, driven over a pipe."""
+
+    def __init__(self, path: str, ctx=FORK):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=client_loop, args=(path, child))
+        self.proc.start()
+        assert self.call_raw("ping") == ("ok", "ready")
+
+    def call_raw(self, name, *args):
+        if name != "ping":
+            self.conn.send((name, args))
+        assert self.conn.poll(30), f"client did not answer {name}{args}"
+        return self.conn.recv()
+
+    def __call__(self, name, *args):
+        status, result = self.call_raw(name, *args)
+        assert status == "ok", f"{name}{args} raised {result}"
+        return result
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self.conn.send(None)
+        self.proc.join(30)
+        assert self.proc.exitcode == 0

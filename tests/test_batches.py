@@ -18,10 +18,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, \
     run_state_machine_as_test
 
 import fusedb
+from fusedb import testing
 from fusedb.core.entry import INT64_MAX, INT64_MIN, parse_decimal
 
-from conftest import TINY
-from test_multiprocess import Client
+from fusedb.testing import TINY
+from mp_helpers import Client
 
 MODES = {"embedded": dict(mode="embedded", shards=2),
          "multiprocess": dict(shards=2, lock_timeout=5.0)}
@@ -186,7 +187,7 @@ def test_process_killed_holding_two_shard_locks_in_a_batch(tmp_path):
         c = Client(path)
         try:
             assert c("batch_paused", [b"\x10x", b"\x90y"]) == "paused"
-            assert [s.lock.holder() for s in db._shards] == [c.proc.pid] * 2
+            assert testing.lock_holders(db) == [c.proc.pid] * 2
         finally:
             os.kill(c.proc.pid, signal.SIGKILL)
             c.proc.join()

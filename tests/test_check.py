@@ -17,7 +17,7 @@ from fusedb.core import manifest
 from fusedb.tools.check import check, is_open
 from fusedb.core.segment import file_name
 
-from conftest import TINY
+from fusedb.testing import TINY
 
 WRITER = os.path.join(os.path.dirname(__file__), "live_writer.py")
 CLI = [sys.executable, "-m", "fusedb"]

@@ -30,32 +30,17 @@ import psutil
 import pytest
 
 import fusedb
+from fusedb import testing
 from fusedb.core import failpoints
 from fusedb.shm import region
-from fusedb.shm.meta import M_NEXT_LEAF
 
-from conftest import TINY
-from test_multiprocess import Client
-from test_wal import crash
+from fault_helpers import Disk
+from fusedb.testing import TINY, crash
+from mp_helpers import Client
 
 #: Small files so that rotation, truncation, merges and splits all happen within
 #: a few hundred writes; a short write_timeout so a stall is quick to see.
 OPTS = dict(TINY, wal_file_bytes=4096, write_timeout=1.0)
-
-
-class Disk:
-    """A failpoint action: while ``full``, raise ``OSError(no)`` (as the file
-    system would) and count the hits."""
-
-    def __init__(self, no: int):
-        self.no = no
-        self.full = True
-        self.hits = 0
-
-    def __call__(self) -> None:
-        if self.full:
-            self.hits += 1
-            raise OSError(self.no, f"{os.strerror(self.no)} (injected)")
 
 
 def key(i: int) -> bytes:
@@ -89,9 +74,7 @@ def assert_no_garbage(db) -> None:
     names = os.listdir(db.path)
     assert not [n for n in names if n.endswith(".tmp")], names
     on_disk = {int(n[4:-5], 16) for n in names if n.startswith("seg-") and n.endswith(".fseg")}
-    meta = db._store.meta
-    _ver, _bounds, leaves = meta.route_snapshot()
-    assert on_disk == {s for leaf in leaves for s in meta.segs_of(leaf)}
+    assert on_disk == testing.live_segments(db)
 
 
 def write_while(db, model: dict, start: int, until, limit: float = 10.0) -> int:
@@ -230,7 +213,6 @@ def test_split_retries_use_no_leaf_ids(tmp_path):
     period would use up max_leaves."""
     disk = Disk(errno.ENOSPC)
     with fusedb.open(str(tmp_path / "db"), **OPTS) as db:
-        meta = db._store.meta
         with failpoints.armed("split.before_publish", disk):
             for i in range(5000):
                 if disk.hits:
@@ -241,13 +223,13 @@ def test_split_retries_use_no_leaf_ids(tmp_path):
                     break   # merges that split cannot run: buffer memory ran out
             assert disk.hits
             # (splits before the first failure each took an id of their own)
-            taken = meta.hdr[M_NEXT_LEAF]
+            taken = testing.next_leaf_id(db)
             wait_until(lambda: disk.hits >= 6, 10, "six split attempts")
-            assert meta.hdr[M_NEXT_LEAF] == taken, "failed attempts took leaf ids"
+            assert testing.next_leaf_id(db) == taken, "failed attempts took leaf ids"
             disk.full = False
         wait_healed(db)
         # The retried split used the id the first attempt took.
-        assert taken - 1 in meta.route_snapshot()[2]
+        assert taken - 1 in testing.leaves(db)
 
 
 # -- shared memory at open ----------------------------------------------------------------------
@@ -376,10 +358,9 @@ def test_repair_on_a_full_disk_waits_for_space(tmp_path, monkeypatch, capfd):
         assert client("hold_lock", 0) == "held"
         client.proc.kill()
         client.proc.join()
-        faults = db._store.meta.faults
-        from fusedb.core.retry import shard_state
-        wait_until(lambda: shard_state(faults, 0)["background_error"], 5, "the repair failing")
-        assert "shard repair" in shard_state(faults, 0)["background_error"]
+        wait_until(lambda: testing.background_state(db, 0)["background_error"], 5,
+                   "the repair failing")
+        assert "shard repair" in testing.background_state(db, 0)["background_error"]
         assert db.get(b"\x81k001") == model[b"\x81k001"], "the other shard serves reads"
         time.sleep(0.3)
         os.unlink(marker)
@@ -511,7 +492,7 @@ def test_open_on_a_full_disk_raises_disk_error_and_loses_nothing(tmp_path):
     db = fusedb.open(path, **OPTS)
     for i in range(300):
         db.put(b"k%03d" % i, b"v%d" % i)
-    db._store.shards[0].flusher.sync_now()
+    testing.write_out_wal(db, 0)
     crash(db)
     tag = region.tag_for(path)
 
@@ -532,7 +513,7 @@ import atexit, sys, threading
 sys.path.insert(0, {tests!r})
 import fusedb
 from fusedb.core import failpoints
-from conftest import TINY
+from fusedb.testing import TINY
 
 release = threading.Event()
 db = fusedb.open({path!r}, **dict(TINY, write_timeout=60.0))

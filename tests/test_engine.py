@@ -10,9 +10,10 @@ import time
 import pytest
 
 import fusedb
+from fusedb import testing
 from fusedb.core import failpoints
 
-from conftest import TINY
+from fusedb.testing import TINY
 
 
 def test_puts_do_not_wait_for_a_merge_held_open(tmp_path):
@@ -207,37 +208,36 @@ def _db_without_worker(tmp_path):
     """A database whose merge worker is stopped: the test merges and splits
     by hand (the worker must be the only one doing it)."""
     db = fusedb.open(str(tmp_path / "db"), **dict(TINY, leaf_max_bytes=1 << 20, hot_fills=1000))
-    db._store.workers[0].stop()
-    return db, db._store.mergers[0]
+    testing.stop_worker(db, 0)
+    return db
 
 
 def _leaf_state(db, key):
-    meta = db._store.meta
-    leaf = db._routes.route(key)[1]
-    return leaf, meta.segs_of(leaf)
+    leaf = testing.leaf_of(db, key)
+    return leaf, testing.segments_of(db, leaf)
 
 
 def test_append_split_keeps_the_segments_and_rewrites_nothing(tmp_path):
     """A split whose frozen buffer holds only keys above every key of the leaf's
     segments (a sequential load) keeps those segments, unchanged, as the left
     leaf, and makes the buffer alone the right leaf."""
-    db, shard = _db_without_worker(tmp_path)
+    db = _db_without_worker(tmp_path)
     try:
         for i in range(10):
             db.put(b"k%04d" % i, b"x" * 20)
-        shard.merge_leaf(db._routes.route(b"k0000")[1], full=False)
+        testing.merge_leaf(db, testing.leaf_of(db, b"k0000"), full=False)
         leaf, segs = _leaf_state(db, b"k0000")
         assert segs
         written = db.stats()["segment_bytes_written"]
         for i in range(10, 14):        # above every key in the segments
             db.put(b"k%04d" % i, b"y" * 20)
-        assert shard.merge_leaf(leaf, full=False, split=True)
+        assert testing.merge_leaf(db, leaf, full=False, split=True)
         left, left_segs = _leaf_state(db, b"k0000")
         right, right_segs = _leaf_state(db, b"k0010")
         assert left == leaf and left_segs == segs       # not rewritten
         assert right != leaf and len(right_segs) == 1
         assert _leaf_state(db, b"k0009")[0] == leaf
-        seg = db._store.segments.open_segments(right_segs)[0]
+        seg = testing.open_segment(db, right_segs[0])
         assert [seg.key(j) for j in range(seg.count)] == [b"k%04d" % i for i in range(10, 14)]
         # only the buffer was written
         assert db.stats()["segment_bytes_written"] - written == seg.size
@@ -249,15 +249,15 @@ def test_append_split_keeps_the_segments_and_rewrites_nothing(tmp_path):
 def test_split_with_keys_below_the_segments_rewrites_both_halves(tmp_path):
     """Not an append (a buffered key falls inside the segments' range): the
     ordinary split, at the middle of the merged bytes."""
-    db, shard = _db_without_worker(tmp_path)
+    db = _db_without_worker(tmp_path)
     try:
         for i in range(0, 20, 2):
             db.put(b"k%04d" % i, b"x" * 20)
-        shard.merge_leaf(db._routes.route(b"k0000")[1], full=False)
+        testing.merge_leaf(db, testing.leaf_of(db, b"k0000"), full=False)
         leaf, segs = _leaf_state(db, b"k0000")
         db.put(b"k0005", b"y" * 20)
         db.put(b"k0030", b"y" * 20)
-        assert shard.merge_leaf(leaf, full=False, split=True)
+        assert testing.merge_leaf(db, leaf, full=False, split=True)
         left, left_segs = _leaf_state(db, b"k0000")
         assert left == leaf and left_segs != segs
         right = _leaf_state(db, b"k0030")[0]
@@ -270,15 +270,15 @@ def test_split_with_keys_below_the_segments_rewrites_both_halves(tmp_path):
 def test_append_split_never_drops_a_tombstone_that_shadows_the_segments(tmp_path):
     """Found by the state machine: a buffer holding a tombstone for a key in the
     segments plus keys above them is not an append; the delete survives."""
-    db, shard = _db_without_worker(tmp_path)
+    db = _db_without_worker(tmp_path)
     try:
         for i in range(10):
             db.put(b"k%04d" % i, b"x" * 20)
-        leaf = db._routes.route(b"k0000")[1]
-        shard.merge_leaf(leaf, full=False)
+        leaf = testing.leaf_of(db, b"k0000")
+        testing.merge_leaf(db, leaf, full=False)
         db.delete(b"k0005")
         db.put(b"k0050", b"y")
-        shard.merge_leaf(leaf, full=False, split=True)
+        testing.merge_leaf(db, leaf, full=False, split=True)
         assert db.get(b"k0005") is None
         assert sorted(k for k, _ in db.scan()) == [b"k%04d" % i for i in range(10) if i != 5] + \
             [b"k0050"]
@@ -286,7 +286,7 @@ def test_append_split_never_drops_a_tombstone_that_shadows_the_segments(tmp_path
         db.delete(b"k0050")
         db.put(b"k0060", b"z")
         db.delete(b"k0060")
-        shard.merge_leaf(db._routes.route(b"k0060")[1], full=False, split=True)
+        testing.merge_leaf(db, testing.leaf_of(db, b"k0060"), full=False, split=True)
         assert db.get(b"k0060") is None and db.get(b"k0050") is None
     finally:
         db.close()

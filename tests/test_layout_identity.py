@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st, target
 
 import fusedb
+from fusedb import testing
 from fusedb.core import failpoints
 from fusedb.runtime import identity
 from fusedb.errors import CorruptionError, FuseDBError, InvalidArgumentError, \
@@ -29,7 +30,7 @@ from fusedb.shm.arena import region_bytes as arena_region_bytes
 from fusedb.shm.meta import Meta, region_bytes as meta_region_bytes
 from fusedb.wal.ring import DATA_OFF as RING_DATA_OFF
 
-from conftest import fusedb_shm
+from fusedb.testing import fusedb_shm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -191,7 +192,7 @@ def test_smaller_max_key_size_reopen_loses_nothing(tmp_path):
             for i in range(120):
                 db.put(b"k%03d-%03d" % (i, r), b"y" * 1000)
             db.flush()
-            bounds = db._store.meta.routes()[0]
+            bounds = testing.leaf_bounds(db)
             if len(bounds) > 6:
                 break
         assert any(len(b) == 260 for b in bounds), "no long key became a bound"
@@ -229,7 +230,7 @@ def test_layout_is_recorded_and_kept_by_smaller_limits(tmp_path):
         db.put(b"x" * 1000, b"long")
     assert identity.read(path)["layout"] == {"max_key_size": 1024, "max_value_size": 16384}
     with fusedb.open(path) as db:
-        assert db._store.meta.max_key == 1024      # bound slots hold the stored keys
+        assert testing.max_key_slot(db) == 1024      # bound slots hold the stored keys
         assert dict(db.scan()) == {b"x" * 1000: b"long"}
         with pytest.raises(KeyTooLargeError):
             db.put(b"y" * 600, b"")
@@ -389,7 +390,7 @@ def test_database_of_the_previous_version_is_adopted(tmp_path):
     os.unlink(os.path.join(path, identity.IDENTITY_FILE))
     with fusedb.open(path) as db:
         assert dict(db.scan()) == {b"k" * 1500: b"v"}
-        assert db._store.meta.max_key >= 1500
+        assert testing.max_key_slot(db) >= 1500
     assert identity.read(path)["layout"] == {"max_key_size": 1500, "max_value_size": 16384}
 
 
@@ -477,7 +478,7 @@ def test_damaged_identity_file_is_corruption(tmp_path, damage):
         doc = json.loads(raw)
         body = {k: v for k, v in doc.items() if k != "checksum"}
         body["version"] = 2
-        body["checksum"] = identity.xxhash.xxh3_64_hexdigest(identity._canonical(body))
+        body["checksum"] = testing.identity_checksum(body)
         raw = bytearray(json.dumps(body).encode())
     with open(fp, "wb") as f:
         f.write(raw)

@@ -5,7 +5,7 @@ import threading
 import posix_ipc
 import pytest
 
-from conftest import fusedb_shm, fusedb_threads
+from fusedb.testing import fusedb_shm, fusedb_threads
 
 
 def test_guard_sees_a_leaked_shm_object():

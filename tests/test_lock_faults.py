@@ -23,13 +23,13 @@ import psutil
 import pytest
 
 import fusedb
+from fusedb import testing
 
-from fusedb.shm.meta import W_REPAIRS
 
-from conftest import TINY
+from fusedb.testing import TINY
 from crash_child import OPTIONS
 from crash_ops import client_prefixes, expect, settle
-from test_multiprocess import Client
+from mp_helpers import Client
 
 CHILD = os.path.join(os.path.dirname(__file__), "crash_child.py")
 MP = dict(OPTIONS, shards=2, lock_timeout=5.0)
@@ -171,11 +171,6 @@ def test_kill_storms_repeated(tmp_path, seed):
 # -- who counts as the holder: forks, threads, stopped processes ------------------------------
 
 
-def repairs(db, shard: int) -> int:
-    """Repairs of ``shard`` so far (read without its lock, unlike stats())."""
-    return db._meta.workers[shard * 4 + W_REPAIRS]
-
-
 def put_within(db, key: bytes, limit: float) -> None:
     t = time.monotonic()
     db.put(key, b"x")
@@ -191,12 +186,12 @@ def test_fork_child_of_a_holder_neither_holds_nor_hides_its_death(tmp_path):
         db.put(b"\x10k", b"v")
         c = Client(path)
         assert c("hold_lock", 0) == "held"
-        lock = db._shards[0].lock
+        lock = testing.shard_lock(db, 0)
         first = c("fork")
         os.kill(first, signal.SIGKILL)
         time.sleep(0.3)                       # a worker tick or more
         assert lock.holder() == c.proc.pid and not lock.needs_repair()
-        assert repairs(db, 0) == 0
+        assert testing.repairs(db, 0) == 0
         child = c("fork")
         try:
             os.kill(c.proc.pid, signal.SIGKILL)
@@ -239,7 +234,7 @@ def test_stopped_holder_is_alive_so_waiters_time_out(tmp_path):
             with pytest.raises(fusedb.LockTimeoutError, match=f"held by pid {c.proc.pid}"):
                 db.put(b"\x10k", b"v")
             db.put(b"\x90k", b"v")                # the other shard is not affected
-            assert repairs(db, 0) == 0
+            assert testing.repairs(db, 0) == 0
         finally:
             os.kill(c.proc.pid, signal.SIGKILL)
             os.kill(c.proc.pid, signal.SIGCONT)
@@ -259,7 +254,7 @@ def test_client_killed_holding_the_meta_or_manifest_lock(tmp_path, which):
         assert c("hold_lock", which) == "held"
         os.kill(c.proc.pid, signal.SIGKILL)
         c.proc.join()
-        lock = db._store.meta_lock if which == "meta" else db._store.manifest_lock
+        lock = testing.lock_of(db, which)
         deadline = time.monotonic() + 2
         while lock.owner_died() and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -17,11 +17,12 @@ import psutil
 import pytest
 
 import fusedb
+from fusedb import testing
 
-from conftest import TINY
+from fusedb.testing import TINY
 from crash_child import OPTIONS
 from crash_ops import expect, last_acked, settle
-from test_multiprocess import Client
+from mp_helpers import Client
 
 CHILD = os.path.join(os.path.dirname(__file__), "crash_child.py")
 MP = dict(TINY, shards=2, lock_timeout=5.0)
@@ -225,7 +226,7 @@ def test_ctrl_c_storm_on_a_client_never_breaks_a_lock(tmp_path):
             k = b"%c-k%03d" % (i % 2 * 0x80 + 0x10, i % 100)
             assert db.get(k) == b"v%d" % i
         assert all(w["repairs"] == 0 for w in db.stats()["workers"])
-        assert not any(s.lock.needs_repair() for s in db._shards)
+        assert not testing.locks_need_repair(db)
         timed(lambda: db.put(b"\x10after", b"x"), 2.0)          # and not wedged
 
 
@@ -247,9 +248,9 @@ def test_worker_killed_mid_routing_change(tmp_path, monkeypatch):
         # The route version is even again (it is odd only while a live process
         # switches copies, which takes microseconds).
         deadline = time.monotonic() + 2
-        while db._meta.hdr[2] % 2 and time.monotonic() < deadline:
+        while testing.routing_changing(db) and time.monotonic() < deadline:
             time.sleep(0.001)
-        assert db._meta.hdr[2] % 2 == 0
+        assert not testing.routing_changing(db)
         assert sum(w["repairs"] for w in db.stats()["workers"]) == 1
 
 
@@ -304,5 +305,5 @@ def test_a_client_stalled_holding_the_gil_is_not_taken_over(tmp_path):
         assert out.returncode == 0, out.stderr
         assert int(out.stdout) > 0
         assert all(w["repairs"] == 0 for w in db.stats()["workers"])
-        assert not any(s.lock.needs_repair() for s in db._shards)
+        assert not testing.locks_need_repair(db)
         timed(lambda: db.put(b"\x10after", b"x"), 2.0)

@@ -16,43 +16,16 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import fusedb
-from fusedb.core.entry import parse_decimal
+from fusedb import testing
 
 import mp_helpers
-from conftest import TINY
+from mp_helpers import FORK, Client
+from fusedb.testing import TINY, Model, outcome
 
 MP = dict(TINY, shards=2)
-FORK = multiprocessing.get_context("fork")
 SPAWN = multiprocessing.get_context("spawn")
 #: Keys on both shards: shard 0 owns keys below 0x80, shard 1 the rest.
 COUNTERS = [b"\x10c%d" % i for i in range(4)] + [b"\x90c%d" % i for i in range(4)]
-
-
-class Client:
-    """A real client process, driven over a pipe."""
-
-    def __init__(self, path: str, ctx=FORK):
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=mp_helpers.client_loop, args=(path, child))
-        self.proc.start()
-        assert self.call_raw("ping") == ("ok", "ready")
-
-    def call_raw(self, name, *args):
-        if name != "ping":
-            self.conn.send((name, args))
-        assert self.conn.poll(30), f"client did not answer {name}{args}"
-        return self.conn.recv()
-
-    def __call__(self, name, *args):
-        status, result = self.call_raw(name, *args)
-        assert status == "ok", f"{name}{args} raised {result}"
-        return result
-
-    def close(self) -> None:
-        if self.proc.is_alive():
-            self.conn.send(None)
-        self.proc.join(30)
-        assert self.proc.exitcode == 0
 
 
 def test_router_starts_one_worker_process_per_shard(tmp_path):
@@ -210,7 +183,7 @@ class MultiprocessMachine(RuleBasedStateMachine):
         self.dir = tempfile.mkdtemp(prefix="fusedb-mp-", dir=os.environ["FUSEDB_TEST_TMP"])
         self.db = fusedb.open(self.dir, **MP)
         self.clients = [Client(self.dir), Client(self.dir)]
-        self.model: dict[bytes, bytes] = {}
+        self.model = Model()        # no TTLs: the time is 0
 
     def call(self, who: int, name: str, *args):
         if who == 0:
@@ -231,26 +204,19 @@ class MultiprocessMachine(RuleBasedStateMachine):
     @rule(who=st.integers(0, 2), k=keys, v=st.binary(max_size=40))
     def put(self, who, k, v):
         assert self.call(who, "put", k, v) == ("ok", None)
-        self.model[k] = v
+        self.model.put(k, v, None, 0.0)
 
     @rule(who=st.integers(0, 2), k=keys)
     def get(self, who, k):
-        assert self.call(who, "get", k) == ("ok", self.model.get(k))
+        assert self.call(who, "get", k) == ("ok", self.model.get(k, 0.0))
 
     @rule(who=st.integers(0, 2), k=keys, d=st.integers(-5, 5))
     def incr(self, who, k, d):
-        got = self.call(who, "incr", k, d)
-        base = parse_decimal(self.model.get(k, b"0"))
-        if base is None:
-            assert got == ("err", "NotAnIntegerError")
-            return
-        assert got == ("ok", base + d)
-        self.model[k] = b"%d" % (base + d)
+        assert self.call(who, "incr", k, d) == outcome(self.model.incr, k, d, 0.0)
 
     @rule(who=st.integers(0, 2), k=keys)
     def delete(self, who, k):
-        assert self.call(who, "delete", k) == ("ok", k in self.model)
-        self.model.pop(k, None)
+        assert self.call(who, "delete", k) == outcome(self.model.delete, k, 0.0)
 
     @rule(who=st.integers(0, 2))
     def flush(self, who):
@@ -259,7 +225,7 @@ class MultiprocessMachine(RuleBasedStateMachine):
     @invariant()
     def every_process_sees_the_model(self):
         for who in range(3):
-            assert self.call(who, "scan") == ("ok", self.model)
+            assert self.call(who, "scan") == ("ok", self.model.live())
 
 
 TestMultiprocessModel = MultiprocessMachine.TestCase
@@ -325,10 +291,7 @@ def test_split_keys_spread_a_new_database_over_the_shards(tmp_path):
         assert st_["leaves"] == 3
         for i in range(300):
             db.put(b"user%d" % i, b"v")
-        per_shard = [0, 0]
-        routes = db._routes.current()
-        for leaf in routes[2]:
-            per_shard[db._meta.shard[leaf]] += db._meta.writes[leaf]
+        per_shard = testing.writes_per_shard(db)
         assert per_shard[0] > 0 and per_shard[1] > 0, per_shard
         c = Client(path)            # attached processes get the options too
         try:

@@ -20,7 +20,7 @@ import pytest
 import fusedb
 from fusedb.core import failpoints
 
-from conftest import TINY
+from fusedb.testing import TINY, Model, power_cut
 from crash_ops import apply, model, op
 from powerloss import install
 
@@ -32,33 +32,6 @@ POINTS = ["merge.before_publish", "split.before_publish", "publish.before_rename
 
 class Halt(Exception):
     """Raised in the frozen worker after the power loss, to end it without I/O."""
-
-
-def power_cut(db, sim, undo, hold: threading.Event | None = None) -> None:
-    """Lose power under ``db``: the disk reverts to its last fsyncs and shared
-    memory is gone. ``hold`` releases a worker frozen in a failpoint."""
-    store = db._store
-    for f in store.flushers:            # stop the flushers where they are: no last flush
-        f.stopping.set()
-        f.kick.set()
-        f.join()
-    for w in store.workers:             # workers not frozen in a failpoint stop now
-        w.stopping.set()
-        w.wakeup.set()
-    sim.power_loss()                    # the disk as it was at the last fsyncs
-    if hold is not None:
-        hold.set()                      # a frozen worker raises Halt and ends
-    for w in store.workers:             # a worker still merging hits PowerLost
-        w.join()
-    store.workers = []
-    undo()                              # only now: the workers no longer use the disk
-    for f in store.flushers:
-        os.close(f.fd)
-        f.fd = -1
-    store.flushers = []
-    store.release_shm()                 # RAM is gone: shared memory too
-    store.lockfile.release()
-    db._closed = True
 
 
 @pytest.mark.parametrize("mode", ["sync", "interval", "none"])
@@ -98,11 +71,11 @@ def test_power_loss_keeps_a_prefix(tmp_path, mode, point):
         hold.set()
     with fusedb.open(path, **OPTS) as db:
         got = dict(db.scan())
-    state: dict = {}
-    prefixes = [0] if state == got else []
+    state = Model()
+    prefixes = [0] if state.live() == got else []
     for i in range(acked):
         model(state, op(seed, i))
-        if state == got:
+        if state.live() == got:
             prefixes.append(i + 1)
     assert prefixes, "the recovered state is not the state after any prefix of the writes"
     if mode == "sync":

@@ -11,9 +11,7 @@ import pytest
 
 import fusedb
 
-from conftest import TINY, FakeClock
-
-SMALL = dict(TINY, buffer_slots=4, leaf_max_bytes=400, min_split_entries=4, hot_fills=2)
+from fusedb.testing import SMALL, FakeClock, Model, outcome
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -22,7 +20,7 @@ def test_random_ops_with_reopen(tmp_path, seed):
     path = str(tmp_path / "d")
     clock = FakeClock()
     db = fusedb.open(path, clock=clock, **SMALL)
-    model: dict[bytes, bytes] = {}
+    model = Model()          # the clock never moves: no TTLs here
     merged = 0
     try:
         for step in range(250):
@@ -31,26 +29,23 @@ def test_random_ops_with_reopen(tmp_path, seed):
             if r < 0.35:
                 v = rnd.randbytes(rnd.randrange(0, 40))
                 db.put(k, v)
-                model[k] = v
+                model.put(k, v, None, clock.t)
             elif r < 0.5:
-                try:
-                    model[k] = str(db.incr(k)).encode()
-                except fusedb.NotAnIntegerError:
-                    assert not model[k].lstrip(b"-").isdigit() or model[k].startswith(b"0")
+                assert outcome(db.incr, k) == outcome(model.incr, k, 1, clock.t)
             elif r < 0.6:
-                assert db.delete(k) is (k in model)
-                model.pop(k, None)
+                assert db.delete(k) is model.delete(k, clock.t)
             elif r < 0.7:
+                ops = [("put", b"k%02d" % rnd.randrange(60), rnd.randbytes(5), None)
+                       for _ in range(rnd.randrange(1, 4))]
                 with db.batch() as b:
-                    for _ in range(rnd.randrange(1, 4)):
-                        kk, vv = b"k%02d" % rnd.randrange(60), rnd.randbytes(5)
+                    for _op, kk, vv, _ttl in ops:
                         b.put(kk, vv)
-                        model[kk] = vv
+                model.batch(ops, clock.t)
             elif r < 0.75:
                 merged += db.stats()["merges"]
                 db.close()
                 db = fusedb.open(path, clock=clock, **SMALL)
-            assert dict(db.scan()) == model, f"seed {seed} step {step}"
+            assert dict(db.scan()) == model.live(clock.t), f"seed {seed} step {step}"
         merged += db.stats()["merges"]
         assert merged > 0, "the sizes must make the worker merge"
     finally:

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import fusedb
+from fusedb import testing
 from fusedb.runtime import identity
 from fusedb.core import manifest
 from fusedb.tools.check import check
@@ -27,8 +28,7 @@ from fusedb.shm import region
 from fusedb.wal.reader import decode, list_files, read_file
 from fusedb.wal.recovery import salvage
 
-from conftest import TINY, FakeClock
-from test_wal import crash
+from fusedb.testing import TINY, FakeClock, crash
 
 #: Small buffers (many merges, layered segments), no size splits, three leaves.
 OPTS = dict(TINY, leaf_max_bytes=1 << 20)
@@ -361,7 +361,7 @@ def build_wal(path: str, clock) -> tuple[dict, list]:
             db.put(k, b"w%d" % i)
             model[k] = b"w%d" % i
         if i % 10 == 9:
-            db._store.flushers[0].sync_now()    # write the ring out: files rotate
+            testing.write_out_wal(db, 0)    # write the ring out: files rotate
     for i in range(6):                          # and some records for the last file
         db.put(b"k%02dx" % i, b"x")
         model[b"k%02dx" % i] = b"x"

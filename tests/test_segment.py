@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from fusedb import testing
 from fusedb.core.entry import KIND_DEL, KIND_INT, KIND_VALUE, key_hash
 from fusedb.errors import CorruptionError
 from fusedb.core.merge import merge_runs
@@ -172,11 +173,10 @@ def test_merge_verifies_its_inputs(tmp_path):
         db.flush()
         segs = [f for f in os.listdir(path) if f.endswith(".fseg")]
         assert segs
-        store = db._store
-        store.workers[0].stop()     # this test is the worker now
+        testing.stop_worker(db, 0)  # this test is the worker now
         for name in segs:
             p = os.path.join(path, name)
-            store.segments.forget([int(name[4:-5], 16)])    # as a process that never opened it
+            testing.forget_segment(db, int(name[4:-5], 16))    # as a process that never opened it
             size = os.path.getsize(p)
             with open(p, "r+b") as f:
                 f.seek(size // 2)
@@ -184,9 +184,9 @@ def test_merge_verifies_its_inputs(tmp_path):
                 f.seek(size // 2)
                 f.write(bytes([b[0] ^ 1]))
         db.put(b"k100", b"new")     # something for the merge to do
-        leaf = db._routes.route(b"k000")[1]
+        leaf = testing.leaf_of(db, b"k000")
         with pytest.raises(CorruptionError, match="checksum"):
-            store.mergers[0].merge_leaf(leaf, full=True)
+            testing.merge_leaf(db, leaf, full=True)
         assert db.get(b"k001") is not None      # nothing was published
     finally:
         db.close()

@@ -9,10 +9,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import fusedb
-from fusedb.core.entry import parse_decimal
-from fusedb.api.scan import prefix_end
 
-from conftest import TINY, FakeClock
+from fusedb.testing import SMALL, FakeClock, Model, outcome, prefix_end
 from hypothesis.stateful import run_state_machine_as_test
 
 KEYS = [b"k%02d" % i for i in range(60)] + [b"a", b"a\x00", b"a\x00\x00", b"\xff", b"\xff\xff",
@@ -22,33 +20,6 @@ values = st.binary(max_size=120)
 ttls = st.one_of(st.none(), st.floats(min_value=0.5, max_value=50))
 
 RUNS = {"merges": 0, "splits": 0}
-#: Four slots per buffer: a buffer freezes after four distinct keys.
-SMALL = dict(TINY, buffer_slots=4, leaf_max_bytes=400, min_split_entries=4, hot_fills=2)
-
-
-class Model:
-    def __init__(self):
-        self.data: dict[bytes, tuple[bytes, float]] = {}   # key -> (value, exp or 0)
-
-    def live(self, now):
-        return {k: v for k, (v, e) in self.data.items() if e == 0 or e > now}
-
-    def get(self, k, now):
-        v = self.data.get(k)
-        if v is None or (v[1] and v[1] <= now):
-            return None
-        return v
-
-    def incr(self, k, d, now):
-        cur = self.get(k, now)
-        base, exp = (0, 0.0) if cur is None else (parse_decimal(cur[0]), cur[1])
-        if base is None:
-            return "not-int"
-        new = base + d
-        if not -(2**63) <= new < 2**63:
-            return "overflow"
-        self.data[k] = (str(new).encode(), exp)
-        return new
 
 
 class FuseDBMachine(RuleBasedStateMachine):
@@ -75,16 +46,20 @@ class FuseDBMachine(RuleBasedStateMachine):
     def now(self):
         return self.clock.t
 
+    def same(self, db_call, model_call):
+        got, want = outcome(db_call), outcome(model_call)
+        assert got == want, (got, want)
+
     @rule(k=keys, v=values, ttl=ttls)
     def put(self, k, v, ttl):
         self.db.put(k, v, ttl=ttl)
-        self.model.data[k] = (v, self.now + ttl if ttl else 0.0)
+        self.model.put(k, v, ttl, self.now)
 
     @rule(kvs=st.dictionaries(keys, values, min_size=1, max_size=12))
     def put_many(self, kvs):
         for k, v in kvs.items():
             self.db.put(k, v)
-            self.model.data[k] = (v, 0.0)
+            self.model.put(k, v, None, self.now)
 
     @rule()
     def flush(self):
@@ -93,50 +68,23 @@ class FuseDBMachine(RuleBasedStateMachine):
 
     @rule(k=keys)
     def get(self, k):
-        m = self.model.get(k, self.now)
-        assert self.db.get(k) == (None if m is None else m[0])
+        assert self.db.get(k) == self.model.get(k, self.now)
 
     @rule(k=keys, d=st.one_of(st.integers(-5, 5), st.integers(-(2**63), 2**63 - 1)))
     def incr(self, k, d):
-        expect = self.model.incr(k, d, self.now)
-        if expect == "not-int":
-            try:
-                self.db.incr(k, d)
-                raise AssertionError("incr on a non-integer must fail")
-            except fusedb.NotAnIntegerError:
-                pass
-        elif expect == "overflow":
-            try:
-                self.db.incr(k, d)
-                raise AssertionError("overflow must fail")
-            except fusedb.IntegerOverflowError:
-                pass
-        else:
-            assert self.db.incr(k, d) == expect
+        self.same(lambda: self.db.incr(k, d), lambda: self.model.incr(k, d, self.now))
 
     @rule(k=keys)
     def delete(self, k):
-        existed = self.model.get(k, self.now) is not None
-        self.model.data.pop(k, None)
-        assert self.db.delete(k) is existed
+        self.same(lambda: self.db.delete(k), lambda: self.model.delete(k, self.now))
 
     @rule(k=keys, ttl=ttls)
     def expire(self, k, ttl):
-        m = self.model.get(k, self.now)
-        assert self.db.expire(k, ttl) is (m is not None)
-        if m is not None:
-            self.model.data[k] = (m[0], self.now + ttl if ttl else 0.0)
+        self.same(lambda: self.db.expire(k, ttl), lambda: self.model.expire(k, ttl, self.now))
 
     @rule(k=keys)
     def ttl(self, k):
-        m = self.model.get(k, self.now)
-        got = self.db.ttl(k)
-        if m is None:
-            assert got == fusedb.TTL_MISSING
-        elif m[1] == 0:
-            assert got == fusedb.TTL_NONE
-        else:
-            assert abs(got - (m[1] - self.now)) < 1e-6
+        assert abs(self.db.ttl(k) - self.model.ttl(k, self.now)) < 1e-6
 
     @rule(dt=st.floats(min_value=0.1, max_value=30))
     def advance_clock(self, dt):
@@ -144,47 +92,29 @@ class FuseDBMachine(RuleBasedStateMachine):
 
     @rule(ks=st.lists(keys, max_size=5))
     def get_many(self, ks):
-        expect = [None if (m := self.model.get(k, self.now)) is None else m[0] for k in ks]
-        assert self.db.get_many(ks) == expect
+        assert self.db.get_many(ks) == self.model.get_many(ks, self.now)
 
     @rule(ops=st.lists(st.tuples(st.sampled_from(["put", "incr", "delete"]), keys, values),
                        min_size=1, max_size=4))
     def batch(self, ops):
-        snapshot = dict(self.model.data)
-        failed = False
-        for op, k, v in ops:
-            if op == "put":
-                self.model.data[k] = (v, 0.0)
-            elif op == "delete":
-                self.model.data.pop(k, None)
-            elif isinstance(self.model.incr(k, 1, self.now), str):
-                failed = True
-        if failed:
-            self.model.data = snapshot
-        try:
+        ops = [(op, k, 1 if op == "incr" else v, None) for op, k, v in ops]
+
+        def run():
             with self.db.batch() as b:
-                for op, k, v in ops:
-                    b.put(k, v) if op == "put" else b.incr(k) if op == "incr" else b.delete(k)
-            assert not failed, "the batch should have failed"
-        except (fusedb.NotAnIntegerError, fusedb.IntegerOverflowError):
-            assert failed
+                for op, k, arg, _ttl in ops:
+                    b.put(k, arg) if op == "put" else b.incr(k) if op == "incr" else b.delete(k)
+            return b.results
+        self.same(run, lambda: self.model.batch(ops, self.now))
 
     @rule(a=keys, b=st.one_of(st.none(), keys), reverse=st.booleans(),
           limit=st.one_of(st.none(), st.integers(0, 20)))
     def scan_range(self, a, b, reverse, limit):
-        live = self.model.live(self.now)
-        expect = sorted((k, v) for k, (v, e) in self.model.data.items()
-                        if k in live and k >= a and (b is None or k < b))
-        if reverse:
-            expect.reverse()
-        if limit is not None:
-            expect = expect[:limit]
+        expect = self.model.scan(self.now, start=a, stop=b, limit=limit, reverse=reverse)
         assert list(self.db.scan(a, b, reverse=reverse, limit=limit)) == expect
 
     @rule(p=st.binary(min_size=1, max_size=2))
     def scan_prefix(self, p):
-        live = self.model.live(self.now)
-        expect = sorted((k, v) for k, v in live.items() if k.startswith(p))
+        expect = self.model.scan(self.now, prefix=p)
         assert list(self.db.scan(prefix=p)) == expect
         end = prefix_end(p)
         assert end is None or all(k < end for k, _ in expect)

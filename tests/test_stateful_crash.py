@@ -20,10 +20,8 @@ from hypothesis.stateful import RuleBasedStateMachine, rule
 
 import fusedb
 
-from conftest import TINY
+from fusedb.testing import TINY, Model, crash, outcome, power_cut
 from powerloss import install
-from test_powerloss import power_cut
-from test_wal import crash
 
 OPTS = dict(TINY, wal_file_bytes=8192, wal_ring_bytes=16384)
 keys = st.sampled_from([b"k%02d" % i for i in range(30)])
@@ -35,8 +33,8 @@ class CrashMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="fusedb-crash-")
-        self.model: dict[bytes, bytes] = {}
-        self.history: list[dict] = [{}]      # states since the last durable point
+        self.model = Model()                 # no TTLs: the time is 0
+        self.history: list[dict] = [{}]      # live states since the last durable point
         self._open()
 
     def _open(self):
@@ -44,7 +42,7 @@ class CrashMachine(RuleBasedStateMachine):
         self.db = fusedb.open(self.dir, durability=self.mode, **OPTS)
 
     def _record(self):
-        self.history.append(dict(self.model))
+        self.history.append(self.model.live())
 
     def teardown(self):
         self.undo()
@@ -54,22 +52,19 @@ class CrashMachine(RuleBasedStateMachine):
     @rule(k=keys, v=st.binary(max_size=50))
     def put(self, k, v):
         self.db.put(k, v)
-        self.model[k] = v
+        self.model.put(k, v, None, 0.0)
         self._record()
 
     @rule(k=keys, d=st.integers(1, 10))
     def incr(self, k, d):
-        try:
-            n = self.db.incr(k, d)
-        except fusedb.NotAnIntegerError:
-            return
-        self.model[k] = b"%d" % n
-        self._record()
+        got = outcome(self.db.incr, k, d)
+        assert got == outcome(self.model.incr, k, d, 0.0)
+        if got[0] == "ok":
+            self._record()
 
     @rule(k=keys)
     def delete(self, k):
-        assert self.db.delete(k) is (k in self.model)
-        self.model.pop(k, None)
+        assert self.db.delete(k) is self.model.delete(k, 0.0)
         self._record()
 
     @rule(n=st.integers(1, 40))
@@ -78,7 +73,7 @@ class CrashMachine(RuleBasedStateMachine):
             k = b"k%02d" % (i % 30)
             v = b"b%d" % i
             self.db.put(k, v)
-            self.model[k] = v
+            self.model.put(k, v, None, 0.0)
             self._record()
 
     @rule()
@@ -86,8 +81,9 @@ class CrashMachine(RuleBasedStateMachine):
         crash(self.db)
         self.undo()
         self._open()
-        assert dict(self.db.scan()) == self.model, "a process crash lost acknowledged writes"
-        self.history = [dict(self.model)]
+        assert dict(self.db.scan()) == self.model.live(), \
+            "a process crash lost acknowledged writes"
+        self.history = [self.model.live()]
 
     @rule()
     def power_loss(self):
@@ -95,10 +91,10 @@ class CrashMachine(RuleBasedStateMachine):
         self._open()
         got = dict(self.db.scan())
         if self.mode == "sync":
-            assert got == self.model, "sync mode lost acknowledged writes"
+            assert got == self.model.live(), "sync mode lost acknowledged writes"
         else:
             assert got in self.history, "the recovered state is no prefix of the history"
-        self.model = got
+        self.model = Model(got)
         self.history = [dict(got)]
 
     @rule()
@@ -106,8 +102,8 @@ class CrashMachine(RuleBasedStateMachine):
         self.undo()
         self.db.close()
         self._open()
-        assert dict(self.db.scan()) == self.model
-        self.history = [dict(self.model)]
+        assert dict(self.db.scan()) == self.model.live()
+        self.history = [self.model.live()]
 
 
 class SyncMachine(CrashMachine):

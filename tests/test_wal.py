@@ -7,36 +7,17 @@ import errno
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 import fusedb
+from fusedb import testing
 from fusedb.core import failpoints
 from fusedb.tools.check import check, dump
 from fusedb.wal.reader import list_files
 
-from conftest import TINY
-
-
-def crash(db) -> None:
-    """Simulate the process dying with ``db`` open: stop its threads and unmap its
-    shared memory but unlink nothing and write nothing (as SIGKILL would)."""
-    store = db._store
-    for w in store.workers:
-        w.stopping.set()
-        w.wakeup.set()
-        w.join()
-    store.workers = []
-    for f in store.flushers:
-        f.stopping.set()
-        f.kick.set()
-        f.join()
-        os.close(f.fd)
-        f.fd = -1
-    store.flushers = []
-    store.release_shm(unlink=False)     # leave the objects in /dev/shm, as a dead process does
-    store.lockfile.release()
-    db._closed = True
+from fusedb.testing import TINY, crash
 
 
 def test_replay_after_crash_with_ring_salvage(tmp_path):
@@ -49,7 +30,7 @@ def test_replay_after_crash_with_ring_salvage(tmp_path):
     crash(db)
     assert any("fusedb-" in e for e in os.listdir("/dev/shm")), "the ring outlives the process"
     with fusedb.open(path, **TINY) as db2:
-        assert db2._store.replayed > 0
+        assert testing.replayed(db2) > 0
         assert db2.get(b"n") == b"300"
         assert db2.get(b"k000") is None, "a deleted key must not resurrect"
         assert db2.get(b"k049") == b"v299"
@@ -140,27 +121,23 @@ def test_check_accepts_a_wal_only_database_and_refuses_an_empty_directory(tmp_pa
 def test_interval_mode_fsyncs_on_its_own(tmp_path):
     """In interval mode the WAL becomes durable without any further write or call:
     the flusher fsyncs within sync_interval (checked with a generous bound)."""
-    from fusedb.wal.ring import R_DURABLE, R_HEAD
     with fusedb.open(str(tmp_path / "d"), durability="interval", sync_interval=0.05) as db:
         db.put(b"k", b"v")
-        ring = db._store.shards[0].ring
-        target = ring.hdr[R_HEAD]
-        import time
+        target = testing.ring_positions(db)["head"]
         deadline = time.monotonic() + 5
-        while ring.hdr[R_DURABLE] < target and time.monotonic() < deadline:
+        while testing.ring_positions(db)["durable"] < target and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert ring.hdr[R_DURABLE] >= target
+        assert testing.ring_positions(db)["durable"] >= target
 
 
 def test_none_mode_does_not_fsync_each_write(tmp_path):
-    from fusedb.wal.ring import R_DURABLE, R_FLUSHED, R_HEAD
     with fusedb.open(str(tmp_path / "d"), durability="none") as db:
         for i in range(100):
             db.put(b"k%d" % i, b"v")
-        ring = db._store.shards[0].ring
-        import time
         deadline = time.monotonic() + 5
-        while ring.hdr[R_FLUSHED] < ring.hdr[R_HEAD] and time.monotonic() < deadline:
+        while (pos := testing.ring_positions(db))["flushed"] < pos["head"] and \
+                time.monotonic() < deadline:
             time.sleep(0.01)
-        assert ring.hdr[R_FLUSHED] == ring.hdr[R_HEAD], "written to the file"
-        assert ring.hdr[R_DURABLE] == 0, "but never fsynced"
+        pos = testing.ring_positions(db)
+        assert pos["flushed"] == pos["head"], "written to the file"
+        assert pos["durable"] == 0, "but never fsynced"

@@ -32,13 +32,13 @@ import pytest
 
 import fusedb
 import fusedb.options
+from fusedb import testing
 from fusedb.core import failpoints
 from fusedb.core.scheduler import Decision, LeafView, Policy, ShardView, decide, wal_target
 from fusedb.wal.reader import list_files
-from fusedb.wal.ring import R_HEAD
 
 from crash_ops import expect, settle
-from test_disk_faults import Disk
+from fault_helpers import Disk
 
 MiB = 1 << 20
 #: The options of the issue's inputs. The issue gives no ``buffer_slots`` and no
@@ -68,7 +68,7 @@ def hard_bound(db) -> int:
     (``wal_max_bytes + wal_file_bytes``), plus one ring, plus the header of every
     file started while the ring is written out: the first rotation may be due
     at once, each later one takes ``wal_file_bytes - 64`` bytes of the ring."""
-    o = db._store.opts
+    o = testing.options(db)
     limit = o.wal_max_bytes + o.wal_file_bytes
     assert o.wal_limit_bytes == limit
     return limit + o.wal_ring_bytes + 64 * (1 + o.wal_ring_bytes // (o.wal_file_bytes - 64))
@@ -94,7 +94,7 @@ def settled_stats(db, path: str) -> dict:
 def test_sessions_next_to_a_cold_key_keep_the_wal_under_its_bound(tmp_path):
     path = str(tmp_path / "db")
     with fusedb.open(path, **ISSUE) as db:
-        bound = db._store.opts.wal_max_bytes
+        bound = testing.options(db).wal_max_bytes
         assert bound == 16 * MiB
         db.put(b"config:x", b"1")     # alone in its leaf: its buffer never fills
         peak = 0
@@ -116,7 +116,7 @@ def test_sessions_next_to_a_cold_key_keep_the_wal_under_its_bound(tmp_path):
 def test_a_counter_updated_in_place_keeps_the_wal_under_its_bound(tmp_path):
     path = str(tmp_path / "db")
     with fusedb.open(path, **ISSUE) as db:
-        bound = db._store.opts.wal_max_bytes
+        bound = testing.options(db).wal_max_bytes
         peak = 0
         for i in range(300_000):
             db.incr(b"counter")
@@ -218,13 +218,12 @@ def test_multiprocess_bound_and_stats_across_processes(tmp_path):
     opts = dict(ISSUE, shards=2, wal_max_bytes=1 * MiB, wal_file_bytes=128 << 10,
                 wal_ring_bytes=2 * MiB)
     with fusedb.open(path, **opts) as db:
-        bound = db._store.opts.wal_max_bytes
+        bound = testing.options(db).wal_max_bytes
         db.put(b"x:cold", b"1")            # shard 1, alone
         db.put(b"a:cold", b"1")            # shard 0, next to the counter
         peak = 0
-        ring = db._store.shards[0].ring
-        start = ring.hdr[R_HEAD]
-        while ring.hdr[R_HEAD] - start < 10 * bound:
+        start = testing.ring_positions(db)["head"]
+        while testing.ring_positions(db)["head"] - start < 10 * bound:
             for _ in range(1000):
                 db.incr(b"counter")
             peak = max(peak, wal_on_disk(path)[0])
@@ -259,10 +258,9 @@ def test_cold_leaf_and_hot_counter_stay_under_the_bound_over_10x_its_writes(tmp_
     opts = dict(split_keys=[b"m"], wal_max_bytes=bound, wal_file_bytes=bound // 8, **extra)
     with fusedb.open(path, **opts) as db:
         db.put(b"cold", b"x")               # leaf [.., m): written once
-        ring = db._store.shards[0].ring
-        start = ring.hdr[R_HEAD]
+        start = testing.ring_positions(db)["head"]
         peak = rounds = 0
-        while ring.hdr[R_HEAD] - start < 10 * bound:
+        while testing.ring_positions(db)["head"] - start < 10 * bound:
             for _ in range(1000):
                 db.incr(b"n:hits")           # leaf [m, ..): one slot, updated in place
             rounds += 1
@@ -287,10 +285,9 @@ def test_sync_mode_writers_are_not_deadlocked_by_the_limit(tmp_path, mode):
                 write_timeout=5.0, **({"shards": 1} if mode == "multiprocess" else {}))
     with fusedb.open(path, **opts) as db:
         db.put(b"cold", b"x")
-        ring = db._store.shards[0].ring
-        start = ring.hdr[R_HEAD]
+        start = testing.ring_positions(db)["head"]
         peak = n = 0
-        while ring.hdr[R_HEAD] - start < 10 * (64 << 10):
+        while testing.ring_positions(db)["head"] - start < 10 * (64 << 10):
             for _ in range(100):
                 db.incr(b"n:hits")
                 n += 1
@@ -416,7 +413,7 @@ def test_merges_that_cannot_publish_hold_writers_at_the_limit_then_let_them_go(
             assert peak <= bound and wal_on_disk(path)[0] <= bound, (peak, bound)
             assert db.get(b"n:hits") == b"%d" % n     # reads work; the refused write
             assert db.get(b"cold") == b"x"             # was not applied
-            assert db.stats()["shards"][0]["wal_bytes"] >= db._store.opts.wal_limit_bytes
+            assert db.stats()["shards"][0]["wal_bytes"] >= testing.options(db).wal_limit_bytes
             disk.full = False                          # the space is back
         deadline = time.monotonic() + 10
         while True:                                    # merges retry with backoff (<= 1 s)

@@ -15,7 +15,7 @@ import fusedb
 import fusedb.wal.writer as writer
 from fusedb.tools.check import check
 
-from conftest import TINY
+from fusedb.testing import TINY
 
 
 class FlakyDisk:
@@ -58,7 +58,7 @@ def test_short_write_then_recovery_keeps_the_log_aligned(tmp_path, disk):
         disk.full = False
         for i in range(20):
             db.put(b"after%02d" % i, b"x")     # acknowledged after the disk recovered
-        from test_wal import crash
+        from fusedb.testing import crash
         crash(db)
     finally:
         disk.full = False
