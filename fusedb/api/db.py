@@ -19,6 +19,7 @@ from fusedb.api.batch import Batch
 from fusedb.api.executor import Executor
 from fusedb.api.stats import stats as _stats
 from fusedb.core import ops
+from fusedb.core.entry import INT64_MAX, INT64_MIN
 from fusedb.errors import ClosedError, ForkedError, FuseDBKeyError
 from fusedb.options import Options
 from fusedb.runtime.store import Store
@@ -150,7 +151,9 @@ class FuseDB:
             self._check_open()
         if type(key) is not bytes or not 0 < len(key) <= self._max_key:
             key = self._args.key(key)
-        return self._x.incr(key, args.delta(delta), self._clock())
+        if type(delta) is not int or not INT64_MIN <= delta <= INT64_MAX:
+            args.delta(delta)       # raises
+        return self._x.incr(key, delta, self._clock())
 
     def decr(self, key, delta: int = 1) -> int:
         """``incr(key, -delta)``."""
@@ -194,13 +197,14 @@ class FuseDB:
         ``put``'s) the stored value expires ``ttl`` seconds from now. Returns what
         was stored: the bytes, or None.
 
-        ``fn`` runs while holding a lock shared with every thread and process
-        using the database: it must be quick and must not call the database. A
-        call on a key of the same shard waits for the lock this call holds and
-        raises LockTimeoutError after ``lock_timeout`` seconds (other shards: a
-        deadlock with a concurrent caller until one times out). ``fn`` may be
-        called more than once (when the operation retries); only the last call's
-        return is stored.
+        ``fn`` runs while this thread holds the key's shard lock, which every
+        thread and process using the database shares: it must be quick and must
+        not call the database. The lock is not reentrant: a call on a key of the
+        same shard never returns in embedded mode (a deadlock) and raises
+        FuseDBError in multiprocess mode; a call on another shard can deadlock
+        with a concurrent caller (multiprocess: LockTimeoutError after
+        ``lock_timeout``). ``fn`` may be called more than once (the operation
+        retries when the buffer is full); only the last call's return is stored.
 
         If ``fn`` raises, nothing is written and the exception propagates
         unchanged. ValueTypeError if it returns neither bytes-like nor None,
