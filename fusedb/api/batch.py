@@ -33,12 +33,10 @@ from fusedb.shm.meta import S_LOGICAL
 from fusedb.wal.ring import R_HEAD
 
 
-class Batch(Command):
+class Batch:
     """Built and committed by one thread (not thread-safe). ``commit`` runs the
-    batch as one command of the executor (fusedb.api.executor), under the locks
-    of every shard it touches."""
-
-    __slots__ = ("_x", "_args", "_check_open", "_ops", "_done", "results", "_shards")
+    batch as one command of the executor (:class:`Commit`), under the locks of
+    every shard it touches."""
 
     def __init__(self, x, validators, check_open):
         self._x = x
@@ -102,10 +100,20 @@ class Batch(Command):
         self._check()
         self._done = True
         self._check_open()
-        self.results = self._x.run(self)
+        self.results = self._x.run(Commit(self._ops, self._args))
         return self.results
 
-    # -- the command (fusedb.api.executor.Command) -------------------------------------
+
+class Commit(Command):
+    """The executor command of ``Batch.commit`` (fusedb.api.executor.Command):
+    run by the committing thread, ``apply_locked`` under the locks of every
+    shard the batch touches. ``ops``: the batch's validated ops, in order."""
+
+    __slots__ = ("_ops", "_args", "_shards")
+
+    def __init__(self, ops_: list[tuple], validators):
+        self._ops = ops_
+        self._args = validators
 
     def route(self, x) -> list:
         # Keys never change shard while the database is open (checked again
@@ -126,7 +134,7 @@ class Batch(Command):
             return ops.op_delete(now)
         if kind == "update":
             return ops.op_update(arg, self._args.value, exp if ttl is not None else None,
-                                 self._x.clock)
+                                 self._args.clock)
         return ops.op_expire(exp, now)
 
     def apply_locked(self, x) -> tuple:

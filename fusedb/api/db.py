@@ -157,7 +157,9 @@ class FuseDB:
 
     def decr(self, key, delta: int = 1) -> int:
         """``incr(key, -delta)``."""
-        return self.incr(key, -args.delta(delta, "decr"))
+        if type(delta) is not int:
+            args.delta(delta, "decr")       # raises ValueTypeError
+        return self.incr(key, -delta)
 
     def delete(self, key) -> bool:
         """Delete ``key``; True if it existed (and had not expired)."""

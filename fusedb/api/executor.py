@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 
 from fusedb.core import ops, retry
-from fusedb.core.entry import KIND_INT, KIND_VALUE, key_hash
+from fusedb.core.entry import KIND_VALUE, key_hash
 from fusedb.errors import DiskError, WriteStallError
 from fusedb.runtime import signals
 from fusedb.shard.shard import NO_ROOM, segments_entry
