@@ -9,9 +9,11 @@ Every operation goes route -> lock -> recheck the routing version -> apply ->
 
 ``put``, ``get`` and ``incr`` are the hot path: :meth:`Executor.put`,
 :meth:`Executor.get` and :meth:`Executor.incr` make one attempt inline, with no
-command object and no extra call layer, and hand anything but the plain case
-(the route moved under them, no room, a segment not open yet, a counter not in
-the active buffer) to :meth:`run` as a command, which retries it from scratch.
+command object (``FuseDB`` checks the usual arguments inline, so a ``put`` is
+no deeper in Python calls than before the executor), and hand anything but the
+plain case (the route moved under them, no room, a segment not open yet, a
+counter not in the active buffer) to :meth:`run` as a command, which retries it
+from scratch.
 See docs/design.md, "Point operations".
 """
 
