@@ -19,6 +19,7 @@ from fusedb.api.batch import Batch
 from fusedb.api.executor import Executor
 from fusedb.api.stats import stats as _stats
 from fusedb.core import ops
+from fusedb.core.ops import value_of
 from fusedb.core.entry import INT64_MAX, INT64_MIN
 from fusedb.errors import ClosedError, ForkedError, FuseDBKeyError
 from fusedb.options import Options
@@ -139,7 +140,7 @@ class FuseDB:
             self._check_open()
         if type(key) is not bytes or not 0 < len(key) <= self._max_key:
             key = self._args.key(key)
-        v = ops.value_of(self._x.get(key), self._clock)
+        v = value_of(self._x.get(key), self._clock)
         return default if v is None else v
 
     def incr(self, key, delta: int = 1) -> int:

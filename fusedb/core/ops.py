@@ -44,9 +44,12 @@ def value_of(e, clock) -> bytes | None:
     """What ``get`` returns for entry ``e``: the value's bytes (a counter as its
     ASCII decimal), or None if it is absent, deleted, or expired by ``clock()``
     (called only for an entry with an expiry)."""
-    if e is None or e[0] == KIND_DEL or (e[2] != 0.0 and e[2] <= clock()):
+    if e is None:
         return None
-    return counter_bytes(e[1]) if e[0] == KIND_INT else e[1]
+    kind, payload, exp = e
+    if kind == KIND_DEL or (exp != 0.0 and exp <= clock()):
+        return None
+    return payload if kind == KIND_VALUE else counter_bytes(payload)
 
 
 def op_put(value: bytes, exp: float):
