@@ -263,3 +263,156 @@ def test_stats_shape(tiny):
         assert field in s
     assert s["buffer_freezes"] > 0
     assert s["logical_bytes_written"] == 300 * (5 + 50)
+
+
+# -- update(): atomic read-modify-write under the key's shard lock ----------------------
+
+def _plus_one(v: bytes | None) -> bytes:
+    return b"%d" % (int(v or b"0") + 1)
+
+
+def test_update_of_a_missing_key(db):
+    seen = []
+    assert db.update(b"u", lambda v: seen.append(v) or b"x") == b"x"
+    assert seen == [None]
+    assert db.get(b"u") == b"x"
+    assert db.ttl(b"u") == fusedb.TTL_NONE
+    assert db.update(b"gone", lambda v: None) is None     # stays missing
+    assert b"gone" not in db
+    assert db.update("str-key", lambda v: bytearray(b"ba")) == b"ba"
+    assert db.get(b"str-key") == b"ba"
+
+
+def test_update_sees_a_counter_as_ascii(db):
+    db.incr(b"c", 41)
+    seen = []
+    assert db.update(b"c", lambda v: seen.append(v) or _plus_one(v)) == b"42"
+    assert seen == [b"41"]
+    assert db.get(b"c") == b"42"
+    assert db.incr(b"c") == 43          # the stored decimal still counts
+    db.incr(b"neg", -5)
+    assert db.update(b"neg", _plus_one) == b"-4"
+
+
+def test_update_keeps_or_sets_the_ttl(db, clock):
+    db.put(b"t", b"a", ttl=10)
+    assert db.update(b"t", lambda v: v + b"b") == b"ab"
+    assert db.ttl(b"t") == 10.0
+    db.incr(b"ct")
+    db.expire(b"ct", 5)
+    db.update(b"ct", _plus_one)
+    assert (db.get(b"ct"), db.ttl(b"ct")) == (b"2", 5.0)
+    assert db.update(b"t", lambda v: v, ttl=100) == b"ab"
+    assert db.ttl(b"t") == 100.0
+    db.update(b"new", lambda v: b"n", ttl=7)
+    assert db.ttl(b"new") == 7.0
+    clock.advance(101)
+    seen = []
+    assert db.update(b"t", lambda v: seen.append(v) or b"again") == b"again"
+    assert seen == [None]                        # expired reads as missing
+    assert db.ttl(b"t") == fusedb.TTL_NONE       # a new value: no TTL left over
+    with pytest.raises(fusedb.InvalidArgumentError):
+        db.update(b"t", lambda v: b"x", ttl=0)
+    with pytest.raises(fusedb.ValueTypeError):
+        db.update(b"t", lambda v: b"x", ttl="1")
+    assert db.get(b"t") == b"again"
+
+
+def test_update_whose_function_raises_writes_nothing(db):
+    db.put(b"k", b"v", ttl=50)
+    boom = RuntimeError("boom")
+
+    def fail(v):
+        raise boom
+    with pytest.raises(RuntimeError) as e:
+        db.update(b"k", fail)
+    assert e.value is boom                      # propagated unchanged
+    with pytest.raises(RuntimeError):
+        db.update(b"missing", fail)
+    assert (db.get(b"k"), db.ttl(b"k")) == (b"v", 50.0)
+    assert b"missing" not in db
+    db.put(b"k2", b"still")                     # the lock was released
+    assert db.get(b"k2") == b"still"
+
+
+def test_update_returning_none_deletes(db):
+    db.put(b"k", b"v")
+    assert db.update(b"k", lambda v: None) is None
+    assert db.get(b"k") is None
+    assert db.ttl(b"k") == fusedb.TTL_MISSING
+    assert db.delete(b"k") is False
+
+
+def test_update_returning_a_bad_value_writes_nothing(tmp_path):
+    with fusedb.open(str(tmp_path / "d"), max_value_size=100) as db:
+        db.put(b"k", b"v")
+        for bad in ("text", 1, [b"x"], True):
+            with pytest.raises(fusedb.ValueTypeError):
+                db.update(b"k", lambda v, bad=bad: bad)
+        with pytest.raises(fusedb.ValueTooLargeError):
+            db.update(b"k", lambda v: b"x" * 101)
+        with pytest.raises(fusedb.ValueTooLargeError):
+            db.update(b"new", lambda v: b"x" * 101)
+        assert db.get(b"k") == b"v"
+        assert b"new" not in db
+        assert db.update(b"k", lambda v: b"x" * 100) == b"x" * 100
+
+
+def test_update_in_a_batch_sees_the_batch(db):
+    db.put(b"a", b"1")
+    with db.batch() as b:
+        b.incr(b"a", 4)
+        b.update(b"a", _plus_one)
+        b.update(b"z", lambda v: None)
+        b.update(b"y", lambda v: b"Y", ttl=3)
+    assert b.results == [5, b"6", None, b"Y"]
+    assert (db.get(b"a"), db.get(b"y"), db.ttl(b"y")) == (b"6", b"Y", 3.0)
+
+    def fail(v):
+        raise KeyError("nope")
+    with pytest.raises(KeyError):
+        with db.batch() as b:
+            b.put(b"a", b"lost")
+            b.update(b"a", fail)
+    assert db.get(b"a") == b"6"
+
+
+def test_update_is_atomic_across_threads(db):
+    import threading
+    n, m = 4, 300
+
+    def work(i):
+        for _ in range(m):
+            if i % 2:
+                db.update(b"n", _plus_one)
+            else:
+                db.incr(b"n")
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert db.get(b"n") == b"%d" % (n * m)
+
+
+def _update_in_child(path: str, keys: list[bytes], m: int) -> None:
+    with fusedb.connect(path) as db:
+        for _ in range(m):
+            for k in keys:
+                db.update(k, _plus_one)
+
+
+def test_update_is_atomic_across_processes(tmp_path):
+    import multiprocessing
+    path = str(tmp_path / "d")
+    keys = [b"p%d" % i for i in range(8)]
+    m = 150
+    with fusedb.open(path, shards=2) as db:
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_update_in_child, args=(path, keys, m)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+            assert p.exitcode == 0
+        assert [db.get(k) for k in keys] == [b"%d" % (2 * m)] * len(keys)

@@ -23,31 +23,29 @@ not others (their rings and WAL files are separate).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from fusedb.api import args
+from fusedb.api.executor import DONE, MOVED, STALL, Command, read_locked
 from fusedb.core import failpoints, ops
-from fusedb.core.entry import INT64_MAX, INT64_MIN, key_hash
-from fusedb.errors import ClosedError, IntegerOverflowError, InvalidArgumentError, ValueTypeError
-from fusedb.shard.shard import NEED_SEGMENTS
+from fusedb.core.entry import key_hash
+from fusedb.errors import ClosedError, InvalidArgumentError
+from fusedb.shard.shard import NO_ROOM
 from fusedb.shm.meta import S_LOGICAL
 from fusedb.wal.ring import R_HEAD
 
-if TYPE_CHECKING:
-    from fusedb.api.db import FuseDB
-
-# Outcomes of one locked attempt (Batch._apply_locked).
-_DONE, _SEGMENTS, _STALL, _MOVED = "done", "segments", "stall", "moved"
-
 
 class Batch:
-    """Not thread-safe: one thread builds and commits a batch."""
+    """Built and committed by one thread (not thread-safe). ``commit`` runs the
+    batch as one command of the executor (:class:`Commit`), under the locks of
+    every shard it touches."""
 
-    def __init__(self, db: "FuseDB"):
-        self._db = db
+    def __init__(self, x, validators, check_open):
+        self._x = x
+        self._args = validators
+        self._check_open = check_open
         self._ops: list[tuple] = []
         self._done = False
         #: After commit: one result per op, in order (None for put, the new value for
-        #: incr, a bool for delete and expire).
+        #: incr, a bool for delete and expire, what was stored for update).
         self.results: list | None = None
 
     def _check(self) -> None:
@@ -56,26 +54,32 @@ class Batch:
 
     def put(self, key, value, ttl: float | None = None) -> None:
         self._check()
-        db = self._db
-        db._deadline(ttl)  # validate now; the deadline is taken at commit
-        self._ops.append(("put", db._key(key), db._value(value), ttl))
+        if ttl is not None:
+            args.ttl_seconds(ttl)  # validate now; the deadline is taken at commit
+        self._ops.append(("put", self._args.key(key), self._args.value(value), ttl))
 
     def incr(self, key, delta: int = 1) -> None:
         self._check()
-        if type(delta) is not int:
-            raise ValueTypeError(f"incr delta must be an int, not {type(delta).__name__}")
-        if delta < INT64_MIN or delta > INT64_MAX:
-            raise IntegerOverflowError(f"incr delta {delta} does not fit in 64 bits")
-        self._ops.append(("incr", self._db._key(key), delta, None))
+        self._ops.append(("incr", self._args.key(key), args.delta(delta), None))
 
     def delete(self, key) -> None:
         self._check()
-        self._ops.append(("delete", self._db._key(key), None, None))
+        self._ops.append(("delete", self._args.key(key), None, None))
 
     def expire(self, key, ttl: float | None) -> None:
         self._check()
-        self._db._deadline(ttl)
-        self._ops.append(("expire", self._db._key(key), None, ttl))
+        if ttl is not None:
+            args.ttl_seconds(ttl)
+        self._ops.append(("expire", self._args.key(key), None, ttl))
+
+    def update(self, key, fn, ttl: float | None = None) -> None:
+        """``FuseDB.update`` as part of the batch: ``fn`` runs at commit, under the
+        locks, seeing the batch's earlier ops; if it raises, nothing of the batch
+        is applied. Its result is what was stored (bytes or None)."""
+        self._check()
+        if ttl is not None:
+            args.ttl_seconds(ttl)
+        self._ops.append(("update", self._args.key(key), fn, ttl))
 
     def __enter__(self) -> "Batch":
         return self
@@ -89,65 +93,64 @@ class Batch:
     def commit(self) -> list:
         """Apply every op, or none: returns one result per op (also kept in
         ``results``). Raises what a failing op raises (NotAnIntegerError,
-        IntegerOverflowError), InvalidArgumentError for a batch that cannot fit
-        one buffer or half a WAL ring, WriteStallError, LockTimeoutError, DiskError
-        as a single write would; in every case nothing of the batch was applied."""
+        IntegerOverflowError, what an update's function raises),
+        InvalidArgumentError for a batch that cannot fit one buffer or half a WAL
+        ring, WriteStallError, LockTimeoutError, DiskError as a single write
+        would; in every case nothing of the batch was applied."""
         self._check()
         self._done = True
-        db = self._db
-        db._check_open()
-        results: list = [None] * len(self._ops)
-        deadline = None
-        attempt = 0
-        while True:
-            # Keys never change shard while the database is open (checked again
-            # under the locks), so the set of shards can be taken before locking.
-            nos = sorted({db._meta.shard[db._routes.route(op[1])[1]] for op in self._ops})
-            shards = [db._shards[no] for no in nos]
-            held = []
-            try:
-                for shard in shards:       # ascending shard number: the global order
-                    shard.lock.acquire()
-                    held.append(shard)
-                failpoints.hit("batch.locked")
-                outcome, arg = self._apply_locked(shards, results)
-            finally:
-                for shard in reversed(held):
-                    shard.lock.release()
-            if outcome is _DONE:
-                if db._sync:
-                    for shard, end in arg:
-                        shard.flusher.wait_durable(end)
-                self.results = results
-                return results
-            if outcome is _SEGMENTS:
-                attempt += 1
-                db._store.open_for_retry(db._meta.segs_of(arg), attempt)
-            elif outcome is _STALL:
-                deadline = db._stall(arg, deadline)
+        self._check_open()
+        self.results = self._x.run(Commit(self._ops, self._args))
+        return self.results
+
+
+class Commit(Command):
+    """The executor command of ``Batch.commit`` (fusedb.api.executor.Command):
+    run by the committing thread, ``apply_locked`` under the locks of every
+    shard the batch touches. ``ops``: the batch's validated ops, in order."""
+
+    __slots__ = ("_ops", "_args", "_shards")
+
+    def __init__(self, ops_: list[tuple], validators):
+        self._ops = ops_
+        self._args = validators
+
+    def route(self, x) -> list:
+        # Keys never change shard while the database is open (checked again
+        # under the locks), so the set of shards can be taken before locking.
+        meta, route = x.meta, x.routes.route
+        self._shards = [x.shards[no] for no in sorted({meta.shard[route(op[1])[1]]
+                                                       for op in self._ops})]
+        return self._shards
 
     def _fn(self, op: tuple, now: float):
         kind, key, arg, ttl = op
-        exp = self._db._deadline(ttl) if ttl is not None else 0.0
+        exp = self._args.deadline(ttl) if ttl is not None else 0.0
         if kind == "put":
             return ops.op_put(arg, exp)
         if kind == "incr":
             return ops.op_incr(key, arg, now)
         if kind == "delete":
             return ops.op_delete(now)
+        if kind == "update":
+            return ops.op_update(arg, self._args.value, exp if ttl is not None else None,
+                                 self._args.clock)
         return ops.op_expire(exp, now)
 
-    def _apply_locked(self, shards: list, results: list) -> tuple:
+    def apply_locked(self, x) -> tuple:
         """Under the locks of every shard the batch touches: evaluate every op,
-        ensure room, then write. Returns (_DONE, [(shard, WAL end)]) once applied,
-        or, with nothing applied, (_SEGMENTS, leaf) (a segment to open outside the
-        locks), (_STALL, shard) (no room now) or (_MOVED, None) (retry). Raises,
-        with nothing applied, what a failing op raises."""
-        db = self._db
-        meta = db._meta
-        route = db._routes.route
+        ensure room, then write. Returns (DONE, [(shard, WAL end)]) once applied
+        (``result``: one result per op), or, with nothing applied, (SEGMENTS,
+        segment ids to open outside the locks), (STALL, shard) (no room now) or
+        (MOVED, None) (retry). Raises, with nothing applied, what a failing op
+        raises."""
+        failpoints.hit("batch.locked")
+        meta = x.meta
+        route = x.routes.route
+        shards = self._shards
         mine = {shard.no: shard for shard in shards}
-        now = db._clock()
+        now = x.clock()
+        results: list = [None] * len(self._ops)
         # 1. Evaluate, in order, against an overlay: key -> [leaf, hash, entry, write].
         parts: dict[int, dict[bytes, list]] = {no: {} for no in mine}
         state: dict[bytes, list] = {}
@@ -158,11 +161,11 @@ class Batch:
                 _ver, leaf = route(key)
                 shard = mine.get(meta.shard[leaf])
                 if shard is None:
-                    return _MOVED, None
+                    return MOVED, None
                 h = key_hash(key)
-                e = shard.read_locked(leaf, key, h)
-                if e is NEED_SEGMENTS:
-                    return _SEGMENTS, leaf
+                outcome, e = read_locked(shard, leaf, key, h)
+                if outcome != DONE:
+                    return outcome, e
                 st = state[key] = parts[shard.no][key] = [leaf, h, e, None]
             result, write = self._fn(op, now)(st[2])
             results[i] = result
@@ -175,7 +178,7 @@ class Batch:
         for shard in shards:
             part = parts[shard.no]
             if not self._make_room(shard, part):
-                return _STALL, shard
+                return STALL, shard
             muts, seqs = [], {}
             for key, (leaf, _h, _e, write) in part.items():
                 if write is not None:
@@ -184,8 +187,8 @@ class Batch:
                     muts.append((seqs[leaf], exp, kind, key, value, ivalue))
             rec = shard.ring.prepare_many(muts) if muts else None
             if rec is not None and not shard.ring.has_room(rec[2]):
-                db._store.kick_flusher(shard.no)
-                return _STALL, shard
+                x.store.kick_flusher(shard.no)
+                return STALL, shard
             records.append((shard, part, rec))
         # 3. Write: nothing below can fail.
         ends = []
@@ -199,14 +202,13 @@ class Batch:
             for key, (leaf, h, _e, write) in part.items():
                 if write is not None:
                     kind, value, ivalue, exp = write
-                    ok = shard.write_locked(leaf, key, h, kind, value, ivalue, exp, log=False,
-                                            logged_at=at)
-                    assert ok, "room was ensured before writing"
-                    logical += len(key) + (len(value) if value else 8)
-            meta.stats[shard.no * 8 + S_LOGICAL] += logical
+                    pos = shard.write_locked(leaf, key, h, kind, value, ivalue, exp, logged_at=at)
+                    assert pos != NO_ROOM, "room was ensured before writing"
+                    logical += ops.logical_bytes(key, kind, value)
+            shard.stats[S_LOGICAL] += logical
             ends.append((shard, end))
-        return _DONE, ends
-
+        self.result = results
+        return DONE, ends
     @staticmethod
     def _make_room(shard, state: dict) -> bool:
         """Ensure every leaf's active buffer can take this batch's writes (under the

@@ -15,27 +15,21 @@ a key. See docs/design.md, "Scans".
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING, Iterator
+from typing import Callable, Iterator
 
+from fusedb.api.args import coerce_key
+from fusedb.api.executor import DONE, MOVED, SEGMENTS, Command, Executor
 from fusedb.core.entry import KIND_INT
-from fusedb.errors import ClosedError, InvalidArgumentError, KeyTypeError
 from fusedb.core.merge import cut, merge_runs
+from fusedb.core.ops import counter_bytes
+from fusedb.errors import InvalidArgumentError
 from fusedb.shm.routes import RouteCache
-
-if TYPE_CHECKING:
-    from fusedb.api.db import FuseDB
 
 CHUNK = 256
 
 
 def _bound(x, what: str) -> bytes | None:
-    if x is None:
-        return None
-    if isinstance(x, str):
-        return x.encode("utf-8")
-    if isinstance(x, (bytes, bytearray, memoryview)):
-        return bytes(x)
-    raise KeyTypeError(f"scan {what} must be bytes or str, not {type(x).__name__}")
+    return None if x is None else coerce_key(x, f"scan {what}")
 
 
 def prefix_end(prefix: bytes) -> bytes | None:
@@ -46,7 +40,10 @@ def prefix_end(prefix: bytes) -> bytes | None:
     return p[:-1] + bytes([p[-1] + 1])
 
 
-def scan(db: "FuseDB", start, stop, prefix, limit, reverse) -> Iterator[tuple[bytes, bytes]]:
+def scan(x: Executor, check_open: Callable[[], None], start, stop, prefix, limit,
+         reverse) -> Iterator[tuple[bytes, bytes]]:
+    """``FuseDB.scan``: validates now, reads lazily. ``check_open`` raises
+    ClosedError (or a background error) before each leaf is read."""
     start, stop, prefix = _bound(start, "start"), _bound(stop, "stop"), _bound(prefix, "prefix")
     if prefix is not None:
         if start is not None or stop is not None:
@@ -55,21 +52,26 @@ def scan(db: "FuseDB", start, stop, prefix, limit, reverse) -> Iterator[tuple[by
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise InvalidArgumentError(f"scan limit must be a non-negative int, got {limit!r}")
     start = start or b""
-    return _scan(db, start, stop, limit, reverse)
+    return _scan(x, check_open, start, stop, limit, reverse)
 
 
-def _scan(db: "FuseDB", start: bytes, stop: bytes | None, limit: int | None,
+def _scan(x: Executor, check_open, start: bytes, stop: bytes | None, limit: int | None,
           reverse: bool) -> Iterator[tuple[bytes, bytes]]:
     if limit == 0 or (stop is not None and stop <= start):
         return
     count = 0
     cursor = stop if reverse else start   # reverse: exclusive upper bound (None = +inf)
+    clock = x.clock
     while True:
-        lo, hi, buf, segs = _leaf_snapshot(db, cursor, reverse)
+        check_open()
+        lo, hi, runs, segs = x.run(LeafSnapshot(cursor, reverse))
+        buf = merge_runs(runs, 0.0, drop_dead=False)    # after the lock is released
+        segs = [(s, s.to_run()) for s in segs]
         a = max(lo, start)
         b = hi if stop is None else (stop if hi is None else min(hi, stop))
         if b is None or a < b:
-            for key, value in (_leaf_backward if reverse else _leaf_forward)(db, a, b, buf, segs):
+            for key, value in (_leaf_backward if reverse else _leaf_forward)(clock, a, b, buf,
+                                                                              segs):
                 yield key, value
                 count += 1
                 if limit is not None and count >= limit:
@@ -84,40 +86,43 @@ def _scan(db: "FuseDB", start: bytes, stop: bytes | None, limit: int | None,
             cursor = hi
 
 
-def _leaf_snapshot(db: "FuseDB", cursor: bytes | None, reverse: bool):
-    """(lo, hi, buffers run, segments) of the leaf holding ``cursor`` (forward) or
-    the keys just below ``cursor`` (reverse)."""
-    routes = db._routes
-    meta = db._meta
-    store = db._store
-    attempt = 0
-    while True:
-        if db._closed:
-            raise ClosedError("the database is closed")
-        store.check()
-        st = routes.current()
-        if reverse:
+class LeafSnapshot(Command):
+    """The executor command that snapshots one leaf for a scan: the leaf holding
+    ``cursor`` (forward) or the keys just below ``cursor`` (reverse). Its result
+    is (lo, hi, buffers run, [(segment, its run)]). Under the leaf's shard lock
+    it only copies the leaf's two buffers (bounded by two slabs) and takes its
+    segment list; merging the buffers happens after the lock is released."""
+
+    __slots__ = ("cursor", "reverse", "ver", "leaf", "lo", "hi", "shard")
+
+    def __init__(self, cursor: bytes | None, reverse: bool):
+        self.cursor = cursor
+        self.reverse = reverse
+
+    def route(self, x: Executor) -> tuple:
+        st = x.routes.current()
+        cursor = self.cursor
+        if self.reverse:
             pos = len(st[1]) - 1 if cursor is None else max(0, bisect.bisect_left(st[1], cursor) - 1)
         else:
             pos = RouteCache.position(st, cursor)
-        leaf = st[2][pos]
-        lo, hi = RouteCache.leaf_range(st, pos)
-        shard = db._shards[meta.shard[leaf]]
-        runs = []
-        with shard.lock:
-            if not routes.valid(st[0]):
-                continue
-            for sid in (meta.active[leaf], meta.frozen[leaf]):
-                if sid >= 0:
-                    runs.append(shard.slabs[sid].to_run(copy=True))
-            segids = meta.segs_of(leaf)
-            segs = [store.segcache.get(s) for s in segids]
-        if None in segs:
-            attempt += 1
-            store.open_for_retry(segids, attempt)
-            continue
-        buf = merge_runs(runs, 0.0, drop_dead=False)
-        return lo, hi, buf, [(s, s.to_run()) for s in segs]
+        self.ver = st[0]
+        self.leaf = st[2][pos]
+        self.lo, self.hi = RouteCache.leaf_range(st, pos)
+        self.shard = x.shards[x.meta.shard[self.leaf]]
+        return (self.shard,)
+
+    def apply_locked(self, x: Executor) -> tuple:
+        if not x.routes.valid(self.ver):
+            return MOVED, None
+        meta, leaf, shard = x.meta, self.leaf, self.shard
+        segs = shard.segments_locked(leaf)
+        if segs is None:
+            return SEGMENTS, meta.segs_of(leaf)
+        runs = [shard.slabs[sid].to_run(copy=True)
+                for sid in (meta.active[leaf], meta.frozen[leaf]) if sid >= 0]
+        self.result = (self.lo, self.hi, runs, segs)
+        return DONE, ()
 
 
 def _emit(run, backward: bool) -> Iterator[tuple[bytes, bytes]]:
@@ -125,11 +130,11 @@ def _emit(run, backward: bool) -> Iterator[tuple[bytes, bytes]]:
     for i in idx:
         v = run.value(i)
         if run.kind[i] == KIND_INT:
-            v = str(int.from_bytes(v[:8], "little", signed=True)).encode()
+            v = counter_bytes(int.from_bytes(v[:8], "little", signed=True))
         yield run.key(i), v
 
 
-def _leaf_forward(db, a: bytes, b: bytes | None, buf, segs):
+def _leaf_forward(clock, a: bytes, b: bytes | None, buf, segs):
     cur = a
     while True:
         bound = b
@@ -143,7 +148,7 @@ def _leaf_forward(db, a: bytes, b: bytes | None, buf, segs):
                 if bound is None or k < bound:
                     bound = k
             parts.append(run.take(slice(i, j)))
-        now = db._clock()
+        now = clock()
         merged = merge_runs([cut(buf, cur, bound)] + [cut(p, cur, bound) for p in parts],
                             now, drop_dead=True)
         yield from _emit(merged, False)
@@ -152,7 +157,7 @@ def _leaf_forward(db, a: bytes, b: bytes | None, buf, segs):
         cur = bound
 
 
-def _leaf_backward(db, a: bytes, b: bytes | None, buf, segs):
+def _leaf_backward(clock, a: bytes, b: bytes | None, buf, segs):
     cur = b
     while True:
         bound = a
@@ -164,7 +169,7 @@ def _leaf_backward(db, a: bytes, b: bytes | None, buf, segs):
             if i > i0:
                 bound = max(bound, seg.key(i))
             parts.append(run.take(slice(i, e)))
-        now = db._clock()
+        now = clock()
         merged = merge_runs([cut(buf, bound, cur)] + [cut(p, bound, cur) for p in parts],
                             now, drop_dead=True)
         yield from _emit(merged, True)

@@ -136,14 +136,6 @@ def shard_words(view, no: int, stride: int):
     return view[no * stride:(no + 1) * stride]
 
 
-def own_words(view, no: int, stride: int):
-    """``view`` if it already is one shard's ``stride`` words (what Meta.shard_stats,
-    worker_slots, shard_faults return), else shard ``no``'s slice of the whole
-    array. Lets an interface take the shard's view while callers that pass the
-    whole array keep working."""
-    return view if len(view) == stride else shard_words(view, no, stride)
-
-
 # == Arena (docs/format.md, "Arena") ================================================
 # header u64[8], free stack u32[nslabs], zero pad to the next 4096-byte boundary,
 # then nslabs slabs of slab_bytes each.

@@ -40,7 +40,7 @@ import os
 import time
 from typing import Iterator
 
-from fusedb.core.layout import F_CURRENT, F_FAILURES, F_LAST, F_WORDS, own_words
+from fusedb.core.layout import F_CURRENT, F_FAILURES, F_LAST
 
 log = logging.getLogger("fusedb")
 
@@ -112,13 +112,13 @@ class Retrier:
     Made by the path's owner: the merge worker (fusedb.shard.worker) and the
     WAL writer (fusedb.wal.writer.Flusher), in the process that runs them.
     ``faults`` is the shard's fault words (``Meta.shard_faults(shard)``, u64,
-    indexed by F_*; the whole ``Meta.faults`` is accepted too); they are
+    indexed by F_*); they are
     written here so every process's ``stats()`` sees the state. No lock: each
     path is driven by one thread at a time, and each word has one writer (F_LAST
     two, each a single 8-byte store)."""
 
     def __init__(self, faults, shard: int, path: int):
-        self.faults = faults = own_words(faults, shard, F_WORDS)
+        self.faults = faults
         self.shard = shard
         self.path = path
         self.delay = 0.0            # current backoff delay (0: healthy)
@@ -175,11 +175,9 @@ class Retrier:
         self._logged = 0
 
 
-def shard_state(faults, shard: int = 0) -> dict:
+def shard_state(f) -> dict:
     """The ``stats()`` fields of one shard's background state (see the module doc).
-    ``faults``: the shard's fault words (``Meta.shard_faults(shard)``; ``shard``
-    is then not needed), or the whole ``Meta.faults`` and the shard number."""
-    f = own_words(faults, shard, F_WORDS)
+    ``f``: the shard's fault words (``Meta.shard_faults(shard)``)."""
     now = [describe(f[i]) for i in F_CURRENT]
     return {"background_error": "; ".join(s for s in now if s) or None,
             "last_background_error": describe(f[F_LAST]),

@@ -11,14 +11,15 @@ See docs/design.md, "Who touches what under which lock".
 
 from __future__ import annotations
 
-from fusedb.core.entry import INT64_MAX, INT64_MIN, KIND_DEL, KIND_INT
+from fusedb.core.entry import INT64_MAX, INT64_MIN, KIND_INT
+from fusedb.core.ops import entry_at
 from fusedb.shard.context import ShardContext
-from fusedb.shm.meta import S_FREEZES
-from fusedb.shm.slab import H_REFS, H_STATE, H_USED, STATE_FROZEN
+from fusedb.core.layout import S_FREEZES
+from fusedb.shm.slab import H_REFS, H_STATE, H_USED, NOT_FOUND, STATE_FROZEN
 from fusedb.wal.ring import R_HEAD
 
-#: What the locked read path returns when a segment is not open in this process yet.
-NEED_SEGMENTS = object()
+#: ``write_locked``: no room now in the leaf's buffers or the shard's WAL ring.
+NO_ROOM = -1
 
 
 class Shard:
@@ -41,9 +42,11 @@ class Shard:
         self.arena = arena
         self.ring = ring
         self.flusher = flusher
-        self.last_end = 0   # WAL position of the last in-place incr (read under the lock)
         self.slabs = arena.slabs
         self.meta = ctx.meta
+        #: This shard's stats words in the meta block (indexed by S_*), written
+        #: under the lock.
+        self.stats = ctx.meta.shard_stats(no)
         self.low_free = max(1, int(ctx.opts.low_free_fraction * arena.nslabs))
 
     # -- writers (under lock) ----------------------------------------------------------
@@ -58,24 +61,24 @@ class Shard:
         self.slabs[a].hdr[H_REFS] = 1
         meta.active[leaf] = -1
         meta.fills[leaf] += 1
-        meta.stats[self.no * 8 + S_FREEZES] += 1
+        self.stats[S_FREEZES] += 1
         self.store.wake(self.no)
 
     def write_locked(self, leaf: int, key: bytes, h: int, kind: int, value: bytes | None,
-                     ivalue: int, exp: float, log: bool = True, logged_at: int = 0) -> int:
+                     ivalue: int, exp: float, logged_at: int | None = None) -> int:
         """Log one mutation to the WAL ring, then apply it to the leaf's active
         buffer (WAL first: invariant 1). Returns the WAL stream position after the
-        record (truthy), or 0 if there is no room now in the buffers or the ring:
+        record, or NO_ROOM if there is no room now in the buffers or the ring:
         the caller releases the lock, waits, and retries; nothing was written.
-        ``log=False`` applies without logging: a batch logged its record already,
-        at stream position ``logged_at``."""
+        With ``logged_at`` the mutation is applied without logging: a batch logged
+        its record already, at that stream position (returned)."""
         meta = self.meta
         sid = meta.active[leaf]
         if sid < 0:
             sid = self.arena.alloc(leaf)
             if sid < 0:
                 self.store.wake(self.no)
-                return 0
+                return NO_ROOM
             meta.active[leaf] = sid
             if self.arena.free_count() < self.low_free:
                 self.store.wake(self.no)
@@ -85,44 +88,46 @@ class Shard:
         if not slab.fits(s, len(key), vlen):
             if meta.frozen[leaf] >= 0:
                 self.store.wake(self.no)
-                return 0
+                return NO_ROOM
             self.freeze_locked(leaf)
             sid = self.arena.alloc(leaf)
             if sid < 0:
-                return 0
+                return NO_ROOM
             meta.active[leaf] = sid
             slab = self.slabs[sid]
-            s = slab.find(key, h)
+            s = NOT_FOUND      # a fresh buffer holds no key
         seq = meta.seq[leaf] + 1
-        ring = self.ring
-        start = ring.hdr[R_HEAD] if log else logged_at
-        end = start
-        if log:
-            end = ring.append(seq, exp, kind, key, value, ivalue)
+        if logged_at is None:
+            start = self.ring.hdr[R_HEAD]
+            end = self.ring.append(seq, exp, kind, key, value, ivalue)
             if end < 0:
                 self.store.kick_flusher(self.no)
-                return 0
+                return NO_ROOM
+        else:
+            start = end = logged_at
         if slab.hdr[H_USED] == 0:
             slab.set_first_pos(start)
-        if s >= 0:
+        if s != NOT_FOUND:
             ok = slab.update(s, seq, exp, kind, value, ivalue)
         else:
-            ok = slab.insert(-1 - s, key, h, seq, exp, kind, value, ivalue)
+            ok = slab.insert(key, h, seq, exp, kind, value, ivalue)
         assert ok, "fits() promised room"
         meta.seq[leaf] = seq
         meta.writes[leaf] += 1
-        return end or 1
+        return end
 
-    def incr_in_place_locked(self, leaf: int, key: bytes, h: int, delta: int, now: float):
+    def incr_in_place_locked(self, leaf: int, key: bytes, h: int, delta: int,
+                             now: float) -> tuple[int, int] | None:
         """In-buffer merge: if ``key`` is a live counter in the active buffer, add
-        ``delta`` in its slot and return the new value; else None (the caller takes
-        the general path). Raises nothing: an overflowing sum returns None too."""
+        ``delta`` in its slot and return (new value, WAL stream position after
+        the record); else None (the caller takes the general path). Raises
+        nothing: an overflowing sum, or no room in the ring, returns None too."""
         sid = self.meta.active[leaf]
         if sid < 0:
             return None
         slab = self.slabs[sid]
         s = slab.find(key, h)
-        if s < 0 or slab.kind[s] != KIND_INT:
+        if s == NOT_FOUND or slab.kind[s] != KIND_INT:
             return None
         exp = slab.exp[s]
         if exp != 0.0 and exp <= now:
@@ -135,60 +140,38 @@ class Shard:
         end = self.ring.append(seq, exp, KIND_INT, key, None, new)
         if end < 0:
             return None
-        self.last_end = end
         slab.heap_q[q] = new
         slab.seq[s] = seq
         self.meta.seq[leaf] = seq
         self.meta.writes[leaf] += 1
-        return new
+        return new, end
 
     def read_buffers_locked(self, leaf: int, key: bytes, h: int):
-        """(kind, payload, exp) from the active or frozen buffer, or None if the key
-        is in neither. payload: bytes for a value, int for a counter, None for a
-        tombstone."""
+        """The key's entry (fusedb.core.ops) in the active or frozen buffer, or
+        None if it is in neither."""
         meta = self.meta
         for sid in (meta.active[leaf], meta.frozen[leaf]):
             if sid >= 0:
                 slab = self.slabs[sid]
                 s = slab.find(key, h)
-                if s >= 0:
-                    kind = slab.kind[s]
-                    if kind == KIND_INT:
-                        return kind, slab.heap_q[slab.voff[s] >> 3], slab.exp[s]
-                    if kind == KIND_DEL:
-                        return kind, None, 0.0
-                    return kind, slab.value(s), slab.exp[s]
+                if s != NOT_FOUND:
+                    return entry_at(slab, s)
         return None
 
-    def read_locked(self, leaf: int, key: bytes, h: int):
-        """Like :meth:`read_buffers_locked` but also searches the leaf's segments.
-        Returns NEED_SEGMENTS if one is not open in this process (the caller opens
-        it outside the lock with :meth:`Store.open_segments` and retries)."""
-        e = self.read_buffers_locked(leaf, key, h)
-        if e is not None:
-            return e
+    def segments_locked(self, leaf: int) -> list | None:
+        """The leaf's segments, newest first, or None if one is not open in this
+        process yet: the caller opens ``meta.segs_of(leaf)`` outside the lock
+        (``Store.open_for_retry``) and tries again. Reading them needs no lock:
+        segments are immutable."""
         cache = self.store.segcache
-        meta = self.meta
-        base = leaf * 4
-        for i in range(meta.nsegs[leaf]):
-            seg = cache.get(meta.segs[base + i])
-            if seg is None:
-                return NEED_SEGMENTS
-            e = segment_entry(seg, key, h)
-            if e is not None:
-                return e
-        return None
+        segs = [cache.get(s) for s in self.meta.segs_of(leaf)]
+        return None if None in segs else segs
 
 
-def segment_entry(seg, key: bytes, h: int):
-    """(kind, payload, exp) of ``key`` in segment ``seg``, or None."""
-    j = seg.find(key, h)
-    if j < 0:
-        return None
-    kind = seg.kind[j]
-    if kind == KIND_INT:
-        return kind, seg.int_value(j), seg.exp[j]
-    if kind == KIND_DEL:
-        return kind, None, 0.0
-    return kind, seg.value(j), seg.exp[j]
-
+def segments_entry(segs: list, key: bytes, h: int):
+    """The key's entry in the newest of the segments ``segs`` that holds it, or None."""
+    for seg in segs:
+        j = seg.find(key, h)
+        if j >= 0:
+            return entry_at(seg, j)
+    return None

@@ -44,6 +44,9 @@ HEADER_BYTES = SLAB_HDR_BYTES
 STATE_FREE, STATE_ACTIVE, STATE_FROZEN = SLAB_FREE, SLAB_ACTIVE, SLAB_FROZEN
 _COL_BYTES = {name: size for name, size, _fmt in SLAB_COLUMNS}
 
+#: ``Slab.find``: the key has no slot in this buffer.
+NOT_FOUND = -1
+
 
 class SlabLayout:
     """Byte offsets of each column of a slab of ``slab_bytes`` with ``nslots`` slots."""
@@ -104,7 +107,7 @@ class Slab:
     # -- hot path --------------------------------------------------------------------
 
     def find(self, key: bytes, h: int) -> int:
-        """Slot of ``key``, or ``-1 - i`` where ``i`` is the free index position."""
+        """Slot of ``key``, or NOT_FOUND."""
         index = self.index
         mask = self.mask
         hashes = self.hash
@@ -112,7 +115,7 @@ class Slab:
         while True:
             s = index[i]
             if s == 0:
-                return -1 - i
+                return NOT_FOUND
             s -= 1
             if hashes[s] == h:
                 a = self.koff[s]
@@ -120,9 +123,9 @@ class Slab:
                     return s
             i = (i + 1) & mask
 
-    def insert(self, pos: int, key: bytes, h: int, seq: int, exp: float, kind: int,
+    def insert(self, key: bytes, h: int, seq: int, exp: float, kind: int,
                value: bytes | None, ivalue: int) -> bool:
-        """Add ``key`` at free index position ``pos``; False if the slab is full.
+        """Add ``key``, which :meth:`find` did not find; False if the slab is full.
 
         The value is ``ivalue`` for KIND_INT, ``value`` for KIND_VALUE, nothing for KIND_DEL.
         """
@@ -152,17 +155,23 @@ class Slab:
         self.vlen[s] = vlen
         self.vcap[s] = vcap
         self.kind[s] = kind
-        self.index[pos] = s + 1
+        index = self.index      # the first free index position on the key's probe path
+        mask = self.mask
+        i = h & mask
+        while index[i]:
+            i = (i + 1) & mask
+        index[i] = s + 1
         hdr[H_USED] = s + 1
         hdr[H_HEAP] = end
         return True
 
     def fits(self, s: int, klen: int, vlen: int) -> bool:
-        """Whether writing a value of ``vlen`` bytes at slot ``s`` (or, for ``s < 0``,
-        inserting a key of ``klen`` bytes) will succeed. Mirrors insert/update."""
+        """Whether writing a value of ``vlen`` bytes at slot ``s`` (or, for
+        ``s == NOT_FOUND``, inserting a key of ``klen`` bytes) will succeed.
+        Mirrors update/insert."""
         hdr = self.hdr
         vcap = (vlen + 7) & ~7 or 8
-        if s >= 0:
+        if s != NOT_FOUND:
             return vlen <= self.vcap[s] or ((hdr[H_HEAP] + 7) & ~7) + vcap <= self.heap_bytes
         return (hdr[H_USED] < self.nslots
                 and ((hdr[H_HEAP] + klen + 7) & ~7) + vcap <= self.heap_bytes)
@@ -201,6 +210,10 @@ class Slab:
     def value(self, s: int) -> bytes:
         v = self.voff[s]
         return bytes(self.heap[v:v + self.vlen[s]])
+
+    def int_value(self, s: int) -> int:
+        """The counter in slot ``s`` (KIND_INT)."""
+        return self.heap_q[self.voff[s] >> 3]
 
     def used(self) -> int:
         return self.hdr[H_USED]

@@ -43,7 +43,7 @@ from fusedb.tools.problems import (KEY_SIZE_LIMIT, orphan_problems,  # noqa: F40
                                    segment_problems, stream_gaps, wal_runs)
 from fusedb.wal.reader import decode, list_files, read_file
 
-LOCK_FILE = "LOCK"     # fusedb.runtime.store.LOCK_FILE (not imported: store pulls in the runtime)
+LOCK_FILE = "LOCK"     # fusedb.runtime.identity.LOCK_FILE
 
 #: Snapshots tried before :class:`CheckBusyError` (each retry follows a manifest
 #: change that replaced a file between reading the manifest and opening it).

@@ -45,7 +45,7 @@ import traceback
 
 from fusedb.core import failpoints, retry
 from fusedb.core.fileio import fsync_dir, write_all
-from fusedb.core.layout import F_CURRENT, F_WORDS, S_DISK_ERROR, S_WORDS, own_words
+from fusedb.core.layout import F_CURRENT, S_DISK_ERROR
 from fusedb.errors import DiskError
 from fusedb.wal.format import FILE_HEADER, file_name, write_file_header
 from fusedb.wal.reader import list_files
@@ -64,7 +64,7 @@ class Flusher(threading.Thread):
     ``_flush_lock``, :meth:`truncate` (the merge worker) by ``_truncate_lock``."""
 
     def __init__(self, dirpath: str, shard: int, ring: Ring, mode: str, sync_interval: float,
-                 file_bytes: int, flush_tick: float = 0.005, kick=None, error_flag=None,
+                 file_bytes: int, flush_tick: float = 0.005, kick=None,
                  faults=None, limit: int = 0, wake=None, stats=None):
         super().__init__(name=f"fusedb-flusher-{shard}", daemon=True)
         self.dirpath = dirpath
@@ -77,11 +77,10 @@ class Flusher(threading.Thread):
         #: Set by writers to ask for a flush now: a threading.Event, or a named
         #: semaphore (fusedb.shm.locks.SemEvent) when writers are other processes.
         self.kick = kick if kick is not None else threading.Event()
-        #: (view, index) of the shared-memory word set to 1 while writes fail
-        #: (S_DISK_ERROR of the shard's stats words, given as ``stats`` =
-        #: Meta.shard_stats(shard); or as ``error_flag`` = (view, index)), so
-        #: writers in other processes see the disk error too.
-        self.error_flag = (stats, S_DISK_ERROR) if stats is not None else error_flag
+        #: The shard's stats words (Meta.shard_stats(shard)), or None: its
+        #: S_DISK_ERROR word is set to 1 while writes fail, so writers in other
+        #: processes see the disk error too.
+        self.stats = stats
         #: Failure state of this flusher (logging, stats() and rotation backoff),
         #: if given the meta block's ``faults`` view.
         self.retry = retry.Retrier(faults, shard, retry.FLUSHER) if faults is not None else None
@@ -248,9 +247,8 @@ class Flusher(threading.Thread):
                 self.error = e
             # else: the current file took the records; the rotation is retried
             # with backoff and writers see nothing
-        if self.error_flag is not None:
-            view, i = self.error_flag
-            view[i] = 1 if self.error is not None else 0
+        if self.stats is not None:
+            self.stats[S_DISK_ERROR] = 1 if self.error is not None else 0
         if self.retry is not None:
             if failed is not None and retry.transient(failed) is not None:
                 self.retry.failed(failed)
@@ -342,15 +340,14 @@ class RemoteFlusher:
     mode, no lock): the durable position is read from the ring header, a flush
     is asked for through the shard's kick semaphore, and a disk error is read
     from the meta block. ``stats`` and ``faults``: the shard's words
-    (Meta.shard_stats(shard), Meta.shard_faults(shard); the whole arrays are
-    accepted too)."""
+    (Meta.shard_stats(shard), Meta.shard_faults(shard))."""
 
     def __init__(self, ring: Ring, kick, stats, shard: int, faults=None):
         self.ring = ring
         self.kick = kick
-        self.stats = own_words(stats, shard, S_WORDS)
+        self.stats = stats
         self.shard = shard
-        self.faults = own_words(faults, shard, F_WORDS) if faults is not None else None
+        self.faults = faults
 
     @property
     def error(self) -> OSError | None:

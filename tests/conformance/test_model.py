@@ -153,7 +153,6 @@ class ContractMachine(RuleBasedStateMachine):
     def flush(self):
         self.db.flush()
 
-    @precondition(lambda self: hasattr(fusedb.FuseDB, "update"))
     @rule(k=keys, fn=st.sampled_from(sorted(UPDATES)), ttl=ttls)
     def update(self, k, fn, ttl):
         ttl = self.ttl(ttl)

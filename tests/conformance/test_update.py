@@ -12,10 +12,6 @@ import pytest
 
 import fusedb
 
-# Skipped only while the API lacks update (it is being added on another branch).
-# The integrator removes this guard once both are merged.
-pytestmark = pytest.mark.skipif(not hasattr(fusedb.FuseDB, "update"),
-                                reason="FuseDB.update not merged yet")
 
 
 def test_update_creates_changes_and_returns_what_was_stored(db):

@@ -1,0 +1,83 @@
+"""Validation of API arguments: keys, values, TTLs, counter deltas.
+
+One rule for each, shared by :class:`fusedb.api.db.FuseDB`, ``Batch`` and scans.
+Pure functions of the argument and the database's limits; no lock, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+
+from fusedb.core.entry import INT64_MAX, INT64_MIN
+from fusedb.errors import IntegerOverflowError, InvalidArgumentError, KeyTooLargeError, \
+    KeyTypeError, ValueTooLargeError, ValueTypeError
+
+
+def coerce_key(key, what: str | None = None) -> bytes:
+    """``key`` as bytes (str is UTF-8 encoded). KeyTypeError for any other type;
+    ``what`` names the argument in the message (default: "keys")."""
+    if isinstance(key, str):
+        return key.encode("utf-8")
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        return bytes(key)
+    if what is None:
+        raise KeyTypeError(f"keys are bytes or str, not {type(key).__name__}")
+    raise KeyTypeError(f"{what} must be bytes or str, not {type(key).__name__}")
+
+
+def delta(d, op: str = "incr") -> int:
+    """A counter delta: an int in the signed 64-bit range. ValueTypeError,
+    IntegerOverflowError otherwise (``op`` names the operation)."""
+    if type(d) is not int:
+        raise ValueTypeError(f"{op} delta must be an int, not {type(d).__name__}")
+    if d < INT64_MIN or d > INT64_MAX:
+        raise IntegerOverflowError(f"{op} delta {d} does not fit in 64 bits")
+    return d
+
+
+def ttl_seconds(ttl) -> float:
+    """``ttl``: seconds, a positive finite int or float. ValueTypeError for
+    another type (bool included), InvalidArgumentError for a bad number."""
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise ValueTypeError(f"ttl is seconds (int or float), not {type(ttl).__name__}")
+    if not (ttl > 0 and math.isfinite(ttl)):
+        raise InvalidArgumentError(f"ttl must be a positive finite number, got {ttl!r}")
+    return ttl
+
+
+class Args:
+    """The validators bound to one database's limits (max_key_size,
+    max_value_size, clock). Stateless after construction: any thread."""
+
+    def __init__(self, opts):
+        self.max_key = opts.max_key_size
+        self.max_value = opts.max_value_size
+        self.clock = opts.clock
+
+    def key(self, key) -> bytes:
+        """``key`` as bytes, 1..max_key_size long. KeyTypeError, KeyTooLargeError."""
+        if type(key) is not bytes:
+            key = coerce_key(key)
+        n = len(key)
+        if n == 0 or n > self.max_key:
+            raise KeyTooLargeError(f"key length {n} is outside 1..{self.max_key} bytes")
+        return key
+
+    def value(self, value) -> bytes:
+        """``value`` (bytes-like) as bytes, at most max_value_size long.
+        ValueTypeError, ValueTooLargeError."""
+        if type(value) is not bytes:
+            if not isinstance(value, (bytearray, memoryview)):
+                raise ValueTypeError(f"values are bytes, not {type(value).__name__}")
+            value = bytes(value)
+        if len(value) > self.max_value:
+            raise ValueTooLargeError(
+                f"value length {len(value)} is over max_value_size={self.max_value}")
+        return value
+
+    def deadline(self, ttl) -> float:
+        """The absolute expiry (clock seconds) of a ``ttl`` from now; 0.0 (never)
+        for None. Errors as :func:`ttl_seconds`."""
+        if ttl is None:
+            return 0.0
+        return self.clock() + ttl_seconds(ttl)

@@ -1,0 +1,92 @@
+"""``FuseDB.stats()``: counters and gauges gathered from shared memory, plus the
+state of each shard's worker process. Called by the handle's thread; takes each
+shard lock in turn (O(leaves) under it), never two at once."""
+
+from __future__ import annotations
+
+
+import psutil
+
+from fusedb.core import retry
+from fusedb.core.layout import W_REPAIRS
+from fusedb.shm.meta import STAT_FIELDS
+from fusedb.wal.ring import R_WAL_BYTES
+
+
+def stats(x) -> dict:
+    """The ``FuseDB.stats()`` dict of the database executor ``x`` runs on
+    (fusedb.api.executor.Executor). Sizes in bytes."""
+    meta = x.meta
+    opts = x.opts
+    leaves = x.routes.current()[2]
+    segids: dict[int, int] = {}   # segment id -> file size
+    frozen = active = 0
+    fill = 0.0
+    totals = dict.fromkeys(STAT_FIELDS, 0)
+    shards = []
+    for shard in x.shards:
+        with shard.lock:
+            for name_i, name in enumerate(STAT_FIELDS):
+                totals[name] += meta.shard_stats(shard.no)[name_i]
+            free = shard.arena.free_count()
+            cache = x.store.segcache
+            for leaf in leaves:
+                if meta.shard[leaf] != shard.no:
+                    continue
+                for segid in meta.segs_of(leaf):
+                    seg = cache.get(segid)    # published segments are cached here
+                    segids[segid] = seg.size if seg is not None else 0
+                if meta.frozen[leaf] >= 0:
+                    frozen += 1
+                a = meta.active[leaf]
+                if a >= 0:
+                    active += 1
+                    fill += shard.slabs[a].fill()
+        # Counted by the shard's WAL writer (in the worker process, multiprocess)
+        # and published in the ring header, so every process sees it.
+        shards.append({"shard": shard.no, "slabs_total": shard.arena.nslabs,
+                       "slabs_free": free, "wal_bytes": shard.ring.hdr[R_WAL_BYTES],
+                       "wal_max_bytes": opts.wal_max_bytes})
+    seg_bytes = sum(segids.values())
+    logical = totals["logical_bytes_written"]
+    return {
+        "leaves": len(leaves),
+        "segments": len(segids),
+        "segment_bytes": seg_bytes,
+        **totals,
+        "write_amplification": (totals["segment_bytes_written"] / logical) if logical else 0.0,
+        "active_buffers": active,
+        "frozen_buffers": frozen,
+        "buffer_fill": (fill / active) if active else 0.0,
+        "arena_slabs_total": sum(s["slabs_total"] for s in shards),
+        "arena_slabs_used": sum(s["slabs_total"] - s["slabs_free"] for s in shards),
+        "wal_bytes": sum(s["wal_bytes"] for s in shards),
+        "shards": shards,
+        "mode": opts.mode,
+        "workers": worker_stats(x),
+    }
+
+
+def worker_stats(x) -> list[dict]:
+    """Per shard: the process doing its background work, its CPU and memory,
+    and the state of its background I/O (fusedb.core.retry.shard_state):
+    ``background_error`` (str, or None while healthy), ``last_background_error``
+    (the latest one, kept after the shard healed) and ``background_failures``
+    (failed attempts since open, each retried)."""
+    meta = x.meta
+    out = []
+    for shard in x.shards:
+        pid = x.store.worker_pid(shard.no)
+        row = {"shard": shard.no, "pid": pid,
+               "repairs": meta.worker_slots(shard.no)[W_REPAIRS],
+               **retry.shard_state(meta.shard_faults(shard.no))}
+        try:
+            p = psutil.Process(pid)
+            with p.oneshot():
+                t = p.cpu_times()
+                row.update(cpu_seconds=t.user + t.system, cpu_num=p.cpu_num(),
+                           cpu_affinity=p.cpu_affinity(), rss_bytes=p.memory_info().rss)
+        except psutil.Error:
+            row["alive"] = False
+        out.append(row)
+    return out
