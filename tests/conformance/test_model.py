@@ -16,7 +16,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-import fusedb
 from fusedb.testing import Model, outcome
 
 KEYS = [b"k%02d" % i for i in range(12)] + [b"\x90k%02d" % i for i in range(12)] + \
