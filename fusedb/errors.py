@@ -78,7 +78,7 @@ class CorruptionError(FuseDBError):
 class DiskError(FuseDBError, OSError):
     """Raised to a writer when the WAL cannot be written or fsynced (ENOSPC, EIO).
 
-    The database stays readable; the flusher keeps retrying, and once the disk
+    The database stays readable; the WAL writer keeps retrying, and once the disk
     accepts writes again nothing acknowledged is lost. In ``sync`` mode the write
     that gets this error was *applied* (it is visible, and becomes durable when
     the disk recovers) but was not acknowledged as durable: do not blindly retry

@@ -117,9 +117,9 @@ class FuseDBEngine(Engine):
     def expire(self, k, ttl): self.db.expire(k, ttl)
 
     def engine_bytes_written(self):
-        from fusedb.wal.ring import R_FLUSHED
+        from fusedb.wal.ring import R_WRITTEN
         s = self.db.stats()
-        wal = sum(sh.ring.hdr[R_FLUSHED] for sh in self.db._store.shards)
+        wal = sum(sh.ring.hdr[R_WRITTEN] for sh in self.db._store.shards)
         self.stats = s
         return s["segment_bytes_written"] + wal
 

@@ -27,12 +27,12 @@ def crash(db) -> None:
     for w in store.workers:
         w.stopping.set(); w.wakeup.set(); w.join()
     store.workers = []
-    for f in store.flushers:
-        f.flush(fsync=False)
+    for f in store.wal_writers:
+        f.write_out(fsync=False)
         f.stopping.set(); f.kick.set(); f.join()
         os.close(f.fd)
         f.fd = -1
-    store.flushers = []
+    store.wal_writers = []
     store.release_shm(unlink=False)
     store.lockfile.release()
     db._closed = True

@@ -51,7 +51,7 @@ def run(name: str, ops, extra: dict) -> None:
             op(db)
             if i % 1000 == 0:
                 peak = max(peak, file_bytes(path, "wal-"))
-        time.sleep(0.5)       # let the flusher and the worker finish their round
+        time.sleep(0.5)       # let the WAL writer and the worker finish their round
         wal = file_bytes(path, "wal-")
         st = db.stats()
         mib = lambda v: f"{v / MiB:.1f}" if v is not None else "n/a"   # noqa: E731

@@ -120,7 +120,7 @@ def test_check_accepts_a_wal_only_database_and_refuses_an_empty_directory(tmp_pa
 
 def test_interval_mode_fsyncs_on_its_own(tmp_path):
     """In interval mode the WAL becomes durable without any further write or call:
-    the flusher fsyncs within sync_interval (checked with a generous bound)."""
+    the WAL writer fsyncs within sync_interval (checked with a generous bound)."""
     with fusedb.open(str(tmp_path / "d"), durability="interval", sync_interval=0.05) as db:
         db.put(b"k", b"v")
         target = testing.ring_positions(db)["head"]
@@ -135,9 +135,9 @@ def test_none_mode_does_not_fsync_each_write(tmp_path):
         for i in range(100):
             db.put(b"k%d" % i, b"v")
         deadline = time.monotonic() + 5
-        while (pos := testing.ring_positions(db))["flushed"] < pos["head"] and \
+        while (pos := testing.ring_positions(db))["written"] < pos["head"] and \
                 time.monotonic() < deadline:
             time.sleep(0.01)
         pos = testing.ring_positions(db)
-        assert pos["flushed"] == pos["head"], "written to the file"
+        assert pos["written"] == pos["head"], "written to the file"
         assert pos["durable"] == 0, "but never fsynced"

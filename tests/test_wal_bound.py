@@ -75,7 +75,7 @@ def hard_bound(db) -> int:
 
 
 def settled_stats(db, path: str) -> dict:
-    """stats() once the flusher has written what the ring holds: its WAL byte
+    """stats() once the WAL writer has written what the ring holds: its WAL byte
     counts must then equal the directory's, shard by shard."""
     deadline = time.monotonic() + 10
     while True:
@@ -276,7 +276,7 @@ def test_cold_leaf_and_hot_counter_stay_under_the_bound_over_10x_its_writes(tmp_
 @pytest.mark.parametrize("mode", ["embedded", "multiprocess"])
 def test_sync_mode_writers_are_not_deadlocked_by_the_limit(tmp_path, mode):
     """durability="sync": each writer waits for its record to be fsynced. While
-    the limit holds writers back the flusher still writes and fsyncs what the
+    the limit holds writers back the WAL writer still writes and fsyncs what the
     ring holds (only the room for new records is held back), so those waits end;
     the WAL stays under the hard bound over 10 rings of writes."""
     path = str(tmp_path / "db")

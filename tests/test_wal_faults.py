@@ -1,4 +1,4 @@
-"""Disk faults in the WAL path, injected into the flusher's own ``os`` (as a full
+"""Disk faults in the WAL path, injected into the WAL writer's own ``os`` (as a full
 disk would behave), with the regressions a review found: a short write then
 ENOSPC must not misalign the log; a close that meets the error must keep the
 ring for the next open; a transient error must not take the database down."""

@@ -536,7 +536,7 @@ def frame(stream: bytes) -> list[tuple[int, int, int]]:
 
 
 class RingDriver:
-    """Appends to a ring and plays the flusher: whenever an append finds no room,
+    """Appends to a ring and plays the WAL writer: whenever an append finds no room,
     the bytes [flushed, head) are moved out and ``flushed`` (and the room base
     writers measure ring space from) advances."""
 
@@ -556,7 +556,7 @@ class RingDriver:
             self.stream += bytes(v)
             v.release()
         ring.hdr[4] = head
-        ring.hdr[R_ROOM] = head     # as the flusher does under its WAL limit
+        ring.hdr[R_ROOM] = head     # as the WAL writer does under its WAL limit
         if head != self.boundaries[-1]:
             self.boundaries.append(head)
         assert len(self.stream) == head
@@ -623,7 +623,7 @@ def test_ring_stream_split_into_files_with_torn_tail(tmp_path):
     ops = ring_ops(seed=2, n=300)
     drv = run_ring(ops)
     stream = bytes(drv.stream)
-    # Cut the stream into WAL files at flush boundaries (as the flusher rotates).
+    # Cut the stream into WAL files at flush boundaries (as the WAL writer rotates).
     cuts = drv.boundaries[1:-1:3] + [len(stream)]
     assert len(cuts) >= 3
     files, start = [], 0

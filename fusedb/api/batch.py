@@ -187,7 +187,7 @@ class Commit(Command):
                     muts.append((seqs[leaf], exp, kind, key, value, ivalue))
             rec = shard.ring.prepare_many(muts) if muts else None
             if rec is not None and not shard.ring.has_room(rec[2]):
-                x.store.kick_flusher(shard.no)
+                x.store.kick_wal_writer(shard.no)
                 return STALL, shard
             records.append((shard, part, rec))
         # 3. Write: nothing below can fail.

@@ -144,7 +144,7 @@ class Executor:
 
     ``store`` is the process's open database (fusedb.runtime): its ``opts``,
     ``meta``, ``shards``, ``segcache``, ``check()``, ``check_router()``,
-    ``open_for_retry()`` and ``kick_flusher()`` are used."""
+    ``open_for_retry()`` and ``kick_wal_writer()`` are used."""
 
     def __init__(self, store):
         self.store = store
@@ -179,7 +179,7 @@ class Executor:
             if outcome == DONE:
                 if self.sync:
                     for shard, end in arg:
-                        shard.flusher.wait_durable(end)
+                        shard.wal_writer.wait_durable(end)
                 return cmd.result
             if outcome == SEGMENTS:
                 attempt += 1
@@ -208,9 +208,9 @@ class Executor:
         whether the WAL limit held the write back, and any background error)."""
         signals.raise_pending()     # no lock is held here: a deferred signal acts now
         now = time.monotonic()
-        if shard.flusher.error is not None and shard.ring.free() < shard.ring.cap // 2:
-            raise DiskError(f"the WAL cannot be written ({shard.flusher.error}); the write "
-                            f"was not applied; reads still work") from shard.flusher.error
+        if shard.wal_writer.error is not None and shard.ring.free() < shard.ring.cap // 2:
+            raise DiskError(f"the WAL cannot be written ({shard.wal_writer.error}); the write "
+                            f"was not applied; reads still work") from shard.wal_writer.error
         opts = self.opts
         if deadline is None:
             return now + opts.write_timeout
@@ -253,7 +253,7 @@ class Executor:
         if end == NO_ROOM:
             self.run(Write(key, h, (KIND_VALUE, value, 0, exp)))
         elif self.sync:
-            shard.flusher.wait_durable(end)
+            shard.wal_writer.wait_durable(end)
 
     def get(self, key: bytes):
         """The entry of ``key`` (fusedb.core.ops), or None. Segments are searched
@@ -293,7 +293,7 @@ class Executor:
         if done is None:
             return self.run(Modify(key, h, ops.op_incr(key, delta, now)))
         if self.sync:
-            shard.flusher.wait_durable(done[1])
+            shard.wal_writer.wait_durable(done[1])
         return done[0]
 
     def modify(self, key: bytes, fn):

@@ -8,7 +8,7 @@ Points: ``merge.before_publish`` (a merge's or split's segments are written, not
 yet published); ``split.before_publish`` (the same, for a merge that splits);
 ``merge.publish_locked`` (the same, with the shard lock taken); ``route.switch``
 (a routing change is half done: the route version is odd); ``wal.write`` and
-``wal.fsync`` (the flusher is about to write the ring to the WAL file / fsync
+``wal.fsync`` (the WAL writer is about to write the ring to the WAL file / fsync
 it: raise OSError here to simulate ENOSPC or EIO); ``wal.before_unlink`` (a
 fully merged WAL file is about to be deleted); ``publish.before_rename`` and
 ``publish.before_dir_fsync`` (a segment or manifest is fsynced under its

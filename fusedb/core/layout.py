@@ -197,10 +197,10 @@ def slab_offsets(nslots: int) -> tuple[int, dict[str, int], int]:
 RING_MAGIC = magic_u64(b"FUSERNG1")
 RING_VERSION = 1
 #: Header slots: magic, layout version, capacity (bytes, a multiple of 16), head,
-#: flushed (written to the WAL file), durable (fsynced), next LSN, current WAL
+#: written (written to the WAL file), durable (fsynced), next LSN, current WAL
 #: file number, its start position, bytes of the shard's WAL files on disk, room
 #: base (writers may append up to it + capacity); 11..15 zero.
-R_MAGIC, R_VERSION, R_CAP, R_HEAD, R_FLUSHED, R_DURABLE, R_LSN, R_FILE_NO, R_FILE_START, \
+R_MAGIC, R_VERSION, R_CAP, R_HEAD, R_WRITTEN, R_DURABLE, R_LSN, R_FILE_NO, R_FILE_START, \
     R_WAL_BYTES, R_ROOM = range(11)
 RING_HDR_WORDS = 16
 RING_DATA_OFF = 4096

@@ -1,13 +1,13 @@
 """Retrying background I/O after a disk error (docs/design.md, "Durability").
 
 A shard's background work — merges, splits, manifest writes, WAL truncation
-(the merge worker) and WAL writes, fsyncs and rotation (the WAL flusher) — can
+(the merge worker) and WAL writes, fsyncs and rotation (the WAL writer) — can
 meet a full or failing disk. Those errors are *transient*: the condition is
 outside FuseDB and can go away (space is freed, a quota raised, a flaky device
 or network file system answers again), and every background step can simply be
 run again, because it writes a fresh temporary file from inputs that do not
 change until it publishes (a merge's frozen buffer and segments, the ring's
-unflushed bytes). So the step is retried, with exponential backoff, and the
+unwritten bytes). So the step is retried, with exponential backoff, and the
 database heals by itself once the disk accepts writes.
 
 Which errors are transient: ``OSError`` with errno ``ENOSPC`` (no space),
@@ -25,7 +25,7 @@ is working again at most about a second after space returns.
 
 State for operators: each shard has a record in the meta block
 (``Meta.faults``, docs/format.md) with the current error of its merge worker
-and of its WAL flusher (0 while healthy), the last error seen, and the number
+and of its WAL writer (0 while healthy), the last error seen, and the number
 of failed attempts; ``FuseDB.stats()`` shows it per shard. Each path logs one
 line (logger ``"fusedb"``, WARNING) when it starts failing or its error
 changes, and one line (INFO) when it works again; never a traceback.
@@ -58,9 +58,9 @@ EXIT_DISK_ERROR = 3
 #: Background steps, by code (the code is what the meta block records).
 STEPS = ("background work", "merge", "split", "manifest write", "WAL truncation",
          "segment deletion", "WAL write", "WAL rotation", "shard repair", "flush")
-#: The two background paths of a shard: its merge worker and its WAL flusher.
+#: The two background paths of a shard: its merge worker and its WAL writer.
 WORKER, FLUSHER = 0, 1
-_PATHS = ("merge worker", "WAL flusher")
+_PATHS = ("merge worker", "WAL writer")
 _PLAN = ("retrying with backoff (10 ms doubling up to 1 s); reads go on, and writes while "
          "buffer memory lasts; nothing acknowledged is lost",
          "retrying every few ms; reads go on; writers get DiskError once the WAL ring is "
@@ -110,7 +110,7 @@ class Retrier:
     """The failure state and backoff of one background path of one shard.
 
     Made by the path's owner: the merge worker (fusedb.shard.worker) and the
-    WAL writer (fusedb.wal.writer.Flusher), in the process that runs them.
+    WAL writer (fusedb.wal.writer.WalWriter), in the process that runs them.
     ``faults`` is the shard's fault words (``Meta.shard_faults(shard)``, u64,
     indexed by F_*); they are
     written here so every process's ``stats()`` sees the state. No lock: each

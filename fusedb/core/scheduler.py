@@ -89,7 +89,7 @@ def wal_target(files: tuple[tuple[int, int], ...], max_bytes: int) -> int | None
     answer is the first position of the oldest file that must be kept, i.e. of the
     first file such that it and every newer file together fit (the current file
     if none does). Once no buffer holds a record below that position, every
-    older file is deletable (``Flusher.truncate``)."""
+    older file is deletable (``WalWriter.truncate``)."""
     total = sum(nbytes for _start, nbytes in files)
     if not max_bytes or total <= max_bytes or len(files) < 2:
         return None

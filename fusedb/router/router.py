@@ -10,13 +10,13 @@ from fusedb.errors import DiskError, FuseDBError
 from fusedb.options import Options
 from fusedb.router.spawn import WorkerProcesses
 from fusedb.runtime import bootstrap, catalog
-from fusedb.runtime.remote import flush_through_workers, remote_flusher
+from fusedb.runtime.remote import flush_through_workers, remote_wal_writer
 from fusedb.runtime.segcache import SegmentCache
 from fusedb.runtime.state import Attempts, Runtime
 from fusedb.runtime.sync import make_proc_sync
 from fusedb.shard.shard import Shard
 from fusedb.shm.meta import M_MODE, M_ROUTER_PID, MODE_MULTIPROCESS, W_PID
-from fusedb.wal.writer import Flusher
+from fusedb.wal.writer import WalWriter
 
 
 class RouterStore(Runtime):
@@ -57,7 +57,7 @@ class RouterStore(Runtime):
         self.segments = SegmentCache(self.path, meta, self.meta_lock, self.segcache)
         for i in range(opts.shards):
             self.shards.append(Shard(self, i, self.shard_locks[i], arenas[i], rings[i],
-                                     remote_flusher(self, i, rings[i])))
+                                     remote_wal_writer(self, i, rings[i])))
         # Attached processes read shard membership from the manifest when they
         # repair a shard, so it must match this run's assignment from the start.
         self.write_manifest()
@@ -129,8 +129,8 @@ class RouterStore(Runtime):
 
     def _salvage_ring(self, shard: Shard) -> None:
         """Write what a dead worker's ring holds to its WAL file (fsynced)."""
-        f = Flusher(self.path, shard.no, shard.ring, "sync", 0.0, self.opts.wal_file_bytes)
-        f.flush(fsync=True)
+        f = WalWriter(self.path, shard.no, shard.ring, "sync", 0.0, self.opts.wal_file_bytes)
+        f.write_out(fsync=True)
         os.close(f.fd)
         if f.error is not None:
             self.keep_rings()

@@ -73,7 +73,7 @@ def after_publish(rt, replaced: list[int]) -> None:
     attempt is skipped."""
     referenced, floors = write_manifest(rt)
     with retry.step("WAL truncation"):
-        for f in rt.flushers:
+        for f in rt.wal_writers:
             f.truncate(floors[f.shard])
     with retry.step("segment deletion"):
         for segid in replaced:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fusedb.errors import ClosedError
 from fusedb.runtime.attach import attach
-from fusedb.runtime.remote import flush_through_workers, remote_flusher
+from fusedb.runtime.remote import flush_through_workers, remote_wal_writer
 from fusedb.runtime.state import Runtime
 from fusedb.shard.shard import Shard
 from fusedb.shm.locks import alive
@@ -25,7 +25,7 @@ class ClientStore(Runtime):
             arenas, rings = attach(self)
             for i, (arena, ring) in enumerate(zip(arenas, rings)):
                 self.shards.append(Shard(self, i, self.shard_locks[i], arena, ring,
-                                         remote_flusher(self, i, ring)))
+                                         remote_wal_writer(self, i, ring)))
         except BaseException:
             self.teardown()
             raise

@@ -16,7 +16,7 @@ from fusedb.runtime.state import Attempts, Runtime, flush_failed
 from fusedb.shard.merging import Merger
 from fusedb.shard.shard import Shard
 from fusedb.shard.worker import Worker
-from fusedb.wal.writer import Flusher
+from fusedb.wal.writer import WalWriter
 
 
 class EmbeddedStore(Runtime):
@@ -24,7 +24,7 @@ class EmbeddedStore(Runtime):
     calling thread. Locks are thread locks (see docs/design.md, "Why the
     embedded locks are thread locks"). Any thread may call :meth:`flush`;
     :meth:`close` runs on one thread, after every other call returned (the
-    FuseDB contract). ``workers``/``mergers``/``flushers``: per shard, its merge
+    FuseDB contract). ``workers``/``mergers``/``wal_writers``: per shard, its merge
     loop thread, its Merger and its WAL writer thread."""
 
     multiprocess = False
@@ -61,13 +61,13 @@ class EmbeddedStore(Runtime):
         self.segments = SegmentCache(self.path, self.meta, self.meta_lock, self.segcache)
         for i in range(opts.shards):
             ring = rings[i]
-            f = Flusher(self.path, i, ring, opts.durability, opts.sync_interval,
+            f = WalWriter(self.path, i, ring, opts.durability, opts.sync_interval,
                         opts.wal_file_bytes, kick=self.kick_events[i],
                         faults=self.meta.shard_faults(i),
                         limit=opts.wal_limit_bytes, wake=self.wake_events[i])
-            self.flushers.append(f)
+            self.wal_writers.append(f)
             self.shards.append(Shard(self, i, threading.Lock(), arenas[i], ring, f))
-        for f in self.flushers:
+        for f in self.wal_writers:
             f.start()
         for shard in self.shards:
             m = Merger(shard, self)
@@ -105,12 +105,12 @@ class EmbeddedStore(Runtime):
             self.workers = []
             # WAL first: what the ring holds reaches the file before merging, so a
             # failure below still leaves every acknowledged write in the log.
-            for f in self.flushers:
+            for f in self.wal_writers:
                 try:
                     f.stop()
                 except DiskError as e:
                     disk_error = disk_error or e
-            self.flushers = []
+            self.wal_writers = []
             if disk_error is not None:
                 # The rings hold acknowledged records no file has: leave them in
                 # /dev/shm for the next open to salvage (recovery.salvage).
@@ -124,7 +124,7 @@ class EmbeddedStore(Runtime):
                 except OSError as e:
                     if retry.transient(e) is None:
                         raise
-                    # The WAL is whole on disk (the flushers stopped cleanly) and
+                    # The WAL is whole on disk (the WAL writers stopped cleanly) and
                     # nothing it holds is deleted before a manifest covers it.
                     traceback.clear_frames(e.__traceback__)   # views of the arena
                     disk_error = DiskError(
@@ -142,11 +142,11 @@ class EmbeddedStore(Runtime):
         for w in self.workers:
             attempt(w.stop)
         self.workers = []
-        for f in self.flushers:
+        for f in self.wal_writers:
             f.stopping.set()
             f.kick.set()
             if f.is_alive():
                 f.join()
             if f.fd >= 0:
                 attempt(os.close, f.fd)
-        self.flushers = []
+        self.wal_writers = []

@@ -11,14 +11,14 @@ from fusedb.errors import ClosedError, FuseDBError
 from fusedb.runtime.state import flush_failed
 from fusedb.shm.meta import M_STATE, STATE_OPEN, W_FLUSH_DONE, W_FLUSH_REQ
 from fusedb.wal.ring import Ring
-from fusedb.wal.writer import RemoteFlusher
+from fusedb.wal.writer import RemoteWalWriter
 
 
-def remote_flusher(rt, no: int, ring: Ring) -> RemoteFlusher:
+def remote_wal_writer(rt, no: int, ring: Ring) -> RemoteWalWriter:
     """Shard ``no``'s WAL writer as seen from a process that does not run it
     (``rt``: its Runtime, whose kick events are open): kicks the one in the
     shard's worker process."""
-    return RemoteFlusher(ring, rt.kick_events[no], rt.meta.shard_stats(no), no,
+    return RemoteWalWriter(ring, rt.kick_events[no], rt.meta.shard_stats(no), no,
                          rt.meta.shard_faults(no))
 
 

@@ -88,7 +88,7 @@ class Runtime:
     ``meta`` (the meta block), ``meta_lock``, ``manifest_lock``, ``shards``,
     ``wake_events``/``kick_events`` (per shard: its merge loop's and its WAL
     writer's wake-ups), ``segments`` (the SegmentCache; ``segcache`` is its
-    dict), ``flushers`` (the WAL writers this process runs), ``lockfile`` (the
+    dict), ``wal_writers`` (the WAL writers this process runs), ``lockfile`` (the
     DirLock, owners only), ``shm_names`` (what this process created and
     unlinks at close: ("shm"|"sem", name))."""
 
@@ -108,7 +108,7 @@ class Runtime:
         self.kick_events: list = []
         self.segments: SegmentCache | None = None
         self.segcache: dict = {}
-        self.flushers: list = []
+        self.wal_writers: list = []
         self.lockfile: DirLock | None = None
         self.shm_names: list[tuple[str, str]] = []
         self.regions: list = []      # arenas and rings mapped here
@@ -123,7 +123,7 @@ class Runtime:
     def wake(self, shard_no: int) -> None:
         self.wake_events[shard_no].set()
 
-    def kick_flusher(self, shard_no: int) -> None:
+    def kick_wal_writer(self, shard_no: int) -> None:
         self.kick_events[shard_no].set()
 
     def fail(self, error: BaseException) -> None:

@@ -30,7 +30,7 @@ class ShardContext(Protocol):
     block (fusedb.shm.meta.Meta); ``meta_lock``: its lock (a thread lock when
     embedded, a ProcLock when multiprocess); ``segcache``: segment id -> open
     Segment (read under a shard lock by readers); ``segments``: the cache's
-    operations. ``wake(no)`` wakes shard ``no``'s merge loop, ``kick_flusher(no)``
+    operations. ``wake(no)`` wakes shard ``no``'s merge loop, ``kick_wal_writer(no)``
     its WAL writer (both cheap, callable under a shard lock); ``fail(error)``
     records a merge loop's fatal error for every caller; ``after_publish(replaced)``
     writes the manifest, truncates the WAL and deletes ``replaced`` segments
@@ -45,7 +45,7 @@ class ShardContext(Protocol):
 
     def wake(self, shard_no: int) -> None: ...
 
-    def kick_flusher(self, shard_no: int) -> None: ...
+    def kick_wal_writer(self, shard_no: int) -> None: ...
 
     def fail(self, error: BaseException) -> None: ...
 

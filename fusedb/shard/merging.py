@@ -42,7 +42,7 @@ class Merger:
         self.slabs = shard.slabs
         self.meta = ctx.meta
         self.stats = ctx.meta.shard_stats(shard.no)   # this shard's stats words (S_*)
-        self.flusher = shard.flusher
+        self.wal_writer = shard.wal_writer
         self.replaced: list[int] = []   # segments merged away, not yet deleted (write_manifest)
         #: A manifest write failed (e.g. WAL truncation): the next round writes it again.
         self.manifest_pending = False
@@ -170,7 +170,7 @@ class Merger:
                 # visible: a segment never holds a write the log could still lose,
                 # so whatever manifest names it, the state after a power loss is a
                 # prefix of the shard's history. (DiskError if it cannot be.)
-                self.flusher.sync_now()
+                self.wal_writer.sync_now()
         except BaseException:
             # Nothing was published: the frozen buffer stays, the caller retries
             # later. This attempt's segment files are removed (a full disk needs

@@ -31,17 +31,17 @@ class Shard:
     ``ctx``: the process's ShardContext (kept as ``store`` too, the name the
     ``*_locked`` methods use); ``lock``: the shard lock (threading.Lock when
     embedded, fusedb.shm.locks.ProcLock when multiprocess); ``arena``, ``ring``:
-    its buffer arena and WAL ring; ``flusher``: its WAL writer in this process
-    (fusedb.wal.writer.Flusher where this process writes the ring out, else a
-    RemoteFlusher that kicks the one that does)."""
+    its buffer arena and WAL ring; ``wal_writer``: its WAL writer in this process
+    (fusedb.wal.writer.WalWriter where this process writes the ring out, else a
+    RemoteWalWriter that kicks the one that does)."""
 
-    def __init__(self, ctx: ShardContext, no: int, lock, arena, ring, flusher):
-        self.store = ctx
+    def __init__(self, ctx: ShardContext, no: int, lock, arena, ring, wal_writer):
+        self.ctx = ctx
         self.no = no
         self.lock = lock
         self.arena = arena
         self.ring = ring
-        self.flusher = flusher
+        self.wal_writer = wal_writer
         self.slabs = arena.slabs
         self.meta = ctx.meta
         #: This shard's stats words in the meta block (indexed by S_*), written
@@ -62,7 +62,7 @@ class Shard:
         meta.active[leaf] = -1
         meta.fills[leaf] += 1
         self.stats[S_FREEZES] += 1
-        self.store.wake(self.no)
+        self.ctx.wake(self.no)
 
     def write_locked(self, leaf: int, key: bytes, h: int, kind: int, value: bytes | None,
                      ivalue: int, exp: float, logged_at: int | None = None) -> int:
@@ -77,17 +77,17 @@ class Shard:
         if sid < 0:
             sid = self.arena.alloc(leaf)
             if sid < 0:
-                self.store.wake(self.no)
+                self.ctx.wake(self.no)
                 return NO_ROOM
             meta.active[leaf] = sid
             if self.arena.free_count() < self.low_free:
-                self.store.wake(self.no)
+                self.ctx.wake(self.no)
         slab = self.slabs[sid]
         s = slab.find(key, h)
         vlen = 8 if kind == KIND_INT else (len(value) if value is not None else 0)
         if not slab.fits(s, len(key), vlen):
             if meta.frozen[leaf] >= 0:
-                self.store.wake(self.no)
+                self.ctx.wake(self.no)
                 return NO_ROOM
             self.freeze_locked(leaf)
             sid = self.arena.alloc(leaf)
@@ -101,7 +101,7 @@ class Shard:
             start = self.ring.hdr[R_HEAD]
             end = self.ring.append(seq, exp, kind, key, value, ivalue)
             if end < 0:
-                self.store.kick_flusher(self.no)
+                self.ctx.kick_wal_writer(self.no)
                 return NO_ROOM
         else:
             start = end = logged_at
@@ -163,7 +163,7 @@ class Shard:
         process yet: the caller opens ``meta.segs_of(leaf)`` outside the lock
         (``Store.open_for_retry``) and tries again. Reading them needs no lock:
         segments are immutable."""
-        cache = self.store.segcache
+        cache = self.ctx.segcache
         segs = [cache.get(s) for s in self.meta.segs_of(leaf)]
         return None if None in segs else segs
 

@@ -163,7 +163,7 @@ class Worker(threading.Thread):
                                    len(times), writes - self._last_writes.get(leaf, 0), wal_pos))
             self._last_writes[leaf] = writes
         return ShardView(tuple(leaves), free, self.shard.arena.nslabs, total_leaves,
-                         self.shard.flusher.wal_files())
+                         self.shard.wal_writer.wal_files())
 
     def step(self) -> int:
         """One scheduling round: decide on the current state, execute in order, then
@@ -183,7 +183,7 @@ class Worker(threading.Thread):
                 self._fill_times.pop(d.leaf, None)
         if published or self.merger.replaced:
             self.merger.write_manifest()     # one manifest for the whole round
-        elif not decisions and self.shard.flusher.over and len(self.shard.flusher.files) > 1:
+        elif not decisions and self.shard.wal_writer.over and len(self.shard.wal_writer.files) > 1:
             # Writers wait on the WAL limit, yet no buffer holds the oldest files:
             # a truncation failed (or ran before the last merge's floor moved).
             # Write the manifest again: it deletes them, and lets the writers go on.

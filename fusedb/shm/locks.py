@@ -347,7 +347,7 @@ def _hit_after(trylock):
 
 class SemEvent:
     """``threading.Event``'s wait/set/clear over a named semaphore, so one process
-    can wake a thread of another (a worker, a flusher)."""
+    can wake a thread of another (a worker, a WAL writer)."""
 
     __slots__ = ("sem",)
 

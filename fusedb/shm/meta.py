@@ -13,7 +13,7 @@ S = shards::
                             [14] leaves in copy 1
     stats      u64[S*8]     per shard: merges, splits, segment bytes written, segment
                             files written, write stalls, buffer freezes, logical bytes,
-                            WAL disk error (1 while the flusher fails)
+                            WAL disk error (1 while the WAL writer fails)
     locks      u8[(S+2)*64] one 64-byte slot per lock (shard locks 0..S-1, meta lock S,
                             manifest lock S+1): a robust process-shared pthread mutex
                             (bytes 0..47), the repair flag (u32 at 48) and the thread id
@@ -21,7 +21,7 @@ S = shards::
                             words (fusedb.shm.locks)
     workers    u64[S*4]     per shard: worker pid, flush requests, flushes done, repairs
     faults     u64[S*8]     per shard: current error of the merge worker, of the WAL
-                            flusher (errno << 8 | step code, 0 healthy), last error of
+                            WAL writer (errno << 8 | step code, 0 healthy), last error of
                             either, failed attempts of each (fusedb/retry.py)
     options    u8[4096]     the router's options as JSON (attached processes use them)
     two routing copies, each sorted by lower bound:

@@ -190,20 +190,20 @@ def identity_checksum(body: dict) -> str:
 
 def write_out_wal(db, no: int = 0) -> None:
     """Embedded: have shard ``no``'s WAL writer write the ring out and fsync now."""
-    db._store.flushers[no].sync_now()
+    db._store.wal_writers[no].sync_now()
 
 
 def ring_positions(db, no: int = 0) -> dict[str, int]:
-    """Shard ``no``'s WAL ring positions: head (appended up to), flushed (written
+    """Shard ``no``'s WAL ring positions: head (appended up to), written (written
     out), durable (fsynced), in ring bytes."""
-    from fusedb.core.layout import R_DURABLE, R_FLUSHED, R_HEAD
+    from fusedb.core.layout import R_DURABLE, R_WRITTEN, R_HEAD
     hdr = db._shards[no].ring.hdr
-    return {"head": int(hdr[R_HEAD]), "flushed": int(hdr[R_FLUSHED]),
+    return {"head": int(hdr[R_HEAD]), "written": int(hdr[R_WRITTEN]),
             "durable": int(hdr[R_DURABLE])}
 
 
-def _stop_flushers(db) -> None:
-    for f in db._store.flushers:        # stopped where they are: no last write-out
+def _stop_wal_writers(db) -> None:
+    for f in db._store.wal_writers:        # stopped where they are: no last write-out
         f.stopping.set()
         f.kick.set()
         f.join()
@@ -220,10 +220,10 @@ def _stop_workers(db, join: bool = True) -> None:
 def _drop_handle(db, keep_shm: bool) -> None:
     store = db._store
     store.workers = []
-    for f in store.flushers:
+    for f in store.wal_writers:
         os.close(f.fd)
         f.fd = -1
-    store.flushers = []
+    store.wal_writers = []
     # keep_shm: leave the objects in /dev/shm, as a dead process does
     store.release_shm(unlink=not keep_shm)
     store.lockfile.release()
@@ -234,7 +234,7 @@ def crash(db) -> None:
     """Simulate the process dying with embedded ``db`` open: stop its threads and
     unmap its shared memory but unlink nothing and write nothing (as SIGKILL)."""
     _stop_workers(db)
-    _stop_flushers(db)
+    _stop_wal_writers(db)
     _drop_handle(db, keep_shm=True)
 
 
@@ -242,7 +242,7 @@ def power_cut(db, sim, undo, hold=None) -> None:
     """Lose power under embedded ``db`` (``sim``/``undo`` from tests/powerloss.py's
     ``install``): the disk reverts to its last fsyncs and shared memory is gone.
     ``hold`` (a threading.Event) releases a worker frozen in a failpoint."""
-    _stop_flushers(db)
+    _stop_wal_writers(db)
     _stop_workers(db, join=False)       # workers not frozen in a failpoint stop now
     sim.power_loss()                    # the disk as it was at the last fsyncs
     if hold is not None:
@@ -257,14 +257,14 @@ INTERNALS = """
 FuseDB._store, ._shards, ._routes, ._closed;
 the role object (runtime.state.Runtime and its subclasses EmbeddedStore,
 ClientStore): .opts, .meta, .meta_lock, .manifest_lock, .segcache, .replayed,
-.workers, .mergers, .flushers, .segments (.open_segments(), .forget()),
+.workers, .mergers, .wal_writers, .segments (.open_segments(), .forget()),
 .release_shm(), .lockfile.release();
 runtime.identity._canonical (+ its xxhash); api.scan.prefix_end;
 Shard.lock, .ring (.hdr); Merger.merge_leaf(); the lock objects lock_of() returns, as tests
 call them: .acquire(), .holder(), .needs_repair(), .owner_died();
 RouteCache.route(), .current(); Meta.routes(), .route_snapshot(), .segs_of(), .shard,
 .writes, .hdr, .worker_slots(), .shard_faults(), .max_key; core.layout M_NEXT_LEAF,
-M_ROUTE_VER, W_REPAIRS, R_HEAD, R_FLUSHED, R_DURABLE; core.retry.shard_state; merge worker .stop(),
+M_ROUTE_VER, W_REPAIRS, R_HEAD, R_WRITTEN, R_DURABLE; core.retry.shard_state; merge worker .stop(),
 .stopping, .wakeup; WAL writer .stopping, .kick, .fd, .sync_now();
 and in testing/leaks.py: shm.region.tag_for.
 """

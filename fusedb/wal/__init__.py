@@ -1,2 +1,2 @@
 """The write-ahead log: record format, the shared-memory ring writers append to,
-the flusher that moves the ring to files, the reader and recovery."""
+the WAL writer that moves the ring to files, the reader and recovery."""

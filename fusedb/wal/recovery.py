@@ -2,9 +2,9 @@
 fold the WAL into the leaves' segments.
 
 1. *Salvage.* For each ``wal<i>`` ring of a crashed run still in /dev/shm, the
-   bytes ``[flushed, head)`` (acknowledged but not yet written) are appended to
-   that shard's current WAL file, after cutting the file back to ``flushed`` (a
-   flusher killed mid-write may have left a partial copy).
+   bytes ``[written, head)`` (acknowledged but not yet written) are appended to
+   that shard's current WAL file, after cutting the file back to ``written`` (a
+   WAL writer killed mid-write may have left a partial copy).
 2. *Replay.* Every WAL file is framed (a torn tail of a shard's last file is cut
    off; other damage raises CorruptionError), all mutations are decoded into one
    run, deduplicated newest-first, cut by leaf, and the entries newer than the
@@ -28,7 +28,7 @@ from fusedb.core.segment import Segment, file_name as seg_file_name, write_segme
 from fusedb.shm import region
 from fusedb.wal.format import FILE_HEADER, file_name, write_file_header
 from fusedb.wal.reader import decode, fill_hashes, list_files, read_file
-from fusedb.wal.ring import R_FILE_NO, R_FILE_START, R_FLUSHED, R_HEAD, Ring
+from fusedb.wal.ring import R_FILE_NO, R_FILE_START, R_WRITTEN, R_HEAD, Ring
 
 
 def salvage(tag: str, dirpath: str) -> int:
@@ -45,18 +45,18 @@ def salvage(tag: str, dirpath: str) -> int:
             continue   # another layout version: nothing we can read
         try:
             hdr = ring.hdr
-            head, flushed = hdr[R_HEAD], hdr[R_FLUSHED]
+            head, written = hdr[R_HEAD], hdr[R_WRITTEN]
             path = os.path.join(dirpath, file_name(shard, hdr[R_FILE_NO]))
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 if os.fstat(fd).st_size < FILE_HEADER.size:
                     os.ftruncate(fd, 0)
                     write_file_header(fd, shard, hdr[R_FILE_NO], hdr[R_FILE_START], os.write)
-                keep = FILE_HEADER.size + (flushed - hdr[R_FILE_START])
+                keep = FILE_HEADER.size + (written - hdr[R_FILE_START])
                 if os.fstat(fd).st_size > keep:
                     os.ftruncate(fd, keep)
                 os.lseek(fd, 0, os.SEEK_END)
-                for chunk in ring.chunks(flushed, head):
+                for chunk in ring.chunks(written, head):
                     with chunk:
                         total += write_all(fd, chunk, os.write)
                 os.fsync(fd)

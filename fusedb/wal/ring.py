@@ -1,28 +1,28 @@
 """The WAL ring: a shard's log records in shared memory, appended by writers under
-the shard lock, moved to WAL files by the flusher.
+the shard lock, moved to WAL files by the WAL writer.
 
 Layout (docs/format.md, "WAL ring"; the numbers: fusedb.core.layout)::
 
     header u64[16]  [0] magic "FUSERNG1", [1] version, [2] capacity (bytes, multiple of 16),
                     [3] head: stream position after the last complete record,
-                    [4] flushed: stream position written to the WAL file,
+                    [4] written: stream position written to the WAL file,
                     [5] durable: stream position fsynced,
                     [6] next LSN, [7] current WAL file number, [8] its start position,
-                    [9] bytes of the shard's WAL files on disk (written by the flusher),
+                    [9] bytes of the shard's WAL files on disk (written by the WAL writer),
                     [10] room base: writers may append up to this position + capacity
     data  from offset 4096: stream position p is at data[p % capacity]
 
 Positions only grow. Writers own ``head`` (under the shard lock) and publish it
 only after the record is complete, so everything below ``head`` is whole records;
-the flusher owns ``flushed``, ``durable``, the file slots, the byte count and
+the WAL writer owns ``written``, ``durable``, the file slots, the byte count and
 the room base. ``head - room <= capacity``: a writer that finds no room gets -1
-and waits (back-pressure, never a dropped record). The room base is ``flushed``
+and waits (back-pressure, never a dropped record). The room base is ``written``
 while the shard's WAL files on disk are under their limit
 (``Options.wal_limit_bytes``) and stays where it was while they are not, so the
 WAL on disk grows at most one ring past the limit (fusedb.wal.writer,
-``Flusher._count``); ``room <= flushed`` always, so no unwritten byte is ever
+``WalWriter._count``); ``room <= written`` always, so no unwritten byte is ever
 overwritten. The ring outlives a killed process in
-/dev/shm: the next open appends ``[flushed, head)`` to the WAL file before
+/dev/shm: the next open appends ``[written, head)`` to the WAL file before
 replaying (salvage).
 """
 
@@ -33,7 +33,7 @@ import struct
 import xxhash
 
 from fusedb.core.entry import KIND_INT
-from fusedb.core.layout import (R_CAP, R_HEAD, R_FLUSHED, R_LSN, R_MAGIC, R_ROOM, R_VERSION,
+from fusedb.core.layout import (R_CAP, R_HEAD, R_WRITTEN, R_LSN, R_MAGIC, R_ROOM, R_VERSION,
                                 RING_DATA_OFF, RING_HDR_WORDS, RING_MAGIC, RING_VERSION,
                                 WAL_ONE_MUTATION, WAL_RECORD_ALIGN, ring_region_bytes)
 # Names other modules import from here (the numbers live in fusedb.core.layout).
@@ -63,8 +63,8 @@ _pack_one = struct.Struct(WAL_ONE_MUTATION).pack_into   # body header + one muta
 class Ring:
     """Views of one shard's WAL ring; one object per attached process. Writers
     (any process) append under the shard's lock; the shard's WAL writer
-    (fusedb.wal.writer.Flusher: a thread of the embedded process or of the
-    shard's worker process) reads :meth:`chunks` and advances ``flushed`` and
+    (fusedb.wal.writer.WalWriter: a thread of the embedded process or of the
+    shard's worker process) reads :meth:`chunks` and advances ``written`` and
     ``durable``, without the lock (see the module doc for who owns which slot)."""
 
     def __init__(self, nm: str, capacity: int = 0, create: bool = False):
@@ -176,7 +176,7 @@ class Ring:
         cap = self.cap
         off = head % cap
         padlen = cap - off if off + total > cap else 0
-        return head + padlen + total - hdr[R_FLUSHED] <= cap
+        return head + padlen + total - hdr[R_WRITTEN] <= cap
 
     def append_prepared(self, prepared: tuple[list[tuple], int, int]) -> int:
         """Log a record from :meth:`prepare_many`; the stream position after it,
@@ -210,7 +210,7 @@ class Ring:
         """Bytes writers may still append (from the room base, see the module doc)."""
         return self.cap - (self.hdr[R_HEAD] - self.hdr[R_ROOM])
 
-    # -- flusher -----------------------------------------------------------------------
+    # -- WAL writer -----------------------------------------------------------------------
 
     def chunks(self, start: int, end: int) -> list[memoryview]:
         """The stream bytes [start, end) as at most two views of the ring."""

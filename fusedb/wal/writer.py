@@ -1,22 +1,22 @@
-"""The flusher: moves a shard's WAL ring to WAL files and applies the durability
+"""The WAL writer: moves a shard's WAL ring to WAL files and applies the durability
 mode. One thread per shard in embedded mode.
 
 Modes (option ``durability``):
 
 * ``sync``: writers wait, after releasing the shard lock, until their record is
-  fsynced. The flusher fsyncs whatever the ring holds at once, so concurrent
+  fsynced. The WAL writer fsyncs whatever the ring holds at once, so concurrent
   writers share one fsync (group commit).
-* ``interval``: the ring is written to the file every ``flush_tick`` and fsynced
+* ``interval``: the ring is written to the file every ``write_tick`` and fsynced
   at least every ``sync_interval`` seconds.
-* ``none``: written every ``flush_tick``, fsynced only when a file is rotated or
+* ``none``: written every ``write_tick``, fsynced only when a file is rotated or
   the database closes.
 
 In every mode an acknowledged write is in the ring, which survives the death of
 the process in /dev/shm; the modes differ in what survives the loss of the OS.
 
-A disk error (ENOSPC, EIO) stops the flusher's progress, not the database: the
+A disk error (ENOSPC, EIO) stops the WAL writer's progress, not the database: the
 error is recorded, writers get it as :class:`fusedb.errors.DiskError` once the
-ring is full (or at once in ``sync`` mode), reads go on, and the flusher retries
+ring is full (or at once in ``sync`` mode), reads go on, and the WAL writer retries
 the write at every tick. A transient error while *rotating* (starting the next
 file) is not one writers see (the current file took their records): rotation is
 retried with backoff (fusedb.core.retry) and the current file grows meanwhile. Both
@@ -24,9 +24,9 @@ are logged once per episode and shown by ``stats()``.
 
 Back-pressure from the WAL bound (docs/design.md, "Back-pressure"): when the
 shard's WAL files on disk reach ``limit`` bytes (``Options.wal_limit_bytes``),
-the flusher stops advancing the ring's room base (ring slot R_ROOM), so writers
+the WAL writer stops advancing the ring's room base (ring slot R_ROOM), so writers
 can append at most one ring more and then wait for ring space, as when the disk
-is slow; the flusher itself keeps writing and fsyncing what the ring holds (sync
+is slow; the WAL writer itself keeps writing and fsyncing what the ring holds (sync
 mode's waiters, merges' ``sync_now``, close and salvage are never held back). It
 wakes the merge worker, whose merges (scheduler rule 4) let the oldest files be
 deleted; once the count is under the limit the room base moves again. The WAL on
@@ -49,39 +49,39 @@ from fusedb.core.layout import F_CURRENT, S_DISK_ERROR
 from fusedb.errors import DiskError
 from fusedb.wal.format import FILE_HEADER, file_name, write_file_header
 from fusedb.wal.reader import list_files
-from fusedb.wal.ring import R_DURABLE, R_FILE_NO, R_FILE_START, R_FLUSHED, R_HEAD, R_ROOM, R_WAL_BYTES, \
+from fusedb.wal.ring import R_DURABLE, R_FILE_NO, R_FILE_START, R_WRITTEN, R_HEAD, R_ROOM, R_WAL_BYTES, \
     Ring
 
 MODES = ("sync", "interval", "none")
 
 
-class Flusher(threading.Thread):
+class WalWriter(threading.Thread):
     """A shard's WAL writer: a thread of the process that runs the shard's
     background work (the embedded process, or the shard's worker process). It
-    alone advances the ring's ``flushed``, ``durable``, file and room slots,
-    without the shard lock; :meth:`flush` (also called by the merge worker
+    alone advances the ring's ``written``, ``durable``, file and room slots,
+    without the shard lock; :meth:`write_out` (also called by the merge worker
     through :meth:`sync_now`, and by :meth:`stop`) is serialised by
-    ``_flush_lock``, :meth:`truncate` (the merge worker) by ``_truncate_lock``."""
+    ``_write_lock``, :meth:`truncate` (the merge worker) by ``_truncate_lock``."""
 
     def __init__(self, dirpath: str, shard: int, ring: Ring, mode: str, sync_interval: float,
-                 file_bytes: int, flush_tick: float = 0.005, kick=None,
+                 file_bytes: int, write_tick: float = 0.005, kick=None,
                  faults=None, limit: int = 0, wake=None, stats=None):
-        super().__init__(name=f"fusedb-flusher-{shard}", daemon=True)
+        super().__init__(name=f"fusedb-wal-{shard}", daemon=True)
         self.dirpath = dirpath
         self.shard = shard
         self.ring = ring
         self.mode = mode
         self.sync_interval = sync_interval
         self.file_bytes = file_bytes
-        self.flush_tick = flush_tick
-        #: Set by writers to ask for a flush now: a threading.Event, or a named
+        self.write_tick = write_tick
+        #: Set by writers to ask for a write-out now: a threading.Event, or a named
         #: semaphore (fusedb.shm.locks.SemEvent) when writers are other processes.
         self.kick = kick if kick is not None else threading.Event()
         #: The shard's stats words (Meta.shard_stats(shard)), or None: its
         #: S_DISK_ERROR word is set to 1 while writes fail, so writers in other
         #: processes see the disk error too.
         self.stats = stats
-        #: Failure state of this flusher (logging, stats() and rotation backoff),
+        #: Failure state of this WAL writer (logging, stats() and rotation backoff),
         #: if given the meta block's ``faults`` view.
         self.retry = retry.Retrier(faults, shard, retry.FLUSHER) if faults is not None else None
         #: Bytes of WAL files on disk at which writers are held back (0: never).
@@ -93,8 +93,8 @@ class Flusher(threading.Thread):
         self.cond = threading.Condition()
         self.error: OSError | None = None
         self.attempts = 0   # flush() calls so far (a writer raises only on a fresh failure)
-        self._flush_lock = threading.Lock()   # the thread and sync_now() both flush
-        self._partial = False   # a write of [flushed, head) may be half done in the file
+        self._write_lock = threading.Lock()   # the thread and sync_now() both write out
+        self._partial = False   # a write of [written, head) may be half done in the file
         self.fd = -1
         self._last_sync = time.monotonic()
         #: (file number, start position) of every WAL file of this run, oldest first.
@@ -125,9 +125,9 @@ class Flusher(threading.Thread):
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         size = os.fstat(self.fd).st_size
         if size > FILE_HEADER.size:
-            # Taking over from a flusher that died: it may have written part of
-            # [flushed, head) without advancing flushed. Cut back to a record boundary.
-            keep = FILE_HEADER.size + hdr[R_FLUSHED] - hdr[R_FILE_START]
+            # Taking over from a WAL writer that died: it may have written part of
+            # [written, head) without advancing written. Cut back to a record boundary.
+            keep = FILE_HEADER.size + hdr[R_WRITTEN] - hdr[R_FILE_START]
             if size > keep:
                 os.ftruncate(self.fd, keep)
         if os.fstat(self.fd).st_size == 0:
@@ -147,12 +147,12 @@ class Flusher(threading.Thread):
             self._count()
 
     def _rotate(self) -> None:
-        """Start the next WAL file at the current flushed position. The new file is
+        """Start the next WAL file at the current written position. The new file is
         created, given its header and fsynced before the old one is closed; if any
         step fails the partial new file is removed and the old one stays current."""
         os.fsync(self.fd)
         hdr = self.ring.hdr
-        no, start = hdr[R_FILE_NO] + 1, hdr[R_FLUSHED]
+        no, start = hdr[R_FILE_NO] + 1, hdr[R_WRITTEN]
         path = os.path.join(self.dirpath, file_name(self.shard, no))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         try:
@@ -179,11 +179,11 @@ class Flusher(threading.Thread):
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> None:
-        tick = self.flush_tick if self.mode != "sync" else 0.05
+        tick = self.write_tick if self.mode != "sync" else 0.05
         while not self.stopping.is_set():
             self.kick.wait(tick)
             self.kick.clear()
-            self.flush(fsync=self.mode == "sync" or (
+            self.write_out(fsync=self.mode == "sync" or (
                 self.mode == "interval"
                 and time.monotonic() - self._last_sync >= self.sync_interval))
 
@@ -192,42 +192,42 @@ class Flusher(threading.Thread):
         The store calls it before a manifest makes merged buffers durable, so a
         segment never holds a write the log could still lose (the recovered state
         is always a prefix of the shard's history). Raises DiskError."""
-        self.flush(fsync=True)
+        self.write_out(fsync=True)
         if self.error is not None:
             raise DiskError(f"the WAL could not be made durable: {self.error}") from self.error
 
-    def flush(self, fsync: bool) -> None:
+    def write_out(self, fsync: bool) -> None:
         """Write the ring to the file (and fsync if asked); record a disk error
         instead of raising it, so the thread keeps retrying."""
-        with self._flush_lock:
-            self._flush(fsync)
+        with self._write_lock:
+            self._write_out(fsync)
 
-    def _flush(self, fsync: bool) -> None:
+    def _write_out(self, fsync: bool) -> None:
         hdr = self.ring.hdr
         failed = None
         waiting = False     # a rotation is due but its retry is not
         try:
             with retry.step("WAL write"):
                 head = hdr[R_HEAD]
-                flushed = hdr[R_FLUSHED]
+                written = hdr[R_WRITTEN]
                 if self._partial:
-                    # A failed write may have left part of [flushed, head) in the file:
+                    # A failed write may have left part of [written, head) in the file:
                     # cut it back so the retry starts on a record boundary.
                     os.ftruncate(self.fd, self.size)
                     self._partial = False
-                if head > flushed:
+                if head > written:
                     self._partial = True
                     failpoints.hit("wal.write")
-                    for chunk in self.ring.chunks(flushed, head):
+                    for chunk in self.ring.chunks(written, head):
                         with chunk:
                             write_all(self.fd, chunk, os.write)
                     self._partial = False
-                    with self._files_lock:   # size and flushed change together
-                        self.size += head - flushed
-                        hdr[R_FLUSHED] = head
+                    with self._files_lock:   # size and written change together
+                        self.size += head - written
+                        hdr[R_WRITTEN] = head
                         self._count()
-                if fsync and hdr[R_DURABLE] < hdr[R_FLUSHED]:
-                    target = hdr[R_FLUSHED]
+                if fsync and hdr[R_DURABLE] < hdr[R_WRITTEN]:
+                    target = hdr[R_WRITTEN]
                     failpoints.hit("wal.fsync")
                     os.fsync(self.fd)
                     hdr[R_DURABLE] = target
@@ -290,19 +290,19 @@ class Flusher(threading.Thread):
         """Publish the bytes of the shard's WAL files on disk in the ring header
         (R_WAL_BYTES), where every process reads it for ``stats()``, and apply the
         back-pressure: under ``limit`` the ring's room base (R_ROOM) moves up to
-        the flushed position; at or past it the room base stays, so writers can
+        the written position; at or past it the room base stays, so writers can
         add at most one ring to the files until merges and truncation bring the
         count under the limit again (then the worker is woken once).
 
-        Called after every change of the files, the size or the flushed
+        Called after every change of the files, the size or the written
         position, which change together under ``_files_lock`` (held by the
-        caller): the count is always that of the files up to ``flushed``."""
+        caller): the count is always that of the files up to ``written``."""
         files = self.files
         hdr = self.ring.hdr
         total = (self.size + (files[-1][1] - files[0][1]) + FILE_HEADER.size * (len(files) - 1))
         hdr[R_WAL_BYTES] = total
         if not self.limit or total < self.limit:
-            hdr[R_ROOM] = hdr[R_FLUSHED]
+            hdr[R_ROOM] = hdr[R_WRITTEN]
             self.over = False
         elif not self.over:
             self.over = True
@@ -327,17 +327,17 @@ class Flusher(threading.Thread):
         self.stopping.set()
         self.kick.set()
         self.join()
-        self.flush(fsync=True)
+        self.write_out(fsync=True)
         os.close(self.fd)
         self.fd = -1
         if self.error is not None:
-            raise DiskError(f"the WAL could not be flushed: {self.error}") from self.error
+            raise DiskError(f"the WAL could not be written: {self.error}") from self.error
 
 
-class RemoteFlusher:
-    """A shard's flusher as seen from a process it does not run in (made by the
+class RemoteWalWriter:
+    """A shard's WAL writer as seen from a process it does not run in (made by the
     store of a client or router process, used by its writer threads in sync
-    mode, no lock): the durable position is read from the ring header, a flush
+    mode, no lock): the durable position is read from the ring header, a write-out
     is asked for through the shard's kick semaphore, and a disk error is read
     from the meta block. ``stats`` and ``faults``: the shard's words
     (Meta.shard_stats(shard), Meta.shard_faults(shard))."""

@@ -115,8 +115,8 @@ def run(path: str, no: int) -> int:
             slots[W_FLUSH_DONE] = req
 
     worker = Worker(store.merger, store, store.wake_events[no], housekeeping)
-    flusher = store.flusher
-    flusher.start()
+    wal_writer = store.wal_writer
+    wal_writer.start()
     try:
         repair_if_needed()      # a predecessor may have died holding the lock
     except RepairNeeded:
@@ -163,7 +163,7 @@ def run(path: str, no: int) -> int:
                 code = EXIT_DISK_ERROR
     finally:
         try:
-            flusher.stop()
+            wal_writer.stop()
         except OSError as e:
             log.warning("shard %d: the WAL could not be written out at close: %s", no, e)
             code = EXIT_DISK_ERROR if retry.transient(e) is not None else 1

@@ -35,7 +35,7 @@ def repair_shard(rt, merger: Merger) -> list[int]:
     meta, opts = rt.meta, rt.opts
     shard = merger.shard
     no = shard.no
-    shard.flusher.sync_now()
+    shard.wal_writer.sync_now()
     man = manifest.read(rt.path)
     mine = [lf for lf in man.leaves if lf.shard == no]
     his = [i for i, lf in enumerate(man.leaves) if lf.shard == no]

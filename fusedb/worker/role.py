@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from fusedb.runtime.attach import attach
-from fusedb.runtime.remote import remote_flusher
+from fusedb.runtime.remote import remote_wal_writer
 from fusedb.runtime.state import Runtime
 from fusedb.shard.merging import Merger
 from fusedb.shard.shard import Shard
 from fusedb.shm.locks import RepairNeeded
 from fusedb.core.layout import W_PID
-from fusedb.wal.writer import Flusher
+from fusedb.wal.writer import WalWriter
 
 
 class WorkerStore(Runtime):
     """Shard ``shard_no``'s worker process's view of the database, built on its
     main thread by fusedb.worker.process: attached like a client, plus this
-    shard's WAL writer (:attr:`flusher`, a thread started by the process) and
+    shard's WAL writer (:attr:`wal_writer`, a thread started by the process) and
     its :attr:`merger` (used on the main thread only). Every lock of this
     process runs :meth:`stuck` between two slices of a wait, and its own shard
     lock is marked as this process's to repair (fusedb.shm.locks)."""
@@ -28,20 +28,20 @@ class WorkerStore(Runtime):
             opts, meta = self.opts, self.meta
             for i, (arena, ring) in enumerate(zip(arenas, rings)):
                 if i == shard_no:
-                    f = Flusher(self.path, i, ring, opts.durability, opts.sync_interval,
+                    f = WalWriter(self.path, i, ring, opts.durability, opts.sync_interval,
                                 opts.wal_file_bytes, kick=self.kick_events[i],
                                 stats=meta.shard_stats(i), faults=meta.shard_faults(i),
                                 limit=opts.wal_limit_bytes,
                                 wake=self.wake_events[i])
-                    self.flushers.append(f)
+                    self.wal_writers.append(f)
                 else:
-                    f = remote_flusher(self, i, ring)
+                    f = remote_wal_writer(self, i, ring)
                 self.shards.append(Shard(self, i, self.shard_locks[i], arena, ring, f))
         except BaseException:
             self.teardown()
             raise
         self.shard = self.shards[shard_no]
-        self.flusher = self.flushers[0]
+        self.wal_writer = self.wal_writers[0]
         self.merger = Merger(self.shard, self)
 
     def stuck(self) -> None:
