@@ -537,19 +537,19 @@ def frame(stream: bytes) -> list[tuple[int, int, int]]:
 
 class RingDriver:
     """Appends to a ring and plays the WAL writer: whenever an append finds no room,
-    the bytes [flushed, head) are moved out and ``flushed`` (and the room base
+    the bytes [written, head) are moved out and ``written`` (and the room base
     writers measure ring space from) advances."""
 
     def __init__(self, ring: Ring):
         self.ring = ring
-        self.stream = bytearray()   # every flushed byte, from stream position 0
-        self.boundaries = [0]        # stream positions where a flush ended
-        self.two_views = 0          # flushes that had to read across the wrap
+        self.stream = bytearray()   # every written-out byte, from stream position 0
+        self.boundaries = [0]        # stream positions where a write-out ended
+        self.two_views = 0          # write-outs that had to read across the wrap
 
-    def flush(self) -> None:
+    def write_out(self) -> None:
         ring = self.ring
-        head, flushed = ring.hdr[3], ring.hdr[4]
-        views = ring.chunks(flushed, head)
+        head, written = ring.hdr[3], ring.hdr[4]
+        views = ring.chunks(written, head)
         if len(views) == 2:
             self.two_views += 1
         for v in views:
@@ -569,8 +569,8 @@ class RingDriver:
                 pos = self.ring.append_many(op)
             if pos != -1:
                 return pos
-            self.flush()
-        raise AssertionError("ring has no room even after a flush")
+            self.write_out()
+        raise AssertionError("ring has no room even after a write-out")
 
 
 def run_ring(ops: list[list[tuple]]) -> RingDriver:
@@ -582,7 +582,7 @@ def run_ring(ops: list[list[tuple]]) -> RingDriver:
             before = ring.hdr[3]
             pos = drv.append(op)
             assert pos == ring.hdr[3] and pos > before
-        drv.flush()
+        drv.write_out()
         drv.ring = None
         return drv
     finally:
@@ -623,7 +623,7 @@ def test_ring_stream_split_into_files_with_torn_tail(tmp_path):
     ops = ring_ops(seed=2, n=300)
     drv = run_ring(ops)
     stream = bytes(drv.stream)
-    # Cut the stream into WAL files at flush boundaries (as the WAL writer rotates).
+    # Cut the stream into WAL files at write-out boundaries (as the WAL writer rotates).
     cuts = drv.boundaries[1:-1:3] + [len(stream)]
     assert len(cuts) >= 3
     files, start = [], 0
