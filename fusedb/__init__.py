@@ -21,7 +21,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "open", "connect", "FuseDB", "Batch", "Options", "TTL_NONE", "TTL_MISSING",
-    "FuseDBError", "ClosedError", "CorruptionError", "DiskError", "FuseDBKeyError", "IntegerOverflowError",
+    "FuseDBError", "ClosedError", "CorruptionError", "DiskError", "FuseDBKeyError",
+    "IntegerOverflowError",
     "InvalidArgumentError", "KeyTooLargeError", "KeyTypeError", "LockedError",
     "NotAnIntegerError", "ValueTooLargeError", "ValueTypeError", "WriteStallError",
     "ForkedError", "LockTimeoutError", "NotRunningError", "NotADatabaseError",

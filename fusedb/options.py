@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, fields
-from typing import Callable
+from collections.abc import Callable
 
 from fusedb.errors import InvalidArgumentError
 
@@ -190,7 +190,7 @@ class Options:
         return out
 
     @classmethod
-    def from_json(cls, obj: dict) -> "Options":
+    def from_json(cls, obj: dict) -> Options:
         obj = dict(obj, split_keys=[bytes.fromhex(k) for k in obj.get("split_keys", [])])
         return cls(**{k: v for k, v in obj.items() if k in {f.name for f in fields(cls)}})
 

@@ -25,11 +25,15 @@ from fusedb.wal.reader import list_files
 def crash(db) -> None:
     store = db._store
     for w in store.workers:
-        w.stopping.set(); w.wakeup.set(); w.join()
+        w.stopping.set()
+        w.wakeup.set()
+        w.join()
     store.workers = []
     for f in store.wal_writers:
         f.write_out(fsync=False)
-        f.stopping.set(); f.kick.set(); f.join()
+        f.stopping.set()
+        f.kick.set()
+        f.join()
         os.close(f.fd)
         f.fd = -1
     store.wal_writers = []

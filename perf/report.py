@@ -19,10 +19,12 @@ def table(path: str) -> str:
     with open(path) as f:
         run = json.load(f)
     a, results = run["args"], run["results"]
-    mode = "embedded" if a.get("embedded") else f"{a['shards'] or a['processes']} worker process(es)"
+    mode = ("embedded" if a.get("embedded")
+            else f"{a['shards'] or a['processes']} worker process(es)")
     out = [f"`python perf/bench.py --keys {a['keys']} --ops {a['ops']} --processes "
            f"{a['processes']} --workloads {a['workloads']} --engines {a['engines']}`"
-           f"{' --pin' if a.get('pin') else ''} (zipfian 0.99 scrambled, {a['key_size']}-byte keys, "
+           f"{' --pin' if a.get('pin') else ''} (zipfian 0.99 scrambled, "
+           f"{a['key_size']}-byte keys, "
            f"{a['value_size']}-byte random values, seed {a['seed']}; FuseDB: {mode})", "",
            "| workload | engine | ops/s | p50 µs | p99 µs | p99.9 µs | max µs | worst/median "
            "1-s p99.9 | WA | WA io | disk MB | RSS MB |",

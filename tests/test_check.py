@@ -130,7 +130,8 @@ def three_leaves(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("damage,message", ROUTING_CASES, ids=[c[0].__name__ for c in ROUTING_CASES])
+@pytest.mark.parametrize("damage,message", ROUTING_CASES,
+                         ids=[c[0].__name__ for c in ROUTING_CASES])
 def test_check_reports_broken_routing_naming_the_leaf_and_bound(three_leaves, damage, message):
     path = three_leaves
     good = manifest.read(path)

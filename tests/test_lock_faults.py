@@ -50,7 +50,7 @@ class Writer:
         self.data = bytearray()
         self._reader = None
 
-    def ready(self) -> "Writer":
+    def ready(self) -> Writer:
         """Wait until it has attached (and can be aimed with SIGUSR1)."""
         assert self.p.stdout.read(1) == b"R", f"writer did not start:\n{self.stderr()}"
         self._reader = threading.Thread(target=self._drain, daemon=True)

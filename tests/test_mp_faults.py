@@ -241,7 +241,7 @@ def test_worker_killed_mid_routing_change(tmp_path, monkeypatch):
         m = {}
         for i in range(1500):
             k = b"\x01k%04d" % i
-            timed(lambda: db.put(k, b"v%d" % i), 8.0)
+            timed(lambda k=k, i=i: db.put(k, b"v%d" % i), 8.0)
             m[k] = b"v%d" % i
         assert os.path.exists(marker), "no split reached the failpoint"
         assert timed(lambda: dict(db.scan()), 8.0) == m

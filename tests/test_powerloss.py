@@ -26,8 +26,8 @@ from powerloss import install
 
 OPTS = dict(TINY, wal_file_bytes=8192, wal_ring_bytes=16384, max_value_size=200,
             write_timeout=1.0)
-POINTS = ["merge.before_publish", "split.before_publish", "publish.before_rename", "publish.before_dir_fsync",
-          "wal.before_unlink", None]
+POINTS = ["merge.before_publish", "split.before_publish", "publish.before_rename",
+          "publish.before_dir_fsync", "wal.before_unlink", None]
 
 
 class Halt(Exception):

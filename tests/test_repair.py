@@ -583,7 +583,8 @@ def test_property_one_damaged_file(tmp_path_factory, ops, crashed, kind, pick, w
         flip(p, at)
     if name in wal:           # keys of the records the damage touches
         skip = set().union(set(), *(keys for off, end, keys in wal[name]
-                                    if how == "remove" or (how == "truncate" and (end > at or at < 64))
+                                    if how == "remove"
+                                    or (how == "truncate" and (end > at or at < 64))
                                     or (how == "flip" and off <= at < end)))
     else:
         skip = {k for k, s in where.items() if name == file_name(s)}

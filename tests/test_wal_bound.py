@@ -300,9 +300,9 @@ def test_sync_mode_writers_are_not_deadlocked_by_the_limit(tmp_path, mode):
 
 # -- crash with the bound active ------------------------------------------------------
 
-CHILD = r"""
+CHILD = rf"""
 import os, sys
-sys.path.insert(0, {tests!r})
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
 import fusedb
 from crash_ops import apply, op
 from crash_child import OPTIONS
@@ -316,7 +316,7 @@ while True:
     apply(db, op(int(seed), i))
     os.write(1, i.to_bytes(4, "little"))
     i += 1
-""".format(tests=os.path.dirname(os.path.abspath(__file__)))
+"""
 
 
 @pytest.mark.parametrize("how", ["embedded", "router"])
@@ -379,7 +379,8 @@ def test_merges_that_cannot_publish_hold_writers_at_the_limit_then_let_them_go(
         tmp_path, point, no, step):
     """The disk is full for segments (failpoint "segment.write" raises ENOSPC), so
     no merge publishes and no WAL file can be deleted, while the WAL itself still
-    takes writes (or merges publish but deleting WAL files fails with EIO). A hot counter is incremented: once its WAL reaches the limit,
+    takes writes (or merges publish but deleting WAL files fails with EIO). A hot
+    counter is incremented: once its WAL reaches the limit,
     writes wait for ring space and the one that waits ``write_timeout`` gets
     WriteStallError saying why (the WAL limit, merges failing with ENOSPC) — not
     a hang, and not DiskError (the WAL can be written). Reads work; the WAL on

@@ -81,7 +81,7 @@ class Batch:
             args.ttl_seconds(ttl)
         self._ops.append(("update", self._args.key(key), fn, ttl))
 
-    def __enter__(self) -> "Batch":
+    def __enter__(self) -> Batch:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

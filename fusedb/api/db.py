@@ -9,7 +9,7 @@ and retry, or wait until durable (docs/design.md, "Point operations").
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from fusedb.api import args, scan as _scan
 from fusedb.api.args import Args
@@ -33,7 +33,7 @@ TTL_NONE = -1.0
 TTL_MISSING = -2.0
 
 
-def open(path: str = "fusedb-data", **options) -> "FuseDB":  # noqa: A001 - the API's name
+def open(path: str = "fusedb-data", **options) -> FuseDB:  # noqa: A001 - the API's name
     """Open (creating if missing) the database in directory ``path``.
 
     Options are the fields of :class:`fusedb.options.Options`. Without ``shards``
@@ -52,7 +52,7 @@ def open(path: str = "fusedb-data", **options) -> "FuseDB":  # noqa: A001 - the 
     return FuseDB(store)
 
 
-def connect(path: str = "fusedb-data") -> "FuseDB":
+def connect(path: str = "fusedb-data") -> FuseDB:
     """Attach to the multiprocess database open at ``path`` (by a router process
     on this host). Point operations then run directly on its shared memory.
     ``close()`` detaches. Raises NotRunningError if none is open there."""
@@ -286,7 +286,7 @@ class FuseDB:
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> "FuseDB":
+    def __enter__(self) -> FuseDB:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -49,10 +49,10 @@ class Command:
 
     __slots__ = ("result",)
 
-    def route(self, x: "Executor") -> tuple:
+    def route(self, x: Executor) -> tuple:
         raise NotImplementedError
 
-    def apply_locked(self, x: "Executor") -> tuple:
+    def apply_locked(self, x: Executor) -> tuple:
         raise NotImplementedError
 
 
@@ -66,12 +66,12 @@ class KeyCommand(Command):
         self.key = key
         self.h = h
 
-    def route(self, x: "Executor") -> tuple:
+    def route(self, x: Executor) -> tuple:
         self.ver, self.leaf = x.routes.route(self.key)
         self.shard = x.shards[x.meta.shard[self.leaf]]
         return (self.shard,)
 
-    def apply_locked(self, x: "Executor") -> tuple:
+    def apply_locked(self, x: Executor) -> tuple:
         if not x.routes.valid(self.ver):
             return MOVED, None
         return self.apply_leaf_locked(x, self.shard, self.leaf)
@@ -82,7 +82,7 @@ class Read(KeyCommand):
 
     __slots__ = ()
 
-    def apply_leaf_locked(self, x: "Executor", shard, leaf: int) -> tuple:
+    def apply_leaf_locked(self, x: Executor, shard, leaf: int) -> tuple:
         outcome, arg = read_locked(shard, leaf, self.key, self.h)
         if outcome != DONE:
             return outcome, arg
@@ -111,7 +111,7 @@ class Write(KeyCommand):
         super().__init__(key, h)
         self.write = write
 
-    def apply_leaf_locked(self, x: "Executor", shard, leaf: int) -> tuple:
+    def apply_leaf_locked(self, x: Executor, shard, leaf: int) -> tuple:
         self.result = None
         return x.write_locked(shard, leaf, self.key, self.h, self.write)
 
@@ -127,7 +127,7 @@ class Modify(Read):
         super().__init__(key, h)
         self.fn = fn
 
-    def apply_leaf_locked(self, x: "Executor", shard, leaf: int) -> tuple:
+    def apply_leaf_locked(self, x: Executor, shard, leaf: int) -> tuple:
         outcome, arg = Read.apply_leaf_locked(self, x, shard, leaf)
         if outcome != DONE:
             return outcome, arg

@@ -15,7 +15,7 @@ a key. See docs/design.md, "Scans".
 from __future__ import annotations
 
 import bisect
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from fusedb.api.args import coerce_key
 from fusedb.api.executor import DONE, MOVED, SEGMENTS, Command, Executor
@@ -103,7 +103,10 @@ class LeafSnapshot(Command):
         st = x.routes.current()
         cursor = self.cursor
         if self.reverse:
-            pos = len(st[1]) - 1 if cursor is None else max(0, bisect.bisect_left(st[1], cursor) - 1)
+            if cursor is None:
+                pos = len(st[1]) - 1
+            else:
+                pos = max(0, bisect.bisect_left(st[1], cursor) - 1)
         else:
             pos = RouteCache.position(st, cursor)
         self.ver = st[0]

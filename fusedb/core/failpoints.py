@@ -31,7 +31,7 @@ worker processes arm them from ``FUSEDB_WORKER_FAILPOINTS`` (fusedb.worker.proce
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 _points: dict[str, Callable[[], None]] = {}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from fusedb.core import failpoints
 

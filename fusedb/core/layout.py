@@ -248,7 +248,8 @@ SEG_HEADER_BYTES = 64
 SEG_FOOTER_BYTES = 16
 
 
-def segment_layout(n: int, bits: int, keys_bytes: int, vals_bytes: int) -> tuple[dict[str, int], int]:
+def segment_layout(n: int, bits: int, keys_bytes: int,
+                   vals_bytes: int) -> tuple[dict[str, int], int]:
     """Byte offset of each section of a segment of ``n`` entries with 2^``bits``
     buckets, and the total file size."""
     sizes = [("hash", 8 * n), ("seq", 8 * n), ("exp", 8 * n), ("voff", 8 * (n + 1)),

@@ -38,7 +38,7 @@ import errno
 import logging
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from fusedb.core.layout import F_CURRENT, F_FAILURES, F_LAST
 

@@ -39,7 +39,7 @@ class Run:
         s = int(self.vstart[i])
         return self.vheap[s:s + int(self.vlen[i])].tobytes()
 
-    def take(self, idx: np.ndarray | slice) -> "Run":
+    def take(self, idx: np.ndarray | slice) -> Run:
         """The entries at ``idx`` (the heaps are shared, not copied)."""
         return Run(self.hash[idx], self.seq[idx], self.exp[idx], self.kind[idx],
                    self.kstart[idx], self.klen[idx], self.kheap,

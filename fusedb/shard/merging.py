@@ -149,7 +149,8 @@ class Merger:
                             del run
                     del tail
                 if key is None:
-                    runs = buf + [s.to_run() for s in ctx.segments.open_segments(inputs, verify=True)]
+                    runs = buf + [s.to_run()
+                                  for s in ctx.segments.open_segments(inputs, verify=True)]
                     out = cut(merge_runs(runs, now, drop_dead=full), lo, hi)
                     key = split_point(out, lo) if split else None
                     if key is not None and not meta.bound_fits(key):
@@ -257,10 +258,11 @@ class Merger:
     def _split_locked(self, leaf: int, right: int, key: bytes, right_segs: list[int]) -> None:
         """Publish a split (under the lock, right after the leaf's merge published;
         the caller made sure the leaf has no frozen buffer). The left leaf keeps
-        ``leaf``'s id and its new segments; the right leaf ``right`` gets ``right_segs``. The active buffer,
-        which holds writes to both halves made during the merge, becomes the frozen
-        buffer of *both* leaves (slab refcount 2); each leaf's next merge takes its
-        own half of it. Writers of either half get fresh active buffers."""
+        ``leaf``'s id and its new segments; the right leaf ``right`` gets ``right_segs``.
+        The active buffer, which holds writes to both halves made during the merge,
+        becomes the frozen buffer of *both* leaves (slab refcount 2); each leaf's
+        next merge takes its own half of it. Writers of either half get fresh
+        active buffers."""
         meta, ctx = self.meta, self.ctx
         assert meta.frozen[leaf] < 0
         a = meta.active[leaf]

@@ -159,7 +159,7 @@ class ProcLock:
         if self._unlock():
             self._not_held()
 
-    def __enter__(self) -> "ProcLock":
+    def __enter__(self) -> ProcLock:
         r = self._try()
         if r or self.words[self._flag]:
             self._contended(r)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from collections.abc import Iterator
 
 from fusedb.core import manifest
 from fusedb.core.entry import KIND_DEL, KIND_INT
@@ -259,4 +259,5 @@ def dump(path: str) -> Iterator[str]:
                    f"{len(wf.records)} records, {len(run)} mutations"
                    + (f", torn tail at {wf.end}" if wf.torn else ""))
             for j in range(len(run)):
-                yield f"  {run.key(j)!r} seq={int(run.seq[j])} {_fmt(int(run.kind[j]), run.value(j))}"
+                yield (f"  {run.key(j)!r} seq={int(run.seq[j])} "
+                       f"{_fmt(int(run.kind[j]), run.value(j))}")

@@ -56,7 +56,8 @@ def demo(path: str, ops: int, shards: int, processes: int) -> int:
         runs = db.incr(b"demo:runs")
         print(f"  this directory has seen {runs} demo run(s) (a counter that survives close)")
         db.put(b"session:alice", b'{"user": "alice", "cart": 3}', ttl=30)
-        print(f"  session:alice -> {db.get(b'session:alice')!r}, ttl {db.ttl(b'session:alice'):.1f}s")
+        print(f"  session:alice -> {db.get(b'session:alice')!r}, "
+              f"ttl {db.ttl(b'session:alice'):.1f}s")
         if shards and processes > 1:
             import multiprocessing
             jobs = [(db, ops // processes, 7 + i) for i in range(processes)]

@@ -222,7 +222,8 @@ def _consumers(cluster: list[Segment]) -> dict[int, list[tuple[bytes, bytes]]]:
     for c in cluster:
         for n in cluster:
             if n.segid > c.segid and n.min_seq <= c.max_seq and \
-                    spans[n.segid][0] <= spans[c.segid][1] and spans[c.segid][0] <= spans[n.segid][1]:
+                    spans[n.segid][0] <= spans[c.segid][1] and \
+                    spans[c.segid][0] <= spans[n.segid][1]:
                 masks.setdefault(c.segid, []).append(spans[n.segid])
     return masks
 

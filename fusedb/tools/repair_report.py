@@ -47,7 +47,8 @@ class Lost:
     def line(self) -> str:
         parts = [f"LOST {self.file}: {self.problem}"]
         if self.lo is not None:
-            parts.append(f"keys in [{show(self.lo)}, {'+inf' if self.hi is None else show(self.hi)})")
+            hi = "+inf" if self.hi is None else show(self.hi)
+            parts.append(f"keys in [{show(self.lo)}, {hi})")
         if self.entries is not None:
             parts.append(f"{self.entries} entries" + ("" if self.verified else
                                                        " (its header says; unverified)"))

@@ -19,8 +19,8 @@ import xxhash
 
 from fusedb.errors import CorruptionError
 from fusedb.core.run import Run
-from fusedb.wal.format import (BODY_HEADER, FILE_HEADER, MAGIC, MUTATION, RECORD_HEADER, T_MUTATIONS,
-                     T_PAD, VERSION, parse_file_name, pad16)
+from fusedb.wal.format import (BODY_HEADER, FILE_HEADER, MAGIC, MUTATION, RECORD_HEADER,
+                               T_MUTATIONS, T_PAD, VERSION, parse_file_name, pad16)
 
 _hash = xxhash.xxh3_64_intdigest
 

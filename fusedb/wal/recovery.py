@@ -101,7 +101,7 @@ def replay(dirpath: str, man: ManifestData, segments: dict[int, Segment],
     files = list_files(dirpath)
     next_no = {shard: lst[-1][0] + 1 for shard, lst in files.items()}
     wfs = []
-    for shard, lst in files.items():
+    for _shard, lst in files.items():
         for i, (_no, path) in enumerate(lst):
             wf = read_file(path, last=i == len(lst) - 1)
             wfs.append(wf)
@@ -111,8 +111,9 @@ def replay(dirpath: str, man: ManifestData, segments: dict[int, Segment],
         latest = newest_entries(wfs)
         for i, leaf in enumerate(man.leaves):
             hi = man.leaves[i + 1].lo if i + 1 < len(man.leaves) else None
-            out, leaf_seq = fold_leaf(latest, leaf.lo, hi, leaf.seq,
-                                      lambda: [segments[s].to_run() for s in leaf.segs], now)
+            out, leaf_seq = fold_leaf(
+                latest, leaf.lo, hi, leaf.seq,
+                lambda leaf=leaf: [segments[s].to_run() for s in leaf.segs], now)
             if out is None:
                 continue
             new = []

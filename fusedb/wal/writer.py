@@ -49,8 +49,8 @@ from fusedb.core.layout import F_CURRENT, S_DISK_ERROR
 from fusedb.errors import DiskError
 from fusedb.wal.format import FILE_HEADER, file_name, write_file_header
 from fusedb.wal.reader import list_files
-from fusedb.wal.ring import R_DURABLE, R_FILE_NO, R_FILE_START, R_WRITTEN, R_HEAD, R_ROOM, R_WAL_BYTES, \
-    Ring
+from fusedb.wal.ring import (R_DURABLE, R_FILE_NO, R_FILE_START, R_WRITTEN, R_HEAD, R_ROOM,
+                             R_WAL_BYTES, Ring)
 
 MODES = ("sync", "interval", "none")
 

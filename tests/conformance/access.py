@@ -125,7 +125,8 @@ class Client(Access):
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
-            raise AssertionError(f"the server process did not stop in {self.stop_timeout}s")
+            raise AssertionError(
+                f"the server process did not stop in {self.stop_timeout}s") from None
         finally:
             proc.stdin.close()
             proc.stdout.close()

@@ -82,8 +82,9 @@ def test_ttl_values(db):
 def test_key_and_value_sizes(db, access):
     mk, mv = access.opts["max_key_size"], access.opts["max_value_size"]
     for key in (b"", "", b"k" * (mk + 1), "é" * (mk // 2 + 1)):
-        for call in (lambda: db.put(key, b"v"), lambda: db.get(key), lambda: db.delete(key),
-                     lambda: db.incr(key), lambda: db.expire(key, 1), lambda: db.ttl(key)):
+        for call in (lambda key=key: db.put(key, b"v"), lambda key=key: db.get(key),
+                     lambda key=key: db.delete(key), lambda key=key: db.incr(key),
+                     lambda key=key: db.expire(key, 1), lambda key=key: db.ttl(key)):
             with pytest.raises(fusedb.KeyTooLargeError):
                 call()
     db.put(b"k", b"old")
