@@ -11,13 +11,14 @@ import time
 from dataclasses import dataclass, field, fields
 from collections.abc import Callable
 
+from fusedb.core.layout import MAX_SEGS, slab_offsets
 from fusedb.errors import InvalidArgumentError
 
 KiB = 1024
 MiB = 1024 * KiB
 
 #: Most segments a leaf keeps before the scheduler merges them into one.
-MAX_SEGMENTS_LIMIT = 4
+MAX_SEGMENTS_LIMIT = MAX_SEGS   # segment ids a leaf's table entry holds
 
 
 @dataclass(frozen=True)
@@ -170,14 +171,12 @@ class Options:
             raise InvalidArgumentError("min_split_entries must be >= 2")
         if self.low_free_fraction >= 1:
             raise InvalidArgumentError("low_free_fraction must be < 1")
-        from fusedb.shm.slab import SlabLayout  # late import: options is below shm
-
-        layout = SlabLayout(self.buffer_bytes, self.buffer_slots)
+        heap_bytes = self.buffer_bytes - slab_offsets(self.buffer_slots)[2]
         need = self.max_key_size + self.max_value_size + 16
-        if layout.heap_bytes < need:
+        if heap_bytes < need:
             raise InvalidArgumentError(
                 f"buffer_bytes={self.buffer_bytes} with buffer_slots={self.buffer_slots} leaves "
-                f"{layout.heap_bytes} heap bytes; the largest entry needs {need}: raise "
+                f"{heap_bytes} heap bytes; the largest entry needs {need}: raise "
                 f"buffer_bytes or lower max_key_size/max_value_size")
 
     def to_json(self) -> dict:
