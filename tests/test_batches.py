@@ -1,4 +1,4 @@
-"""Batches across shards: all or nothing (fusedb/batch.py, docs/design.md "Batches").
+"""Batches across shards: all or nothing (fusedb/api/batch.py, docs/design.md "Batches").
 
 With shards=2, shard 0 owns keys below 0x80 and shard 1 the rest. A batch that
 raises must have applied nothing, whatever shards it spans; one that returns

@@ -12,7 +12,7 @@ leaves no file behind; one log line per failure and per recovery, no
 traceback, no worker process dying; stats() shows the state. An error that is
 not a transient disk error still fails the database loudly.
 
-Failpoints (fusedb/failpoints.py) inject the errors without root; two tests
+Failpoints (fusedb/core/failpoints.py) inject the errors without root; two tests
 also fill a real 2 MiB tmpfs (they need root to mount it, and skip otherwise).
 """
 

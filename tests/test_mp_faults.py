@@ -178,7 +178,7 @@ def test_router_killed(tmp_path, what, mode):
 @pytest.mark.parametrize("how", ["embedded", "router"])
 def test_interrupted_writer_closes_cleanly_with_exact_state(tmp_path, how, sig):
     """Ctrl-C or SIGTERM lands at a random bytecode of a process busy writing.
-    FuseDB's handlers never raise inside its own code (fusedb/signals.py), so
+    FuseDB's handlers never raise inside its own code (fusedb/runtime/signals.py), so
     the exit goes through a clean close: no WAL left, the state exact."""
     path = str(tmp_path / "db")
     seed = 13
@@ -201,7 +201,7 @@ def test_interrupted_writer_closes_cleanly_with_exact_state(tmp_path, how, sig):
 
 def test_ctrl_c_storm_on_a_client_never_breaks_a_lock(tmp_path):
     """SIGINT every ~1 ms at a client busy writing: KeyboardInterrupt lands only
-    outside FuseDB's code (fusedb/signals.py), so no lock is left taken, no
+    outside FuseDB's code (fusedb/runtime/signals.py), so no lock is left taken, no
     buffer half-written, and no repair is ever needed."""
     path = str(tmp_path / "db")
     with fusedb.open(path, **MP) as db:

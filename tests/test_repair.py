@@ -602,7 +602,7 @@ def test_property_one_damaged_file(tmp_path_factory, ops, crashed, kind, pick, w
     assert_intact(path, model, clock, skip=skip)
 
 
-# -- the identity file (fusedb/identity.py) ----------------------------------------------
+# -- the identity file (fusedb/runtime/identity.py) ----------------------------------------------
 
 def test_repair_replaces_a_damaged_identity_file(tmp_path, clock):
     path = str(tmp_path / "db")

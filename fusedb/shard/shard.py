@@ -161,7 +161,7 @@ class Shard:
     def segments_locked(self, leaf: int) -> list | None:
         """The leaf's segments, newest first, or None if one is not open in this
         process yet: the caller opens ``meta.segs_of(leaf)`` outside the lock
-        (``Store.open_for_retry``) and tries again. Reading them needs no lock:
+        (``Runtime.open_for_retry``) and tries again. Reading them needs no lock:
         segments are immutable."""
         cache = self.ctx.segcache
         segs = [cache.get(s) for s in self.meta.segs_of(leaf)]

@@ -22,7 +22,7 @@ S = shards::
     workers    u64[S*4]     per shard: worker pid, flush requests, flushes done, repairs
     faults     u64[S*8]     per shard: current error of the merge worker, of the WAL
                             WAL writer (errno << 8 | step code, 0 healthy), last error of
-                            either, failed attempts of each (fusedb/retry.py)
+                            either, failed attempts of each (fusedb/core/retry.py)
     options    u8[4096]     the router's options as JSON (attached processes use them)
     two routing copies, each sorted by lower bound:
       bound_len u32[ML], route_leaf u32[ML], bounds u8[ML*MK] (entry 0's bound is empty)

@@ -78,7 +78,7 @@ def routing_problems(man: manifest.ManifestData, max_key_size: int | None = None
 
 def recorded_max_key_size(path: str) -> tuple[int | None, list[str]]:
     """The max_key_size (bytes) recorded in the database's identity file
-    (fusedb/identity.py), and problems reading it: (None, []) when there is no
+    (fusedb/runtime/identity.py), and problems reading it: (None, []) when there is no
     identity file (a database of an earlier version: bounds are then checked
     against KEY_SIZE_LIMIT), (None, [message]) when it is damaged."""
     try:

@@ -356,7 +356,7 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def _identity_state(path: str) -> tuple[str, dict | None]:
     """("ok" | "missing" | "damaged", the recorded layout or None), from the
-    identity file (fusedb/identity.py). A missing file is no damage by itself
+    identity file (fusedb/runtime/identity.py). A missing file is no damage by itself
     (``open`` adopts a database of an earlier version and writes it); repair
     writes one whenever it publishes."""
     try:
