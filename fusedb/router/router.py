@@ -34,20 +34,11 @@ class RouterStore(Runtime):
         super().__init__(path, opts)
         self.lockfile = bootstrap.lock_directory(self.path, opts)
         self.workers = WorkerProcesses(self, self.lockfile.fd)
-        try:
-            self._open()
-        except BaseException as e:
-            self.teardown()
-            err = bootstrap.open_error(self.path, e)
-            if err is not None:
-                raise err from e
-            raise
+        bootstrap.open_owned(self, self._open)
 
     def _open(self) -> None:
         opts = self.opts
-        rec = bootstrap.recover(self.path, self.tag, opts, self.segcache)
-        self.replayed = rec.replayed
-        arenas, rings = bootstrap.create_shm(self, rec)
+        rec, arenas, rings = bootstrap.recover_and_map(self)
         meta = self.meta
         meta.hdr[M_MODE] = MODE_MULTIPROCESS
         meta.hdr[M_ROUTER_PID] = os.getpid()

@@ -145,6 +145,31 @@ def load_leaves(meta: Meta, rec: Recovered, rings: list[Ring], shards: int) -> N
     meta.hdr[M_NEXT_SEG] = max([man.next_seg] + [s + 1 for s in referenced])
 
 
+def open_owned(rt, open_fn) -> None:
+    """Run the open steps ``open_fn()`` of an owning role ``rt`` (embedded or
+    router; LOCK already taken). If a step fails, release everything made so far
+    (``rt.teardown()``) and raise the error: a disk error as DiskError
+    (:func:`open_error`), anything else unchanged."""
+    try:
+        open_fn()
+    except BaseException as e:
+        rt.teardown()
+        err = open_error(rt.path, e)
+        if err is not None:
+            raise err from e
+        raise
+
+
+def recover_and_map(rt) -> tuple[Recovered, list, list]:
+    """The first open steps of an owning role ``rt``: :func:`recover` the files
+    (``rt.replayed`` is set), then :func:`create_shm`. Returns (what was
+    recovered, the arenas, the WAL rings), one arena and ring per shard."""
+    rec = recover(rt.path, rt.tag, rt.opts, rt.segcache)
+    rt.replayed = rec.replayed
+    arenas, rings = create_shm(rt, rec)
+    return rec, arenas, rings
+
+
 def open_error(path: str, e: BaseException) -> BaseException | None:
     """The DiskError to raise instead of ``e`` when an open failed on a disk
     error (ENOSPC, EDQUOT, EIO) that is not already a FuseDBError; else None."""

@@ -35,20 +35,11 @@ class EmbeddedStore(Runtime):
         self.workers: list[Worker] = []
         self.mergers: list[Merger] = []
         self.lockfile = bootstrap.lock_directory(self.path, opts)
-        try:
-            self._open()
-        except BaseException as e:
-            self.teardown()
-            err = bootstrap.open_error(self.path, e)
-            if err is not None:
-                raise err from e
-            raise
+        bootstrap.open_owned(self, self._open)
 
     def _open(self) -> None:
         opts = self.opts
-        rec = bootstrap.recover(self.path, self.tag, opts, self.segcache)
-        self.replayed = rec.replayed
-        arenas, rings = bootstrap.create_shm(self, rec)
+        rec, arenas, rings = bootstrap.recover_and_map(self)
         bootstrap.load_leaves(self.meta, rec, rings, opts.shards)
         # One process owns the database (LOCK is held), so the locks are thread
         # locks. A posix_ipc semaphore works too, but every acquire of one
