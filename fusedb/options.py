@@ -23,7 +23,11 @@ MAX_SEGMENTS_LIMIT = MAX_SEGS   # segment ids a leaf's table entry holds
 
 @dataclass(frozen=True)
 class Options:
-    """Tunables of one database; immutable once the database is open."""
+    """Tunables of one database (each field's comment below; README "Options").
+    No lock: immutable value, read by any thread. Built and validated
+    (InvalidArgumentError) by ``fusedb.open`` from its keyword arguments; a
+    router stores it in the meta block (:meth:`to_json`) and attaching workers
+    and clients rebuild it from there (:meth:`from_json`)."""
 
     #: Largest key accepted, in bytes (keys must also be non-empty).
     max_key_size: int = 512

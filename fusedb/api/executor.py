@@ -78,7 +78,12 @@ class KeyCommand(Command):
 
 
 class Read(KeyCommand):
-    """Read-only: the result is the key's entry (fusedb.core.ops) or None."""
+    """Read-only point command: the result is the key's entry (fusedb.core.ops:
+    (kind, payload, exp)) or None. Made on the caller's thread, any process, by
+    :meth:`Executor.get` (when its inline attempt did not apply) and
+    :meth:`Executor.read` (``FuseDB.ttl``); :meth:`Executor.run` calls
+    ``apply_leaf_locked`` under the key's shard lock, which reads the leaf's
+    buffers and, if the key is in neither, its open segments."""
 
     __slots__ = ()
 
@@ -103,7 +108,12 @@ def read_locked(shard, leaf: int, key: bytes, h: int) -> tuple:
 
 
 class Write(KeyCommand):
-    """Blind write of ``write`` = (kind, value, ivalue, exp); the result is None."""
+    """Blind write command of ``write`` = (kind, value, ivalue, exp): an
+    entry.KIND_*, the bytes (KIND_VALUE), the int64 (KIND_INT), the absolute
+    expiry in seconds (0.0: never); the result is None. Made on the caller's
+    thread, any process, by :meth:`Executor.put` when its inline attempt did not
+    apply (route moved, no room); :meth:`Executor.run` applies it under the
+    key's shard lock, and on STALL waits with no lock held and tries again."""
 
     __slots__ = ("write",)
 
@@ -117,9 +127,13 @@ class Write(KeyCommand):
 
 
 class Modify(Read):
-    """Read-modify-write: ``fn(entry) -> (result, write or None)`` (the
-    ``fusedb.core.ops.op_*`` functions) runs under the lock; a write it returns
-    is applied there too. ``fn`` raising writes nothing."""
+    """Read-modify-write command: ``fn(entry) -> (result, write or None)`` (the
+    ``fusedb.core.ops.op_*`` functions) runs under the key's shard lock; a write
+    it returns is applied there too. ``fn`` raising writes nothing. Made on the
+    caller's thread, any process, by :meth:`Executor.incr` (when the in-place
+    update does not apply) and :meth:`Executor.modify` (``FuseDB.delete``,
+    ``expire``, ``update``); run by :meth:`Executor.run`, which calls ``fn``
+    again, under the lock, after a write of it found no room (STALL)."""
 
     __slots__ = ("fn",)
 

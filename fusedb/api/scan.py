@@ -88,10 +88,14 @@ def _scan(x: Executor, check_open, start: bytes, stop: bytes | None, limit: int 
 
 class LeafSnapshot(Command):
     """The executor command that snapshots one leaf for a scan: the leaf holding
-    ``cursor`` (forward) or the keys just below ``cursor`` (reverse). Its result
-    is (lo, hi, buffers run, [(segment, its run)]). Under the leaf's shard lock
-    it only copies the leaf's two buffers (bounded by two slabs) and takes its
-    segment list; merging the buffers happens after the lock is released."""
+    ``cursor`` (forward) or the keys just below ``cursor`` (reverse; None: the
+    last leaf). Made by :func:`_scan`, one per leaf, on the thread iterating
+    ``FuseDB.scan``, any process; :meth:`Executor.run` calls ``route`` with no
+    lock held (the routing cache) and ``apply_locked`` under the leaf's shard
+    lock, which only copies the leaf's two buffers (bounded by two slabs) and
+    takes its segment list. Its result is (lo: bytes, hi: bytes or None for the
+    last leaf, [copied buffer Run], [Segment]); merging the buffers and reading
+    the (immutable) segments happen after the lock is released."""
 
     __slots__ = ("cursor", "reverse", "ver", "leaf", "lo", "hi", "shard")
 

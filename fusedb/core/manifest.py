@@ -29,6 +29,13 @@ FORMAT_VERSION = MANIFEST_VERSION
 
 @dataclass
 class LeafRecord:
+    """One leaf as the manifest records it (pure value, any thread). Made by
+    :func:`parse`, by fusedb.runtime.catalog.manifest_data (copied from the meta
+    block under each shard lock in turn), by recovery for a new database, and by
+    ``fusedb repair``; changed in place only by the WAL replay of an open, before
+    any shared memory exists. The next record's ``lo`` is this leaf's exclusive
+    upper bound."""
+
     lo: bytes          # inclusive lower bound (b"" for the first leaf)
     seq: int           # last seqno materialised in the leaf's segments
     segs: list[int]    # live segment ids, newest first
@@ -37,6 +44,14 @@ class LeafRecord:
 
 @dataclass
 class ManifestData:
+    """The content of a MANIFEST (docs/format.md, "Manifest"): the leaves, the
+    next unused segment id, the persisted options (the engine stores
+    ``{"shards": S}``). A plain value owned by the thread that made it, no lock:
+    :func:`read`/:func:`parse` (recovery at open, a worker process's shard
+    rebuild, ``fusedb check``/``dump``/``repair``) or
+    fusedb.runtime.catalog.manifest_data (under the manifest lock, then passed
+    to :func:`write`); the WAL replay of an open updates it in place."""
+
     leaves: list[LeafRecord] = field(default_factory=list)   # sorted by lo
     next_seg: int = 1
     options: dict = field(default_factory=dict)               # persisted format options

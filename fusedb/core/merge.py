@@ -101,7 +101,10 @@ def newest_per_key(run: Run) -> Run:
 
 
 class _Keys:
-    """A sorted run seen as a sequence of keys, for ``bisect``."""
+    """A sorted run seen as a sequence of keys (bytes), for ``bisect``. Made by
+    :func:`key_index` for one search and dropped after it, on the calling
+    thread; no lock: it only reads the run (a value, or views of a frozen
+    buffer or an immutable segment)."""
 
     def __init__(self, run: Run):
         self.run = run

@@ -17,6 +17,13 @@ import numpy as np
 
 @dataclass
 class Run:
+    """Entries as parallel numpy columns, one row per entry; keys and values are
+    (start, length) into ``kheap``/``vheap``. A value with no lock of its own,
+    used by one thread: made by Slab.to_run (a copy under the shard lock for
+    scans; views over shared memory for the merge loop, of a frozen slab only),
+    Segment.to_run (views of the immutable mapping), the WAL reader and the
+    merge functions; read by merges, splits, scans, recovery and the tools."""
+
     hash: np.ndarray     # uint64, xxh3_64 of the key
     seq: np.ndarray      # uint64, per-leaf sequence number of the mutation
     exp: np.ndarray      # float64, absolute expiry time, 0.0 = never

@@ -13,6 +13,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class LeafView:
+    """One leaf's state as the scheduler sees it (no lock: immutable value).
+    Built by Worker.view on the shard's merge loop (embedded: its thread; else
+    the worker process's main thread) from the rows Merger.snapshot_leaves
+    copied under the shard lock, plus the merge loop's own fill history."""
+
     leaf: int
     has_frozen: bool        # a full buffer waits to be merged
     active_fill: float      # 0..1, 0 if the leaf has no active buffer
@@ -29,6 +34,12 @@ class LeafView:
 
 @dataclass(frozen=True)
 class ShardView:
+    """One shard's state for :func:`decide` (no lock: immutable value): its
+    leaves, its arena's free and total slabs, the database's leaf count, its
+    WAL files. Built by Worker.view on the shard's merge loop, once per round,
+    from copies taken under the shard lock (and the meta lock for the routing
+    table); ``wal_files`` comes from the shard's WAL writer."""
+
     leaves: tuple[LeafView, ...]
     free_slabs: int
     total_slabs: int
@@ -40,6 +51,11 @@ class ShardView:
 
 @dataclass(frozen=True)
 class Policy:
+    """The options :func:`decide` uses (no lock: immutable value): bytes, counts
+    and a fraction, as the Options fields of the same names (``max_leaves``:
+    the meta block's leaf slots). Built once per shard by Worker.__init__, on
+    the thread that starts the merge loop, and read by that loop only."""
+
     leaf_max_bytes: int
     hot_fills: int
     min_split_entries: int
@@ -51,6 +67,11 @@ class Policy:
 
 @dataclass(frozen=True)
 class Decision:
+    """One thing for the merge loop to do on one leaf (no lock: immutable
+    value). Returned by :func:`decide`, most urgent first; Worker.step runs each
+    as Merger.merge_leaf on the merge loop, which takes the shard lock itself
+    (O(1) snapshot and publish). ``reason`` is for logs and tests."""
+
     action: str   # "merge" or "split"
     leaf: int
     full: bool = True   # fold every segment (a split); False: fold_count decides

@@ -232,6 +232,11 @@ class Segment:
 
 
 class _SegmentKeys:
+    """A segment seen as a sorted sequence of its keys (bytes), for ``bisect``.
+    Made by :meth:`Segment.lower_bound` for one search, on the calling thread
+    (a scan reading a leaf after its snapshot); no lock: segments are
+    immutable."""
+
     def __init__(self, seg: Segment):
         self.seg = seg
 

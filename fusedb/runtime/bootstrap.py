@@ -38,8 +38,11 @@ log = logging.getLogger("fusedb")
 
 class Recovered(NamedTuple):
     """What recovery found: the manifest (after replay), the open segments it
-    names, the number of WAL records replayed, the WAL file number to go on
-    from, and the sizes of the meta block (leaf slots, bound slot bytes)."""
+    names (segment id -> Segment), the number of WAL mutations replayed, the WAL
+    file number to go on from, and the sizes of the meta block (leaf slots,
+    bound slot bytes). Made by :func:`recover` on the thread opening an embedded
+    or router process (LOCK held, no shared memory yet) and read by
+    :func:`create_shm` and :func:`load_leaves` in the same open; no lock."""
     man: ManifestData
     segs: dict
     replayed: int

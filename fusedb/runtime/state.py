@@ -62,7 +62,11 @@ class Role(Protocol):
 class Attempts:
     """Runs the steps of a teardown so that each runs even if an earlier one
     failed (a view still held by a live scan iterator makes an unmap fail);
-    :meth:`raise_first` raises the first failure at the end."""
+    :meth:`raise_first` raises the first failure at the end. Made by
+    :meth:`Runtime.teardown` and :meth:`Runtime.release_shm`, one per call, on
+    the thread closing the database (or whose open failed), and passed to the
+    roles' steps (``stop_threads``, ``DirLock.release``); no lock: local to
+    that call."""
 
     def __init__(self):
         self.errors: list[BaseException] = []

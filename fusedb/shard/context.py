@@ -13,7 +13,11 @@ from typing import Any, Protocol
 
 
 class SegmentFiles(Protocol):
-    """This process's segment cache (fusedb.runtime.segcache.SegmentCache)."""
+    """What the shard layer uses of this process's segment cache
+    (fusedb.runtime.segcache.SegmentCache, one per process): Merger and Worker
+    call it on the shard's merge loop with no shard lock held. Its own thread
+    lock guards inserts and removals; ``write_new_segment`` takes the meta lock
+    only to draw the segment id."""
 
     def open_segments(self, segids: list[int], missing_ok: bool = False,
                       verify: bool = False) -> Any: ...

@@ -29,7 +29,9 @@ _PTHREAD_MUTEX_ROBUST = 1
 
 
 class Timespec(ctypes.Structure):
-    """struct timespec, for :func:`lock_until`."""
+    """struct timespec (``tv_sec``, ``tv_nsec``: a deadline on :data:`lock_clock`),
+    for :func:`lock_until`. Made by ProcLock._wait (fusedb.shm.locks), one per
+    wait, on the thread waiting for a contended lock; no lock: local to it."""
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
 

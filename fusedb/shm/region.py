@@ -86,7 +86,14 @@ class Region:
     bytes, all of them reserved in ``/dev/shm``; it raises SharedMemoryError,
     leaving no object behind, when ``/dev/shm`` cannot hold them.
     ``Region(nm)`` attaches to an existing object (posix_ipc.ExistentialError if
-    there is none)."""
+    there is none).
+
+    Made by the Meta, Arena and Ring constructors on the thread that opens
+    (embedded or router process: creates) or attaches (workers, clients), one
+    per object per process; unmapped when the database closes (Runtime.unmap).
+    The Region takes no lock: what is written through ``buf`` follows the rules
+    of the structure it holds (docs/design.md, "Who touches what under which
+    lock")."""
 
     def __init__(self, nm: str, size: int | None = None):
         self.name = nm

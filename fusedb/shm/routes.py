@@ -15,7 +15,12 @@ from fusedb.shm.meta import M_ROUTE_VER, Meta
 
 
 class RouteCache:
-    """Safe to share between threads: the cached state is one tuple, replaced whole."""
+    """This process's copy of the routing table: ``state`` = (route version,
+    leaf lower bounds, leaf ids), sorted by bound. One per open database per
+    process, made by its Executor; used by every thread that runs operations,
+    with no lock: the copy is taken under the seqlock (Meta.route_snapshot) and
+    replaced whole, so threads share it safely. A caller rechecks the version
+    (:meth:`valid`) under the shard lock it then takes."""
 
     def __init__(self, meta: Meta):
         self.meta = meta

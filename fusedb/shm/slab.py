@@ -49,7 +49,10 @@ NOT_FOUND = -1
 
 
 class SlabLayout:
-    """Byte offsets of each column of a slab of ``slab_bytes`` with ``nslots`` slots."""
+    """Byte offsets of each column of a slab of ``slab_bytes`` with ``nslots``
+    slots (``cap``: index entries; ``heap_bytes``: heap size, bytes). No lock:
+    immutable value, one per Arena (each process builds its own from the arena
+    header), shared by all its slabs."""
 
     def __init__(self, slab_bytes: int, nslots: int):
         self.slab_bytes = slab_bytes
@@ -63,7 +66,12 @@ class SlabLayout:
 
 
 class Slab:
-    """Views of one slab; one object per slab per attached process."""
+    """Views of one slab; one object per slab per attached process, made by its
+    Arena when the process creates or attaches it. Written only under its
+    shard's lock (writers, freezes, merge publication, a rebuild), and read
+    under it by operations and the merge loop's snapshots. Without the lock,
+    only the merge loop reads it, and only while it is frozen (``to_run(copy=
+    False)``): nobody writes a frozen slab until the merge loop frees it."""
 
     __slots__ = ("sid", "layout", "hdr", "index", "index_bytes", "mask", "nslots", "heap",
                  "heap_q", "heap_bytes", "hash", "seq", "exp", "koff", "klen", "voff", "vlen",

@@ -54,7 +54,8 @@ class CheckBusyError(FuseDBError):
     """Raised by :func:`check` when no consistent snapshot could be taken: the
     manifest of the live database changed, replacing a file it named, on each of
     ``SNAPSHOT_ATTEMPTS`` tries. Nothing is known to be wrong; check again later
-    (``fusedb check`` exits with status 3)."""
+    (``fusedb check`` exits with status 3). Raised on the checking thread, which
+    holds no lock of the database, and leaves nothing open."""
 
 
 # -- is the database open? ----------------------------------------------------------------
@@ -95,7 +96,11 @@ def is_open(path: str) -> bool:
 
 @dataclass
 class Snapshot:
-    """One manifest and the segments it names, opened before any was verified."""
+    """One manifest and the segments it names (segment id -> Segment, or the
+    CorruptionError opening it raised), opened before any was verified. Made by
+    :func:`snapshot` for one :func:`check` in the checking process (``fusedb
+    check``), which takes no lock of the database; owned by that thread, closed
+    by it."""
     raw: bytes | None                       # the manifest's bytes (None: no MANIFEST)
     man: manifest.ManifestData | None       # None: no MANIFEST, or ``error``
     error: CorruptionError | None = None    # the manifest fails verification

@@ -27,6 +27,12 @@ _hash = xxhash.xxh3_64_intdigest
 
 @dataclass
 class WalFile:
+    """One WAL file read whole into memory and framed (:func:`read_file`): its
+    header fields, bytes and record offsets. A value owned by the thread that
+    read it, no lock: recovery at open (LOCK held, before shared memory), a
+    worker process's shard rebuild (main thread, under its shard lock), and
+    ``fusedb check``/``dump``/``repair``."""
+
     path: str
     shard: int
     file_no: int
