@@ -1,8 +1,9 @@
 """The merge scheduler's policy: a pure function from shard state to decisions.
 
 Nothing here does I/O or touches shared memory, so the policy can be tested and
-simulated on plain values. The shard worker gathers a :class:`ShardView` under
-the shard lock, calls :func:`decide`, and executes what it returns.
+simulated on plain values. The shard's merge loop copies the raw leaf rows
+under the shard lock (``Merger.snapshot_leaves``), builds a :class:`ShardView`
+from them after releasing it, calls :func:`decide`, and executes what it returns.
 See docs/design.md, "Scheduler".
 """
 
