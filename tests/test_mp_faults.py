@@ -230,6 +230,48 @@ def test_ctrl_c_storm_on_a_client_never_breaks_a_lock(tmp_path):
         timed(lambda: db.put(b"\x10after", b"x"), 2.0)          # and not wedged
 
 
+UPDATE_FN_CHILD = r"""
+import os, sys, time
+import fusedb
+path, shards = sys.argv[1], int(sys.argv[2])
+db = fusedb.open(path, **({"shards": shards} if shards else {}))
+db.put(b"k", b"before")
+
+def fn(cur):
+    os.write(1, b"R")
+    while True:            # never returns: only a signal ends it
+        time.sleep(0.01)
+try:
+    db.update(b"k", fn)
+except KeyboardInterrupt:
+    pass
+assert db.get(b"k") == b"before", db.get(b"k")
+assert db.update(b"k", lambda cur: cur + b"!") == b"before!"
+db.close()
+os.write(1, b" ok")
+"""
+
+
+@pytest.mark.parametrize("shards", [0, 2], ids=["embedded", "multiprocess"])
+def test_ctrl_c_interrupts_an_update_fn_that_never_returns(tmp_path, shards):
+    """update()'s fn is application code: a SIGINT landing in it raises
+    KeyboardInterrupt there (the lock is released, nothing written), instead of
+    being deferred as inside FuseDB's own code until fn returns (never, here)."""
+    p = subprocess.Popen([sys.executable, "-c", UPDATE_FN_CHILD, str(tmp_path / "db"),
+                          str(shards)], stdout=subprocess.PIPE)
+    try:
+        assert p.stdout.read(1) == b"R"
+        time.sleep(0.1)
+        p.send_signal(signal.SIGINT)
+        assert p.wait(30) == 0
+        assert p.stdout.read() == b" ok"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+
+
 def test_worker_killed_mid_routing_change(tmp_path, monkeypatch):
     """A worker SIGKILLed inside a split's routing change (seqlock odd, meta and
     shard locks held): the router frees the meta lock and ends the seqlock

@@ -35,6 +35,14 @@ def delta(d, op: str = "incr") -> int:
     return d
 
 
+def callback(fn):
+    """``fn`` if it is callable, else InvalidArgumentError (``update()``'s fn)."""
+    if not callable(fn):
+        raise InvalidArgumentError(f"update() takes a function of the current value, "
+                                   f"not {type(fn).__name__}")
+    return fn
+
+
 def ttl_seconds(ttl) -> float:
     """``ttl``: seconds, a positive finite int or float. ValueTypeError for
     another type (bool included), InvalidArgumentError for a bad number."""

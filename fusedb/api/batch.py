@@ -79,7 +79,8 @@ class Batch:
         self._check()
         if ttl is not None:
             args.ttl_seconds(ttl)
-        self._ops.append(("update", self._args.key(key), fn, ttl))
+        self._ops.append(("update", self._args.key(key), self._x.user_fn(args.callback(fn)),
+                          ttl))
 
     def __enter__(self) -> Batch:
         return self
@@ -209,6 +210,7 @@ class Commit(Command):
             ends.append((shard, end))
         self.result = results
         return DONE, ends
+
     @staticmethod
     def _make_room(shard, state: dict) -> bool:
         """Ensure every leaf's active buffer can take this batch's writes (under the

@@ -80,7 +80,7 @@ class FuseDB:
         self._max_key = store.opts.max_key_size
         self._max_value = store.opts.max_value_size
         self._clock = store.opts.clock
-        # Kept for tests that look inside (fusedb/testing.py is to replace these).
+        # Read by fusedb.testing's helpers (the tests' one way to look inside).
         self._meta, self._routes, self._shards = x.meta, x.routes, x.shards
         self._closed = False
         self._forked = False
@@ -111,6 +111,8 @@ class FuseDB:
     # -- helpers --------------------------------------------------------------------
 
     def _check_open(self) -> None:
+        if self._x.fn_threads:
+            self._x.reentered()
         if self._forked:
             self._reattach()
         if self._closed:
@@ -204,19 +206,20 @@ class FuseDB:
 
         ``fn`` runs while this thread holds the key's shard lock, which every
         thread and process using the database shares: it must be quick and must
-        not call the database. The lock is not reentrant: a call on a key of the
-        same shard never returns in embedded mode (a deadlock) and raises
-        FuseDBError in multiprocess mode; a call on another shard can deadlock
-        with a concurrent caller (multiprocess: LockTimeoutError after
-        ``lock_timeout``). ``fn`` may be called more than once (the operation
+        not call the database: a call from ``fn`` on this handle raises
+        InvalidArgumentError (the lock is not reentrant: it would deadlock), which
+        propagates out of ``fn`` unless ``fn`` catches it. A signal (Ctrl-C) acts
+        inside ``fn`` at once. ``fn`` may be called more than once (the operation
         retries when the buffer is full); only the last call's return is stored.
 
         If ``fn`` raises, nothing is written and the exception propagates
-        unchanged. ValueTypeError if it returns neither bytes-like nor None,
+        unchanged. InvalidArgumentError if ``fn`` is not callable; ValueTypeError
+        if it returns neither bytes-like nor None,
         ValueTooLargeError if its value is over ``max_value_size`` (nothing
         written). Also the errors of ``put``."""
         self._check_open()
         key = self._args.key(key)
+        fn = self._x.user_fn(args.callback(fn))
         exp = None if ttl is None else self._args.deadline(ttl)
         return self._x.modify(key, ops.op_update(fn, self._args.value, exp, self._clock))
 
@@ -250,7 +253,8 @@ class FuseDB:
         Each leaf is read from a snapshot taken under its lock; a key appears at
         most once; a scan sees every key that stays unchanged while it runs."""
         self._check_open()
-        return _scan.scan(self._x, self._check_open, start, stop, prefix, limit, reverse)
+        return _scan.scan(self._x, self._check_open, lambda: self._closed, start, stop, prefix,
+                          limit, reverse)
 
     def batch(self) -> Batch:
         """A batch of writes applied on exit of ``with db.batch() as b:``, all or
@@ -279,6 +283,8 @@ class FuseDB:
         memory. Idempotent. Raises if a background merge had failed."""
         if self._closed:
             return
+        if self._x.fn_threads:
+            self._x.reentered()
         self._closed = True
         self._store.close()
 

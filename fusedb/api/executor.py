@@ -19,11 +19,12 @@ See docs/design.md, "Point operations".
 
 from __future__ import annotations
 
+import threading
 import time
 
 from fusedb.core import ops, retry
 from fusedb.core.entry import KIND_VALUE, key_hash
-from fusedb.errors import DiskError, WriteStallError
+from fusedb.errors import DiskError, InvalidArgumentError, WriteStallError
 from fusedb.runtime import signals
 from fusedb.shard.shard import NO_ROOM, segments_entry
 from fusedb.shm.meta import M_ROUTE_VER, S_LOGICAL, S_STALLS
@@ -169,6 +170,38 @@ class Executor:
         self.clock = opts.clock
         self.sync = opts.durability == "sync"
         self._hdr = store.meta.hdr
+        #: Threads running an application callback (``update()``'s fn) under a
+        #: shard lock: an operation from one of them would wait for ever on the
+        #: lock it holds (embedded) or fail on it (multiprocess), so it raises.
+        self.fn_threads: set[int] = set()
+
+    # -- application callbacks -------------------------------------------------------
+
+    def user_fn(self, fn):
+        """``fn`` wrapped for running under shard locks: while it runs, a call
+        from it back into this database raises InvalidArgumentError
+        (:meth:`reentered`) instead of deadlocking, and a signal (Ctrl-C) acts
+        inside it at once (fusedb.runtime.signals.call_user)."""
+        busy = self.fn_threads
+        call_user = signals.call_user
+
+        def guarded(arg):
+            tid = threading.get_ident()
+            busy.add(tid)
+            try:
+                return call_user(fn, arg)
+            finally:
+                busy.discard(tid)
+        return guarded
+
+    def reentered(self) -> None:
+        """Raise InvalidArgumentError if this thread is inside a callback of
+        :meth:`user_fn` (called by every operation while any callback runs)."""
+        if threading.get_ident() in self.fn_threads:
+            raise InvalidArgumentError(
+                "update()'s fn called the database: fn runs under the key's shard lock, "
+                "which the call would need (a deadlock); compute from the value fn is "
+                "given, and use the database before or after update()")
 
     # -- the loop ------------------------------------------------------------------
 
@@ -176,6 +209,8 @@ class Executor:
         """Run ``cmd`` until it is applied; returns its result. Raises what it
         raises, WriteStallError or DiskError (:meth:`stall`), LockTimeoutError;
         then nothing of it was applied."""
+        if self.fn_threads:
+            self.reentered()
         deadline = None
         attempt = 0
         while True:
@@ -251,6 +286,8 @@ class Executor:
 
     def put(self, key: bytes, value: bytes, exp: float) -> None:
         """Store ``value`` (validated) under ``key``; ``exp``: absolute expiry or 0.0."""
+        if self.fn_threads:
+            self.reentered()
         h = key_hash(key)
         ver, leaf = self.routes.route(key)
         shard = self.shards[self.meta.shard[leaf]]
@@ -272,6 +309,8 @@ class Executor:
     def get(self, key: bytes):
         """The entry of ``key`` (fusedb.core.ops), or None. Segments are searched
         after the lock is released, on segment objects taken under it."""
+        if self.fn_threads:
+            self.reentered()
         h = key_hash(key)
         ver, leaf = self.routes.route(key)
         shard = self.shards[self.meta.shard[leaf]]
@@ -295,6 +334,8 @@ class Executor:
         """Add ``delta`` (validated) to the counter at ``key``; the new value. The
         in-place update when the key is a live counter in its active buffer,
         else read-modify-write (fusedb.core.ops.op_incr; raises as it does)."""
+        if self.fn_threads:
+            self.reentered()
         h = key_hash(key)
         ver, leaf = self.routes.route(key)
         shard = self.shards[self.meta.shard[leaf]]

@@ -40,10 +40,12 @@ def prefix_end(prefix: bytes) -> bytes | None:
     return p[:-1] + bytes([p[-1] + 1])
 
 
-def scan(x: Executor, check_open: Callable[[], None], start, stop, prefix, limit,
-         reverse) -> Iterator[tuple[bytes, bytes]]:
+def scan(x: Executor, check_open: Callable[[], None], closed: Callable[[], bool], start,
+         stop, prefix, limit, reverse) -> Iterator[tuple[bytes, bytes]]:
     """``FuseDB.scan``: validates now, reads lazily. ``check_open`` raises
-    ClosedError (or a background error) before each leaf is read."""
+    ClosedError (or a background error): it is called before each leaf and
+    each chunk of a leaf is read, and before each pair is returned if
+    ``closed()`` (the handle's flag, cheap) says the handle was closed."""
     start, stop, prefix = _bound(start, "start"), _bound(stop, "stop"), _bound(prefix, "prefix")
     if prefix is not None:
         if start is not None or stop is not None:
@@ -51,12 +53,14 @@ def scan(x: Executor, check_open: Callable[[], None], start, stop, prefix, limit
         start, stop = prefix, prefix_end(prefix)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise InvalidArgumentError(f"scan limit must be a non-negative int, got {limit!r}")
+    if not isinstance(reverse, bool):
+        raise InvalidArgumentError(f"scan reverse must be True or False, got {reverse!r}")
     start = start or b""
-    return _scan(x, check_open, start, stop, limit, reverse)
+    return _scan(x, check_open, closed, start, stop, limit, reverse)
 
 
-def _scan(x: Executor, check_open, start: bytes, stop: bytes | None, limit: int | None,
-          reverse: bool) -> Iterator[tuple[bytes, bytes]]:
+def _scan(x: Executor, check_open, closed, start: bytes, stop: bytes | None,
+          limit: int | None, reverse: bool) -> Iterator[tuple[bytes, bytes]]:
     if limit == 0 or (stop is not None and stop <= start):
         return
     count = 0
@@ -70,8 +74,10 @@ def _scan(x: Executor, check_open, start: bytes, stop: bytes | None, limit: int 
         a = max(lo, start)
         b = hi if stop is None else (stop if hi is None else min(hi, stop))
         if b is None or a < b:
-            for key, value in (_leaf_backward if reverse else _leaf_forward)(clock, a, b, buf,
-                                                                              segs):
+            leaf = _leaf_backward if reverse else _leaf_forward
+            for key, value in leaf(clock, check_open, a, b, buf, segs):
+                if closed():
+                    check_open()        # raises: the handle was closed meanwhile
                 yield key, value
                 count += 1
                 if limit is not None and count >= limit:
@@ -141,9 +147,10 @@ def _emit(run, backward: bool) -> Iterator[tuple[bytes, bytes]]:
         yield run.key(i), v
 
 
-def _leaf_forward(clock, a: bytes, b: bytes | None, buf, segs):
+def _leaf_forward(clock, check_open, a: bytes, b: bytes | None, buf, segs):
     cur = a
     while True:
+        check_open()        # the segments are unmapped once the handle is closed
         bound = b
         parts = []
         for seg, run in segs:
@@ -164,9 +171,10 @@ def _leaf_forward(clock, a: bytes, b: bytes | None, buf, segs):
         cur = bound
 
 
-def _leaf_backward(clock, a: bytes, b: bytes | None, buf, segs):
+def _leaf_backward(clock, check_open, a: bytes, b: bytes | None, buf, segs):
     cur = b
     while True:
+        check_open()        # the segments are unmapped once the handle is closed
         bound = a
         parts = []
         for seg, run in segs:

@@ -51,15 +51,15 @@ FIRST_DELAY = 0.01
 #: Longest retry delay, seconds.
 MAX_DELAY = 1.0
 
-#: Exit status of a worker process that could not merge or flush its shard at
-#: close because of a disk error (the router's close() then raises DiskError).
+#: Exit status of a worker process that could not merge its shard (or write
+#: out its WAL) at close because of a disk error (the router's close() then raises DiskError).
 EXIT_DISK_ERROR = 3
 
 #: Background steps, by code (the code is what the meta block records).
 STEPS = ("background work", "merge", "split", "manifest write", "WAL truncation",
          "segment deletion", "WAL write", "WAL rotation", "shard repair", "flush")
 #: The two background paths of a shard: its merge worker and its WAL writer.
-WORKER, FLUSHER = 0, 1
+WORKER, WAL_WRITER = 0, 1
 _PATHS = ("merge worker", "WAL writer")
 _PLAN = ("retrying with backoff (10 ms doubling up to 1 s); reads go on, and writes while "
          "buffer memory lasts; nothing acknowledged is lost",

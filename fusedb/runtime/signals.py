@@ -47,10 +47,30 @@ _installed = False
 _pending: set[int] = set()
 
 
+def call_user(fn, arg):
+    """Call application code ``fn(arg)`` from inside FuseDB (``update()``'s fn,
+    which runs under a shard lock): the caller's frames are written so that any
+    exception out of ``fn`` releases everything, so a signal landing in ``fn``
+    (or in what it calls outside FuseDB) acts there at once rather than being
+    deferred until ``fn`` returns (an ``fn`` that never returns stays
+    interruptible)."""
+    return fn(arg)
+
+
+_CALL_USER = call_user.__code__
+
+
 def _inside_fusedb(frame) -> bool:
+    """Whether ``frame`` (the interrupted one) or a frame it was called from is
+    FuseDB code, up to the nearest application callback (:func:`call_user`)."""
+    first = True
     while frame is not None:
-        if frame.f_code.co_filename.startswith(_PKG):
+        code = frame.f_code
+        if code is _CALL_USER and not first:
+            return False        # application code called back by FuseDB: it may raise
+        if code.co_filename.startswith(_PKG):
             return True
+        first = False
         frame = frame.f_back
     return False
 

@@ -83,7 +83,7 @@ class WalWriter(threading.Thread):
         self.stats = stats
         #: Failure state of this WAL writer (logging, stats() and rotation backoff),
         #: if given the meta block's ``faults`` view.
-        self.retry = retry.Retrier(faults, shard, retry.FLUSHER) if faults is not None else None
+        self.retry = retry.Retrier(faults, shard, retry.WAL_WRITER) if faults is not None else None
         #: Bytes of WAL files on disk at which writers are held back (0: never).
         self.limit = limit
         #: Set (``.set()``) when the count reaches ``limit``: the shard's merge worker.
@@ -352,7 +352,7 @@ class RemoteWalWriter:
     @property
     def error(self) -> OSError | None:
         if self.stats[S_DISK_ERROR]:
-            packed = self.faults[F_CURRENT[retry.FLUSHER]] if self.faults is not None else 0
+            packed = self.faults[F_CURRENT[retry.WAL_WRITER]] if self.faults is not None else 0
             no = (packed >> 8) or errno.EIO
             return OSError(no, f"{os.strerror(no)}: the WAL of shard {self.shard} cannot be "
                                f"written")

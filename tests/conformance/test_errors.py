@@ -128,6 +128,7 @@ def test_overflow(db):
 
 def test_scan_arguments(db):
     for kwargs in (dict(limit=-1), dict(limit=1.5), dict(limit=True), dict(limit="2"),
+                   dict(reverse="x"), dict(reverse=1),
                    dict(prefix=b"a", start=b"a"), dict(prefix=b"a", stop=b"b")):
         with pytest.raises(fusedb.InvalidArgumentError):
             list(db.scan(**kwargs))
@@ -165,6 +166,23 @@ def test_closed_handle(fresh):
                  lambda: db.flush(), lambda: db.stats(), b.commit):
         with pytest.raises(fusedb.ClosedError):
             call()
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_scan_read_after_close_raises_closed_error(fresh, reverse):
+    """An iterator made before close() and read after it: ClosedError, not a
+    read of unmapped segment memory (ValueError) nor more keys."""
+    db = fresh().db
+    for i in range(600):
+        db.put(b"s%04d" % i, b"v")
+    db.flush()                                  # in segments: mapped files
+    for i in range(600, 700):
+        db.put(b"s%04d" % i, b"v")              # and in buffers
+    it = db.scan(reverse=reverse)
+    assert next(it)[0] == (b"s0699" if reverse else b"s0000")
+    db.close()
+    with pytest.raises(fusedb.ClosedError):
+        next(it)
 
 
 def test_closed_error_in_a_client_once_the_owner_closed(fresh, access):

@@ -88,7 +88,61 @@ def test_argument_errors(db, access):
         db.update(b"k", lambda cur: b"v" * (access.opts["max_value_size"] + 1))
     with pytest.raises(fusedb.InvalidArgumentError):
         db.update(b"k", lambda cur: b"v", ttl=0)
+    for fn in (5, b"v", None):
+        with pytest.raises(fusedb.InvalidArgumentError):
+            db.update(b"k", fn)
+        with db.batch() as b, pytest.raises(fusedb.InvalidArgumentError):
+            b.update(b"k", fn)                  # at once, not at commit
     assert db.get(b"k") is None
+
+
+def _within(seconds: float, call):
+    """``call()``'s exception, or None; fails if it has not returned in time (a
+    deadlock: the thread is left behind as a daemon)."""
+    out = []
+
+    def run():
+        try:
+            call()
+            out.append(None)
+        except BaseException as e:  # noqa: BLE001 - returned to the test
+            out.append(e)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert out, f"the call did not return within {seconds}s (deadlocked)"
+    return out[0]
+
+
+@pytest.mark.parametrize("what", ["get same key", "put other key", "incr", "delete", "scan",
+                                  "batch", "stats", "flush", "update"])
+def test_fn_calling_the_database_raises_instead_of_deadlocking(db, what):
+    """fn runs under the key's shard lock: a call back into the database from
+    it raises InvalidArgumentError (in every mode; embedded it used to wait on
+    its own lock for ever), nothing is written, and the database goes on."""
+    db.put(b"\x91other", b"o")
+    calls = {"get same key": lambda: db.get(b"\x91k"), "put other key":
+             lambda: db.put(b"\x91other", b"x"), "incr": lambda: db.incr(b"\x91n"),
+             "delete": lambda: db.delete(b"\x91other"), "scan": lambda: list(db.scan()),
+             "batch": lambda: db.batch().commit(), "stats": db.stats, "flush": db.flush,
+             "update": lambda: db.update(b"\x91other", lambda cur: b"x")}
+
+    def fn(cur):
+        calls[what]()
+        return b"written"
+    e = _within(30, lambda: db.update(b"\x91k", fn))
+    assert isinstance(e, fusedb.InvalidArgumentError), e
+    assert "fn called the database" in str(e)
+    assert db.get(b"\x91k") is None and db.get(b"\x91other") == b"o"
+    assert db.update(b"\x91k", lambda cur: b"after") == b"after"     # not wedged
+
+
+def test_fn_calling_the_database_in_a_batch_raises(db):
+    with pytest.raises(fusedb.InvalidArgumentError):
+        with db.batch() as b:
+            b.put(b"\x92a", b"1")
+            b.update(b"\x92b", lambda cur: db.get(b"\x92a"))
+    assert db.get(b"\x92a") is None and db.get(b"\x92b") is None
 
 
 def test_read_modify_write_is_atomic(db):
