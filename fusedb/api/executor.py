@@ -73,7 +73,7 @@ class KeyCommand(Command):
         return (self.shard,)
 
     def apply_locked(self, x: Executor) -> tuple:
-        if not x.routes.valid(self.ver):
+        if x.hdr[M_ROUTE_VER] != self.ver:
             return MOVED, None
         return self.apply_leaf_locked(x, self.shard, self.leaf)
 
@@ -89,22 +89,19 @@ class Read(KeyCommand):
     __slots__ = ()
 
     def apply_leaf_locked(self, x: Executor, shard, leaf: int) -> tuple:
-        outcome, arg = read_locked(shard, leaf, self.key, self.h)
-        if outcome != DONE:
-            return outcome, arg
-        self.result = arg
+        e, missing = shard.read_locked(leaf, self.key, self.h)
+        if missing is not None:
+            return SEGMENTS, missing
+        self.result = e
         return DONE, ()
 
 
 def read_locked(shard, leaf: int, key: bytes, h: int) -> tuple:
     """Under the shard's lock: (DONE, the key's entry or None), or (SEGMENTS,
     segment ids) if one of the leaf's segments is not open in this process."""
-    e = shard.read_buffers_locked(leaf, key, h)
-    if e is None:
-        segs = shard.segments_locked(leaf)
-        if segs is None:
-            return SEGMENTS, shard.meta.segs_of(leaf)
-        e = segments_entry(segs, key, h)
+    e, missing = shard.read_locked(leaf, key, h)
+    if missing is not None:
+        return SEGMENTS, missing
     return DONE, e
 
 
@@ -139,14 +136,15 @@ class Modify(Read):
     __slots__ = ("fn",)
 
     def __init__(self, key: bytes, h: int, fn):
-        super().__init__(key, h)
+        self.key = key      # (KeyCommand.__init__ inlined: one call less per operation)
+        self.h = h
         self.fn = fn
 
     def apply_leaf_locked(self, x: Executor, shard, leaf: int) -> tuple:
-        outcome, arg = Read.apply_leaf_locked(self, x, shard, leaf)
-        if outcome != DONE:
-            return outcome, arg
-        self.result, write = self.fn(self.result)
+        e, missing = shard.read_locked(leaf, self.key, self.h)
+        if missing is not None:
+            return SEGMENTS, missing
+        self.result, write = self.fn(e)
         if write is None:
             return DONE, ()
         return x.write_locked(shard, leaf, self.key, self.h, write)
@@ -169,7 +167,7 @@ class Executor:
         self.routes = RouteCache(store.meta)
         self.clock = opts.clock
         self.sync = opts.durability == "sync"
-        self._hdr = store.meta.hdr
+        self.hdr = store.meta.hdr
         #: Threads running an application callback (``update()``'s fn) under a
         #: shard lock: an operation from one of them would wait for ever on the
         #: lock it holds (embedded) or fail on it (multiprocess), so it raises.
@@ -295,7 +293,7 @@ class Executor:
         end = NO_ROOM
         lock.acquire()
         try:
-            if self._hdr[M_ROUTE_VER] == ver:
+            if self.hdr[M_ROUTE_VER] == ver:
                 end = shard.write_locked(leaf, key, h, KIND_VALUE, value, 0, exp)
                 if end != NO_ROOM:
                     shard.stats[S_LOGICAL] += len(key) + len(value)
@@ -318,7 +316,7 @@ class Executor:
         e = segs = None
         lock.acquire()
         try:
-            if self._hdr[M_ROUTE_VER] == ver:
+            if self.hdr[M_ROUTE_VER] == ver:
                 e = shard.read_buffers_locked(leaf, key, h)
                 if e is None:
                     segs = shard.segments_locked(leaf)
@@ -341,7 +339,7 @@ class Executor:
         shard = self.shards[self.meta.shard[leaf]]
         done = None
         with shard.lock:
-            if self._hdr[M_ROUTE_VER] == ver:
+            if self.hdr[M_ROUTE_VER] == ver:
                 done = shard.incr_in_place_locked(leaf, key, h, delta, now)
                 if done is not None:
                     shard.stats[S_LOGICAL] += len(key) + 8

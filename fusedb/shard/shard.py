@@ -14,7 +14,7 @@ from __future__ import annotations
 from fusedb.core.entry import INT64_MAX, INT64_MIN, KIND_INT
 from fusedb.core.ops import entry_at
 from fusedb.shard.context import ShardContext
-from fusedb.core.layout import S_FREEZES
+from fusedb.core.layout import MAX_SEGS, S_FREEZES
 from fusedb.shm.slab import H_REFS, H_STATE, H_USED, NOT_FOUND, STATE_FROZEN
 from fusedb.wal.ring import R_HEAD
 
@@ -157,6 +157,26 @@ class Shard:
                 if s != NOT_FOUND:
                     return entry_at(slab, s)
         return None
+
+    def read_locked(self, leaf: int, key: bytes, h: int) -> tuple:
+        """The key's entry in the leaf's buffers or, if in neither, its segments,
+        newest first (searched only until found): ``(entry or None, None)``, or
+        ``(None, segment ids)`` if a segment is not open in this process yet (the
+        caller opens them outside the lock and tries again)."""
+        e = self.read_buffers_locked(leaf, key, h)
+        if e is not None:
+            return e, None
+        cache = self.ctx.segcache
+        meta = self.meta
+        base = leaf * MAX_SEGS
+        for i in range(meta.nsegs[leaf]):
+            seg = cache.get(meta.segs[base + i])
+            if seg is None:
+                return None, meta.segs_of(leaf)
+            j = seg.find(key, h)
+            if j >= 0:
+                return entry_at(seg, j), None
+        return None, None
 
     def segments_locked(self, leaf: int) -> list | None:
         """The leaf's segments, newest first, or None if one is not open in this
