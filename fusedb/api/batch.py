@@ -24,7 +24,7 @@ not others (their rings and WAL files are separate).
 from __future__ import annotations
 
 from fusedb.api import args
-from fusedb.api.executor import DONE, MOVED, STALL, Command, read_locked
+from fusedb.api.executor import DONE, MOVED, SEGMENTS, STALL, Command
 from fusedb.core import failpoints, ops
 from fusedb.core.entry import key_hash
 from fusedb.errors import ClosedError, InvalidArgumentError
@@ -164,9 +164,9 @@ class Commit(Command):
                 if shard is None:
                     return MOVED, None
                 h = key_hash(key)
-                outcome, e = read_locked(shard, leaf, key, h)
-                if outcome != DONE:
-                    return outcome, e
+                e, missing = shard.read_locked(leaf, key, h)
+                if missing is not None:
+                    return SEGMENTS, missing
                 st = state[key] = parts[shard.no][key] = [leaf, h, e, None]
             result, write = self._fn(op, now)(st[2])
             results[i] = result

@@ -96,14 +96,6 @@ class Read(KeyCommand):
         return DONE, ()
 
 
-def read_locked(shard, leaf: int, key: bytes, h: int) -> tuple:
-    """Under the shard's lock: (DONE, the key's entry or None), or (SEGMENTS,
-    segment ids) if one of the leaf's segments is not open in this process."""
-    e, missing = shard.read_locked(leaf, key, h)
-    if missing is not None:
-        return SEGMENTS, missing
-    return DONE, e
-
 
 class Write(KeyCommand):
     """Blind write command of ``write`` = (kind, value, ivalue, exp): an
