@@ -6,10 +6,17 @@
         db.incr(b"hits:/login")
 
 See README.md for the API and docs/design.md for how it works.
+
+``fusedb.compiled`` is True when this process runs the compiled kernel, False when
+it runs the pure-Python path; ``fusedb.kernel_reason`` then says why ("" when
+compiled). Chosen at import from FUSEDB_NO_EXTENSIONS / FUSEDB_REQUIRE_EXTENSIONS:
+fusedb.core.kernel.
 """
 
 from fusedb.api.batch import Batch
 from fusedb.api.db import TTL_MISSING, TTL_NONE, FuseDB, connect, open
+from fusedb.core.kernel import COMPILED as compiled
+from fusedb.core.kernel import REASON as kernel_reason
 from fusedb.errors import (ClosedError, CorruptionError, DiskError, ForkedError, FuseDBError,
                      FuseDBKeyError, IntegerOverflowError, InvalidArgumentError,
                      KeyTooLargeError, KeyTypeError, LockedError, LockTimeoutError,

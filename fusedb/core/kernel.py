@@ -1,39 +1,60 @@
 """Which per-operation path this process runs: the compiled kernel
-(``fusedb.core._kernel``, built from ``_kernel.pyx`` by Cython at install) or
-the pure-Python path over the same bytes.
+(``fusedb.core._kernel``, built from ``_kernel.pyx`` by Cython at install,
+setup.py) or the pure-Python path over the same bytes.
 
-Chosen once, at import, from the environment:
+Chosen once, when this module is first imported (``import fusedb`` does), from
+the environment (a variable counts as set unless it is empty or ``0``):
 
-* ``FUSEDB_NO_EXTENSIONS=1``: pure Python, even where the kernel is built (it
-  also skips building it at install: setup.py).
-* ``FUSEDB_REQUIRE_EXTENSIONS=1``: the kernel must load; ImportError otherwise.
-* neither: the kernel if it loads, else pure Python (:data:`REASON` says why).
+* ``FUSEDB_NO_EXTENSIONS``: pure Python, even where the kernel is built (at
+  install time it also skips building it).
+* ``FUSEDB_REQUIRE_EXTENSIONS``: the kernel must load; :class:`ImportError`
+  (naming the variable and the cause) otherwise.
+* both: :class:`ImportError` (they contradict each other).
+* neither: the kernel if it loads, else pure Python; :data:`REASON` says why.
+
+Processes choose independently: a compiled client and a pure-Python one attach
+to the same database. See docs/design.md, "The compiled kernel: build and choice".
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+
+NO_EXTENSIONS = "FUSEDB_NO_EXTENSIONS"
+REQUIRE_EXTENSIONS = "FUSEDB_REQUIRE_EXTENSIONS"
 
 
 def _flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
 
 
-kernel = None
-REASON = ""
-if _flag("FUSEDB_NO_EXTENSIONS") and _flag("FUSEDB_REQUIRE_EXTENSIONS"):
-    raise ImportError("FUSEDB_NO_EXTENSIONS and FUSEDB_REQUIRE_EXTENSIONS are both set: "
-                      "unset one")
-if _flag("FUSEDB_NO_EXTENSIONS"):
-    REASON = "FUSEDB_NO_EXTENSIONS is set"
-else:
+def _load():
+    """(the kernel module or None, why not: "" when loaded)."""
+    if _flag(NO_EXTENSIONS) and _flag(REQUIRE_EXTENSIONS):
+        raise ImportError(f"{NO_EXTENSIONS} and {REQUIRE_EXTENSIONS} are both set: "
+                          f"unset one")
+    if _flag(NO_EXTENSIONS):
+        return None, f"{NO_EXTENSIONS} is set"
     try:
-        from fusedb.core import _kernel as kernel
+        return importlib.import_module("fusedb.core._kernel"), ""
     except ImportError as e:
-        if _flag("FUSEDB_REQUIRE_EXTENSIONS"):
-            raise ImportError(f"FUSEDB_REQUIRE_EXTENSIONS is set but the compiled kernel "
-                              f"cannot be loaded: {e}") from e
-        REASON = f"the compiled kernel is not built ({e})"
+        if _flag(REQUIRE_EXTENSIONS):
+            raise ImportError(f"{REQUIRE_EXTENSIONS} is set but the compiled kernel "
+                              f"fusedb.core._kernel cannot be loaded: {e}") from e
+        if isinstance(e, ModuleNotFoundError) and e.name == "fusedb.core._kernel":
+            return None, "the compiled kernel is not built"
+        return None, f"the compiled kernel does not load: {e}"
 
+
+#: The compiled kernel module, or None when this process runs pure Python; REASON
+#: says why not ("" when it runs).
+kernel, REASON = _load()
 #: Whether the compiled kernel runs in this process.
 COMPILED = kernel is not None
+
+
+def describe() -> str:
+    """Which path runs, for people: ``"compiled kernel"`` or
+    ``"pure Python (<REASON>)"``."""
+    return "compiled kernel" if COMPILED else f"pure Python ({REASON})"

@@ -8,6 +8,8 @@
     fusedb check PATH     verify every file of the database (open or closed)
     fusedb repair PATH    salvage a damaged, closed database; [--json] for a JSON report
     fusedb dump PATH      print manifest, segments and WAL records
+    fusedb --version      the version and which path runs: "compiled kernel" or
+                          "pure Python (<why>)" (fusedb.core.kernel)
 
 Exit status of check: 0 healthy, 1 damage found, 2 not a directory, 3 no
 consistent snapshot of a very busy open database could be taken (check again).
@@ -25,7 +27,9 @@ import random
 import sys
 import time
 
+from fusedb import __version__
 from fusedb import open as open_db
+from fusedb.core import kernel
 
 
 def _rate_limit(args) -> tuple[int, int, float]:
@@ -98,7 +102,10 @@ def bench(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="fusedb", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="fusedb", description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version",
+                    version=f"fusedb {__version__}, {kernel.describe()}")
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="run a small demo (multiprocess by default)")
     d.add_argument("path", nargs="?", default="fusedb-data")
