@@ -33,5 +33,5 @@ __all__ = [
     "InvalidArgumentError", "KeyTooLargeError", "KeyTypeError", "LockedError",
     "NotAnIntegerError", "ValueTooLargeError", "ValueTypeError", "WriteStallError",
     "ForkedError", "LockTimeoutError", "NotRunningError", "NotADatabaseError",
-    "SharedMemoryError",
+    "SharedMemoryError", "compiled", "kernel_reason",
 ]

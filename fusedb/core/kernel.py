@@ -39,10 +39,13 @@ def _load():
     try:
         return importlib.import_module("fusedb.core._kernel"), ""
     except ImportError as e:
+        not_built = isinstance(e, ModuleNotFoundError) and e.name == "fusedb.core._kernel"
         if _flag(REQUIRE_EXTENSIONS):
+            hint = (" (it is compiled at install where a C compiler exists; "
+                    "pip install -v shows why it was not)") if not_built else ""
             raise ImportError(f"{REQUIRE_EXTENSIONS} is set but the compiled kernel "
-                              f"fusedb.core._kernel cannot be loaded: {e}") from e
-        if isinstance(e, ModuleNotFoundError) and e.name == "fusedb.core._kernel":
+                              f"fusedb.core._kernel cannot be loaded: {e}{hint}") from e
+        if not_built:
             return None, "the compiled kernel is not built"
         return None, f"the compiled kernel does not load: {e}"
 
