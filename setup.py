@@ -69,9 +69,9 @@ class optional_build_ext(build_ext):
         bar = "*" * 76
         print(f"\n{bar}\nWARNING: the compiled kernel fusedb.core._kernel could not be "
               f"built:\n  {what}\nFuseDB is installed without it and runs its pure-Python "
-              f"path (slower,\nsame behaviour and files). To build it, install a C compiler "
-              f"(e.g. gcc)\nand the Python headers, then reinstall.\n{bar}\n",
-              file=sys.stderr)
+              f"path (slower,\nsame behaviour and files). Building it needs a C compiler "
+              f"(e.g. gcc), the\nPython headers and Cython>=3.0 (pip fetches Cython unless "
+              f"--no-build-isolation).\n{bar}\n", file=sys.stderr)
 
 
 setup(

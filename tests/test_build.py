@@ -194,22 +194,33 @@ def test_sdist_and_compiled_wheel(tmp_path):
     assert (compiled, reason) == ("True", "") and path.startswith(str(unpacked))
 
 
-@pytest.mark.parametrize("how", ["no_compiler", "no_extensions"])
+@pytest.mark.parametrize("how", ["no_compiler", "no_cython", "no_extensions"])
 def test_wheel_without_kernel_is_pure_python(tmp_path, how):
-    """No C compiler (CC=/bin/false): a warning and a wheel without the kernel,
-    never a failed build. FUSEDB_NO_EXTENSIONS=1: a pure wheel, for any platform."""
+    """No C compiler (CC=/bin/false) or no Cython (an import of it that fails,
+    first on the path): a warning and a wheel without the kernel, never a failed
+    build. FUSEDB_NO_EXTENSIONS=1: a pure wheel, for any platform."""
     _build_tool_ready()
     src, out = _copy_source(tmp_path / "src"), tmp_path / "dist"
-    flags = {"CC": "/bin/false"} if how == "no_compiler" else {NO: "1"}
+    if how == "no_compiler":
+        env = _env(None, CC="/bin/false")
+    elif how == "no_cython":
+        os.makedirs(tmp_path / "block" / "Cython")
+        (tmp_path / "block" / "Cython" / "__init__.py").write_text(
+            "raise ImportError('Cython blocked by the test')\n")
+        env = _env(str(tmp_path / "block"))
+    else:
+        env = _env(None, **{NO: "1"})
     r = _run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation",
-              "-w", str(out), src], _env(None, **flags), tmp_path, timeout=600)
+              "-w", str(out), src], env, tmp_path, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     whl, names = _wheel(out)
     assert not [n for n in names if n.endswith(".so")]
-    if how == "no_compiler":
-        assert BUILD_WARNING in r.stdout + r.stderr
-    else:
+    if how == "no_extensions":
         assert whl.endswith("-py3-none-any.whl")
+    else:
+        assert BUILD_WARNING in r.stdout + r.stderr
+        if how == "no_cython":
+            assert "ImportError: Cython blocked by the test" in r.stdout + r.stderr
 
 
 def test_required_kernel_fails_a_build_without_compiler(tmp_path):
