@@ -152,9 +152,10 @@ def test_readme_test_command_is_what_ci_runs():
 
 # --- sdist and wheels -----------------------------------------------------------------
 
-def _build_tool_ready(*mods: str):
+def _build_tool_ready(cwd, *mods: str):
+    # not from ROOT: its build/ directory (setuptools') would import as `build`
     for mod in ("Cython", "setuptools") + mods:
-        r = _run([sys.executable, "-c", f"import {mod}"], _env(None), ROOT)
+        r = _run([sys.executable, "-c", f"import {mod}"], _env(None), cwd)
         assert r.returncode == 0, f"{mod} is not installed: pip install -e '.[test]' installs it"
 
 
@@ -169,7 +170,7 @@ def test_sdist_and_compiled_wheel(tmp_path):
     """``python -m build`` (without isolation: offline, seconds) builds the sdist,
     then the wheel from it: the sdist carries the kernel's sources, the wheel the
     module (which imports) and xxhash's licence."""
-    _build_tool_ready("build")
+    _build_tool_ready(tmp_path, "build")
     src, out = _copy_source(tmp_path / "src"), tmp_path / "dist"
     r = _run([sys.executable, "-m", "build", "--no-isolation", "-o", str(out), src],
              _env(None), tmp_path, timeout=600)
@@ -199,7 +200,7 @@ def test_wheel_without_kernel_is_pure_python(tmp_path, how):
     """No C compiler (CC=/bin/false) or no Cython (an import of it that fails,
     first on the path): a warning and a wheel without the kernel, never a failed
     build. FUSEDB_NO_EXTENSIONS=1: a pure wheel, for any platform."""
-    _build_tool_ready()
+    _build_tool_ready(tmp_path)
     src, out = _copy_source(tmp_path / "src"), tmp_path / "dist"
     if how == "no_compiler":
         env = _env(None, CC="/bin/false")
@@ -225,7 +226,7 @@ def test_wheel_without_kernel_is_pure_python(tmp_path, how):
 
 def test_required_kernel_fails_a_build_without_compiler(tmp_path):
     """FUSEDB_REQUIRE_EXTENSIONS at build (cibuildwheel sets it): no pure wheel."""
-    _build_tool_ready()
+    _build_tool_ready(tmp_path)
     src = _copy_source(tmp_path / "src")
     r = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
               "-w", str(tmp_path / "dist"), src],
