@@ -51,7 +51,7 @@ def main() -> None:
     clock = Clock()
     opts = dict(spec["options"], clock=clock)
     if mode == "multiprocess":
-        opts["shards"] = 2
+        opts["shards"] = 1     # one worker: segment ids are drawn in one order
     db = fusedb.open(path, **opts)
     results = []
     try:
@@ -68,6 +68,8 @@ def main() -> None:
                     r = db.delete(key)
                 elif op == "expire":
                     r = db.expire(key, arg)
+                elif op == "flush":
+                    r = db.flush()
                 elif op == "tick":
                     clock.now += arg
                     r = None

@@ -385,7 +385,11 @@ cdef class Kernel:
 
     def incr(self, bytes key, long long delta, double now):
         """Add ``delta`` to the counter at ``key``; the new value (Executor.incr's
-        contract: the in-buffer merge here, anything else on the pure path)."""
+        contract). Here: the in-buffer merge of a live counter in the active
+        buffer, else the read-modify-write of a counter or a missing key (read
+        from the buffers or the open segments, written to the active buffer);
+        a decimal value to parse, an overflow (the pure path raises) and
+        anything else go to the pure path."""
         if not self.open or PySet_GET_SIZE(self.fn_threads):
             return self.fb_incr(key, delta, now)
         cdef const char* k = PyBytes_AS_STRING(key)
@@ -397,11 +401,15 @@ cdef class Kernel:
         cdef int64_t end = -1
         cdef long long new = 0
         self._lock(no)
-        if self.hdr[M_ROUTE_VER] == ver:
-            end = self._incr_locked(sc, leaf, k, klen, h, delta, now, &new)
-            if end >= 0:
-                sc.stats[S_LOGICAL] += klen + 8
-        self._unlock(no)
+        try:
+            if self.hdr[M_ROUTE_VER] == ver:
+                end = self._incr_locked(sc, leaf, k, klen, h, delta, now, &new)
+                if end < 0:
+                    end = self._rmw_incr_locked(sc, leaf, k, klen, h, delta, now, &new)
+                if end >= 0:
+                    sc.stats[S_LOGICAL] += klen + 8
+        finally:
+            self._unlock(no)
         if end < 0:
             return self.fb_incr(key, delta, now)
         if self.sync:
@@ -532,6 +540,63 @@ cdef class Kernel:
             _insert(sl, slab, key, klen, h, seq, exp, kind, val, vlen)
         self.seq[leaf] = seq
         self.writes[leaf] += 1
+        return end
+
+    cdef int64_t _rmw_incr_locked(self, ShardC* sc, int64_t leaf, const char* key,
+                                  Py_ssize_t klen, uint64_t h, long long delta, double now,
+                                  long long* out) except -2:
+        """The read-modify-write of fusedb.core.ops.op_incr, for a key that is a
+        counter or missing: its entry from the active buffer, the frozen one or
+        the leaf's open segments (newest first), the sum written as the pure
+        path's Modify writes it. -1 (nothing written) for everything else."""
+        cdef Slabs* sl = &sc.slabs
+        cdef int32_t sids[2]
+        cdef int i
+        cdef char* slab
+        cdef uint32_t s
+        cdef uint8_t kind = 0
+        cdef double exp = 0.0
+        cdef long long base = 0, new
+        cdef int64_t j
+        cdef bint found = False
+        sids[0] = self.active[leaf]
+        sids[1] = self.frozen[leaf]
+        for i in range(2):
+            if sids[i] < 0:
+                continue
+            slab = sl.base + <uint64_t>sids[i] * sl.slab_bytes
+            s = _find(sl, slab, key, klen, h)
+            if s != NOT_FOUND:
+                found = True
+                kind = (<uint8_t*>(slab + sl.kind_off))[s]
+                exp = (<double*>(slab + sl.exp_off))[s]
+                if kind == KIND_INT:
+                    memcpy(&base, slab + sl.heap_off + u32(slab, sl.voff_off)[s], 8)
+                break
+        if not found:
+            segs = self._segments_locked(leaf)
+            if segs is None:
+                return -1
+            for seg in segs:
+                j = (<KSegment>seg).find(key, klen, h)
+                if j >= 0:
+                    found = True
+                    kind = (<KSegment>seg).kind[j]
+                    exp = (<KSegment>seg).exp[j]
+                    if kind == KIND_INT:
+                        memcpy(&base, (<KSegment>seg).vals + (<KSegment>seg).voff[j], 8)
+                    break
+        if not found or kind == KIND_DEL or (exp != 0.0 and exp <= now):
+            base = 0        # not alive: a new counter, no expiry
+            exp = 0.0
+        elif kind != KIND_INT:
+            return -1       # a value: the pure path parses it (or raises)
+        if fusedb_add_overflow(base, delta, &new):
+            return -1       # the pure path raises IntegerOverflowError
+        cdef int64_t end = self._write_locked(sc, leaf, key, klen, h, KIND_INT, NULL, 8, new,
+                                              exp)
+        if end >= 0:
+            out[0] = new
         return end
 
     cdef int64_t _incr_locked(self, ShardC* sc, int64_t leaf, const char* key,
