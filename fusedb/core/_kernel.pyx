@@ -175,7 +175,7 @@ cdef class Kernel:
     ClosedError)."""
 
     cdef object x, meta, routes, segcache, clock, fn_threads
-    cdef list locks, writers, bufobjs
+    cdef list locks, writers, acquires, releases
     cdef Py_buffer* bufs
     cdef int nbufs
     cdef int nshards
@@ -220,7 +220,6 @@ cdef class Kernel:
         self.shards = <ShardC*>malloc(sizeof(ShardC) * self.nshards)
         if self.bufs == NULL or self.shards == NULL:
             raise MemoryError()
-        self.bufobjs = []
         cdef char* mb = self._buffer(meta.region.buf)
         offs = L.meta_offsets(meta.max_leaves, meta.max_key, meta.shards)
         self.hdr = <uint64_t*>(mb + <uint64_t>offs["hdr"])
@@ -234,6 +233,8 @@ cdef class Kernel:
         cdef uint64_t* stats = <uint64_t*>(mb + <uint64_t>offs["stats"])
         cdef char* locks = mb + <uint64_t>offs["locks"]
         self.locks = []
+        self.acquires = []      # bound methods, for the locks taken through Python
+        self.releases = []
         self.writers = []
         cdef ShardC* sc
         for i, shard in enumerate(shards):
@@ -273,6 +274,8 @@ cdef class Kernel:
                 sc.mutex = NULL
                 sc.repair_flag = NULL
             self.locks.append(lock)
+            self.acquires.append(lock.acquire)
+            self.releases.append(lock.release)
             self.writers.append(shard.wal_writer)
         self.route_ver = <uint64_t>-1
         self.bounds = []
@@ -345,7 +348,7 @@ cdef class Kernel:
             if r != 0 or sc.repair_flag[0]:
                 self.locks[no]._contended(r)     # waits, repairs, or raises
         else:
-            self.locks[no].acquire()
+            (<object>PyList_GET_ITEM(self.acquires, no))()
         return 0
 
     cdef inline int _unlock(self, int no) except -1:
@@ -354,7 +357,7 @@ cdef class Kernel:
             if pthread_mutex_unlock(sc.mutex) != 0:
                 self.locks[no]._not_held()
         else:
-            self.locks[no].release()
+            (<object>PyList_GET_ITEM(self.releases, no))()
         return 0
 
     # -- the operations ------------------------------------------------------------
