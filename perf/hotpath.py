@@ -8,7 +8,8 @@ operating on shared memory as any attached client does (merges in N worker
 processes).
 
 Prints microseconds per operation, and whether the compiled kernel ran
-(``FUSEDB_NO_EXTENSIONS=1`` runs the pure-Python path). Keys are 16 bytes, values 100 bytes, fixed seed.
+(``FUSEDB_NO_EXTENSIONS=1`` runs the pure-Python path). Keys are 16 bytes,
+values 100 bytes, fixed seed.
 Data stays in buffers and segments as the default sizes dictate (merges run in the
 background thread while the loop runs).
 """
