@@ -82,6 +82,11 @@ class FuseDB:
         self._clock = store.opts.clock
         # Read by fusedb.testing's helpers (the tests' one way to look inside).
         self._meta, self._routes, self._shards = x.meta, x.routes, x.shards
+        # The per-operation entry points: the compiled kernel's, or the executor's.
+        k = x.kernel
+        self._put = k.put if k is not None else x.put
+        self._incr = k.incr if k is not None else x.incr
+        self._kget = k.get if k is not None else None
         self._closed = False
         self._forked = False
         self.path = store.path
@@ -135,7 +140,7 @@ class FuseDB:
             key = self._args.key(key)
         if type(value) is not bytes or len(value) > self._max_value:
             value = self._args.value(value)
-        self._x.put(key, value, 0.0 if ttl is None else self._args.deadline(ttl))
+        self._put(key, value, 0.0 if ttl is None else self._args.deadline(ttl))
 
     def get(self, key, default=None):
         """The value of ``key`` (bytes; a counter reads as its ASCII decimal), or
@@ -144,7 +149,10 @@ class FuseDB:
             self._check_open()
         if type(key) is not bytes or not 0 < len(key) <= self._max_key:
             key = self._args.key(key)
-        v = value_of(self._x.get(key), self._clock)
+        if self._kget is not None:
+            v = self._kget(key)
+        else:
+            v = value_of(self._x.get(key), self._clock)
         return default if v is None else v
 
     def incr(self, key, delta: int = 1) -> int:
@@ -158,7 +166,7 @@ class FuseDB:
             key = self._args.key(key)
         if type(delta) is not int or not INT64_MIN <= delta <= INT64_MAX:
             args.delta(delta)       # raises
-        return self._x.incr(key, delta, self._clock())
+        return self._incr(key, delta, self._clock())
 
     def decr(self, key, delta: int = 1) -> int:
         """``incr(key, -delta)``."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 
-from fusedb.core import ops, retry
+from fusedb.core import kernel, ops, retry
 from fusedb.core.entry import KIND_VALUE, key_hash
 from fusedb.errors import DiskError, InvalidArgumentError, WriteStallError
 from fusedb.runtime import signals
@@ -164,6 +164,13 @@ class Executor:
         #: shard lock: an operation from one of them would wait for ever on the
         #: lock it holds (embedded) or fail on it (multiprocess), so it raises.
         self.fn_threads: set[int] = set()
+        #: The compiled kernel's put/get/incr over this database
+        #: (fusedb.core._kernel.Kernel), or None: pure Python (fusedb.core.kernel
+        #: says why). It calls this executor's put, get_value and incr for every
+        #: case but the plain one. Released by the runtime before it unmaps.
+        self.kernel = kernel.kernel.Kernel(self) if kernel.COMPILED else None
+        if self.kernel is not None:
+            store.kernels.append(self.kernel)
 
     # -- application callbacks -------------------------------------------------------
 
@@ -319,6 +326,11 @@ class Executor:
         if segs is None:    # the route moved, or a segment is not open here yet
             return self.run(Read(key, h))
         return segments_entry(segs, key, h)
+
+    def get_value(self, key: bytes) -> bytes | None:
+        """What ``FuseDB.get`` returns for ``key`` before its default (the value,
+        or None: fusedb.core.ops.value_of)."""
+        return ops.value_of(self.get(key), self.clock)
 
     def incr(self, key: bytes, delta: int, now: float) -> int:
         """Add ``delta`` (validated) to the counter at ``key``; the new value. The

@@ -63,6 +63,9 @@ def stats(x) -> dict:
         "wal_bytes": sum(s["wal_bytes"] for s in shards),
         "shards": shards,
         "mode": opts.mode,
+        # Whether this handle's put/get/incr run the compiled kernel
+        # (fusedb.core.kernel: False with FUSEDB_NO_EXTENSIONS or when it is not built).
+        "compiled": x.kernel is not None,
         "workers": worker_stats(x),
     }
 

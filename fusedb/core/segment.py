@@ -157,6 +157,9 @@ class Segment:
         self.order = mv[off["order"]:off["order"] + 4 * n].cast("I")
         self.keys = mv[off["keys"]:off["keys"] + kbytes]
         self.vals = mv[off["vals"]:off["vals"] + vbytes]
+        #: The compiled kernel's view of this file (fusedb.core._kernel.KSegment),
+        #: made on its first probe; dropped by close() before the unmap.
+        self.kview = None
         self._views = [self.hash, self.seq, self.exp, self.voff, self.koff, self.kind,
                        self.buckets, self.order, self.keys, self.vals, mv]
 
@@ -220,6 +223,7 @@ class Segment:
 
     def close(self) -> None:
         """Release the mapping (at once, or when the last reader's view goes)."""
+        self.kview = None
         for v in self._views:
             v.release()
         self._views = []

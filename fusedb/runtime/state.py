@@ -121,6 +121,9 @@ class Runtime:
         self.proc_locks: list = []
         self.replayed = 0
         self.repairs = 0
+        #: Compiled kernels (fusedb.core._kernel.Kernel) holding buffers of this
+        #: database's shared memory: released before it is unmapped.
+        self.kernels: list = []
 
     # -- ShardContext ------------------------------------------------------------------
 
@@ -217,6 +220,9 @@ class Runtime:
                           if not nm.rsplit("-", 1)[-1].startswith("wal")]
 
     def unmap(self, attempt: Attempts) -> None:
+        for k in self.kernels:
+            k.release()
+        self.kernels = []
         for seg in self.segcache.values():
             attempt(seg.close)
         self.segcache.clear()

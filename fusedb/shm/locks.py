@@ -124,14 +124,20 @@ class ProcLock:
     simply wait, the worker repairs), and its own shard lock gets ``repairer``."""
 
     __slots__ = ("slot", "_try", "_unlock", "words", "_futex", "_flag", "timeout", "what",
-                 "wake", "recover", "repairer", "stuck")
+                 "wake", "recover", "repairer", "stuck", "index", "hooked")
 
     def __init__(self, slot, words, index: int, timeout: float, what: str, wake=None,
                  recover=None, stuck=None, repairer: bool = False):
         self.slot = slot
         self._try = functools.partial(_trylock, slot)
         self._unlock = functools.partial(_unlock, slot)
-        if failpoints.is_armed("lock.acquired"):
+        #: The lock slot's number; the compiled kernel locks the slot itself
+        #: (trylock, then :meth:`_contended` as :meth:`acquire` does), unless
+        #: ``hooked``: a test's failpoint wraps the fast path (then it calls
+        #: acquire and release).
+        self.index = index
+        self.hooked = failpoints.is_armed("lock.acquired")
+        if self.hooked:
             self._try = _hit_after(self._try)
         self.words = words
         self._futex = index * LOCK_WORDS + L_FUTEX
