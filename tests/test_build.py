@@ -123,6 +123,24 @@ def test_broken_kernel_falls_back_with_its_error(tmp_path):
     assert r.returncode == 1 and "cannot be loaded: " in _last_line(r.stderr)
 
 
+@needs_kernel
+def test_kernel_older_than_its_source_is_refused(tmp_path):
+    """A checkout whose _kernel.pyx changed after the build (edited, or a git
+    checkout) does not run the stale module."""
+    pkg = _copy_package(tmp_path / "pkg")
+    core = os.path.join(pkg, "fusedb", "core")
+    so = os.path.join(core, SUFFIXES[0])
+    shutil.copy(os.path.join(ROOT, "fusedb", "core", SUFFIXES[0]), so)
+    assert _show(_env(pkg), tmp_path)[:2] == ("True", "")
+    later = os.path.getmtime(so) + 10
+    os.utime(os.path.join(core, "_kernel.pyx"), (later, later))
+    compiled, reason, _ = _show(_env(pkg), tmp_path)
+    assert compiled == "False"
+    assert reason.startswith("the compiled kernel does not load: ") and "rebuild it" in reason
+    r = _run([sys.executable, "-c", "import fusedb"], _env(pkg, **{REQUIRE: "1"}), tmp_path)
+    assert r.returncode == 1 and "is older than" in _last_line(r.stderr)
+
+
 @pytest.mark.parametrize("case", ["compiled", "no_extensions", "not_built"])
 def test_version_names_the_path(tmp_path, case):
     if case == "compiled" and not BUILT:

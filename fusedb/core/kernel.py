@@ -37,7 +37,9 @@ def _load():
     if _flag(NO_EXTENSIONS):
         return None, f"{NO_EXTENSIONS} is set"
     try:
-        return importlib.import_module("fusedb.core._kernel"), ""
+        mod = importlib.import_module("fusedb.core._kernel")
+        _check_fresh(mod.__file__)
+        return mod, ""
     except ImportError as e:
         not_built = isinstance(e, ModuleNotFoundError) and e.name == "fusedb.core._kernel"
         if _flag(REQUIRE_EXTENSIONS):
@@ -48,6 +50,16 @@ def _load():
         if not_built:
             return None, "the compiled kernel is not built"
         return None, f"the compiled kernel does not load: {e}"
+
+
+def _check_fresh(built: str) -> None:
+    """In a source checkout (``_kernel.pyx`` beside the built module), refuse a
+    module older than its source: it was built from other code (the .pyx was
+    edited, or git changed it) and would not match the Python it mirrors."""
+    src = os.path.join(os.path.dirname(built), "_kernel.pyx")
+    if os.path.exists(src) and os.path.getmtime(src) > os.path.getmtime(built):
+        raise ImportError(f"{built} is older than {src}: rebuild it "
+                          f"(pip install -e . or python setup.py build_ext --inplace)")
 
 
 #: The compiled kernel module, or None when this process runs pure Python; REASON
