@@ -19,8 +19,8 @@ from fusedb.core.scheduler import fold_count
 from fusedb.core.segment import file_name
 from fusedb.shard.context import ShardContext
 from fusedb.shard.shard import Shard
-from fusedb.core.layout import M_NEXT_LEAF, S_MERGES, S_SEG_BYTES, S_SEG_FILES, S_SPLITS
-from fusedb.shm.slab import H_HEAP, H_REFS
+from fusedb.core.layout import MAX_SEGS, M_NEXT_LEAF, S_MERGES, S_SEG_BYTES, S_SEG_FILES, S_SPLITS
+from fusedb.shm.slab import H_FIRST_HI, H_FIRST_LO, H_HEAP, H_REFS, H_USED
 
 
 class Merger:
@@ -59,23 +59,31 @@ class Merger:
         first record (-1: no active buffer, or an empty one)."""
         meta = self.meta
         # The routing table changes under the meta lock (splits of any shard), so
-        # walking it needs that lock too; shard lock first, as everywhere.
+        # walking it needs that lock too; shard lock first, as everywhere. Only
+        # bulk copies under the locks (numpy): the rows are built after.
         with self.lock:
             with self.ctx.meta_lock:
                 _bounds, ids = meta.routes()
-            n = len(ids)
-            rows = []
-            for leaf in ids:
-                if meta.shard[leaf] != self.no:
-                    continue
-                a = meta.active[leaf]
-                slab = self.slabs[a] if a >= 0 else None
-                rows.append((leaf, meta.frozen[leaf] >= 0, a >= 0,
-                             slab.fill() if slab else 0.0, meta.segs_of(leaf),
-                             meta.writes[leaf], meta.fills[leaf],
-                             slab.first_pos() if slab and slab.used() else -1))
+            cols = meta.copy_leaf_table(meta.hdr[M_NEXT_LEAF])
+            hdrs = self.arena.copy_headers()
             free = self.arena.free_count()
-        return rows, free, n
+        nslots, heap_bytes = self.arena.layout.nslots, self.arena.layout.heap_bytes
+        shard, active, frozen = cols["shard"], cols["active"], cols["frozen"]
+        segs, nsegs = cols["segs"], cols["nsegs"]
+        rows = []
+        for leaf in ids:
+            if shard[leaf] != self.no:
+                continue
+            a = active[leaf]
+            hdr = hdrs[a].tolist() if a >= 0 else None
+            used = hdr[H_USED] if hdr else 0
+            base = leaf * MAX_SEGS
+            rows.append((leaf, frozen[leaf] >= 0, a >= 0,
+                         max(used / nslots, hdr[H_HEAP] / heap_bytes) if hdr else 0.0,
+                         segs[base:base + nsegs[leaf]].tolist(), cols["writes"][leaf],
+                         cols["fills"][leaf],
+                         hdr[H_FIRST_LO] | (hdr[H_FIRST_HI] << 32) if used else -1))
+        return rows, free, len(ids)
 
     def merge_leaf(self, leaf: int, full: bool, split: bool = False,
                    write_manifest: bool = True) -> bool:

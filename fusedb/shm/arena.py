@@ -15,6 +15,8 @@ merge worker to free a slab (back-pressure, see shard).
 
 from __future__ import annotations
 
+import numpy as np
+
 from fusedb.core.layout import (A_FREE_TOP, A_MAGIC, A_NSLABS, A_NSLOTS, A_SLAB_BYTES,
                                 A_VERSION, ARENA_HDR_BYTES, ARENA_MAGIC, ARENA_VERSION, H_STATE,
                                 arena_data_off, arena_region_bytes)
@@ -52,6 +54,9 @@ class Arena:
         self.layout = SlabLayout(self.hdr[A_SLAB_BYTES], self.hdr[A_NSLOTS])
         self.free = buf[ARENA_HDR_BYTES:ARENA_HDR_BYTES + 4 * nslabs].cast("I")
         off = arena_data_off(nslabs)
+        #: Every slab's header as one strided u32[nslabs, 16] view (copy_headers).
+        self._headers = np.ndarray((nslabs, 16), np.uint32, buf, off,
+                                   (self.layout.slab_bytes, 4))
         self.slabs = [Slab(buf, off + i * self.layout.slab_bytes, self.layout, i)
                       for i in range(nslabs)]
         if create:
@@ -78,10 +83,17 @@ class Arena:
         self.free[top] = sid
         self.hdr[A_FREE_TOP] = top + 1
 
+    def copy_headers(self) -> np.ndarray:
+        """A copy of every slab's header: u32[nslabs, 16] (slots H_*), by one
+        numpy copy (no Python work per slab: for a snapshot under the shard
+        lock)."""
+        return self._headers.copy()
+
     def free_count(self) -> int:
         return self.hdr[A_FREE_TOP]
 
     def close(self) -> None:
+        self._headers = None    # its export of the region, before the unmap
         for s in self.slabs:
             s.release()
         self.free.release()

@@ -267,6 +267,16 @@ class Meta:
 
     # -- leaf table ------------------------------------------------------------------
 
+    def copy_leaf_table(self, n: int) -> dict[str, memoryview]:
+        """Copies of the leaf table's columns for leaf ids ``0 .. n-1`` (shard,
+        active, frozen, nsegs, writes, fills: one value per leaf; segs: MAX_SEGS
+        per leaf, of which the first nsegs count), as memoryviews of bytes
+        copies (index or ``tolist()`` them). One copy per column, no Python work
+        per leaf: for the merge loop's snapshot under the shard lock."""
+        return {name: memoryview(getattr(self, name)[:n * (MAX_SEGS if name == "segs" else 1)]
+                                 .tobytes()).cast(getattr(self, name).format)
+                for name in ("shard", "active", "frozen", "nsegs", "writes", "fills", "segs")}
+
     def segs_of(self, leaf_id: int) -> list[int]:
         base = leaf_id * MAX_SEGS
         return list(self.segs[base:base + self.nsegs[leaf_id]])
