@@ -676,3 +676,25 @@ def test_list_files_orders_by_number_and_ignores_other_names(tmp_path):
 
 def test_list_files_empty_dir(tmp_path):
     assert list_files(str(tmp_path)) == {}
+
+
+@pytest.mark.parametrize("room_lag", [0, 1024, 4096])
+def test_has_room_agrees_with_append_while_the_room_base_lags(room_lag):
+    """``has_room`` (a batch checks it before writing anything) must answer what
+    ``append_prepared`` then does, also while the WAL bound holds the room base
+    below ``written`` (it used to check ``written``: a batch found room, then
+    its append failed after the batch's other shards were written)."""
+    from fusedb.wal.ring import R_HEAD, R_WRITTEN
+    _unlink_ring()
+    ring = Ring(RING_NAME, RING_CAP, create=True)
+    try:
+        rec = ring.prepare_many([(1, 0.0, KIND_VALUE, b"k", b"v" * 100, 0)] * 2)
+        for head in range(0, 3 * RING_CAP, 208):
+            ring.hdr[R_HEAD] = head
+            ring.hdr[R_WRITTEN] = head
+            ring.hdr[R_ROOM] = max(0, head - room_lag)
+            fits = ring.has_room(rec[2])
+            assert fits == (ring.append_prepared(rec) != -1), (head, room_lag)
+    finally:
+        ring.close()
+        posix_ipc.unlink_shared_memory(RING_NAME)

@@ -33,11 +33,12 @@ import struct
 import xxhash
 
 from fusedb.core.entry import KIND_INT
-from fusedb.core.layout import (R_CAP, R_HEAD, R_WRITTEN, R_LSN, R_MAGIC, R_ROOM, R_VERSION,
+from fusedb.core.layout import (R_CAP, R_HEAD, R_LSN, R_MAGIC, R_ROOM, R_VERSION,
                                 RING_DATA_OFF, RING_HDR_WORDS, RING_MAGIC, RING_VERSION,
                                 WAL_ONE_MUTATION, WAL_RECORD_ALIGN, ring_region_bytes)
 # Names other modules import from here (the numbers live in fusedb.core.layout).
-from fusedb.core.layout import R_DURABLE, R_FILE_NO, R_FILE_START, R_WAL_BYTES  # noqa: F401
+from fusedb.core.layout import (R_DURABLE, R_FILE_NO, R_FILE_START, R_WAL_BYTES,  # noqa: F401
+                                R_WRITTEN)
 from fusedb.errors import InvalidArgumentError
 from fusedb.shm.region import Region
 from fusedb.wal.format import BODY_HEADER, MUTATION, RECORD_HEADER, T_MUTATIONS, T_PAD, pad8, pad16
@@ -170,13 +171,14 @@ class Ring:
 
     def has_room(self, total: int) -> bool:
         """Whether a record of ``total`` bytes fits now (what :meth:`_reserve`
-        checks, without writing anything)."""
+        checks, without writing anything: room up to the room base + capacity,
+        which lags ``written`` while the WAL files are at their limit)."""
         hdr = self.hdr
         head = hdr[R_HEAD]
         cap = self.cap
         off = head % cap
         padlen = cap - off if off + total > cap else 0
-        return head + padlen + total - hdr[R_WRITTEN] <= cap
+        return head + padlen + total - hdr[R_ROOM] <= cap
 
     def append_prepared(self, prepared: tuple[list[tuple], int, int]) -> int:
         """Log a record from :meth:`prepare_many`; the stream position after it,
