@@ -37,6 +37,7 @@ from cpython.set cimport PySet_GET_SIZE
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport free, malloc
+from libc.errno cimport EBUSY
 from libc.string cimport memcmp, memcpy, memset
 
 from fusedb.core import layout as L
@@ -56,11 +57,41 @@ cdef extern from "<pthread.h>" nogil:
 
 cdef extern from *:
     """
+    #include <errno.h>
+    #include <pthread.h>
     static inline int fusedb_add_overflow(long long a, long long b, long long *out) {
         return __builtin_add_overflow(a, b, out);
     }
+    /* A store other processes read without the lock (the ring's head, which the
+       WAL writer reads): ordered after every store before it, on any CPU. */
+    static inline void fusedb_store_release(unsigned long long *p, unsigned long long v) {
+        __atomic_store_n(p, v, __ATOMIC_RELEASE);
+    }
+    /* A lock held by another process for a few hundred nanoseconds (an
+       operation) is cheaper to wait for here than by sleeping on the futex:
+       watch the futex word (glibc's __lock: 0 when free) with a CPU pause,
+       try again when it reads free; give up after `spins` pauses (a few
+       microseconds) and return EBUSY. */
+    static inline int fusedb_spin_trylock(pthread_mutex_t *m, unsigned int spins) {
+        unsigned int i;
+        for (i = 0; i < spins; i++) {
+    #if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+    #elif defined(__aarch64__)
+            __asm__ __volatile__("yield");
+    #endif
+            if (__atomic_load_n((unsigned int *)m, __ATOMIC_RELAXED) == 0) {
+                int r = pthread_mutex_trylock(m);
+                if (r != EBUSY)
+                    return r;
+            }
+        }
+        return EBUSY;
+    }
     """
     int fusedb_add_overflow(long long a, long long b, long long* out) nogil
+    void fusedb_store_release(unsigned long long* p, unsigned long long v) nogil
+    int fusedb_spin_trylock(pthread_mutex_t* m, unsigned int spins) nogil
 
 
 # Header slots and kinds, from fusedb.core.layout / fusedb.core.entry (module
@@ -75,6 +106,9 @@ cdef Py_ssize_t MAX_SEGS = L.MAX_SEGS, S_WORDS = L.S_WORDS
 cdef uint32_t T_MUTATIONS = L.T_MUTATIONS
 cdef uint8_t KIND_VALUE = _KIND_VALUE, KIND_INT = _KIND_INT, KIND_DEL = _KIND_DEL
 cdef uint32_t NOT_FOUND = 0xFFFFFFFF
+#: CPU pauses a contended shard lock is watched for before the waiting of
+#: ProcLock._contended (futex sleep, timeouts, repair): ~2-10 us.
+cdef unsigned int SPINS = 256
 
 # The single-mutation WAL record (layout.WAL_RECORD_HEADER + WAL_ONE_MUTATION):
 # checksum u64 | length u32 | type u32 | lsn u64 | count u32 | 0 u32 |
@@ -345,6 +379,8 @@ cdef class Kernel:
         cdef int r
         if sc.mutex != NULL:
             r = pthread_mutex_trylock(sc.mutex)
+            if r == EBUSY:
+                r = fusedb_spin_trylock(sc.mutex, SPINS)
             if r != 0 or sc.repair_flag[0]:
                 self.locks[no]._contended(r)     # waits, repairs, or raises
         else:
@@ -744,7 +780,9 @@ cdef inline int64_t _append(ShardC* sc, uint64_t seq, double exp, uint8_t kind,
     cdef uint64_t sum = XXH3_64bits(d + 8, end - 8)
     memcpy(d, &sum, 8)
     hdr[R_LSN] = lsn + 1
-    hdr[R_HEAD] = head + total
+    # Publish the record: the WAL writer (another thread or process, no lock)
+    # writes out [written, head), so head moves only after the record's bytes.
+    fusedb_store_release(<unsigned long long*>&hdr[R_HEAD], head + total)
     return head + total
 
 
