@@ -469,38 +469,28 @@ cdef class Kernel:
         cdef int no = self.leaf_shard[leaf]
         cdef ShardC* sc = &self.shards[no]
         cdef Slabs* sl = &sc.slabs
-        cdef int32_t sids[2]
-        cdef int i
         cdef char* slab
         cdef uint32_t s, voff
         cdef uint8_t kind = 0
         cdef double exp = 0.0
         cdef long long n = 0
         cdef object value = None
-        cdef bint found = False, routed = False
+        cdef bint found = False
         cdef list segs = None
         self._lock(no)
         try:
             if self.hdr[M_ROUTE_VER] == ver:
-                routed = True
-                sids[0] = self.active[leaf]
-                sids[1] = self.frozen[leaf]
-                for i in range(2):
-                    if sids[i] < 0:
-                        continue
-                    slab = sl.base + <uint64_t>sids[i] * sl.slab_bytes
-                    s = _find(sl, slab, k, klen, h)
-                    if s != NOT_FOUND:
-                        found = True
-                        kind = (<uint8_t*>(slab + sl.kind_off))[s]
-                        exp = (<double*>(slab + sl.exp_off))[s]
-                        voff = u32(slab, sl.voff_off)[s]
-                        if kind == KIND_INT:
-                            memcpy(&n, slab + sl.heap_off + voff, 8)
-                        elif kind == KIND_VALUE:
-                            value = PyBytes_FromStringAndSize(
-                                slab + sl.heap_off + voff, u32(slab, sl.vlen_off)[s])
-                        break
+                s = self._buffers_find(sc, leaf, k, klen, h, &slab)
+                if s != NOT_FOUND:
+                    found = True
+                    kind = (<uint8_t*>(slab + sl.kind_off))[s]
+                    exp = (<double*>(slab + sl.exp_off))[s]
+                    voff = u32(slab, sl.voff_off)[s]
+                    if kind == KIND_INT:
+                        memcpy(&n, slab + sl.heap_off + voff, 8)
+                    elif kind == KIND_VALUE:
+                        value = PyBytes_FromStringAndSize(
+                            slab + sl.heap_off + voff, u32(slab, sl.vlen_off)[s])
                 if not found:
                     segs = self._segments_locked(leaf)
         finally:
@@ -523,6 +513,24 @@ cdef class Kernel:
         return value
 
     # -- under the shard lock --------------------------------------------------------
+
+    cdef uint32_t _buffers_find(self, ShardC* sc, int64_t leaf, const char* key,
+                                Py_ssize_t klen, uint64_t h, char** slab_out) noexcept:
+        """Shard.read_buffers_locked's search: the key's slot in the leaf's active,
+        then frozen buffer (that buffer in ``slab_out``), or NOT_FOUND."""
+        cdef Slabs* sl = &sc.slabs
+        cdef int32_t sids[2]
+        cdef uint32_t s
+        cdef int i
+        sids[0] = self.active[leaf]
+        sids[1] = self.frozen[leaf]
+        for i in range(2):
+            if sids[i] >= 0:
+                slab_out[0] = sl.base + <uint64_t>sids[i] * sl.slab_bytes
+                s = _find(sl, slab_out[0], key, klen, h)
+                if s != NOT_FOUND:
+                    return s
+        return NOT_FOUND
 
     cdef list _segments_locked(self, int64_t leaf):
         """The leaf's segments (KSegment), newest first, or None if one is not
@@ -589,29 +597,19 @@ cdef class Kernel:
         the leaf's open segments (newest first), the sum written as the pure
         path's Modify writes it. -1 (nothing written) for everything else."""
         cdef Slabs* sl = &sc.slabs
-        cdef int32_t sids[2]
-        cdef int i
         cdef char* slab
-        cdef uint32_t s
         cdef uint8_t kind = 0
         cdef double exp = 0.0
         cdef long long base = 0, new
         cdef int64_t j
         cdef bint found = False
-        sids[0] = self.active[leaf]
-        sids[1] = self.frozen[leaf]
-        for i in range(2):
-            if sids[i] < 0:
-                continue
-            slab = sl.base + <uint64_t>sids[i] * sl.slab_bytes
-            s = _find(sl, slab, key, klen, h)
-            if s != NOT_FOUND:
-                found = True
-                kind = (<uint8_t*>(slab + sl.kind_off))[s]
-                exp = (<double*>(slab + sl.exp_off))[s]
-                if kind == KIND_INT:
-                    memcpy(&base, slab + sl.heap_off + u32(slab, sl.voff_off)[s], 8)
-                break
+        cdef uint32_t s = self._buffers_find(sc, leaf, key, klen, h, &slab)
+        if s != NOT_FOUND:
+            found = True
+            kind = (<uint8_t*>(slab + sl.kind_off))[s]
+            exp = (<double*>(slab + sl.exp_off))[s]
+            if kind == KIND_INT:
+                memcpy(&base, slab + sl.heap_off + u32(slab, sl.voff_off)[s], 8)
         if not found:
             segs = self._segments_locked(leaf)
             if segs is None:
