@@ -71,7 +71,8 @@ cdef extern from *:
        operation) is cheaper to wait for here than by sleeping on the futex:
        watch the futex word (glibc's __lock: 0 when free) with a CPU pause,
        try again when it reads free; give up after `spins` pauses (a few
-       microseconds) and return EBUSY. */
+       microseconds) and return EBUSY. (musl keeps its lock word elsewhere in
+       the mutex: there the spin never sees it free and only costs its pauses.) */
     static inline int fusedb_spin_trylock(pthread_mutex_t *m, unsigned int spins) {
         unsigned int i;
         for (i = 0; i < spins; i++) {
@@ -411,12 +412,14 @@ cdef class Kernel:
         cdef ShardC* sc = &self.shards[no]
         cdef int64_t end = -1
         self._lock(no)
-        if self.hdr[M_ROUTE_VER] == ver:
-            end = self._write_locked(sc, leaf, k, klen, h, KIND_VALUE,
-                                     PyBytes_AS_STRING(value), vlen, 0, exp)
-            if end >= 0:
-                sc.stats[S_LOGICAL] += klen + vlen
-        self._unlock(no)
+        try:        # (only C runs in here today; the finally keeps it safe if that changes)
+            if self.hdr[M_ROUTE_VER] == ver:
+                end = self._write_locked(sc, leaf, k, klen, h, KIND_VALUE,
+                                         PyBytes_AS_STRING(value), vlen, 0, exp)
+                if end >= 0:
+                    sc.stats[S_LOGICAL] += klen + vlen
+        finally:
+            self._unlock(no)
         if end < 0:
             return self.fb_put(key, value, exp)
         if self.sync:
@@ -542,10 +545,10 @@ cdef class Kernel:
             seg = PyDict_GetItem(self.segcache, self.segs[leaf * MAX_SEGS + i])
             if seg == NULL:
                 return None
-            kv = (<object>seg).kview
+            segment = <object>seg      # a reference of our own before any Python runs
+            kv = segment.kview
             if kv is None:
-                kv = KSegment(<object>seg)
-                (<object>seg).kview = kv
+                kv = segment.kview = KSegment(segment)
             out.append(kv)
         return out
 

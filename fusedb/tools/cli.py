@@ -55,7 +55,7 @@ def _rate_limit(args) -> tuple[int, int, float]:
 def demo(path: str, ops: int, shards: int, processes: int) -> int:
     how = (f"multiprocess: {shards} shard worker processes, {processes} client processes"
            if shards else "embedded, one process")
-    print(f"FuseDB demo on {path!r} ({how})")
+    print(f"FuseDB demo on {path!r} ({how}; {kernel.describe()})")
     with (open_db(path, shards=shards) if shards else open_db(path)) as db:
         runs = db.incr(b"demo:runs")
         print(f"  this directory has seen {runs} demo run(s) (a counter that survives close)")
