@@ -209,7 +209,7 @@ cdef class Kernel:
     unmapping); after that every call goes to the pure path (which raises
     ClosedError)."""
 
-    cdef object x, meta, routes, segcache, clock, fn_threads
+    cdef object routes, segcache, clock, fn_threads
     cdef list locks, writers, acquires, releases
     cdef Py_buffer* bufs
     cdef int nbufs
@@ -239,11 +239,10 @@ cdef class Kernel:
 
     def __init__(self, x):
         store = x.store
-        self.x = x
         self.fb_put = x.put
         self.fb_get = x.get_value
         self.fb_incr = x.incr
-        self.meta = meta = store.meta
+        meta = store.meta
         self.routes = x.routes
         self.segcache = store.segcache
         self.clock = x.clock
@@ -808,7 +807,3 @@ cdef inline bytes _decimal(long long n):
     cdef int m = snprintf(buf, sizeof(buf), "%lld", n)
     return PyBytes_FromStringAndSize(buf, m)
 
-
-def key_hash(bytes key):
-    """xxh3_64 of ``key`` (fusedb.core.entry.key_hash), computed here."""
-    return XXH3_64bits(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
