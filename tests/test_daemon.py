@@ -307,3 +307,48 @@ def test_config_file_options_reach_the_daemon(tmp_path):
             assert db._store.opts.durability == "none"       # the flag wins over the file
     finally:
         stop(path)
+
+
+def test_ctrl_c_stops_a_foreground_daemon_and_its_pidfile_goes(tmp_path):
+    path = str(tmp_path / "db")
+    pidfile = tmp_path / "run" / "fusedb.pid"
+    pidfile.parent.mkdir()
+    d = subprocess.Popen([sys.executable, "-m", "fusedb", "serve", path, "--pidfile",
+                          str(pidfile)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not pidfile.exists():
+            assert d.poll() is None and time.monotonic() < deadline, d.stderr.read()
+            time.sleep(0.05)
+        assert int(pidfile.read_text()) == d.pid == daemon_pid(path)
+        d.send_signal(signal.SIGINT)
+        assert d.wait(60) == 0
+        log = d.stderr.read()
+    finally:
+        if d.poll() is None:
+            d.kill()
+            d.wait()
+    assert "SIGINT: stopping" in log and "stopped cleanly" in log
+    assert "Traceback" not in log
+    assert not pidfile.exists()
+
+
+def test_a_dead_worker_of_the_daemon_is_restarted(tmp_path):
+    path = str(tmp_path / "db")
+    serve_detached(path, "--shards", "2")
+    try:
+        with fusedb.connect(path) as db:
+            for i in range(200):
+                db.put(b"k%d" % i, b"v")
+            old = db.stats()["workers"][0]["pid"]
+            os.kill(old, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while db.stats()["workers"][0]["pid"] in (old, 0):
+                assert time.monotonic() < deadline, "the worker was not restarted"
+                time.sleep(0.05)
+            for i in range(200, 400):
+                db.put(b"k%d" % i, b"v")
+            db.flush()
+            assert len(dict(db.scan())) == 400
+    finally:
+        stop(path)

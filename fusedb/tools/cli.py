@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 def daemon_command(args) -> int:
     from fusedb.errors import FuseDBError
     from fusedb.tools import serve
+    args.path = os.path.abspath(args.path)
     if args.cmd == "stop":
         return serve.stop(args.path, args.timeout)
     if args.cmd == "stats":
@@ -189,6 +190,8 @@ def daemon_command(args) -> int:
     except (FuseDBError, OSError, ValueError) as e:
         print(f"fusedb serve: {e}", file=sys.stderr)
         return 2
+    if args.pidfile:
+        args.pidfile = os.path.abspath(args.pidfile)
     report = None
     if args.detach:
         try:

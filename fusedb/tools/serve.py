@@ -204,7 +204,8 @@ def _remove(name: str) -> None:
 
 
 def detach(path: str) -> tuple[bool, object]:
-    """Fork the daemon off into its own session with its stdio on PATH/serve.log.
+    """Fork the daemon off into its own session (working directory /) with its
+    stdio on PATH/serve.log (``path``: absolute).
     In the parent: (True, exit status), after the child said it is ready (0),
     already running (0) or failed (1, its message on stderr). In the child:
     (False, report function for :func:`serve`)."""
@@ -228,6 +229,7 @@ def detach(path: str) -> tuple[bool, object]:
         return True, 1
     os.close(r)
     os.setsid()
+    os.chdir("/")          # hold no mount busy (PATH is absolute: fusedb.tools.cli)
     fd = os.open(os.path.join(path, SERVE_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
