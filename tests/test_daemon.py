@@ -352,3 +352,29 @@ def test_a_dead_worker_of_the_daemon_is_restarted(tmp_path):
             assert len(dict(db.scan())) == 400
     finally:
         stop(path)
+
+
+def test_a_hang_up_of_the_process_group_stops_the_daemon_cleanly(tmp_path):
+    """SIGHUP to the whole process group (a closed terminal): the workers ignore
+    it, the daemon closes cleanly and exits 0."""
+    path = str(tmp_path / "db")
+    d = subprocess.Popen([sys.executable, "-m", "fusedb", "serve", path],
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while owner(path) is None or not owner(path)[1]:
+            assert d.poll() is None and time.monotonic() < deadline, d.stderr.read()
+            time.sleep(0.05)
+        with fusedb.connect(path) as db:
+            db.incr(b"n", 7)
+        os.killpg(d.pid, signal.SIGHUP)
+        assert d.wait(60) == 0
+        log = d.stderr.read()
+    finally:
+        if d.poll() is None:
+            os.killpg(d.pid, signal.SIGKILL)
+            d.wait()
+    assert "SIGHUP: stopping" in log and "stopped cleanly" in log, log
+    assert "restarting" not in log and "exited with code" not in log, log
+    with fusedb.open(path) as db:
+        assert db.get(b"n") == b"7"

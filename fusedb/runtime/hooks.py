@@ -61,12 +61,13 @@ def handle(h) -> None:
 
 
 def worker_process() -> None:
-    """The worker process's own: Ctrl-C, ``timeout``, ``kill -TERM -PGID`` and a
-    systemd stop reach the whole process group: the router handles them and
-    stops the workers in order, so a worker must not die of them on its own
-    (if the router dies instead, the worker notices and exits)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """The worker process's own: Ctrl-C, ``timeout``, ``kill -TERM -PGID``, a
+    terminal's hang-up (SIGHUP) and a systemd stop reach the whole process
+    group: the router handles them and stops the workers in order, so a worker
+    must not die of them on its own (if the router dies instead, the worker
+    notices and exits)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _close_open() -> None:

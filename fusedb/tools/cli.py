@@ -66,8 +66,21 @@ def _rate_limit(args) -> tuple[int, int, float]:
 def demo(path: str, ops: int, shards: int, processes: int) -> int:
     how = (f"multiprocess: {shards} shard worker processes, {processes} client processes"
            if shards else "embedded, one process")
+    from fusedb import connect
+    from fusedb.errors import LockedError, NotRunningError
+    attached = False
+    try:
+        db = open_db(path, shards=shards) if shards else open_db(path)
+    except LockedError:
+        try:
+            db = connect(path)        # a daemon (fusedb serve) runs it: attach
+        except NotRunningError as e:
+            print(f"fusedb demo: {path} is open in another process and cannot be "
+                  f"attached to: {e}", file=sys.stderr)
+            return 1
+        how, attached = "attached to the process that owns it (fusedb serve)", True
     print(f"FuseDB demo on {path!r} ({how}; {kernel.describe()})")
-    with (open_db(path, shards=shards) if shards else open_db(path)) as db:
+    with db:
         runs = db.incr(b"demo:runs")
         print(f"  this directory has seen {runs} demo run(s) (a counter that survives close)")
         db.put(b"session:alice", b'{"user": "alice", "cart": 3}', ttl=30)
@@ -95,7 +108,8 @@ def demo(path: str, ops: int, shards: int, processes: int) -> int:
             print(f"  shard {w['shard']}: worker pid {w['pid']}, "
                   f"{w.get('cpu_seconds', 0):.2f} s CPU, "
                   f"{w.get('rss_bytes', 0) / 2**20:.0f} MiB RSS")
-    print("  closed cleanly; run it again to see the counter survive.")
+    print("  closed cleanly; run it again to see the counter survive."
+          if not attached else "  detached; the database stays with its owner.")
     return 0
 
 

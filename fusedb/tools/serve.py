@@ -4,8 +4,8 @@ operator commands.
 The daemon is the router role as a service: ``fusedb serve PATH`` opens (or
 recovers) the database at PATH with ``fusedb.open(PATH, shards=N)``, which
 takes LOCK, creates the shared memory and starts and supervises one worker
-process per shard (fusedb.router); then it waits for SIGTERM or SIGINT, and
-closes: operations already inside a shard lock finish, every later one gets
+process per shard (fusedb.router); then it waits for SIGTERM, SIGINT or SIGHUP
+(a terminal hang-up; there is no reload), and closes: operations already inside a shard lock finish, every later one gets
 ClosedError, each worker merges its shard and exits, the shared memory is
 removed. Processes attach with ``fusedb.connect(PATH)`` and work on the shared
 memory directly; the daemon itself serves no requests.
@@ -107,15 +107,16 @@ def daemon_options(shards: int | None, durability: str | None, pin: bool,
 
 
 class _Stop:
-    """SIGTERM/SIGINT: note the signal and wake the waiting main thread (through
-    signal.set_wakeup_fd: no race between checking and sleeping)."""
+    """SIGTERM, SIGINT or SIGHUP (the terminal of a foreground daemon hung up;
+    there is no reload): note the signal and wake the waiting main thread
+    (through signal.set_wakeup_fd: no race between checking and sleeping)."""
 
     def __init__(self):
         self.signal = 0
         self.r, self.w = os.pipe()
         os.set_blocking(self.w, False)
         signal.set_wakeup_fd(self.w)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._handle)
 
     def _handle(self, sig, frame) -> None:
@@ -284,17 +285,21 @@ def stop(path: str, timeout: float) -> int:
         print(f"fusedb stop: refused: {path} is open by pid {router}, a process that called "
               f"fusedb.open itself (not fusedb serve); stop that process", file=sys.stderr)
         return 3
+    t = time.monotonic()
     try:
         proc = psutil.Process(daemon)
         proc.send_signal(signal.SIGTERM)
-        t = time.monotonic()
-        proc.wait(timeout)
     except psutil.NoSuchProcess:
-        t = time.monotonic()
-    except psutil.TimeoutExpired:
-        print(f"fusedb stop: the daemon (pid {daemon}) is still running after {timeout:g} s "
-              f"(see {os.path.join(path, SERVE_LOG)} or its journal)", file=sys.stderr)
-        return 4
+        pass
+    # Not our child: poll. A zombie has exited (its parent, init or a subreaper,
+    # has yet to reap it).
+    while alive(daemon):
+        if time.monotonic() - t > timeout:
+            print(f"fusedb stop: the daemon (pid {daemon}) is still running after "
+                  f"{timeout:g} s (see {os.path.join(path, SERVE_LOG)} or its journal)",
+                  file=sys.stderr)
+            return 4
+        time.sleep(0.01)
     print(f"stopped the daemon of {path} (pid {daemon}) in {time.monotonic() - t:.2f} s")
     return 0
 
