@@ -51,6 +51,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    """No socket listens on 127.0.0.1:``port`` (connections in TIME_WAIT do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def request(port: int, path: str) -> tuple[int, bytes]:
     """GET ``path`` from 127.0.0.1:``port`` on a new connection: (status, body)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -156,36 +167,47 @@ def test_gunicorn_preload_master_owns_the_database(tmp_path):
     assert read_closed(db) == 300
 
 
+def serve_with_daemon(tmp_path: Path, cmd: list[str], port: int, requests: int) -> Path:
+    """Run the HTTP server ``cmd`` whose workers attach with connect(start=True),
+    check ``requests`` increments end exact, stop it, check the daemon outlived it,
+    stop the daemon and check the counter on disk. Returns the server's log."""
+    db, log = tmp_path / "db", tmp_path / "server.log"
+    with daemon_stopped_after(db):
+        with http_server(cmd, recipe_env(db), port, log) as server:
+            assert_exact(hammer(port, requests), port)
+            assert stop_process(server) == 0
+        assert port_is_free(port), "the daemon inherited the server's listening socket"
+        with fusedb.connect(str(db)) as other:
+            assert other.get(b"hits") == str(requests).encode()
+        assert fusedb_cli("stop", str(db)).returncode == 0
+    assert read_closed(db) == requests
+    return log
+
+
 def test_gunicorn_workers_recycled_count_exactly(tmp_path):
     """The issue's must-show: without --preload, 4 workers recycled every 50
     requests, 2,000 increments of one counter from 127.0.0.1 end exact."""
-    db = tmp_path / "db"
-    port, log = free_port(), tmp_path / "gunicorn.log"
+    port = free_port()
     cmd = gunicorn(port, "gunicorn_workers:app", "--workers", "4", "--max-requests", "50")
-    with daemon_stopped_after(db):
-        with http_server(cmd, recipe_env(db), port, log) as master:
-            assert_exact(hammer(port, 2000), port)
-            assert stop_process(master) == 0
-        # About 40 workers were recycled (2,000 / 50), each one attaching anew.
-        assert log.read_text().count("Booting worker") >= 4 + 20
-        # The daemon outlives gunicorn: the counter is still there.
-        with fusedb.connect(str(db)) as other:
-            assert other.get(b"hits") == b"2000"
-        assert fusedb_cli("stop", str(db)).returncode == 0
-    assert read_closed(db) == 2000
+    log = serve_with_daemon(tmp_path, cmd, port, 2000)
+    # About 40 workers were replaced (2,000 / 50), each one attaching anew.
+    assert log.read_text().count("Booting worker") >= 4 + 20
+
+
+def test_gunicorn_preload_with_the_daemon(tmp_path):
+    """connect(start=True) at module level with --preload: the master attaches
+    (starting the daemon), its forked workers re-attach on first use."""
+    port = free_port()
+    cmd = gunicorn(port, "gunicorn_workers:app", "--preload", "--workers", "2",
+                   "--max-requests", "100")
+    serve_with_daemon(tmp_path, cmd, port, 300)
 
 
 def test_uvicorn_workers_share_one_daemon(tmp_path):
-    db = tmp_path / "db"
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
            "--workers", "2", "--no-access-log", "asgi_workers:app"]
-    with daemon_stopped_after(db):
-        with http_server(cmd, recipe_env(db), port, tmp_path / "uvicorn.log") as main:
-            assert_exact(hammer(port, 300), port)
-            assert stop_process(main) == 0
-        assert fusedb_cli("stop", str(db)).returncode == 0
-    assert read_closed(db) == 300
+    serve_with_daemon(tmp_path, cmd, port, 300)
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])

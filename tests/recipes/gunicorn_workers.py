@@ -9,6 +9,8 @@ database would close with the worker that happened to own it), so each worker
 attaches to the daemon ``fusedb serve``; ``start=True`` starts that daemon,
 detached, when none runs yet (exactly one, whatever the number of workers racing
 to start it). The daemon outlives gunicorn: stop it with ``fusedb stop PATH``.
+The same module works with --preload: the master attaches (starting the daemon)
+and the workers it forks re-attach on first use.
 """
 
 import fusedb
