@@ -113,7 +113,13 @@ class FuseDBKeyError(FuseDBError, KeyError):
 
 class NotRunningError(FuseDBError):
     """Raised by ``fusedb.connect`` when no live multiprocess database is open at the
-    path (nothing open, it runs embedded, or its router process is gone)."""
+    path (nothing open, its open still in progress, it runs embedded, or its router
+    process is gone). ``transient`` is False when waiting cannot help (it runs
+    embedded); ``connect(path, start=True)`` waits out the others."""
+
+    def __init__(self, *args, transient: bool = True):
+        super().__init__(*args)
+        self.transient = transient
 
 
 class LockTimeoutError(FuseDBError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from fusedb.api import args, scan as _scan
+from fusedb.api import args, scan as _scan, start as start_mod
 from fusedb.api.args import Args
 from fusedb.api.batch import Batch
 from fusedb.api.executor import Executor
@@ -19,7 +19,7 @@ from fusedb.api.stats import stats as _stats
 from fusedb.core import ops
 from fusedb.core.ops import value_of
 from fusedb.core.entry import INT64_MAX, INT64_MIN
-from fusedb.errors import ClosedError, ForkedError, FuseDBKeyError
+from fusedb.errors import ClosedError, ForkedError, FuseDBKeyError, InvalidArgumentError
 from fusedb.options import Options
 from fusedb.router.router import RouterStore
 from fusedb.runtime import hooks
@@ -52,11 +52,28 @@ def open(path: str = "fusedb-data", **options) -> FuseDB:  # noqa: A001 - the AP
     return FuseDB(store)
 
 
-def connect(path: str = "fusedb-data") -> FuseDB:
-    """Attach to the multiprocess database open at ``path`` (by a router process
-    on this host). Point operations then run directly on its shared memory.
-    ``close()`` detaches. Raises NotRunningError if none is open there."""
-    return FuseDB(_attach(path))
+def connect(path: str = "fusedb-data", *, start: bool = False, timeout: float = 60.0,
+            **options) -> FuseDB:
+    """Attach to the multiprocess database open at ``path`` (by a ``fusedb serve``
+    daemon, or a process that called ``open(path, shards=N)``, on this host).
+    Point operations then run directly on its shared memory; ``close()``
+    detaches. Raises NotRunningError if none is open there.
+
+    ``start=True``: if none is open, start a detached ``fusedb serve path`` with
+    ``options`` (fields of fusedb.options.Options, e.g. ``shards=4``,
+    ``durability="sync"``; a daemon already running keeps its own) and attach
+    to it; safe when many processes do it at once (one daemon results:
+    fusedb.api.start). Waits up to ``timeout`` seconds for the daemon. Raises
+    NotRunningError if the database runs embedded or the daemon cannot start
+    (its message says why), InvalidArgumentError for bad options or options
+    without ``start=True``."""
+    if not start:
+        if options:
+            raise InvalidArgumentError(f"options ({', '.join(sorted(options))}) are for the "
+                                       f"daemon connect(path, start=True) starts; connect "
+                                       f"without start=True uses the running database's")
+        return FuseDB(_attach(path))
+    return FuseDB(start_mod.connect_starting(path, _attach, options, timeout))
 
 
 def _attach(path: str) -> ClientStore:

@@ -47,9 +47,13 @@ META_VERSION = 4
 #: Header slots, u64[META_HDR_WORDS]: magic, layout version, route version (a
 #: seqlock: odd while the current copy changes), current routing copy (0 or 1),
 #: ML, MK, S, next leaf id, next segment id, state, mode, router pid, length of
-#: the options JSON, entries in routing copy 0 (copy 1: M_COUNT0 + 1).
+#: the options JSON, entries in routing copy 0 (copy 1: M_COUNT0 + 1);
+#: M_SERVE_PID: the pid of the ``fusedb serve`` daemon that owns the database (0
+#: when the router is a process that called ``fusedb.open`` itself); M_READY: 1
+#: once the owner's open has finished (set last: a client attaches only then).
 M_MAGIC, M_VERSION, M_ROUTE_VER, M_ROUTE_CUR, M_MAX_LEAVES, M_MAX_KEY, M_SHARDS, \
     M_NEXT_LEAF, M_NEXT_SEG, M_STATE, M_MODE, M_ROUTER_PID, M_OPTS_LEN, M_COUNT0 = range(14)
+M_SERVE_PID, M_READY = 15, 16
 META_HDR_WORDS = 32
 STATE_OPEN, STATE_CLOSED = 0, 1
 MODE_EMBEDDED, MODE_MULTIPROCESS = 0, 1

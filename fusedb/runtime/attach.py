@@ -12,6 +12,7 @@ from fusedb.runtime.sync import make_proc_sync
 from fusedb.shm import region
 from fusedb.shm.arena import Arena
 from fusedb.shm.locks import alive
+from fusedb.core.layout import M_READY
 from fusedb.shm.meta import M_MODE, M_ROUTER_PID, M_STATE, MODE_MULTIPROCESS, STATE_OPEN, Meta
 from fusedb.wal.ring import Ring
 
@@ -23,28 +24,44 @@ def attach(rt, stuck=None, repairer: int = -1) -> tuple[list[Arena], list[Ring]]
     process's) and make the segment cache. Called by the attaching role's
     constructor on the attaching thread.
 
-    Raises NotRunningError if no database is open at ``rt.path``, if it runs
-    embedded, or if it is closing or its router is gone."""
+    Raises NotRunningError if no database is open at ``rt.path``, if its open
+    is still in progress, if it runs embedded (``transient`` False: only that
+    does not change by waiting), or if it is closing or its router is gone;
+    also if its shared memory goes away while being mapped (a close racing).
+    Workers (``repairer`` >= 0) attach before the router's open is done."""
     nm = region.name
     try:
         rt.meta = meta = Meta(nm(rt.tag, "meta"))
     except posix_ipc.ExistentialError:
-        raise NotRunningError(f"no database is open at {rt.path}: open it with "
-                              f"fusedb.open(path, shards=N) first") from None
-    if meta.hdr[M_MODE] != MODE_MULTIPROCESS:
+        raise NotRunningError(f"no database is open at {rt.path}: start one with "
+                              f"fusedb serve, fusedb.connect(path, start=True) or "
+                              f"fusedb.open(path, shards=N)") from None
+    except (RuntimeError, ValueError):
+        # Created but not yet initialised (an open in progress), or of another version.
+        raise NotRunningError(f"the database at {rt.path} is being opened, or is open by "
+                              f"another version of FuseDB") from None
+    hdr = meta.hdr
+    if repairer < 0 and not hdr[M_READY]:
+        raise NotRunningError(f"the database at {rt.path} is still being opened")
+    if hdr[M_MODE] != MODE_MULTIPROCESS:
         raise NotRunningError(f"the database at {rt.path} is open in embedded mode; "
-                              f"only a multiprocess database (open(..., shards=N)) "
-                              f"accepts other processes")
-    if meta.hdr[M_STATE] != STATE_OPEN or not alive(meta.hdr[M_ROUTER_PID]):
+                              f"only a multiprocess database (fusedb serve, or "
+                              f"open(..., shards=N)) accepts other processes",
+                              transient=False)
+    if hdr[M_STATE] != STATE_OPEN or not alive(hdr[M_ROUTER_PID]):
         raise NotRunningError(f"the database at {rt.path} is closing or its router "
-                              f"process (pid {meta.hdr[M_ROUTER_PID]}) is gone")
+                              f"process (pid {hdr[M_ROUTER_PID]}) is gone")
     rt.opts = Options.from_json(meta.get_options())
     arenas, rings = [], []
-    for i in range(meta.shards):
-        arenas.append(Arena(nm(rt.tag, f"arena{i}")))
-        rt.regions.append(arenas[-1])
-        rings.append(Ring(nm(rt.tag, f"wal{i}")))
-        rt.regions.append(rings[-1])
-    make_proc_sync(rt, create=False, stuck=stuck, repairer=repairer)
+    try:
+        for i in range(meta.shards):
+            arenas.append(Arena(nm(rt.tag, f"arena{i}")))
+            rt.regions.append(arenas[-1])
+            rings.append(Ring(nm(rt.tag, f"wal{i}")))
+            rt.regions.append(rings[-1])
+        make_proc_sync(rt, create=False, stuck=stuck, repairer=repairer)
+    except posix_ipc.ExistentialError:
+        raise NotRunningError(f"the database at {rt.path} closed while this process "
+                              f"attached") from None
     rt.segments = SegmentCache(rt.path, meta, rt.meta_lock, rt.segcache)
     return arenas, rings

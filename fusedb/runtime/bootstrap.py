@@ -21,11 +21,13 @@ import os
 from typing import NamedTuple
 
 from fusedb.core import manifest, retry
+from fusedb.core.layout import M_READY
 from fusedb.core.manifest import LeafRecord, ManifestData
 from fusedb.core.segment import MAGIC as SEGMENT_MAGIC, Segment, file_name
 from fusedb.errors import DiskError, FuseDBError, SharedMemoryError
 from fusedb.options import Options
 from fusedb.runtime import identity
+from fusedb.runtime import dirlock
 from fusedb.runtime.dirlock import DirLock
 from fusedb.shm import region
 from fusedb.shm.arena import Arena, region_bytes as arena_region_bytes
@@ -54,8 +56,8 @@ class Recovered(NamedTuple):
 def lock_directory(path: str, opts: Options) -> DirLock:
     """Create the directory if missing, refuse one that is not FuseDB's (before
     LOCK: a foreign one stays as it was), take LOCK. Raises what
-    identity.check_directory and DirLock raise."""
-    identity.check_directory(path)
+    dirlock.check_directory and DirLock raise."""
+    dirlock.check_directory(path)
     return DirLock(path, region.tag_for(path), opts.close_timeout)
 
 
@@ -152,9 +154,11 @@ def open_owned(rt, open_fn) -> None:
     """Run the open steps ``open_fn()`` of an owning role ``rt`` (embedded or
     router; LOCK already taken). If a step fails, release everything made so far
     (``rt.teardown()``) and raise the error: a disk error as DiskError
-    (:func:`open_error`), anything else unchanged."""
+    (:func:`open_error`), anything else unchanged. Once every step succeeded,
+    the meta block is marked ready (M_READY): clients attach only then."""
     try:
         open_fn()
+        rt.meta.hdr[M_READY] = 1
     except BaseException as e:
         rt.teardown()
         err = open_error(rt.path, e)

@@ -9,7 +9,7 @@ import time
 
 import posix_ipc
 
-from fusedb.errors import LockedError
+from fusedb.errors import LockedError, NotADatabaseError
 from fusedb.runtime import identity
 from fusedb.shm import region
 from fusedb.shm.locks import alive
@@ -83,3 +83,32 @@ def _orphaned_workers(tag: str) -> bool:
         return meta.hdr[M_MODE] == MODE_MULTIPROCESS and not alive(meta.hdr[M_ROUTER_PID])
     finally:
         meta.close()
+
+
+def check_directory(path: str) -> str:
+    """identity.check_directory (its result), except that a directory whose LOCK
+    another process holds is that process's database, perhaps still being
+    created (its files half-written look foreign): LockedError then, not
+    NotADatabaseError. Takes no lock (a shared flock probe for an instant)."""
+    try:
+        return identity.check_directory(path)
+    except NotADatabaseError:
+        if _held(path):
+            raise LockedError(f"database {path} is open (or being created) in another "
+                              f"process") from None
+        raise
+
+
+def _held(path: str) -> bool:
+    """Whether another process holds ``path``/LOCK (False if there is none)."""
+    try:
+        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)        # closing drops the probe's lock, if it got one

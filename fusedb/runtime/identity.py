@@ -48,6 +48,10 @@ VERSION = 1
 LAYOUT_OPTIONS = ("max_key_size", "max_value_size")
 #: The (always empty) file ``open`` flocks; a directory holding only it is empty.
 LOCK_FILE = "LOCK"
+#: The log of a ``fusedb serve --detach`` daemon (fusedb.tools.serve), written
+#: from before the database is created: a directory holding only it (and LOCK)
+#: is empty too.
+SERVE_LOG = "serve.log"
 
 
 def _canonical(doc: dict) -> bytes:
@@ -182,7 +186,8 @@ def _is_ours(path: str, name: str) -> bool:
 def check_directory(path: str) -> str:
     """Decide whether ``open`` may use directory ``path``; changes nothing.
 
-    Returns ``"new"`` (missing, or empty but for an empty ``LOCK`` file: a new
+    Returns ``"new"`` (missing, or empty but for an empty ``LOCK`` file and a
+    daemon's ``serve.log``: a new
     database is created), ``"ours"`` (it has an identity file, which is checked:
     CorruptionError if damaged) or ``"adopt"`` (a database of an earlier FuseDB
     version: its ``MANIFEST`` or a WAL file is FuseDB's; ``open`` writes the
@@ -197,7 +202,7 @@ def check_directory(path: str) -> str:
         return "ours"
     rest = [n for n in names
             if not (n == LOCK_FILE and os.path.isfile(os.path.join(path, n))
-                    and os.path.getsize(os.path.join(path, n)) == 0)]
+                    and os.path.getsize(os.path.join(path, n)) == 0) and n != SERVE_LOG]
     if not rest:
         return "new"
     if any(_is_ours(path, n) for n in rest):

@@ -33,8 +33,9 @@ def fusedb_threads() -> list:
 
 
 def fusedb_processes(base: str) -> list:
-    """Live FuseDB worker processes of databases under ``base`` (orphaned ones
-    included), and children of this process (psutil.Process objects)."""
+    """Live FuseDB worker processes and ``fusedb serve`` daemons of databases
+    under ``base`` (orphaned or detached ones included), and children of this
+    process (psutil.Process objects)."""
     found = []
     me = psutil.Process()
     for p in psutil.process_iter(["cmdline", "status"]):
@@ -42,7 +43,9 @@ def fusedb_processes(base: str) -> list:
             if p.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
             cmd = p.info["cmdline"] or []
-            if "fusedb.worker.process" in cmd and any(a.startswith(base) for a in cmd):
+            ours = "fusedb.worker.process" in cmd or (
+                "serve" in cmd and any(a == "fusedb" or a.endswith("/fusedb") for a in cmd))
+            if ours and any(a.startswith(base) for a in cmd):
                 found.append(p)
         except psutil.Error:
             pass

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+import psutil
+
 import fusedb
 from fusedb.testing import TINY, FakeClock
 
@@ -139,5 +141,29 @@ class Client(Access):
             self.stop_server()
 
 
+class Daemon(Client):
+    """``fusedb.connect(path, start=True, shards=2)`` starts a detached ``fusedb
+    serve`` (no process of the test owns the database) and attaches; closing
+    detaches and stops the daemon with ``fusedb stop`` (which waits until it is
+    down; its pid is then checked gone)."""
+
+    def open(self):
+        self.db = fusedb.connect(self.path, start=True, shards=2, **self.opts)
+        return self.db
+
+    def stop_server(self) -> None:
+        from fusedb.tools.serve import owner
+        own = owner(self.path)
+        if own is None:
+            return
+        r = subprocess.run([sys.executable, "-m", "fusedb", "stop", self.path,
+                            "--timeout", str(self.stop_timeout)],
+                           capture_output=True, text=True, timeout=self.stop_timeout + 30)
+        assert r.returncode == 0, f"fusedb stop failed: {r.stderr}"
+        assert not psutil.pid_exists(own[1]) or \
+            psutil.Process(own[1]).status() == psutil.STATUS_ZOMBIE
+
+
 #: Every access mode, by name (the ``access`` fixture's parameters).
-MODES: dict[str, type[Access]] = {"embedded": Embedded, "router": Router, "client": Client}
+MODES: dict[str, type[Access]] = {"embedded": Embedded, "router": Router, "client": Client,
+                                  "daemon": Daemon}

@@ -1,0 +1,342 @@
+"""``fusedb serve``, ``fusedb stop`` and ``fusedb stats``: the daemon and its
+operator commands.
+
+The daemon is the router role as a service: ``fusedb serve PATH`` opens (or
+recovers) the database at PATH with ``fusedb.open(PATH, shards=N)``, which
+takes LOCK, creates the shared memory and starts and supervises one worker
+process per shard (fusedb.router); then it waits for SIGTERM or SIGINT, and
+closes: operations already inside a shard lock finish, every later one gets
+ClosedError, each worker merges its shard and exits, the shared memory is
+removed. Processes attach with ``fusedb.connect(PATH)`` and work on the shared
+memory directly; the daemon itself serves no requests.
+
+Two ``serve`` of one PATH: LOCK decides (flock, fusedb.runtime.dirlock); the
+loser refuses with exit status 1, or, with ``--if-not-running``, exits 0
+("already running"): how ``connect(path, start=True)`` resolves a start race
+(fusedb.api.start). ``--detach`` forks the daemon into its own session, its
+stdio on PATH/serve.log, and returns once it is ready (or has failed: its
+message is printed and the status is 1).
+
+Readiness for systemd (``Type=notify``): READY=1 then STOPPING=1 are sent to
+``$NOTIFY_SOCKET`` (the sd_notify protocol, systemd's sd_notify(3) man page;
+a datagram on a unix socket, "@" meaning the abstract namespace). A dozen
+lines of our own: the PyPI wrappers are unmaintained or need libsystemd.
+
+Exit status of serve: 0 stopped cleanly (or, with --if-not-running, already
+running), 1 could not open or close cleanly (the log says why; nothing
+acknowledged is lost: the next serve recovers), 2 usage.
+Exit status of stop: 0 stopped, 1 not running, 3 refused (the owner is not a
+``fusedb serve`` daemon), 4 still running after --timeout.
+Exit status of stats: 0 shown, 1 not running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import tomllib
+
+import posix_ipc
+import psutil
+
+import fusedb
+from fusedb.core import kernel
+from fusedb.core.layout import M_ROUTER_PID, M_SERVE_PID, M_STATE, STATE_OPEN
+from fusedb.errors import FuseDBError, LockedError, NotRunningError
+from fusedb.options import Options
+from fusedb.runtime import dirlock
+from fusedb.runtime.identity import SERVE_LOG
+from fusedb.shm import region
+from fusedb.shm.locks import alive
+from fusedb.shm.meta import Meta
+
+log = logging.getLogger("fusedb.serve")
+
+
+# -- systemd readiness ----------------------------------------------------------------
+
+def notify(state: str) -> bool:
+    """Send ``state`` (e.g. ``"READY=1"``) to systemd's ``$NOTIFY_SOCKET`` if set
+    (sd_notify(3)). Returns whether it was sent; a failure is logged, not raised
+    (the service works without readiness)."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(state.encode(), addr)
+        return True
+    except OSError as e:
+        log.warning("could not notify systemd at %s: %s", os.environ["NOTIFY_SOCKET"], e)
+        return False
+
+
+# -- serve ----------------------------------------------------------------------------
+
+def daemon_options(shards: int | None, durability: str | None, pin: bool,
+                   config: str | None, options_json: str | None) -> dict:
+    """The options of ``fusedb.open`` for serve: the config file's (TOML: keys
+    are fusedb.options.Options fields), then the JSON object ``options_json``
+    (what connect(start=True) passes), then the flags. Raises
+    InvalidArgumentError (bad values, via Options) and OSError/ValueError for an
+    unreadable config file."""
+    opts: dict = {}
+    if config:
+        with open(config, "rb") as f:
+            opts.update(tomllib.load(f))
+    if options_json:
+        opts.update(json.loads(options_json))
+    if shards is not None:
+        opts["shards"] = shards
+    if durability is not None:
+        opts["durability"] = durability
+    if pin:
+        opts["pin"] = True
+    opts.setdefault("shards", 2)
+    opts.pop("mode", None)
+    Options(mode="multiprocess", **opts)      # validate now: InvalidArgumentError
+    return opts
+
+
+class _Stop:
+    """SIGTERM/SIGINT: note the signal and wake the waiting main thread (through
+    signal.set_wakeup_fd: no race between checking and sleeping)."""
+
+    def __init__(self):
+        self.signal = 0
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.w, False)
+        signal.set_wakeup_fd(self.w)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, sig, frame) -> None:
+        self.signal = self.signal or sig
+
+    def wait(self) -> str:
+        """Block until a stop signal came; its name."""
+        while not self.signal:
+            select.select([self.r], [], [])
+            os.read(self.r, 512)
+        return signal.Signals(self.signal).name
+
+
+def serve(path: str, opts: dict, pidfile: str | None, if_not_running: bool,
+          report=None) -> int:
+    """Run the daemon in this process until SIGTERM/SIGINT; the exit status.
+    ``report(word, text)``: tells a detaching parent "ready", "running" or
+    "failed" (None when in the foreground)."""
+    stop = _Stop()
+    path = os.path.abspath(path)
+    try:
+        db = fusedb.open(path, **opts)
+    except LockedError as e:
+        if if_not_running:
+            log.info("%s is already open by another process; nothing to do", path)
+            _tell(report, "running", "")
+            return 0
+        msg = f"refused: {path} is already open{_by(owner(path))}: {e}"
+        log.error("%s", msg)
+        _tell(report, "failed", msg)
+        return 1
+    except (FuseDBError, OSError) as e:
+        log.error("cannot open %s: %s", path, e)
+        _tell(report, "failed", f"cannot open {path}: {e}")
+        return 1
+    try:
+        db._store.meta.hdr[M_SERVE_PID] = os.getpid()
+        if pidfile:
+            _write_pidfile(pidfile)
+        s = db.stats()
+        log.info("serving %s: pid %d, %d shard worker(s) (pids %s), %s; attach with "
+                 "fusedb.connect(%r)", path, os.getpid(), len(s["workers"]),
+                 ", ".join(str(w["pid"]) for w in s["workers"]), kernel.describe(),
+                 path)
+        notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving {path}")
+        _tell(report, "ready", "")
+        why = stop.wait()
+        log.info("%s: stopping (clients get ClosedError; each shard merges)", why)
+        notify("STOPPING=1")
+    finally:
+        if pidfile:
+            _remove(pidfile)
+        try:
+            db.close()
+        except (FuseDBError, OSError) as e:
+            log.error("close did not finish cleanly: %s (nothing acknowledged is lost: the "
+                      "next serve recovers)", e)
+            return 1
+    log.info("stopped cleanly")
+    return 0
+
+
+def _by(own: tuple[int, int, bool] | None) -> str:
+    if not own or not own[0]:
+        return ""
+    return f" by pid {own[0]}" + (" (a fusedb serve daemon)" if own[1] == own[0] else "")
+
+
+def _tell(report, word: str, text: str) -> None:
+    if report is not None:
+        report(word, text)
+
+
+def _write_pidfile(name: str) -> None:
+    tmp = f"{name}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(tmp, name)
+
+
+def _remove(name: str) -> None:
+    try:
+        os.unlink(name)
+    except FileNotFoundError:
+        pass
+
+
+def detach(path: str) -> tuple[bool, object]:
+    """Fork the daemon off into its own session (working directory /) with its
+    stdio on PATH/serve.log (``path``: absolute).
+    In the parent: (True, exit status), after the child said it is ready (0),
+    already running (0) or failed (1, its message on stderr). In the child:
+    (False, report function for :func:`serve`)."""
+    os.makedirs(path, exist_ok=True)
+    try:
+        dirlock.check_directory(path)    # never write a log into a foreign directory
+    except LockedError:
+        pass                             # someone's database: the daemon says "running"
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            msg = f.read().decode(errors="replace")
+        word, _, text = msg.partition(" ")
+        if word in ("ready", "running"):
+            return True, 0
+        os.waitpid(pid, 0)
+        print(f"fusedb serve: {text or 'the daemon exited while starting; see ' + SERVE_LOG}",
+              file=sys.stderr)
+        return True, 1
+    os.close(r)
+    os.setsid()
+    os.chdir("/")          # hold no mount busy (PATH is absolute: fusedb.tools.cli)
+    fd = os.open(os.path.join(path, SERVE_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.close(null)
+
+    def report(word: str, text: str) -> None:
+        nonlocal w
+        if w >= 0:
+            os.write(w, f"{word} {text}".encode())
+            os.close(w)
+            w = -1
+    return False, report
+
+
+def setup_logging(level: str) -> None:
+    """Log lines to stderr: time, level, pid, message."""
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s fusedb[%(process)d] %(message)s")
+
+
+# -- stop and stats -------------------------------------------------------------------
+
+def owner(path: str) -> tuple[int, int, bool] | None:
+    """(router pid, daemon pid or 0, open) of the database at ``path`` read from
+    its meta block, or None when it has none (never opened multiprocess, or
+    closed). Takes no lock and attaches nothing else."""
+    try:
+        meta = Meta(region.name(region.tag_for(os.path.abspath(path)), "meta"))
+    except (posix_ipc.ExistentialError, RuntimeError, ValueError):
+        return None        # none, being created, or of another version: no owner to name
+    try:
+        h = meta.hdr
+        return h[M_ROUTER_PID], h[M_SERVE_PID], h[M_STATE] == STATE_OPEN
+    finally:
+        meta.close()
+
+
+def stop(path: str, timeout: float) -> int:
+    """``fusedb stop PATH``: SIGTERM to the database's daemon; wait until it has
+    exited (at most ``timeout`` seconds). The exit status (module doc)."""
+    own = owner(path)
+    if own is None or not own[0] or not alive(own[0]):
+        extra = (f" (its daemon, pid {own[0]}, died without closing: `fusedb serve {path}` "
+                 f"recovers everything acknowledged)" if own and own[0] else "")
+        print(f"fusedb stop: no daemon is running for {path}{extra}", file=sys.stderr)
+        return 1
+    router, daemon, _ = own
+    if daemon != router:
+        print(f"fusedb stop: refused: {path} is open by pid {router}, a process that called "
+              f"fusedb.open itself (not fusedb serve); stop that process", file=sys.stderr)
+        return 3
+    try:
+        proc = psutil.Process(daemon)
+        proc.send_signal(signal.SIGTERM)
+        t = time.monotonic()
+        proc.wait(timeout)
+    except psutil.NoSuchProcess:
+        t = time.monotonic()
+    except psutil.TimeoutExpired:
+        print(f"fusedb stop: the daemon (pid {daemon}) is still running after {timeout:g} s "
+              f"(see {os.path.join(path, SERVE_LOG)} or its journal)", file=sys.stderr)
+        return 4
+    print(f"stopped the daemon of {path} (pid {daemon}) in {time.monotonic() - t:.2f} s")
+    return 0
+
+
+def stats(path: str, as_json: bool) -> int:
+    """``fusedb stats PATH``: the running database's ``stats()``, as a table or
+    JSON. The exit status (module doc)."""
+    try:
+        db = fusedb.connect(path)
+    except NotRunningError as e:
+        print(f"fusedb stats: {e}", file=sys.stderr)
+        return 1
+    try:
+        s = db.stats()
+        own = owner(path)
+    finally:
+        db.close()
+    s["router_pid"], s["daemon_pid"] = (own[0], own[1]) if own else (0, 0)
+    if as_json:
+        print(json.dumps(s, indent=1, sort_keys=True, default=str))
+        return 0
+    for line in table(s):
+        print(line)
+    return 0
+
+
+def table(s: dict) -> list[str]:
+    """The human view of a stats dict: one ``name  value`` line per scalar, then
+    the workers and the attached clients."""
+    lines = []
+    lists = {k: v for k, v in s.items() if isinstance(v, (list, dict))}
+    width = max(len(k) for k in s)
+    for k, v in sorted(s.items()):
+        if k in lists:
+            continue
+        lines.append(f"{k:<{width}}  {v:.3f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    for w in s.get("workers", []):
+        lines.append(f"worker: shard {w.get('shard')}, pid {w.get('pid')}, "
+                     + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                                 for k, v in sorted(w.items()) if k not in ("shard", "pid")))
+    for c in s.get("clients", []):
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c["since"]))
+        lines.append(f"client: pid {c['pid']}, attached since {since}"
+                     + (" (this command)" if c["pid"] == os.getpid() else ""))
+    return lines
