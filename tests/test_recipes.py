@@ -102,9 +102,11 @@ def stop_process(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> int:
     return proc.returncode
 
 
-def fusedb_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fusedb", *args], capture_output=True,
-                          text=True, timeout=STOP_TIMEOUT * 2, env=recipe_env(Path(".")))
+def fusedb_cli(command: str, path: Path) -> subprocess.CompletedProcess:
+    """``python -m fusedb COMMAND PATH`` (stop, stats), as an operator runs it."""
+    return subprocess.run([sys.executable, "-m", "fusedb", command, str(path)],
+                          capture_output=True, text=True, timeout=STOP_TIMEOUT * 2,
+                          env=recipe_env(path))
 
 
 @contextmanager
@@ -114,7 +116,7 @@ def daemon_stopped_after(path: Path):
     try:
         yield
     finally:
-        done = fusedb_cli("stop", str(path))
+        done = fusedb_cli("stop", path)
         assert done.returncode in (0, 1), done.stderr
 
 
@@ -179,7 +181,7 @@ def serve_with_daemon(tmp_path: Path, cmd: list[str], port: int, requests: int) 
         assert port_is_free(port), "the daemon inherited the server's listening socket"
         with fusedb.connect(str(db)) as other:
             assert other.get(b"hits") == str(requests).encode()
-        assert fusedb_cli("stop", str(db)).returncode == 0
+        assert fusedb_cli("stop", db).returncode == 0
     assert read_closed(db) == requests
     return log
 
