@@ -1,6 +1,7 @@
 """``FuseDB.stats()``: counters and gauges gathered from shared memory, plus the
-state of each shard's worker process. Called by the handle's thread; takes each
-shard lock in turn (O(leaves) under it), never two at once."""
+state of each shard's worker process and the attached clients. Called by the
+handle's thread; takes each shard lock in turn (O(leaves) under it), never two
+at once, then the meta lock alone (O(attached clients) under it)."""
 
 from __future__ import annotations
 

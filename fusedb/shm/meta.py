@@ -169,7 +169,8 @@ class Meta:
         inside its critical section. Every meta-lock section leaves the block
         whole at every instant but one: a routing change killed between its two
         seqlock increments (the current copy is intact: copies switch by one
-        store). That update is ended; otherwise the version moves on by 2, which
+        store; a client registration, which stores the pid last, is whole at
+        every instant). That update is ended; otherwise the version moves on by 2, which
         only makes every process re-read the table (so a close_routing cut short
         between its two stores is seen too)."""
         hdr = self.hdr
