@@ -60,7 +60,7 @@ def test_magics_and_formats():
     assert MAX_SEGMENTS_LIMIT == L.MAX_SEGS == meta_mod.MAX_SEGS
     # Versions: a change here is a format change (docs/format.md).
     assert (L.META_VERSION, L.ARENA_VERSION, L.RING_VERSION, L.WAL_VERSION,
-            L.SEG_VERSION) == (4, 1, 1, 1, 1)
+            L.SEG_VERSION) == (5, 1, 1, 1, 1)
 
 
 def test_retry_and_locks_use_the_layout_words():
@@ -95,6 +95,14 @@ def test_meta_block_matches_layout():
         assert _u64(buf, off["segs"] + 8 * (5 * L.MAX_SEGS + 3)) == 14
         m.mseq[7] = 4242
         assert _u64(buf, off["mseq"] + 8 * 7) == 4242
+        # The client registry is the last array, each slot C_WORDS words.
+        assert m.register_client(os.getpid(), 1234567) == 0
+        assert _u64(buf, off["clients"] + 8 * L.C_PID) == os.getpid()
+        assert _u64(buf, off["clients"] + 8 * L.C_SINCE) == 1234567
+        assert _u64(buf, off["clients"] + 8 * L.C_START) == meta_mod.process_start(os.getpid())
+        assert off["clients"] + 8 * L.C_WORDS * L.CLIENT_SLOTS == m.region.size
+        m.hdr[L.M_SERVE_PID] = 4321
+        assert _u64(buf, 8 * 15) == 4321 and L.M_UNLISTED == 16
         base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
         for j in range(s + L.LOCK_EXTRA):
             slot = m.lock_slot(j)
@@ -107,9 +115,11 @@ def test_meta_block_matches_layout():
 
 
 def test_meta_defaults_match_the_documented_size():
-    # docs/format.md, "Meta block": 4,575,840 bytes with ML=4096, MK=512, S=1.
-    assert L.meta_region_bytes(4096, 512, 1) == 4575840
+    # docs/format.md, "Meta block": 4,581,984 bytes with ML=4096, MK=512, S=1
+    # (the client registry, appended in version 5, moved no other offset).
+    assert L.meta_region_bytes(4096, 512, 1) == 4581984
     assert L.meta_offsets(4096, 512, 1)["mseq"] == 4543072
+    assert L.meta_offsets(4096, 512, 1)["clients"] == 4575840
 
 
 def test_arena_and_slabs_match_layout():

@@ -1,6 +1,7 @@
 """``FuseDB.stats()``: counters and gauges gathered from shared memory, plus the
-state of each shard's worker process. Called by the handle's thread; takes each
-shard lock in turn (O(leaves) under it), never two at once."""
+state of each shard's worker process and the attached clients. Called by the
+handle's thread; takes each shard lock in turn (O(leaves) under it), never two
+at once, then the meta lock alone (O(attached clients) under it)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from fusedb.wal.ring import R_WAL_BYTES
 
 def stats(x) -> dict:
     """The ``FuseDB.stats()`` dict of the database executor ``x`` runs on
-    (fusedb.api.executor.Executor). Sizes in bytes."""
+    (fusedb.api.executor.Executor). Sizes in bytes. ``clients``: see
+    :func:`client_stats`."""
     meta = x.meta
     opts = x.opts
     leaves = x.routes.current()[2]
@@ -67,7 +69,28 @@ def stats(x) -> dict:
         # (fusedb.core.kernel: False with FUSEDB_NO_EXTENSIONS or when it is not built).
         "compiled": x.kernel is not None,
         "workers": worker_stats(x),
+        **client_stats(x),
     }
+
+
+def client_stats(x) -> dict:
+    """``clients``: the processes attached with ``fusedb.connect`` (or a
+    forked or unpickled handle) and still running, one entry per attached
+    handle: ``{"pid": int, "since": float}`` (unix seconds when it attached),
+    in no set order; the router and the workers are not listed, and neither
+    is an embedded database's one process (``[]``). ``clients_unlisted``:
+    attaches since open that found all CLIENT_SLOTS (256) registry slots
+    taken by running processes (they work, unlisted). Takes the meta lock
+    (no shard lock held); clients that died since are dropped from the
+    registry here."""
+    if not x.store.multiprocess:
+        return {"clients": [], "clients_unlisted": 0}
+    meta = x.meta
+    with x.store.meta_lock:
+        listed = meta.live_clients()
+        unlisted = meta.unlisted_clients()
+    return {"clients": [{"pid": pid, "since": since} for pid, since in listed],
+            "clients_unlisted": unlisted}
 
 
 def worker_stats(x) -> list[dict]:

@@ -39,21 +39,28 @@ def magic_u64(tag: bytes) -> int:
 #   faults u64[8 S], options u8[4096], two routing copies (bound_len u32[ML],
 #   route_leaf u32[ML], bounds u8[ML MK]), then the leaf table (shard u32[ML],
 #   active i32[ML], frozen i32[ML], nsegs u32[ML], segs u64[MAX_SEGS ML],
-#   seq u64[ML], fills u32[ML], writes u64[ML], mseq u64[ML]).
+#   seq u64[ML], fills u32[ML], writes u64[ML], mseq u64[ML]), then the client
+#   registry clients u64[3 CLIENT_SLOTS] (last, so no other offset moved for it).
 
 META_MAGIC = magic_u64(b"FUSEMET2")
-#: 3: lock slots are robust mutexes; 4: the ``faults`` array.
-META_VERSION = 4
+#: 3: lock slots are robust mutexes; 4: the ``faults`` array; 5: the ``clients``
+#: array and header slots M_SERVE_PID, M_UNLISTED, M_READY.
+META_VERSION = 5
 #: Header slots, u64[META_HDR_WORDS]: magic, layout version, route version (a
 #: seqlock: odd while the current copy changes), current routing copy (0 or 1),
 #: ML, MK, S, next leaf id, next segment id, state, mode, router pid, length of
-#: the options JSON, entries in routing copy 0 (copy 1: M_COUNT0 + 1);
-#: M_SERVE_PID: the pid of the ``fusedb serve`` daemon that owns the database (0
-#: when the router is a process that called ``fusedb.open`` itself); M_READY: 1
-#: once the owner's open has finished (set last: a client attaches only then).
+#: the options JSON, entries in routing copy 0 (copy 1: M_COUNT0 + 1, slot 14).
 M_MAGIC, M_VERSION, M_ROUTE_VER, M_ROUTE_CUR, M_MAX_LEAVES, M_MAX_KEY, M_SHARDS, \
     M_NEXT_LEAF, M_NEXT_SEG, M_STATE, M_MODE, M_ROUTER_PID, M_OPTS_LEN, M_COUNT0 = range(14)
-M_SERVE_PID, M_READY = 15, 16
+#: Slot 15: pid of the ``fusedb serve`` daemon that owns the database (it is the
+#: router, so equal to M_ROUTER_PID), 0 when the owner is a plain
+#: ``fusedb.open(path, shards=N)`` process; written once by the owner after open.
+#: Slot 16: attaches since open that found every client slot taken by a live
+#: process (attached, but not listed in ``clients``).
+#: Slot 17: 1 once the owner's open has finished (set last, by
+#: fusedb.runtime.bootstrap.open_owned): a client attaches only then.
+#: Slots 18..31 zero.
+M_SERVE_PID, M_UNLISTED, M_READY = 15, 16, 17
 META_HDR_WORDS = 32
 STATE_OPEN, STATE_CLOSED = 0, 1
 MODE_EMBEDDED, MODE_MULTIPROCESS = 0, 1
@@ -98,6 +105,17 @@ LOCK_EXTRA = 2
 MUTEX_BYTES = 48
 L_FUTEX, L_OWNER, L_REPAIR, L_DEAD = 0, 2, 12, 13
 
+#: Client registry: CLIENT_SLOTS slots of C_WORDS u64 each (slot i is
+#: clients[C_WORDS i ..]): the pid of an attached client process (0: free), the
+#: unix time it attached in microseconds, and the process's start time in clock
+#: ticks since boot (field 22 of /proc/PID/stat), so that a pid reused by
+#: another process does not pass for the client. Taken and read under the meta
+#: lock (fusedb.shm.meta.Meta.register_client); one slot per attached handle,
+#: the router and the worker processes take none.
+CLIENT_SLOTS = 256
+C_PID, C_SINCE, C_START = 0, 1, 2
+C_WORDS = 3
+
 #: Segments a leaf may name (the leaf table's segs row; Options.max_segments'
 #: upper bound; a manifest leaf's ``segs`` list).
 MAX_SEGS = 4
@@ -117,7 +135,8 @@ def meta_arrays(max_leaves: int, max_key: int, shards: int) -> list[tuple[str, i
             ("options", OPTS_BYTES, "B")] + route + [
             ("shard", 4 * ml, "I"), ("active", 4 * ml, "i"), ("frozen", 4 * ml, "i"),
             ("nsegs", 4 * ml, "I"), ("segs", 8 * MAX_SEGS * ml, "Q"), ("seq", 8 * ml, "Q"),
-            ("fills", 4 * ml, "I"), ("writes", 8 * ml, "Q"), ("mseq", 8 * ml, "Q")]
+            ("fills", 4 * ml, "I"), ("writes", 8 * ml, "Q"), ("mseq", 8 * ml, "Q"),
+            ("clients", 8 * C_WORDS * CLIENT_SLOTS, "Q")]
 
 
 def meta_offsets(max_leaves: int, max_key: int, shards: int) -> dict[str, int]:

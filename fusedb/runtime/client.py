@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 from fusedb.errors import ClosedError
 from fusedb.runtime.attach import attach
 from fusedb.runtime.remote import flush_through_workers, remote_wal_writer
-from fusedb.runtime.state import Runtime
+from fusedb.runtime.state import Attempts, Runtime
 from fusedb.shard.shard import Shard
 from fusedb.shm.locks import alive
 from fusedb.shm.meta import M_ROUTER_PID, W_PID
@@ -17,18 +20,37 @@ class ClientStore(Runtime):
     the background work is the worker processes'. Built on the thread that
     attaches; used by any thread; :meth:`close` detaches (unmaps; unlinks
     nothing). Raises NotRunningError (fusedb.runtime.attach) if nothing runs
-    at ``path``."""
+    at ``path``, and LockTimeoutError if the meta lock stays held.
+
+    Once attached, the handle lists itself in the meta block's client registry
+    (``stats()["clients"]``: this pid and the attach time; :attr:`client_slot`,
+    -1 when the registry was full) and unlists itself when it unmaps: at
+    close, at exit, or when an attach fails after registering. A fork()ed
+    child's inherited copy never unmaps (Runtime.after_fork), so it leaves the
+    parent's slot alone; the child's handle re-attaches as a new ClientStore
+    and lists the child's own pid."""
 
     def __init__(self, path: str):
         super().__init__(path, None)
+        self.client_slot = -1
+        self._pid = os.getpid()
         try:
             arenas, rings = attach(self)
             for i, (arena, ring) in enumerate(zip(arenas, rings)):
                 self.shards.append(Shard(self, i, self.shard_locks[i], arena, ring,
                                          remote_wal_writer(self, i, ring)))
+            with self.meta_lock:
+                self.client_slot = self.meta.register_client(self._pid, time.time_ns() // 1000)
         except BaseException:
             self.teardown()
             raise
+
+    def unmap(self, attempt: Attempts) -> None:
+        """Unlist this handle (every close path unmaps), then unmap."""
+        if self.meta is not None:
+            attempt(self.meta.unregister_client, self.client_slot, self._pid)
+        self.client_slot = -1
+        super().unmap(attempt)
 
     def check_router(self) -> None:
         """On a slow path: raise ClosedError if the router is gone (if its

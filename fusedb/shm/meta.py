@@ -10,7 +10,9 @@ S = shards::
                             id, [8] next segment id, [9] state (0 open, 1 closed),
                             [10] mode (0 embedded, 1 multiprocess), [11] router pid,
                             [12] length of the options JSON, [13] leaves in copy 0,
-                            [14] leaves in copy 1
+                            [14] leaves in copy 1, [15] pid of the ``fusedb serve``
+                            daemon owning the database (0: a plain open()), [16]
+                            attaches not listed in ``clients`` (registry full)
     stats      u64[S*8]     per shard: merges, splits, segment bytes written, segment
                             files written, write stalls, buffer freezes, logical bytes,
                             WAL disk error (1 while the WAL writer fails)
@@ -31,12 +33,23 @@ S = shards::
       nsegs u32[ML], segs u64[ML*4] (newest first), seq u64[ML] (last seqno used),
       fills u32[ML] (buffers frozen so far), writes u64[ML] (mutations so far),
       mseq u64[ML] (highest seqno held by the leaf's segments)
+    clients    u64[256*3]   client registry, per slot: pid (0 free), attach time (unix
+                            microseconds), the process's start time (clock ticks
+                            since boot, /proc/PID/stat field 22: pid + start time
+                            name one process even once the pid is reused)
 
 Who writes what: a leaf's table entry under its shard's lock; the routing table
 and the id counters under the meta lock (and, for a split, the lock of the shard
 whose leaf splits). A routing change is written into the copy not in use, then
 made current by one store to header[3], so a process killed mid-change leaves the
 current copy intact. Readers copy the current table under the seqlock (no lock).
+
+The client registry (one slot per attached ``ClientStore`` handle; the router
+and the workers take none): a slot is taken (:meth:`Meta.register_client`) and
+read (:meth:`Meta.live_clients`) under the meta lock; a slot whose process is
+gone is free again, so a client killed by SIGKILL costs nothing. Its owner
+frees it (:meth:`Meta.unregister_client`) with one store and no lock: while
+the owner lives nobody else writes its slot.
 
 Per-shard words are reached through views (:meth:`Meta.shard_stats`,
 :meth:`Meta.worker_slots`, :meth:`Meta.shard_faults`), never by ``no * stride + i``.
@@ -48,17 +61,18 @@ import ctypes
 import json
 
 from fusedb.core import failpoints
-from fusedb.core.layout import (F_WORDS, LOCK_BYTES, LOCK_EXTRA, M_COUNT0, M_MAGIC, M_MAX_KEY,
+from fusedb.core.layout import (C_PID, C_SINCE, C_START, C_WORDS, CLIENT_SLOTS, F_WORDS,
+                                LOCK_BYTES, LOCK_EXTRA, M_COUNT0, M_MAGIC, M_MAX_KEY,
                                 M_MAX_LEAVES, M_OPTS_LEN, M_ROUTE_CUR, M_ROUTE_VER, M_SHARDS,
-                                M_STATE, MAX_SEGS, META_HDR_WORDS, META_MAGIC, META_VERSION,
-                                OPTS_BYTES, S_WORDS, STATE_CLOSED, STATE_OPEN, W_WORDS,
-                                meta_arrays, meta_region_bytes, shard_words)
+                                M_STATE, M_UNLISTED, MAX_SEGS, META_HDR_WORDS, META_MAGIC,
+                                META_VERSION, OPTS_BYTES, S_WORDS, STATE_CLOSED, STATE_OPEN,
+                                W_WORDS, meta_arrays, meta_region_bytes, shard_words)
 # Names other modules import from here (the numbers live in fusedb.core.layout).
 from fusedb.core.layout import (M_MODE, M_NEXT_LEAF, M_NEXT_SEG, M_ROUTER_PID,  # noqa: F401
-                                M_VERSION, MODE_EMBEDDED, MODE_MULTIPROCESS, S_DISK_ERROR,
-                                S_FREEZES, S_LOGICAL, S_MERGES, S_SEG_BYTES, S_SEG_FILES,
-                                S_SPLITS, S_STALLS, STAT_FIELDS, W_FLUSH_DONE, W_FLUSH_REQ,
-                                W_PID, W_REPAIRS)
+                                M_SERVE_PID, M_VERSION, MODE_EMBEDDED, MODE_MULTIPROCESS,
+                                S_DISK_ERROR, S_FREEZES, S_LOGICAL, S_MERGES, S_SEG_BYTES,
+                                S_SEG_FILES, S_SPLITS, S_STALLS, STAT_FIELDS, W_FLUSH_DONE,
+                                W_FLUSH_REQ, W_PID, W_REPAIRS)
 from fusedb.errors import ClosedError, FuseDBError
 from fusedb.shm.region import Region
 
@@ -155,7 +169,8 @@ class Meta:
         inside its critical section. Every meta-lock section leaves the block
         whole at every instant but one: a routing change killed between its two
         seqlock increments (the current copy is intact: copies switch by one
-        store). That update is ended; otherwise the version moves on by 2, which
+        store; a client registration, which stores the pid last, is whole at
+        every instant). That update is ended; otherwise the version moves on by 2, which
         only makes every process re-read the table (so a close_routing cut short
         between its two stores is seen too)."""
         hdr = self.hdr
@@ -179,6 +194,64 @@ class Meta:
         the meta lock."""
         self.hdr[M_STATE] = STATE_CLOSED
         self.hdr[M_ROUTE_VER] += 2
+
+    # -- client registry -------------------------------------------------------------
+
+    def register_client(self, pid: int, since_us: int) -> int:
+        """List process ``pid``, attached at unix time ``since_us`` (microseconds),
+        in a free slot, or in one whose process is gone (pruned here); returns
+        the slot, or -1 when all CLIENT_SLOTS are held by live processes: the
+        attach stands, unlisted, and header slot M_UNLISTED counts it. Caller
+        holds the meta lock. A free slot costs no system call; only a full
+        table makes it look at the processes (one /proc read per slot)."""
+        c = self.clients
+        slot = next((i for i in range(CLIENT_SLOTS) if c[i * C_WORDS + C_PID] == 0), -1)
+        if slot < 0:
+            slot = next((i for i in range(CLIENT_SLOTS) if not self._slot_live(i)), -1)
+        if slot < 0:
+            self.hdr[M_UNLISTED] += 1
+            return -1
+        b = slot * C_WORDS
+        c[b + C_SINCE] = since_us
+        c[b + C_START] = process_start(pid) or 0
+        c[b + C_PID] = pid       # last: the slot is taken from this store on
+        return slot
+
+    def unregister_client(self, slot: int, pid: int) -> None:
+        """Free ``slot`` if it still lists ``pid`` (a slot of -1, or one pruned
+        and retaken meanwhile, is left alone). Needs no lock: the slot's owner
+        calls it while alive, and nobody else writes a live owner's slot (one
+        8-byte store; registration and pruning skip it)."""
+        if 0 <= slot < CLIENT_SLOTS and self.clients[slot * C_WORDS + C_PID] == pid:
+            self.clients[slot * C_WORDS + C_PID] = 0
+
+    def live_clients(self) -> list[tuple[int, float]]:
+        """(pid, attach time in unix seconds) of each listed client still
+        running, in slot order; the slots of processes that are gone are freed.
+        Caller holds the meta lock. One /proc read per listed client."""
+        c = self.clients
+        out = []
+        for i in range(CLIENT_SLOTS):
+            b = i * C_WORDS
+            if c[b + C_PID] == 0:
+                continue
+            if self._slot_live(i):
+                out.append((c[b + C_PID], c[b + C_SINCE] / 1e6))
+            else:
+                c[b + C_PID] = 0
+        return out
+
+    def unlisted_clients(self) -> int:
+        """Attaches since open that found every client slot taken (M_UNLISTED)."""
+        return self.hdr[M_UNLISTED]
+
+    def _slot_live(self, i: int) -> bool:
+        """Whether slot ``i`` lists a running process: its pid runs (not a
+        zombie) and started when the one registered did (else the pid was
+        reused after the client died)."""
+        b = i * C_WORDS
+        pid = self.clients[b + C_PID]
+        return pid != 0 and process_start(pid) == self.clients[b + C_START]
 
     # -- routing table ---------------------------------------------------------------
 
@@ -298,3 +371,20 @@ class Meta:
         self.mseq[leaf_id] = seq
         self.set_segs(leaf_id, segids)
 
+
+
+def process_start(pid: int) -> int | None:
+    """Start time of process ``pid`` in clock ticks since boot (field 22 of
+    /proc/PID/stat, proc(5)): with the pid, it names one process for as long
+    as the system runs. None if there is no such process or it is a zombie.
+    Read from /proc rather than psutil's create_time(), which adds the boot
+    time in wall-clock seconds and so moves when the clock is set."""
+    if pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()    # from field 3, after "pid (comm) "
+    return None if fields[0] == b"Z" else int(fields[19])
