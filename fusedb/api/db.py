@@ -299,7 +299,10 @@ class FuseDB:
     def stats(self) -> dict:
         """Counters and gauges: leaves, segments, merges, splits, bytes written,
         buffer fill, arena use, WAL bytes on disk (``wal_bytes``; per shard in
-        ``shards``, with the bound ``wal_max_bytes``). Sizes in bytes."""
+        ``shards``, with the bound ``wal_max_bytes``), the worker processes
+        (``workers``), the attached processes (``clients``: dicts of ``pid`` and
+        ``since``, unix seconds; ``clients_unlisted``: attaches past the 256
+        listed). Sizes in bytes."""
         self._check_open()
         return _stats(self._x)
 
