@@ -212,3 +212,34 @@ class Options:
     @property
     def slabs_per_arena(self) -> int:
         return self.arena_bytes // self.buffer_bytes
+
+
+#: The shard count of a daemon (``fusedb serve``) not told otherwise.
+DAEMON_SHARDS = 2
+
+
+def daemon_options(given, source: str) -> dict:
+    """``given`` (what a config file, ``--options`` or ``connect(path,
+    start=True, **options)`` holds) checked as the options of a ``fusedb
+    serve`` daemon: a mapping of Options fields but ``clock`` (a daemon's clock
+    is its own), ``mode`` absent or ``"multiprocess"``, every value valid.
+    Returns a copy without ``mode``, ``shards`` defaulting to DAEMON_SHARDS.
+    Raises InvalidArgumentError naming ``source`` and the offending key."""
+    if not isinstance(given, dict):
+        raise InvalidArgumentError(f"{source}: options must be a table of names and values, "
+                                   f"not {type(given).__name__}")
+    names = {f.name for f in fields(Options)} - {"clock"}
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise InvalidArgumentError(f"{source}: unknown option(s) {', '.join(unknown)}; "
+                                   f"the options are {', '.join(sorted(names))}")
+    opts = {k: v for k, v in given.items() if k != "mode"}
+    if given.get("mode", "multiprocess") != "multiprocess":
+        raise InvalidArgumentError(f"{source}: a daemon runs multiprocess, not mode="
+                                   f"{given['mode']!r}")
+    opts.setdefault("shards", DAEMON_SHARDS)
+    try:
+        Options(mode="multiprocess", **opts)
+    except InvalidArgumentError as e:
+        raise InvalidArgumentError(f"{source}: {e}") from None
+    return opts

@@ -378,3 +378,92 @@ def test_a_hang_up_of_the_process_group_stops_the_daemon_cleanly(tmp_path):
     assert "restarting" not in log and "exited with code" not in log, log
     with fusedb.open(path) as db:
         assert db.get(b"n") == b"7"
+
+
+def test_bad_options_and_paths_are_refused_with_a_message(tmp_path):
+    """Unknown options, a config that is not a table of options, a path that is
+    a file, an unwritable pid file: a one-line message, no traceback, nothing
+    created."""
+    cfg = tmp_path / "fusedb.toml"
+    cfg.write_text("[fusedb]\nshards = 2\n")
+    afile = tmp_path / "afile"
+    afile.write_text("hi")
+    db = str(tmp_path / "db")
+    cases = [
+        (["serve", db, "--options", '{"bogus": 1}'], 2, "unknown option(s) bogus"),
+        (["serve", db, "--options", "[1]"], 2, "not list"),
+        (["serve", db, "--options", '{"mode": "embedded"}'], 2, "runs multiprocess"),
+        (["serve", db, "--config", str(cfg)], 2, "unknown option(s) fusedb"),
+        (["serve", db, "--pidfile", str(tmp_path / "no" / "x.pid")], 2,
+         "is not a writable directory"),
+        (["serve", str(afile)], 1, "is not a directory"),
+        (["serve", str(afile), "--detach"], 1, "is not a directory"),
+    ]
+    for args, code, message in cases:
+        r = cli(*args)
+        assert (r.returncode, "Traceback") == (code, "Traceback") and message in r.stderr, \
+            (args, r.returncode, r.stderr)
+        assert "Traceback" not in r.stderr, (args, r.stderr)
+    assert not os.path.exists(db)
+    with pytest.raises(fusedb.InvalidArgumentError, match="unknown option"):
+        fusedb.connect(db, start=True, bogus=1)
+    with pytest.raises(fusedb.NotRunningError, match="is not a directory"):
+        fusedb.connect(str(afile), start=True)
+
+
+def test_a_starter_that_gives_up_leaves_the_daemon_serving(tmp_path):
+    """The process that started a daemon is interrupted (Ctrl-C) before the
+    daemon is ready (a big arena to reserve): it says so and exits 130, and the
+    daemon, its starter gone, serves on (no broken-pipe crash). connect's
+    timeout ending early is the same case."""
+    path = str(tmp_path / "db")
+    starter = subprocess.Popen([sys.executable, "-m", "fusedb", "serve", path, "--detach",
+                                "--options", '{"arena_bytes": 1073741824}'],
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(serve_processes(path)) < 2:      # the starter and its forked daemon
+            assert starter.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        starter.send_signal(signal.SIGINT)
+        assert starter.wait(30) == 130
+        assert "interrupted; the daemon" in starter.stderr.read()
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            db = fusedb.connect(path)
+            break
+        except fusedb.NotRunningError:
+            assert time.monotonic() < deadline, open(os.path.join(path, "serve.log")).read()
+            time.sleep(0.05)
+    try:
+        db.put(b"k", b"v")
+        assert db.get(b"k") == b"v"
+    finally:
+        db.close()
+        stop(path)
+    log = open(os.path.join(path, "serve.log")).read()
+    assert "Traceback" not in log and "stopped cleanly" in log, log
+    with pytest.raises(fusedb.NotRunningError, match="ready within"):
+        fusedb.connect(path, start=True, timeout=0.01)
+    deadline = time.monotonic() + 60
+    while serve_processes(path):      # the daemon that attempt may have started
+        if owner(path) and owner(path)[1]:
+            stop(path)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_too_many_shards_for_dev_shm_is_refused_before_anything_is_made(tmp_path):
+    """A daemon whose shared memory cannot fit in /dev/shm: refused up front with
+    the bytes needed and free (where /dev/shm is as large as memory, creating
+    the arenas until ENOSPC would bring the OOM killer first)."""
+    from fusedb.testing import fusedb_shm
+    before = fusedb_shm()
+    r = cli("serve", str(tmp_path / "db"), "--shards", "100000")
+    assert r.returncode == 1 and "/dev/shm has" in r.stderr and "Traceback" not in r.stderr
+    assert fusedb_shm() == before

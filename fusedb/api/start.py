@@ -21,7 +21,7 @@ import sys
 import time
 
 from fusedb.errors import InvalidArgumentError, NotRunningError
-from fusedb.options import Options
+from fusedb.options import daemon_options
 
 #: The directory holding the fusedb package: put on the daemon's PYTHONPATH, so
 #: it runs the same FuseDB as the process that starts it.
@@ -31,9 +31,7 @@ _PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 def serve_command(path: str, options: dict) -> list[str]:
     """The command line of a detached daemon of ``path`` with ``options``
     (fields of fusedb.options.Options; validated here: InvalidArgumentError)."""
-    opts = dict(options)
-    opts.pop("mode", None)
-    Options(mode="multiprocess", **{"shards": 2, **opts})
+    opts = daemon_options(options, "connect(start=True)")
     try:
         blob = json.dumps(opts)
     except TypeError as e:
@@ -56,7 +54,7 @@ def start_daemon(path: str, options: dict, timeout: float) -> None:
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
                              start_new_session=True, timeout=timeout, text=True)
     except subprocess.TimeoutExpired:
-        raise NotRunningError(f"fusedb serve {path} did not get ready within {timeout:g} s "
+        raise NotRunningError(f"fusedb serve {path} did not get ready within {timeout:.1f} s "
                               f"(see {os.path.join(path, 'serve.log')})") from None
     if out.returncode != 0:
         raise NotRunningError(f"could not start fusedb serve {path}: "
@@ -80,7 +78,7 @@ def connect_starting(path: str, attach, options: dict, timeout: float):
             last = e
         now = time.monotonic()
         if now > deadline:
-            raise NotRunningError(f"no daemon of {path} became ready within {timeout:g} s: "
+            raise NotRunningError(f"no daemon of {path} became ready within {timeout:.1f} s: "
                                   f"{last}")
         # Another process's daemon may still be opening: wait for it a while before
         # starting one again (which is harmless: it exits if LOCK is held).

@@ -107,6 +107,19 @@ def create_shm(rt, rec: Recovered) -> tuple[list[Arena], list[Ring]]:
              arena_region_bytes(opts.slabs_per_arena, opts.buffer_bytes),
              RING_DATA_OFF + opts.wal_ring_bytes)
     free = region.free_bytes()
+    need = sizes[0] + opts.shards * (sizes[1] + sizes[2])
+
+    def no_room(why: str) -> SharedMemoryError:
+        return SharedMemoryError(
+            f"{region.SHM_DIR} has {free:,} bytes free and this database needs {need:,} "
+            f"bytes of shared memory while open (a {sizes[0]:,}-byte meta block, and "
+            f"per shard ({opts.shards}) a {sizes[1]:,}-byte arena and a {sizes[2]:,}-byte "
+            f"WAL ring){why}. Free space in {region.SHM_DIR} or enlarge it, or open with "
+            f"a smaller arena_bytes or wal_ring_bytes or fewer shards")
+    # Refused before anything is created: where /dev/shm is as large as memory,
+    # filling it would bring the OOM killer before ENOSPC.
+    if need > free:
+        raise no_room("")
     arenas: list[Arena] = []
     rings: list[Ring] = []
     try:
@@ -121,13 +134,7 @@ def create_shm(rt, rec: Recovered) -> tuple[list[Arena], list[Ring]]:
             rt.regions.append(rings[-1])
             rt.shm_names.append(("shm", nm(tag, f"wal{i}")))
     except SharedMemoryError as e:
-        need = sizes[0] + opts.shards * (sizes[1] + sizes[2])
-        raise SharedMemoryError(
-            f"{region.SHM_DIR} has {free:,} bytes free and this database needs {need:,} "
-            f"bytes of shared memory while open (a {sizes[0]:,}-byte meta block, and "
-            f"per shard ({opts.shards}) a {sizes[1]:,}-byte arena and a {sizes[2]:,}-byte "
-            f"WAL ring): {e}. Free space in {region.SHM_DIR} or enlarge it, or open with "
-            f"a smaller arena_bytes or wal_ring_bytes or fewer shards") from e
+        raise no_room(f": {e}") from e
     return arenas, rings
 
 

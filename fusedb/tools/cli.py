@@ -1,4 +1,4 @@
-"""The ``fusedb`` command.
+"""fusedb: the FuseDB command (run a database as a daemon, look at it, check and repair it).
 
     fusedb serve [PATH]   run the database at PATH (default ./fusedb-data) as a daemon:
                           it owns the database and supervises the shard workers;
@@ -20,7 +20,7 @@
 
 Exit status of serve: 0 stopped cleanly (with --if-not-running: or already
 running), 1 could not open, or refused (already running), or could not close
-cleanly. Of stop: 0 stopped, 1 not running, 3 refused (not a daemon's), 4 still
+cleanly, 2 bad options. Of stop: 0 stopped, 1 not running, 3 refused (not a daemon's), 4 still
 running after --timeout. Of stats: 0 shown, 1 not running.
 Exit status of check: 0 healthy, 1 damage found, 2 not a directory, 3 no
 consistent snapshot of a very busy open database could be taken (check again).
@@ -127,13 +127,15 @@ def bench(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="fusedb", description=__doc__.splitlines()[0],
+    ap = argparse.ArgumentParser(prog="fusedb", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version",
                     version=f"fusedb {__version__}, {kernel.describe()}")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    v = sub.add_parser("serve", help="run the database as a daemon until SIGTERM/Ctrl-C")
-    v.add_argument("path", nargs="?", default="fusedb-data")
+    v = sub.add_parser("serve", help="run the database as a daemon until SIGTERM/Ctrl-C",
+                       description=SERVE_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("path", nargs="?", default="fusedb-data", help=PATH_HELP)
     v.add_argument("--shards", type=int, help="shard worker processes (default 2)")
     v.add_argument("--pin", action="store_true", help="pin worker i to the i-th CPU")
     v.add_argument("--durability", choices=("sync", "interval", "none"),
@@ -149,11 +151,20 @@ def main(argv: list[str] | None = None) -> int:
                         "once it is ready")
     v.add_argument("--if-not-running", action="store_true",
                    help="exit 0 instead of refusing when the database is already open")
-    t = sub.add_parser("stop", help="stop the daemon of PATH (SIGTERM) and wait")
-    t.add_argument("path", nargs="?", default="fusedb-data")
-    t.add_argument("--timeout", type=float, default=180.0, help="seconds to wait")
-    st = sub.add_parser("stats", help="stats of the running database")
-    st.add_argument("path", nargs="?", default="fusedb-data")
+    t = sub.add_parser("stop", help="stop the daemon of PATH (SIGTERM) and wait",
+                       description="Send SIGTERM to the daemon of PATH and wait until it "
+                                   "has exited. Exit status: 0 stopped, 1 not running, 3 "
+                                   "refused (PATH is open by a process that called "
+                                   "fusedb.open itself, not by fusedb serve), 4 still "
+                                   "running after --timeout.")
+    t.add_argument("path", nargs="?", default="fusedb-data", help=PATH_HELP)
+    t.add_argument("--timeout", type=_positive, default=180.0,
+                   help="seconds to wait (default 180)")
+    st = sub.add_parser("stats", help="stats of the running database",
+                        description="Attach to the database running at PATH, print its "
+                                    "stats (workers, attached clients), detach. Exit "
+                                    "status: 0 shown, 1 not running.")
+    st.add_argument("path", nargs="?", default="fusedb-data", help=PATH_HELP)
     st.add_argument("--json", action="store_true", help="print them as JSON")
     d = sub.add_parser("demo", help="run a small demo (multiprocess by default)")
     d.add_argument("path", nargs="?", default="fusedb-data")
@@ -190,6 +201,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+PATH_HELP = "the database directory (default: ./fusedb-data)"
+SERVE_HELP = """Open (or recover) the database at PATH and serve it until SIGTERM,
+SIGINT (Ctrl-C) or SIGHUP: processes of this host attach with
+fusedb.connect(PATH) and work on its shared memory; the daemon supervises one
+worker process per shard. Logs go to stderr (--detach: PATH/serve.log).
+
+exit status: 0 stopped cleanly (with --if-not-running: or already running),
+1 could not open, refused (already running: the owner's pid is named), or did
+not close cleanly (nothing acknowledged is lost: the next serve recovers),
+2 bad options."""
+
+
+def _positive(text: str) -> float:
+    v = float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return v
+
+
 def daemon_command(args) -> int:
     from fusedb.errors import FuseDBError
     from fusedb.tools import serve
@@ -206,6 +236,11 @@ def daemon_command(args) -> int:
         return 2
     if args.pidfile:
         args.pidfile = os.path.abspath(args.pidfile)
+        try:
+            serve.check_pidfile(args.pidfile)
+        except FuseDBError as e:
+            print(f"fusedb serve: {e}", file=sys.stderr)
+            return 2
     report = None
     if args.detach:
         try:

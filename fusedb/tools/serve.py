@@ -5,10 +5,11 @@ The daemon is the router role as a service: ``fusedb serve PATH`` opens (or
 recovers) the database at PATH with ``fusedb.open(PATH, shards=N)``, which
 takes LOCK, creates the shared memory and starts and supervises one worker
 process per shard (fusedb.router); then it waits for SIGTERM, SIGINT or SIGHUP
-(a terminal hang-up; there is no reload), and closes: operations already inside a shard lock finish, every later one gets
-ClosedError, each worker merges its shard and exits, the shared memory is
-removed. Processes attach with ``fusedb.connect(PATH)`` and work on the shared
-memory directly; the daemon itself serves no requests.
+(a terminal hang-up; there is no reload), and closes: operations already
+inside a shard lock finish, every later one gets ClosedError, each worker
+merges its shard and exits, the shared memory is removed. Processes attach
+with ``fusedb.connect(PATH)`` and work on the shared memory directly; the
+daemon itself serves no requests.
 
 Two ``serve`` of one PATH: LOCK decides (flock, fusedb.runtime.dirlock); the
 loser refuses with exit status 1, or, with ``--if-not-running``, exits 0
@@ -24,7 +25,7 @@ lines of our own: the PyPI wrappers are unmaintained or need libsystemd.
 
 Exit status of serve: 0 stopped cleanly (or, with --if-not-running, already
 running), 1 could not open or close cleanly (the log says why; nothing
-acknowledged is lost: the next serve recovers), 2 usage.
+acknowledged is lost: the next serve recovers), 2 bad options.
 Exit status of stop: 0 stopped, 1 not running, 3 refused (the owner is not a
 ``fusedb serve`` daemon), 4 still running after --timeout.
 Exit status of stats: 0 shown, 1 not running.
@@ -48,8 +49,8 @@ import psutil
 import fusedb
 from fusedb.core import kernel
 from fusedb.core.layout import M_ROUTER_PID, M_SERVE_PID, M_STATE, STATE_OPEN
-from fusedb.errors import FuseDBError, LockedError, NotRunningError
-from fusedb.options import Options
+from fusedb.errors import FuseDBError, InvalidArgumentError, LockedError, NotRunningError
+from fusedb.options import daemon_options as daemon_options_of
 from fusedb.runtime import dirlock
 from fusedb.runtime.identity import SERVE_LOG
 from fusedb.shm import region
@@ -86,24 +87,28 @@ def daemon_options(shards: int | None, durability: str | None, pin: bool,
     """The options of ``fusedb.open`` for serve: the config file's (TOML: keys
     are fusedb.options.Options fields), then the JSON object ``options_json``
     (what connect(start=True) passes), then the flags. Raises
-    InvalidArgumentError (bad values, via Options) and OSError/ValueError for an
-    unreadable config file."""
+    InvalidArgumentError (unknown names, bad values: fusedb.options.daemon_options;
+    a config file that cannot be read or parsed)."""
     opts: dict = {}
     if config:
-        with open(config, "rb") as f:
-            opts.update(tomllib.load(f))
+        try:
+            with open(config, "rb") as f:
+                opts.update(daemon_options_of(tomllib.load(f), f"--config {config}"))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise InvalidArgumentError(f"--config {config}: {e}") from None
     if options_json:
-        opts.update(json.loads(options_json))
+        try:
+            given = json.loads(options_json)
+        except ValueError as e:
+            raise InvalidArgumentError(f"--options: not JSON: {e}") from None
+        opts.update(daemon_options_of(given, "--options"))
     if shards is not None:
         opts["shards"] = shards
     if durability is not None:
         opts["durability"] = durability
     if pin:
         opts["pin"] = True
-    opts.setdefault("shards", 2)
-    opts.pop("mode", None)
-    Options(mode="multiprocess", **opts)      # validate now: InvalidArgumentError
-    return opts
+    return daemon_options_of(opts, "fusedb serve")
 
 
 class _Stop:
@@ -132,12 +137,16 @@ class _Stop:
 
 def serve(path: str, opts: dict, pidfile: str | None, if_not_running: bool,
           report=None) -> int:
-    """Run the daemon in this process until SIGTERM/SIGINT; the exit status.
+    """Run the daemon of ``path`` with ``opts`` (fusedb.open's options) in this
+    process until SIGTERM/SIGINT/SIGHUP; the exit status (module doc).
+    ``pidfile``: a file to hold the pid while serving (or None).
+    ``if_not_running``: exit 0 rather than refuse when ``path`` is open.
     ``report(word, text)``: tells a detaching parent "ready", "running" or
     "failed" (None when in the foreground)."""
     stop = _Stop()
     path = os.path.abspath(path)
     try:
+        check_path(path)
         db = fusedb.open(path, **opts)
     except LockedError as e:
         if if_not_running:
@@ -152,31 +161,47 @@ def serve(path: str, opts: dict, pidfile: str | None, if_not_running: bool,
         log.error("cannot open %s: %s", path, e)
         _tell(report, "failed", f"cannot open {path}: {e}")
         return 1
+    status = 0
+    wrote_pidfile = False
     try:
         db._store.meta.hdr[M_SERVE_PID] = os.getpid()
         if pidfile:
-            _write_pidfile(pidfile)
-        s = db.stats()
-        log.info("serving %s: pid %d, %d shard worker(s) (pids %s), %s; attach with "
-                 "fusedb.connect(%r)", path, os.getpid(), len(s["workers"]),
-                 ", ".join(str(w["pid"]) for w in s["workers"]), kernel.describe(),
-                 path)
-        notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving {path}")
-        _tell(report, "ready", "")
-        why = stop.wait()
-        log.info("%s: stopping (clients get ClosedError; each shard merges)", why)
-        notify("STOPPING=1")
+            try:
+                _write_pidfile(pidfile)
+                wrote_pidfile = True
+            except OSError as e:
+                log.error("cannot write the pid file: %s; stopping", e)
+                _tell(report, "failed", f"cannot write the pid file: {e}")
+                status = 1
+        if not status:
+            s = db.stats()
+            log.info("serving %s: pid %d, %d shard worker(s) (pids %s), %s; attach with "
+                     "fusedb.connect(%r)", path, os.getpid(), len(s["workers"]),
+                     ", ".join(str(w["pid"]) for w in s["workers"]), kernel.describe(),
+                     path)
+            notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving {path}")
+            _tell(report, "ready", "")
+            why = stop.wait()
+            log.info("%s: stopping (clients get ClosedError; each shard merges)", why)
+            notify("STOPPING=1")
     finally:
-        if pidfile:
+        if wrote_pidfile:
             _remove(pidfile)
-        try:
-            db.close()
-        except (FuseDBError, OSError) as e:
-            log.error("close did not finish cleanly: %s (nothing acknowledged is lost: the "
-                      "next serve recovers)", e)
-            return 1
-    log.info("stopped cleanly")
-    return 0
+        status = max(status, _close(db))
+    if not status:
+        log.info("stopped cleanly")
+    return status
+
+
+def _close(db) -> int:
+    """Close the database; 0, or 1 (logged) if it did not close cleanly."""
+    try:
+        db.close()
+        return 0
+    except (FuseDBError, OSError) as e:
+        log.error("close did not finish cleanly: %s (nothing acknowledged is lost: the "
+                  "next serve recovers)", e)
+        return 1
 
 
 def _by(own: tuple[int, int, bool] | None) -> str:
@@ -206,32 +231,44 @@ def _remove(name: str) -> None:
 
 def detach(path: str) -> tuple[bool, object]:
     """Fork the daemon off into its own session (working directory /) with its
-    stdio on PATH/serve.log (``path``: absolute).
-    In the parent: (True, exit status), after the child said it is ready (0),
-    already running (0) or failed (1, its message on stderr). In the child:
-    (False, report function for :func:`serve`)."""
+    stdio on PATH/serve.log (``path``: absolute; the log is opened here, before
+    the fork, so a failure is reported once, by the caller: OSError).
+    In the parent: (True, exit status), once the child said it is ready (0,
+    after printing its pid), already running (0) or failed (1, its message on
+    stderr), or at Ctrl-C (130; the daemon goes on). In the child: (False, report function for :func:`serve`)."""
+    logname = os.path.join(path, SERVE_LOG)
+    check_path(path)
     os.makedirs(path, exist_ok=True)
     try:
         dirlock.check_directory(path)    # never write a log into a foreign directory
     except LockedError:
         pass                             # someone's database: the daemon says "running"
+    fd = os.open(logname, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     r, w = os.pipe()
     pid = os.fork()
     if pid:
         os.close(w)
-        with os.fdopen(r, "rb") as f:
-            msg = f.read().decode(errors="replace")
+        os.close(fd)
+        try:
+            with os.fdopen(r, "rb") as f:
+                msg = f.read().decode(errors="replace")
+        except KeyboardInterrupt:
+            print(f"fusedb serve: interrupted; the daemon (pid {pid}) goes on starting "
+                  f"(log: {logname}; fusedb stop {path} stops it)", file=sys.stderr)
+            return True, 128 + signal.SIGINT
         word, _, text = msg.partition(" ")
-        if word in ("ready", "running"):
+        if word == "ready":
+            print(f"fusedb serve: daemon pid {pid} serving {path} (log: {logname})")
+            return True, 0
+        if word == "running":
             return True, 0
         os.waitpid(pid, 0)
-        print(f"fusedb serve: {text or 'the daemon exited while starting; see ' + SERVE_LOG}",
+        print(f"fusedb serve: {text or 'the daemon exited while starting; see ' + logname}",
               file=sys.stderr)
         return True, 1
     os.close(r)
     os.setsid()
     os.chdir("/")          # hold no mount busy (PATH is absolute: fusedb.tools.cli)
-    fd = os.open(os.path.join(path, SERVE_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
@@ -240,12 +277,32 @@ def detach(path: str) -> tuple[bool, object]:
     os.close(null)
 
     def report(word: str, text: str) -> None:
+        """Tell the parent once. It may be gone (killed, Ctrl-C, connect's
+        timeout): the daemon serves on regardless."""
         nonlocal w
         if w >= 0:
-            os.write(w, f"{word} {text}".encode())
+            try:
+                os.write(w, f"{word} {text}".encode())
+            except BrokenPipeError:
+                log.info("the process that started this daemon is gone; serving on")
             os.close(w)
             w = -1
     return False, report
+
+
+def check_path(path: str) -> None:
+    """Raise NotADirectoryError (with a message for the operator) if ``path``
+    exists and is not a directory."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"{path} is not a directory (a database is a directory)")
+
+
+def check_pidfile(name: str) -> None:
+    """Raise InvalidArgumentError if the pid file ``name`` cannot be written
+    (checked before the database opens; written once it is open)."""
+    where = os.path.dirname(name) or "."
+    if not os.path.isdir(where) or not os.access(where, os.W_OK):
+        raise InvalidArgumentError(f"--pidfile {name}: {where} is not a writable directory")
 
 
 def setup_logging(level: str) -> None:
