@@ -11,7 +11,7 @@ import sys
 import time
 
 import fusedb
-from fusedb.tools.serve import owner
+from fusedb.tools.control import owner
 
 
 def main() -> None:

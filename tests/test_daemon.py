@@ -7,6 +7,7 @@ fails a test that leaves one, or its shared memory)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -14,12 +15,13 @@ import socket
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import psutil
 import pytest
 
 import fusedb
-from fusedb.tools.serve import owner
+from fusedb.tools.control import owner
 
 from crash_child import OPTIONS
 from crash_ops import expect, last_acked, settle
@@ -138,9 +140,10 @@ def test_sigterm_under_load_exits_cleanly(tmp_path):
         while owner(path) is None or not owner(path)[1]:
             assert d.poll() is None and time.monotonic() < deadline, d.stderr.read()
             time.sleep(0.05)
+        # Unbuffered: read(1) takes the ready byte only; communicate() reads the rest.
         clients = [subprocess.Popen([sys.executable, CRASH_CHILD, path, "interval", "3",
                                      "0", "client", str(c)], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE) for c in range(2)]
+                                    stderr=subprocess.PIPE, bufsize=0) for c in range(2)]
         for c in clients:
             assert c.stdout.read(1) == b"R"
         time.sleep(0.5)
@@ -157,10 +160,10 @@ def test_sigterm_under_load_exits_cleanly(tmp_path):
     assert took < 30, f"SIGTERM took {took:.1f} s"
     lasts = []
     for c in clients:
-        c.wait(30)
-        assert b"ClosedError" in c.stderr.read()
-        c.stderr.close()
-        lasts.append(last_acked(c, 0))
+        # communicate: a client blocked on a full stdout pipe would never see the close.
+        out, err = c.communicate(timeout=60)
+        assert b"ClosedError" in err, err[-2000:]
+        lasts.append(last_acked(SimpleNamespace(stdout=io.BytesIO(out)), 0))
     serve_detached(path)
     with fusedb.connect(path) as db:
         got = dict(db.scan())
@@ -467,3 +470,41 @@ def test_too_many_shards_for_dev_shm_is_refused_before_anything_is_made(tmp_path
     r = cli("serve", str(tmp_path / "db"), "--shards", "100000")
     assert r.returncode == 1 and "/dev/shm has" in r.stderr and "Traceback" not in r.stderr
     assert fusedb_shm() == before
+
+
+def test_stop_never_signals_a_process_that_reused_a_dead_daemons_pid(tmp_path):
+    """A daemon killed with SIGKILL leaves its pid in its meta block until the
+    next serve; if another process gets that pid, fusedb stop must not signal
+    it (simulated: the pid words rewritten to a live ``sleep``)."""
+    from fusedb.core.layout import M_ROUTER_PID, M_SERVE_PID
+    from fusedb.shm import region
+    from fusedb.shm.meta import Meta
+    path = str(tmp_path / "db")
+    pid = serve_detached(path)
+    workers = [w["pid"] for w in json.loads(cli("stats", path, "--json").stdout)["workers"]]
+    os.kill(pid, signal.SIGKILL)
+    for w in workers:
+        try:
+            psutil.Process(w).wait(20)
+        except psutil.NoSuchProcess:
+            pass
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        meta = Meta(region.name(region.tag_for(path), "meta"))
+        meta.hdr[M_ROUTER_PID] = meta.hdr[M_SERVE_PID] = stranger.pid
+        meta.close()
+        r = cli("stop", path)
+        assert r.returncode == 1 and "died without closing" in r.stderr, r.stderr
+        assert stranger.poll() is None, "fusedb stop signalled a stranger"
+    finally:
+        stranger.kill()
+        stranger.wait()
+    serve_detached(path)          # recovers, and removes the old shared memory
+    stop(path)
+
+
+def test_pinning_to_a_cpu_that_is_not_available_is_refused(tmp_path):
+    cpus = psutil.Process().cpu_affinity()
+    r = cli("serve", str(tmp_path / "db"), "--options", json.dumps({"pin": [max(cpus) + 1]}))
+    assert r.returncode == 1 and "are not available to this process" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -12,7 +12,7 @@ import time
 
 import psutil
 
-from fusedb.errors import FuseDBError
+from fusedb.errors import FuseDBError, InvalidArgumentError
 from fusedb.shm.meta import W_PID
 
 #: The directory holding the fusedb package (put on the workers' PYTHONPATH).
@@ -40,8 +40,16 @@ class WorkerProcesses:
 
     def start(self) -> None:
         """Start one worker per shard and wait until each is ready; then start
-        supervising. Raises FuseDBError if a worker exits or does not get ready
-        within 60 s, OSError if one cannot be started."""
+        supervising. Raises InvalidArgumentError if ``pin`` names a CPU this
+        process may not use, FuseDBError if a worker exits or does not get
+        ready within 60 s, OSError if one cannot be started."""
+        pin = self.rt.opts.pin
+        if pin and not isinstance(pin, bool):
+            allowed = sorted(psutil.Process().cpu_affinity())
+            bad = sorted(set(pin) - set(allowed))
+            if bad:
+                raise InvalidArgumentError(f"pin: CPU(s) {bad} are not available to this "
+                                           f"process; it may use {allowed}")
         self.procs = [self._spawn(i) for i in range(self.rt.opts.shards)]
         for i, p in enumerate(self.procs):
             self._wait_ready(i, p)

@@ -32,6 +32,10 @@ def attach(rt, stuck=None, repairer: int = -1) -> tuple[list[Arena], list[Ring]]
     nm = region.name
     try:
         rt.meta = meta = Meta(nm(rt.tag, "meta"))
+    except posix_ipc.PermissionsError:
+        raise NotRunningError(f"no permission to attach to the database at {rt.path}: its "
+                              f"shared memory belongs to another user (run as the user that "
+                              f"opened it or runs its daemon)", transient=False) from None
     except posix_ipc.ExistentialError:
         raise NotRunningError(f"no database is open at {rt.path}: start one with "
                               f"fusedb serve, fusedb.connect(path, start=True) or "
@@ -63,5 +67,9 @@ def attach(rt, stuck=None, repairer: int = -1) -> tuple[list[Arena], list[Ring]]
     except posix_ipc.ExistentialError:
         raise NotRunningError(f"the database at {rt.path} closed while this process "
                               f"attached") from None
+    except posix_ipc.PermissionsError:
+        raise NotRunningError(f"no permission to attach to the database at {rt.path}: its "
+                              f"shared memory belongs to another user", transient=False) \
+            from None
     rt.segments = SegmentCache(rt.path, meta, rt.meta_lock, rt.segcache)
     return arenas, rings

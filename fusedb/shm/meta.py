@@ -272,8 +272,10 @@ class Meta:
         while True:
             v1 = hdr[M_ROUTE_VER]
             if hdr[M_STATE] != STATE_OPEN:
-                raise ClosedError("the database was closed (by close() or because its "
-                                  "router process ended)")
+                raise ClosedError("the database was closed: by close(), or its owner (a fusedb "
+                                  "serve daemon, or the process that opened it) stopped or "
+                                  "ended; once it runs again, attach a new handle with "
+                                  "fusedb.connect(path)")
             if v1 & 1:
                 continue
             bounds, leaves = self._entries(hdr[M_ROUTE_CUR])

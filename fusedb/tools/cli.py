@@ -222,12 +222,12 @@ def _positive(text: str) -> float:
 
 def daemon_command(args) -> int:
     from fusedb.errors import FuseDBError
-    from fusedb.tools import serve
+    from fusedb.tools import control, serve
     args.path = os.path.abspath(args.path)
     if args.cmd == "stop":
-        return serve.stop(args.path, args.timeout)
+        return control.stop(args.path, args.timeout)
     if args.cmd == "stats":
-        return serve.stats(args.path, args.json)
+        return control.stats(args.path, args.json)
     try:
         opts = serve.daemon_options(args.shards, args.durability, args.pin, args.config,
                                     args.options)

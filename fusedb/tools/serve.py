@@ -1,5 +1,4 @@
-"""``fusedb serve``, ``fusedb stop`` and ``fusedb stats``: the daemon and its
-operator commands.
+"""``fusedb serve``: the daemon.
 
 The daemon is the router role as a service: ``fusedb serve PATH`` opens (or
 recovers) the database at PATH with ``fusedb.open(PATH, shards=N)``, which
@@ -26,9 +25,7 @@ lines of our own: the PyPI wrappers are unmaintained or need libsystemd.
 Exit status of serve: 0 stopped cleanly (or, with --if-not-running, already
 running), 1 could not open or close cleanly (the log says why; nothing
 acknowledged is lost: the next serve recovers), 2 bad options.
-Exit status of stop: 0 stopped, 1 not running, 3 refused (the owner is not a
-``fusedb serve`` daemon), 4 still running after --timeout.
-Exit status of stats: 0 shown, 1 not running.
+``fusedb stop`` and ``fusedb stats``: fusedb.tools.control.
 """
 
 from __future__ import annotations
@@ -40,22 +37,17 @@ import select
 import signal
 import socket
 import sys
-import time
 import tomllib
 
-import posix_ipc
-import psutil
 
 import fusedb
 from fusedb.core import kernel
-from fusedb.core.layout import M_ROUTER_PID, M_SERVE_PID, M_STATE, STATE_OPEN
-from fusedb.errors import FuseDBError, InvalidArgumentError, LockedError, NotRunningError
+from fusedb.core.layout import M_SERVE_PID
+from fusedb.errors import FuseDBError, InvalidArgumentError, LockedError
 from fusedb.options import daemon_options as daemon_options_of
 from fusedb.runtime import dirlock
 from fusedb.runtime.identity import SERVE_LOG
-from fusedb.shm import region
-from fusedb.shm.locks import alive
-from fusedb.shm.meta import Meta
+from fusedb.tools.control import owner
 
 log = logging.getLogger("fusedb.serve")
 
@@ -108,7 +100,7 @@ def daemon_options(shards: int | None, durability: str | None, pin: bool,
         opts["durability"] = durability
     if pin:
         opts["pin"] = True
-    return daemon_options_of(opts, "fusedb serve")
+    return daemon_options_of(opts, "options")
 
 
 class _Stop:
@@ -175,10 +167,10 @@ def serve(path: str, opts: dict, pidfile: str | None, if_not_running: bool,
                 status = 1
         if not status:
             s = db.stats()
-            log.info("serving %s: pid %d, %d shard worker(s) (pids %s), %s; attach with "
-                     "fusedb.connect(%r)", path, os.getpid(), len(s["workers"]),
-                     ", ".join(str(w["pid"]) for w in s["workers"]), kernel.describe(),
-                     path)
+            log.info("serving %s: pid %d, %d shard worker(s) (pids %s), durability %s, %s; "
+                     "attach with fusedb.connect(%r)", path, os.getpid(), len(s["workers"]),
+                     ", ".join(str(w["pid"]) for w in s["workers"]),
+                     db._store.opts.durability, kernel.describe(), path)
             notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving {path}")
             _tell(report, "ready", "")
             why = stop.wait()
@@ -231,11 +223,12 @@ def _remove(name: str) -> None:
 
 def detach(path: str) -> tuple[bool, object]:
     """Fork the daemon off into its own session (working directory /) with its
-    stdio on PATH/serve.log (``path``: absolute; the log is opened here, before
-    the fork, so a failure is reported once, by the caller: OSError).
+    stdio on PATH/serve.log (``path``: absolute; the log is opened here,
+    before the fork, so a failure is reported once, by the caller: OSError).
     In the parent: (True, exit status), once the child said it is ready (0,
     after printing its pid), already running (0) or failed (1, its message on
-    stderr), or at Ctrl-C (130; the daemon goes on). In the child: (False, report function for :func:`serve`)."""
+    stderr), or at Ctrl-C (130; the daemon goes on). In the child: (False,
+    report function for :func:`serve`)."""
     logname = os.path.join(path, SERVE_LOG)
     check_path(path)
     os.makedirs(path, exist_ok=True)
@@ -309,96 +302,3 @@ def setup_logging(level: str) -> None:
     """Log lines to stderr: time, level, pid, message."""
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s fusedb[%(process)d] %(message)s")
-
-
-# -- stop and stats -------------------------------------------------------------------
-
-def owner(path: str) -> tuple[int, int, bool] | None:
-    """(router pid, daemon pid or 0, open) of the database at ``path`` read from
-    its meta block, or None when it has none (never opened multiprocess, or
-    closed). Takes no lock and attaches nothing else."""
-    try:
-        meta = Meta(region.name(region.tag_for(os.path.abspath(path)), "meta"))
-    except (posix_ipc.ExistentialError, RuntimeError, ValueError):
-        return None        # none, being created, or of another version: no owner to name
-    try:
-        h = meta.hdr
-        return h[M_ROUTER_PID], h[M_SERVE_PID], h[M_STATE] == STATE_OPEN
-    finally:
-        meta.close()
-
-
-def stop(path: str, timeout: float) -> int:
-    """``fusedb stop PATH``: SIGTERM to the database's daemon; wait until it has
-    exited (at most ``timeout`` seconds). The exit status (module doc)."""
-    own = owner(path)
-    if own is None or not own[0] or not alive(own[0]):
-        extra = (f" (its daemon, pid {own[0]}, died without closing: `fusedb serve {path}` "
-                 f"recovers everything acknowledged)" if own and own[0] else "")
-        print(f"fusedb stop: no daemon is running for {path}{extra}", file=sys.stderr)
-        return 1
-    router, daemon, _ = own
-    if daemon != router:
-        print(f"fusedb stop: refused: {path} is open by pid {router}, a process that called "
-              f"fusedb.open itself (not fusedb serve); stop that process", file=sys.stderr)
-        return 3
-    t = time.monotonic()
-    try:
-        proc = psutil.Process(daemon)
-        proc.send_signal(signal.SIGTERM)
-    except psutil.NoSuchProcess:
-        pass
-    # Not our child: poll. A zombie has exited (its parent, init or a subreaper,
-    # has yet to reap it).
-    while alive(daemon):
-        if time.monotonic() - t > timeout:
-            print(f"fusedb stop: the daemon (pid {daemon}) is still running after "
-                  f"{timeout:g} s (see {os.path.join(path, SERVE_LOG)} or its journal)",
-                  file=sys.stderr)
-            return 4
-        time.sleep(0.01)
-    print(f"stopped the daemon of {path} (pid {daemon}) in {time.monotonic() - t:.2f} s")
-    return 0
-
-
-def stats(path: str, as_json: bool) -> int:
-    """``fusedb stats PATH``: the running database's ``stats()``, as a table or
-    JSON. The exit status (module doc)."""
-    try:
-        db = fusedb.connect(path)
-    except NotRunningError as e:
-        print(f"fusedb stats: {e}", file=sys.stderr)
-        return 1
-    try:
-        s = db.stats()
-        own = owner(path)
-    finally:
-        db.close()
-    s["router_pid"], s["daemon_pid"] = (own[0], own[1]) if own else (0, 0)
-    if as_json:
-        print(json.dumps(s, indent=1, sort_keys=True, default=str))
-        return 0
-    for line in table(s):
-        print(line)
-    return 0
-
-
-def table(s: dict) -> list[str]:
-    """The human view of a stats dict: one ``name  value`` line per scalar, then
-    the workers and the attached clients."""
-    lines = []
-    lists = {k: v for k, v in s.items() if isinstance(v, (list, dict))}
-    width = max(len(k) for k in s)
-    for k, v in sorted(s.items()):
-        if k in lists:
-            continue
-        lines.append(f"{k:<{width}}  {v:.3f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
-    for w in s.get("workers", []):
-        lines.append(f"worker: shard {w.get('shard')}, pid {w.get('pid')}, "
-                     + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
-                                 for k, v in sorted(w.items()) if k not in ("shard", "pid")))
-    for c in s.get("clients", []):
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c["since"]))
-        lines.append(f"client: pid {c['pid']}, attached since {since}"
-                     + (" (this command)" if c["pid"] == os.getpid() else ""))
-    return lines

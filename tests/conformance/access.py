@@ -152,7 +152,7 @@ class Daemon(Client):
         return self.db
 
     def stop_server(self) -> None:
-        from fusedb.tools.serve import owner
+        from fusedb.tools.control import owner
         own = owner(self.path)
         if own is None:
             return
