@@ -50,6 +50,18 @@ def serve_detached(path: str, *flags: str) -> int:
     return daemon_pid(path)
 
 
+def kill_daemon(path: str, pid: int) -> None:
+    """SIGKILL the daemon ``pid`` of ``path``; return once its orphaned workers
+    have written their WAL rings out and exited."""
+    workers = [w["pid"] for w in json.loads(cli("stats", path, "--json").stdout)["workers"]]
+    os.kill(pid, signal.SIGKILL)
+    for w in workers:
+        try:
+            psutil.Process(w).wait(20)
+        except psutil.NoSuchProcess:
+            pass
+
+
 def stop(path: str) -> None:
     r = cli("stop", path)
     assert r.returncode == 0, r.stderr
@@ -215,13 +227,7 @@ def test_stop_and_stats_against_live_and_dead_daemons(tmp_path):
     # A dead daemon: killed, its workers gone too; stop and stats say so, and
     # serve recovers.
     pid = serve_detached(path)
-    workers = [w["pid"] for w in json.loads(cli("stats", path, "--json").stdout)["workers"]]
-    os.kill(pid, signal.SIGKILL)
-    for w in workers:
-        try:
-            psutil.Process(w).wait(20)
-        except psutil.NoSuchProcess:
-            pass
+    kill_daemon(path, pid)
     r = cli("stop", path)
     assert r.returncode == 1 and f"pid {pid}, died without closing" in r.stderr
     r = cli("stats", path)
@@ -481,13 +487,7 @@ def test_stop_never_signals_a_process_that_reused_a_dead_daemons_pid(tmp_path):
     from fusedb.shm.meta import Meta
     path = str(tmp_path / "db")
     pid = serve_detached(path)
-    workers = [w["pid"] for w in json.loads(cli("stats", path, "--json").stdout)["workers"]]
-    os.kill(pid, signal.SIGKILL)
-    for w in workers:
-        try:
-            psutil.Process(w).wait(20)
-        except psutil.NoSuchProcess:
-            pass
+    kill_daemon(path, pid)
     stranger = subprocess.Popen(["sleep", "60"])
     try:
         meta = Meta(region.name(region.tag_for(path), "meta"))
