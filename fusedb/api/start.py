@@ -22,10 +22,7 @@ import time
 
 from fusedb.errors import InvalidArgumentError, NotRunningError
 from fusedb.options import daemon_options
-
-#: The directory holding the fusedb package: put on the daemon's PYTHONPATH, so
-#: it runs the same FuseDB as the process that starts it.
-_PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fusedb.router.spawn import child_env
 
 
 def serve_command(path: str, options: dict) -> list[str]:
@@ -46,12 +43,9 @@ def start_daemon(path: str, options: dict, timeout: float) -> None:
     is ready or another process holds the database. Raises NotRunningError (with
     the daemon's message) if it could not start, or did not answer within
     ``timeout`` seconds."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"]
-                                     if env.get("PYTHONPATH") else "")
     try:
         out = subprocess.run(serve_command(path, options), stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(),
                              start_new_session=True, timeout=timeout, text=True)
     except subprocess.TimeoutExpired:
         raise NotRunningError(f"fusedb serve {path} did not get ready within {timeout:.1f} s "

@@ -19,6 +19,16 @@ from fusedb.shm.meta import W_PID
 _PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def child_env() -> dict:
+    """This process's environment with the fusedb package's directory first on
+    PYTHONPATH: a FuseDB process it starts (a shard worker, a daemon) runs the
+    same FuseDB as this one, installed or from a checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"]
+                                     if env.get("PYTHONPATH") else "")
+    return env
+
+
 class WorkerProcesses:
     """The router's worker processes, one per shard. Built and started by the
     router role's constructor (fusedb.router.router.RouterStore, opening
@@ -73,9 +83,6 @@ class WorkerProcesses:
         self.procs = []
 
     def _spawn(self, no: int) -> subprocess.Popen:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"]
-                                         if env.get("PYTHONPATH") else "")
         self.rt.meta.worker_slots(no)[W_PID] = 0
         # The worker inherits the locked LOCK descriptor (and nothing else): the
         # directory stays locked while any worker of this run lives.
@@ -83,7 +90,7 @@ class WorkerProcesses:
         # must not hold the application's output pipe open.
         p = subprocess.Popen([sys.executable, "-m", "fusedb.worker.process", self.rt.path,
                               str(no)],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=child_env(),
                              close_fds=True, pass_fds=(self.lock_fd,))
         pin = self.rt.opts.pin
         if pin:

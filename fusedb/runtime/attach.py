@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import posix_ipc
 
+from fusedb.core.layout import M_READY
 from fusedb.errors import NotRunningError
 from fusedb.options import Options
 from fusedb.runtime.segcache import SegmentCache
@@ -12,7 +13,6 @@ from fusedb.runtime.sync import make_proc_sync
 from fusedb.shm import region
 from fusedb.shm.arena import Arena
 from fusedb.shm.locks import alive
-from fusedb.core.layout import M_READY
 from fusedb.shm.meta import M_MODE, M_ROUTER_PID, M_STATE, MODE_MULTIPROCESS, STATE_OPEN, Meta
 from fusedb.wal.ring import Ring
 

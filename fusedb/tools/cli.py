@@ -229,8 +229,8 @@ def daemon_command(args) -> int:
     if args.cmd == "stats":
         return control.stats(args.path, args.json)
     try:
-        opts = serve.daemon_options(args.shards, args.durability, args.pin, args.config,
-                                    args.options)
+        opts = serve.options_from_args(args.shards, args.durability, args.pin, args.config,
+                                        args.options)
     except (FuseDBError, OSError, ValueError) as e:
         print(f"fusedb serve: {e}", file=sys.stderr)
         return 2

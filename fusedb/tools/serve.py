@@ -44,7 +44,7 @@ import fusedb
 from fusedb.core import kernel
 from fusedb.core.layout import M_SERVE_PID
 from fusedb.errors import FuseDBError, InvalidArgumentError, LockedError
-from fusedb.options import daemon_options as daemon_options_of
+from fusedb.options import daemon_options
 from fusedb.runtime import dirlock
 from fusedb.runtime.identity import SERVE_LOG
 from fusedb.tools.control import owner
@@ -74,7 +74,7 @@ def notify(state: str) -> bool:
 
 # -- serve ----------------------------------------------------------------------------
 
-def daemon_options(shards: int | None, durability: str | None, pin: bool,
+def options_from_args(shards: int | None, durability: str | None, pin: bool,
                    config: str | None, options_json: str | None) -> dict:
     """The options of ``fusedb.open`` for serve: the config file's (TOML: keys
     are fusedb.options.Options fields), then the JSON object ``options_json``
@@ -85,7 +85,7 @@ def daemon_options(shards: int | None, durability: str | None, pin: bool,
     if config:
         try:
             with open(config, "rb") as f:
-                opts.update(daemon_options_of(tomllib.load(f), f"--config {config}"))
+                opts.update(daemon_options(tomllib.load(f), f"--config {config}"))
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise InvalidArgumentError(f"--config {config}: {e}") from None
     if options_json:
@@ -93,14 +93,14 @@ def daemon_options(shards: int | None, durability: str | None, pin: bool,
             given = json.loads(options_json)
         except ValueError as e:
             raise InvalidArgumentError(f"--options: not JSON: {e}") from None
-        opts.update(daemon_options_of(given, "--options"))
+        opts.update(daemon_options(given, "--options"))
     if shards is not None:
         opts["shards"] = shards
     if durability is not None:
         opts["durability"] = durability
     if pin:
         opts["pin"] = True
-    return daemon_options_of(opts, "options")
+    return daemon_options(opts, "options")
 
 
 class _Stop:
