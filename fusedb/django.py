@@ -1,0 +1,1 @@
+"""A Django cache backend on FuseDB (being built: issue 13)."""

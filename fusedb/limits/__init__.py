@@ -1,0 +1,1 @@
+"""The `limits` storage for FuseDB (being built: issue 13)."""
