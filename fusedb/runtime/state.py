@@ -24,7 +24,7 @@ from typing import Protocol
 import posix_ipc
 
 from fusedb.core import retry
-from fusedb.errors import DiskError, FuseDBError
+from fusedb.errors import DiskError, FuseDBError, LockTimeoutError
 from fusedb.options import Options
 from fusedb.runtime import catalog, hooks
 from fusedb.runtime.dirlock import DirLock
