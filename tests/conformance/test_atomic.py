@@ -188,7 +188,7 @@ def test_incr_argument_errors(db):
     assert b"n" not in db
     db.incr(b"big", 2 ** 63 - 1)
     with pytest.raises(fusedb.IntegerOverflowError):
-        db.incr(b"big", 1, ttl=5, xx=True)
+        db.incr(b"big", 1, xx=True)
     assert db.get(b"big") == b"%d" % (2 ** 63 - 1)
 
 
@@ -308,14 +308,32 @@ def test_incr_ttl_on_a_deleted_key_creates_it_with_the_ttl(db, where):
     assert close_to(db.ttl(b"dv"), LONG)
 
 
-def test_incr_xx_ignores_the_ttl_of_a_live_key(db, where):
+def test_incr_xx_with_a_ttl_is_refused(db, where):
+    """xx never creates the key and a ttl applies only to a key incr creates:
+    both together is a mistake, refused before anything is written."""
     db.incr(b"x", 1)
-    db.incr(b"y", 1, ttl=LONG)
     where()
-    assert db.incr(b"x", 1, ttl=T, xx=True) == 2
-    assert db.ttl(b"x") == fusedb.TTL_NONE
-    assert db.incr(b"y", 1, ttl=T, xx=True) == 2
-    assert close_to(db.ttl(b"y"), LONG)
+    for ttl in (1, 5.0):
+        with pytest.raises(fusedb.InvalidArgumentError):
+            db.incr(b"x", 1, ttl=ttl, xx=True)
+        with pytest.raises(fusedb.InvalidArgumentError):
+            db.decr(b"absent", 1, ttl=ttl, xx=True)
+    assert db.get(b"x") == b"1" and db.ttl(b"x") == fusedb.TTL_NONE and b"absent" not in db
+
+
+def test_options_are_bools(db):
+    """An option that is not a bool is a ValueTypeError, not a truthy guess."""
+    db.put(b"x", b"1")
+    for bad in ("yes", "no", 1, [True]):
+        for name in ("nx", "xx", "keepttl", "get"):
+            with pytest.raises(fusedb.ValueTypeError):
+                db.put(b"x", b"2", **{name: bad})
+            with pytest.raises(fusedb.ValueTypeError):
+                with db.batch() as b:
+                    b.put(b"x", b"2", **{name: bad})
+        with pytest.raises(fusedb.ValueTypeError):
+            db.incr(b"n", 1, xx=bad)
+    assert db.get(b"x") == b"1" and b"n" not in db
 
 
 def test_put_options_on_an_expired_key(db, access, where):
