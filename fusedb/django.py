@@ -97,7 +97,7 @@ class FuseDBCache(BaseCache):
     - anything else: options of the daemon it starts (fields of
       fusedb.options.Options, e.g. ``shards``, ``durability``,
       ``max_value_size``); a daemon already running keeps its own.
-      InvalidArgumentError (at first use) names a bad one.
+      InvalidArgumentError (when Django builds the cache) names a bad one.
     """
 
     def __init__(self, location: str, params: dict):
@@ -112,6 +112,13 @@ class FuseDBCache(BaseCache):
         self._ns = ns.encode() if isinstance(ns, str) else bytes(ns)
         self._start = bool(options.pop("start", True))
         self._timeout = float(options.pop("connect_timeout", 60.0))
+        try:                            # checked now, not only when a daemon is started
+            fusedb.Options(mode="multiprocess", **options)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"FuseDBCache OPTIONS: unknown option(s) "
+                f"{', '.join(sorted(set(options) - set(fusedb.Options.__dataclass_fields__)))}"
+                f"; the daemon's options are the fields of fusedb.Options") from None
         self._options = options
 
     # -- the shared handle ----------------------------------------------------------
@@ -144,6 +151,7 @@ class FuseDBCache(BaseCache):
             with _handles_lock:
                 if _handles.get(self._path) is db:
                     del _handles[self._path]
+            db.close()                  # unmaps what is left of the old attach
             return op(self._db, *args)
 
     def _key(self, key, version=None) -> bytes:
