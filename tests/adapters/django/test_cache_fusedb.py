@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -110,7 +111,7 @@ def test_incr_keeps_the_timeout():
     cache.set("t", 1, timeout=100)
     cache.incr("t")
     with raw_db() as db:
-        assert 98 < db.ttl(PREFIX + b"t") <= 100
+        assert 90 < db.ttl(PREFIX + b"t") <= 100
 
 
 def test_timeouts_reach_the_database():
@@ -122,9 +123,9 @@ def test_timeouts_reach_the_database():
     cache.set("touched", 1, timeout=5)
     cache.touch("touched", None)
     with raw_db() as db:
-        assert 298 < db.ttl(PREFIX + b"default") <= 300
+        assert 290 < db.ttl(PREFIX + b"default") <= 300
         assert db.ttl(PREFIX + b"forever") == fusedb.TTL_NONE
-        assert 9 < db.ttl(PREFIX + b"float") <= 10.5
+        assert 5 < db.ttl(PREFIX + b"float") <= 10.5
         assert db.ttl(PREFIX + b"gone") == fusedb.TTL_MISSING
         assert db.ttl(PREFIX + b"touched") == fusedb.TTL_NONE
     assert cache.get("forever") == 1
@@ -228,3 +229,18 @@ def test_forget_detaches_and_the_next_operation_attaches_again():
     fusedb.django.forget(djangoconf.location())
     assert fusedb.django._handles == {}
     assert cache.get("f") == 1
+
+
+def _incr_in_child(n: int) -> None:
+    for _ in range(n):
+        cache.incr("forked")
+
+
+def test_forked_child_uses_the_inherited_cache():
+    """A fork()ed child (a gunicorn worker after --preload) re-attaches on first use."""
+    cache.set("forked", 0)
+    p = multiprocessing.get_context("fork").Process(target=_incr_in_child, args=(100,))
+    p.start()
+    p.join(TIMEOUT)
+    assert p.exitcode == 0
+    assert cache.incr("forked") == 101
