@@ -6,8 +6,8 @@
 Every process of the app (gunicorn or uvicorn workers, management commands,
 Celery workers) that uses the cache attaches to one FuseDB database: the first
 one starts a ``fusedb serve LOCATION`` daemon (``fusedb.connect(LOCATION,
-start=True)``), the others attach to it. An operation is one FuseDB call of a few
-µs; there is no server round trip. docs/adapters-django.md is the user guide.
+start=True)``), the others attach to it. An operation is one FuseDB call on shared
+memory; there is no server round trip. docs/adapters-django.md is the user guide.
 
 The contract is Django 5.2's ``django/core/cache/backends/base.py`` (BaseCache)
 and the behaviour of its locmem and Redis backends
@@ -36,9 +36,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import threading
 
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, MEMCACHE_MAX_KEY_LENGTH, BaseCache
 
 import fusedb
 from fusedb.errors import ClosedError, InvalidArgumentError, NotAnIntegerError
@@ -50,6 +51,10 @@ INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 PICKLED = b"\x80"
 #: Keys ``clear()`` collects before deleting them in one batch.
 CLEAR_CHUNK = 256
+
+#: The characters Django warns about in keys (django/core/cache/backends/base.py,
+#: memcached_error_chars_re), compiled here: Django's lazy regex costs µs per key.
+_KEY_WARN_CHARS = re.compile(r"[\x00-\x20\x7f]")
 
 _handles: dict[str, fusedb.FuseDB] = {}     # this process's handle per database path
 _handles_lock = threading.Lock()
@@ -156,6 +161,12 @@ class FuseDBCache(BaseCache):
 
     def _key(self, key, version=None) -> bytes:
         return self._ns + self.make_and_validate_key(key, version=version).encode()
+
+    def validate_key(self, key: str) -> None:
+        """Django's warnings (CacheKeyWarning), computed only for a key that
+        draws one."""
+        if len(key) > MEMCACHE_MAX_KEY_LENGTH or _KEY_WARN_CHARS.search(key):
+            super().validate_key(key)
 
     def get_backend_timeout(self, timeout=DEFAULT_TIMEOUT) -> float | None:
         """The TTL in seconds from now (a float; 0.0: expire at once) or None
