@@ -34,6 +34,7 @@ and the behaviour of its locmem and Redis backends
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import re
@@ -49,6 +50,8 @@ __all__ = ["FuseDBCache", "forget"]
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 #: Pickle protocol >= 2 output starts with the PROTO opcode; a decimal never does.
 PICKLED = b"\x80"
+#: The options of a daemon (fusedb.Options fields; its clock and mode are its own).
+DAEMON_OPTIONS = {f.name for f in dataclasses.fields(fusedb.Options)} - {"clock", "mode"}
 #: Keys ``clear()`` collects before deleting them in one batch.
 CLEAR_CHUNK = 256
 
@@ -117,13 +120,14 @@ class FuseDBCache(BaseCache):
         self._ns = ns.encode() if isinstance(ns, str) else bytes(ns)
         self._start = bool(options.pop("start", True))
         self._timeout = float(options.pop("connect_timeout", 60.0))
-        try:                            # checked now, not only when a daemon is started
-            fusedb.Options(mode="multiprocess", **options)
-        except TypeError:
+        # Checked now (a running daemon would not look at them): names, then values.
+        unknown = sorted(set(options) - DAEMON_OPTIONS)
+        if unknown:
             raise InvalidArgumentError(
-                f"FuseDBCache OPTIONS: unknown option(s) "
-                f"{', '.join(sorted(set(options) - set(fusedb.Options.__dataclass_fields__)))}"
-                f"; the daemon's options are the fields of fusedb.Options") from None
+                f"FuseDBCache OPTIONS: unknown option(s) {', '.join(unknown)}; besides start, "
+                f"connect_timeout and NAMESPACE they are the daemon's: "
+                f"{', '.join(sorted(DAEMON_OPTIONS))}")
+        fusedb.Options(mode="multiprocess", **options)      # InvalidArgumentError
         self._options = options
 
     # -- the shared handle ----------------------------------------------------------
@@ -148,7 +152,8 @@ class FuseDBCache(BaseCache):
 
     def _run(self, op, *args):
         """``op(db, *args)``; if the handle is closed (the daemon was stopped or
-        restarted), attach again once and retry."""
+        restarted: FuseDB raises ClosedError before the operation runs), attach
+        again once and retry."""
         db = self._db
         try:
             return op(db, *args)

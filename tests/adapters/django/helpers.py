@@ -39,8 +39,9 @@ def run_child(action: str, *args: str):
 
 @contextmanager
 def raw_db():
-    """A plain FuseDB handle on the cache's database (attached to its daemon)."""
-    db = fusedb.connect(djangoconf.location())
+    """A plain FuseDB handle on the cache's database (attached to its daemon,
+    started if none runs yet, as the cache would)."""
+    db = fusedb.connect(djangoconf.location(), start=True, **djangoconf.OPTIONS)
     try:
         yield db
     finally:

@@ -164,6 +164,10 @@ def test_value_over_max_value_size_is_refused():
 def test_set_many_larger_than_one_buffer():
     """A set_many over one buffer's bytes (one batch cannot hold it) stores every value."""
     data = {f"big{i}": os.urandom(15 * 1024) for i in range(40)}     # 600 KiB
+    with raw_db() as db, pytest.raises(fusedb.InvalidArgumentError, match="one buffer"):
+        with db.batch() as b:                       # what set_many meets first
+            for k, v in data.items():
+                b.put(PREFIX + k.encode(), v)
     assert cache.set_many(data) == []
     assert cache.get_many(list(data)) == data
     cache.delete_many(list(data))
