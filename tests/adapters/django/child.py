@@ -4,8 +4,9 @@ configures Django like the tests (djangoconf) and uses the cache at LOCATION.
 Actions (results as one JSON line on stdout):
 - ``incr KEY N``: attach, print ``"ready"``, wait for a line on stdin, then
   ``cache.incr(KEY)`` N times; prints the list of values incr returned.
-- ``session-load KEY``: the data of session KEY (``{}`` if missing or expired)
-  and the session key it ends with.
+- ``session-load KEY...``: for each session KEY, its data (``{}`` if missing
+  or expired) and the session key it ends with (one process for all: a
+  process's start costs about a second under load).
 - ``session-create JSON``: a new session holding the JSON object; its key.
 """
 
@@ -30,9 +31,11 @@ def main(location: str, action: str, *args: str) -> None:
         sys.stdin.readline()
         print(json.dumps([cache.incr(key) for _ in range(n)]), flush=True)
     elif action == "session-load":
-        s = store(args[0])
-        data = dict(s.items())
-        print(json.dumps({"data": data, "key": s.session_key}), flush=True)
+        loaded = []
+        for key in args:
+            s = store(key)
+            loaded.append({"data": dict(s.items()), "key": s.session_key})
+        print(json.dumps(loaded), flush=True)
     elif action == "session-create":
         s = store()
         s.update(json.loads(args[0]))
