@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 
 import pytest
 from django.conf import settings
@@ -26,8 +27,11 @@ from fusedb.testing import assert_no_leaks, fusedb_shm
 from adapters.django import djangoconf
 
 if not settings.configured:
-    djangoconf.configure(
-        os.path.join(os.path.realpath(tempfile.mkdtemp(prefix="fusedb-django-")), "db"))
+    # Named, not made: the daemon makes it on first use (nothing is left in /tmp
+    # when no test of this folder runs).
+    djangoconf.configure(os.path.join(os.path.realpath(tempfile.gettempdir()),
+                                      f"fusedb-django-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+                                      "db"))
     setup_test_environment()    # as Django's test runner does (ALLOWED_HOSTS "testserver", ...)
 
 
