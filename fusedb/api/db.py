@@ -106,6 +106,7 @@ class FuseDB(Commands):
         k = x.kernel
         self._put = k.put if k is not None else x.put
         self._incr = k.incr if k is not None else x.incr
+        self._update = k.update if k is not None else x.update
         self._kget = k.get if k is not None else None
         self._closed = False
         self._forked = False
@@ -293,7 +294,7 @@ class FuseDB(Commands):
         key = self._args.key(key)
         fn = self._x.user_fn(args.callback(fn))
         exp = None if ttl is None else self._args.deadline(ttl)
-        return self._x.modify(key, ops.op_update(fn, self._args.value, exp, self._clock))
+        return self._update(key, fn, self._args.value, exp)
 
     def get_many(self, keys: Iterable) -> list[bytes | None]:
         """``[get(k) for k in keys]`` (each key read atomically, not the set)."""
@@ -366,6 +367,12 @@ class FuseDB(Commands):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def max_value_size(self) -> int:
+        """The largest value this database stores, in bytes (its ``max_value_size``
+        option; a client's is its daemon's)."""
+        return self._max_value
 
     def __enter__(self) -> FuseDB:
         return self
