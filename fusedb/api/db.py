@@ -290,10 +290,12 @@ class FuseDB(Commands):
         if it returns neither bytes-like nor None,
         ValueTooLargeError if its value is over ``max_value_size`` (nothing
         written). Also the errors of ``put``."""
-        self._check_open()
-        key = self._args.key(key)
+        if self._closed or self._store.error is not None:
+            self._check_open()
+        if type(key) is not bytes or not 0 < len(key) <= self._max_key:
+            key = self._args.key(key)
         fn = self._x.user_fn(args.callback(fn))
-        exp = None if ttl is None else self._args.deadline(ttl)
+        exp = None if ttl is None else self._clock() + args.ttl_seconds(ttl)
         return self._update(key, fn, self._args.value, exp)
 
     def get_many(self, keys: Iterable) -> list[bytes | None]:
