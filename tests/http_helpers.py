@@ -132,3 +132,16 @@ def gunicorn(port: int, app: str, *options: str) -> list[str]:
     # No control socket: gunicorn >= 25.1 would otherwise make one in $HOME.
     return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
             "--no-control-socket", *options, app]
+
+
+def wait_for_workers(port: int, count: int, threads: int = 8) -> set[bytes]:
+    """Send GET /pid from ``threads`` client threads until ``count`` distinct worker
+    pids have answered (every worker is up and taking connections), within
+    BOOT_TIMEOUT seconds. Returns the pids seen."""
+    seen: set[bytes] = set()
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while len(seen) < count:
+        assert time.monotonic() < deadline, f"only {len(seen)} of {count} workers answered"
+        seen.update(body for status, body in hammer(port, 4 * threads, threads, "/pid")
+                    if status == 200)
+    return seen
