@@ -43,6 +43,16 @@ def callback(fn):
     return fn
 
 
+def put_options(ttl, nx: bool, xx: bool, keepttl: bool) -> None:
+    """``put``'s options together: InvalidArgumentError for ``nx`` with ``xx``
+    and for ``keepttl`` with a ``ttl`` (Redis refuses both combinations of SET:
+    redis.io/commands/set)."""
+    if nx and xx:
+        raise InvalidArgumentError("put takes nx or xx, not both")
+    if keepttl and ttl is not None:
+        raise InvalidArgumentError("put takes keepttl or a ttl, not both")
+
+
 def ttl_seconds(ttl) -> float:
     """``ttl``: seconds, a positive finite int or float. ValueTypeError for
     another type (bool included), InvalidArgumentError for a bad number."""

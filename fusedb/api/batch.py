@@ -44,23 +44,54 @@ class Batch:
         self._check_open = check_open
         self._ops: list[tuple] = []
         self._done = False
-        #: After commit: one result per op, in order (None for put, the new value for
-        #: incr, a bool for delete and expire, what was stored for update).
+        #: After commit: one result per op, in order: what the same call on the
+        #: database returns (None for a plain put, the new value for incr, a bool
+        #: for delete, expire, touch and add, what was stored for update, ...).
         self.results: list | None = None
 
     def _check(self) -> None:
         if self._done:
             raise ClosedError("this batch was already committed or discarded")
 
-    def put(self, key, value, ttl: float | None = None) -> None:
+    def put(self, key, value, ttl: float | None = None, *, nx: bool = False,
+            xx: bool = False, keepttl: bool = False, get: bool = False) -> None:
+        """``FuseDB.put``, with its options, as part of the batch."""
         self._check()
         if ttl is not None:
             args.ttl_seconds(ttl)  # validate now; the deadline is taken at commit
-        self._ops.append(("put", self._args.key(key), self._args.value(value), ttl))
+        args.put_options(ttl, nx, xx, keepttl)
+        value = self._args.value(value)
+        if nx or xx or keepttl or get:
+            self._ops.append(("set", self._args.key(key), (value, nx, xx, keepttl, get), ttl))
+        else:
+            self._ops.append(("put", self._args.key(key), value, ttl))
 
-    def incr(self, key, delta: int = 1) -> None:
+    def add(self, key, value, ttl: float | None = None) -> None:
+        """``FuseDB.add`` as part of the batch."""
+        self.put(key, value, ttl, nx=True)
+
+    def incr(self, key, delta: int = 1, ttl: float | None = None, *, xx: bool = False) -> None:
+        """``FuseDB.incr``, with its ttl and xx, as part of the batch."""
         self._check()
-        self._ops.append(("incr", self._args.key(key), args.delta(delta), None))
+        if ttl is not None:
+            args.ttl_seconds(ttl)
+        self._ops.append(("incr", self._args.key(key), (args.delta(delta), xx), ttl))
+
+    def getdel(self, key) -> None:
+        """``FuseDB.getdel`` as part of the batch."""
+        self._check()
+        self._ops.append(("getdel", self._args.key(key), None, None))
+
+    def getex(self, key, ttl: float | None) -> None:
+        """``FuseDB.getex`` as part of the batch."""
+        self._check()
+        if ttl is not None:
+            args.ttl_seconds(ttl)
+        self._ops.append(("getex", self._args.key(key), None, ttl))
+
+    def touch(self, key, ttl: float | None) -> None:
+        """``FuseDB.touch`` (= ``expire``) as part of the batch."""
+        self.expire(key, ttl)
 
     def delete(self, key) -> None:
         self._check()
@@ -129,8 +160,14 @@ class Commit(Command):
         exp = self._args.deadline(ttl) if ttl is not None else 0.0
         if kind == "put":
             return ops.op_put(arg, exp)
+        if kind == "set":
+            return ops.op_set(arg[0], exp, now, *arg[1:])
         if kind == "incr":
-            return ops.op_incr(key, arg, now)
+            return ops.op_incr(key, arg[0], now, exp, arg[1])
+        if kind == "getdel":
+            return ops.op_getdel(now)
+        if kind == "getex":
+            return ops.op_getex(exp, now)
         if kind == "delete":
             return ops.op_delete(now)
         if kind == "update":

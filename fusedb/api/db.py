@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from fusedb.api import args, scan as _scan, start as start_mod
 from fusedb.api.args import Args
 from fusedb.api.batch import Batch
+from fusedb.api.commands import Commands
 from fusedb.api.executor import Executor
 from fusedb.api.stats import stats as _stats
 from fusedb.core import ops
@@ -82,7 +83,7 @@ def _attach(path: str) -> ClientStore:
     return store
 
 
-class FuseDB:
+class FuseDB(Commands):
     """An open database. Thread-safe: any thread may call any method, except that
     ``close()`` must not race with other calls.
 
@@ -145,12 +146,25 @@ class FuseDB:
     # put, get and incr validate inline (no call for the common case: a bytes key of
     # a valid length) and run on the executor's hot path (fusedb.api.executor).
 
-    def put(self, key, value, ttl: float | None = None) -> None:
+    def put(self, key, value, ttl: float | None = None, *, nx: bool = False,
+            xx: bool = False, keepttl: bool = False, get: bool = False):
         """Store ``value`` (bytes-like, at most ``max_value_size`` bytes) under
         ``key`` (bytes or str, 1..``max_key_size`` bytes), expiring after ``ttl``
-        seconds if given. KeyTypeError, KeyTooLargeError, ValueTypeError,
-        ValueTooLargeError, InvalidArgumentError (ttl); WriteStallError, DiskError
-        when the write cannot be applied in ``write_timeout``."""
+        seconds if given (else never: a previous TTL is discarded). Returns None.
+
+        Options, atomic with the write (Redis SET NX|XX|KEEPTTL|GET,
+        redis.io/commands/set): ``nx`` stores only if the key is missing,
+        deleted or expired, ``xx`` only if it is live; then the result is
+        whether it stored (bool). ``keepttl``: a live key keeps its expiry.
+        ``get``: the result is the key's old live value (bytes, a counter as its
+        ASCII decimal) or None, whether or not it stored.
+
+        KeyTypeError, KeyTooLargeError, ValueTypeError, ValueTooLargeError,
+        InvalidArgumentError (ttl; ``nx`` with ``xx``; ``keepttl`` with ``ttl``);
+        WriteStallError, DiskError when the write cannot be applied in
+        ``write_timeout``."""
+        if nx or xx or keepttl or get:
+            return self._put_options(key, value, ttl, nx, xx, keepttl, get)
         if self._closed or self._store.error is not None:
             self._check_open()
         if type(key) is not bytes or not 0 < len(key) <= self._max_key:
@@ -172,24 +186,40 @@ class FuseDB:
             v = value_of(self._x.get(key), self._clock)
         return default if v is None else v
 
-    def incr(self, key, delta: int = 1) -> int:
-        """Add ``delta`` to the signed 64-bit counter at ``key`` (a missing key
-        counts as 0; an ASCII decimal value is parsed, as Redis's INCR does; an
-        existing TTL is kept). Returns the new value. Atomic. NotAnIntegerError,
-        IntegerOverflowError (nothing written then)."""
+    def incr(self, key, delta: int = 1, ttl: float | None = None, *,
+             xx: bool = False) -> int | None:
+        """Add ``delta`` to the signed 64-bit counter at ``key`` (a missing,
+        deleted or expired key counts as 0; an ASCII decimal value is parsed, as
+        Redis's INCR does). Returns the new value. Atomic.
+
+        ``ttl`` (seconds) is set only when this call creates the key; a live key
+        keeps its expiry (none, or the one it has), so ``incr(k, 1, ttl=60)`` is
+        a fixed-window counter in one call. ``xx``: a key that is not alive is
+        left so and the result is None.
+
+        NotAnIntegerError, IntegerOverflowError (nothing written then);
+        ValueTypeError (delta, ttl), InvalidArgumentError (ttl); the key and
+        write errors of ``put``."""
         if self._closed or self._store.error is not None:
             self._check_open()
         if type(key) is not bytes or not 0 < len(key) <= self._max_key:
             key = self._args.key(key)
         if type(delta) is not int or not INT64_MIN <= delta <= INT64_MAX:
             args.delta(delta)       # raises
-        return self._incr(key, delta, self._clock())
+        now = self._clock()
+        if xx:
+            exp = 0.0 if ttl is None else now + args.ttl_seconds(ttl)
+            return self._x.modify(key, ops.op_incr(key, delta, now, exp, True))
+        if ttl is None:
+            return self._incr(key, delta, now)
+        return self._incr(key, delta, now, now + args.ttl_seconds(ttl))
 
-    def decr(self, key, delta: int = 1) -> int:
-        """``incr(key, -delta)``."""
+    def decr(self, key, delta: int = 1, ttl: float | None = None, *,
+             xx: bool = False) -> int | None:
+        """``incr(key, -delta, ttl, xx=xx)``."""
         if type(delta) is not int:
             args.delta(delta, "decr")       # raises ValueTypeError
-        return self.incr(key, -delta)
+        return self.incr(key, -delta, ttl, xx=xx)
 
     def delete(self, key) -> bool:
         """Delete ``key``; True if it existed (and had not expired)."""
@@ -199,7 +229,7 @@ class FuseDB:
 
     def expire(self, key, ttl: float | None) -> bool:
         """Set ``key`` to expire ``ttl`` seconds from now (None: never). True if the
-        key exists."""
+        key exists (nothing written otherwise). Also ``touch``."""
         self._check_open()
         key = self._args.key(key)
         exp = self._args.deadline(ttl)
@@ -228,6 +258,9 @@ class FuseDB:
         keeps its expiry (none for a new key); with ``ttl`` (seconds, validated as
         ``put``'s) the stored value expires ``ttl`` seconds from now. Returns what
         was stored: the bytes, or None.
+
+        ``fn`` returning the very object it was given (``fn(v) is v``, e.g. a
+        check that decides to change nothing) with ``ttl=None`` writes nothing.
 
         ``fn`` runs while this thread holds the key's shard lock, which every
         thread and process using the database shares: it must be quick and must

@@ -332,10 +332,12 @@ class Executor:
         or None: fusedb.core.ops.value_of)."""
         return ops.value_of(self.get(key), self.clock)
 
-    def incr(self, key: bytes, delta: int, now: float) -> int:
-        """Add ``delta`` (validated) to the counter at ``key``; the new value. The
-        in-place update when the key is a live counter in its active buffer,
-        else read-modify-write (fusedb.core.ops.op_incr; raises as it does)."""
+    def incr(self, key: bytes, delta: int, now: float, exp_new: float = 0.0) -> int:
+        """Add ``delta`` (validated) to the counter at ``key``; the new value. A
+        key this creates expires at ``exp_new`` (absolute, 0.0: never). The
+        in-place update when the key is a live counter in its active buffer
+        (never a creation), else read-modify-write (fusedb.core.ops.op_incr;
+        raises as it does)."""
         if self.fn_threads:
             self.reentered()
         h = key_hash(key)
@@ -348,7 +350,7 @@ class Executor:
                 if done is not None:
                     shard.stats[S_LOGICAL] += len(key) + 8
         if done is None:
-            return self.run(Modify(key, h, ops.op_incr(key, delta, now)))
+            return self.run(Modify(key, h, ops.op_incr(key, delta, now, exp_new)))
         if self.sync:
             shard.wal_writer.wait_durable(done[1])
         return done[0]

@@ -424,15 +424,15 @@ cdef class Kernel:
         if self.sync:
             self.writers[no].wait_durable(end)
 
-    def incr(self, bytes key, long long delta, double now):
-        """Add ``delta`` to the counter at ``key``; the new value (Executor.incr's
-        contract). Here: the in-buffer merge of a live counter in the active
+    def incr(self, bytes key, long long delta, double now, double exp_new=0.0):
+        """Add ``delta`` to the counter at ``key``; the new value; a key this
+        creates expires at ``exp_new`` (Executor.incr's contract). Here: the in-buffer merge of a live counter in the active
         buffer, else the read-modify-write of a counter or a missing key (read
         from the buffers or the open segments, written to the active buffer);
         a decimal value to parse, an overflow (the pure path raises) and
         anything else go to the pure path."""
         if not self.open or PySet_GET_SIZE(self.fn_threads):
-            return self.fb_incr(key, delta, now)
+            return self.fb_incr(key, delta, now, exp_new)
         cdef const char* k = PyBytes_AS_STRING(key)
         cdef Py_ssize_t klen = PyBytes_GET_SIZE(key)
         cdef uint64_t h = XXH3_64bits(k, klen), ver
@@ -446,13 +446,14 @@ cdef class Kernel:
             if self.hdr[M_ROUTE_VER] == ver:
                 end = self._incr_locked(sc, leaf, k, klen, h, delta, now, &new)
                 if end < 0:
-                    end = self._rmw_incr_locked(sc, leaf, k, klen, h, delta, now, &new)
+                    end = self._rmw_incr_locked(sc, leaf, k, klen, h, delta, now, exp_new,
+                                                 &new)
                 if end >= 0:
                     sc.stats[S_LOGICAL] += klen + 8
         finally:
             self._unlock(no)
         if end < 0:
-            return self.fb_incr(key, delta, now)
+            return self.fb_incr(key, delta, now, exp_new)
         if self.sync:
             self.writers[no].wait_durable(end)
         return new
@@ -593,7 +594,7 @@ cdef class Kernel:
 
     cdef int64_t _rmw_incr_locked(self, ShardC* sc, int64_t leaf, const char* key,
                                   Py_ssize_t klen, uint64_t h, long long delta, double now,
-                                  long long* out) except -2:
+                                  double exp_new, long long* out) except -2:
         """The read-modify-write of fusedb.core.ops.op_incr, for a key that is a
         counter or missing: its entry from the active buffer, the frozen one or
         the leaf's open segments (newest first), the sum written as the pure
@@ -626,8 +627,8 @@ cdef class Kernel:
                         memcpy(&base, (<KSegment>seg).vals + (<KSegment>seg).voff[j], 8)
                     break
         if not found or kind == KIND_DEL or (exp != 0.0 and exp <= now):
-            base = 0        # not alive: a new counter, no expiry
-            exp = 0.0
+            base = 0        # not alive: a new counter, expiring at exp_new
+            exp = exp_new
         elif kind != KIND_INT:
             return -1       # a value: the pure path parses it (or raises)
         if fusedb_add_overflow(base, delta, &new):

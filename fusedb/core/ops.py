@@ -56,10 +56,16 @@ def op_put(value: bytes, exp: float):
     return lambda e: (None, (KIND_VALUE, value, 0, exp))
 
 
-def op_incr(key: bytes, delta: int, now: float):
+def op_incr(key: bytes, delta: int, now: float, exp_new: float = 0.0, xx: bool = False):
+    """``incr``: add ``delta`` to the counter (a decimal value is parsed). A key
+    that is not alive counts as 0 and the new counter expires at ``exp_new``
+    (0.0: never); a live key keeps its expiry. ``xx``: a key that is not alive
+    stays so (result None, nothing written)."""
     def fn(e):
         if not alive(e, now):
-            base, exp = 0, 0.0
+            if xx:
+                return None, None
+            base, exp = 0, exp_new
         elif e[0] == KIND_INT:
             base, exp = e[1], e[2]
         else:
@@ -73,6 +79,48 @@ def op_incr(key: bytes, delta: int, now: float):
     return fn
 
 
+def op_set(value: bytes, exp: float, now: float, nx: bool, xx: bool, keepttl: bool,
+           get: bool):
+    """``put`` with options (Redis SET NX|XX KEEPTTL GET, redis.io/commands/set):
+    ``nx`` stores only if the key is not alive, ``xx`` only if it is;
+    ``keepttl`` keeps a live key's expiry instead of ``exp``. The result is the
+    old live value (bytes or None) with ``get``, else whether it stored (bool)
+    with ``nx``/``xx``, else None."""
+    def fn(e):
+        live = alive(e, now)
+        stores = not ((nx and live) or (xx and not live))
+        if get:
+            result = _live_value(e) if live else None
+        elif nx or xx:
+            result = stores
+        else:
+            result = None
+        if not stores:
+            return result, None
+        return result, (KIND_VALUE, value, 0, e[2] if keepttl and live else exp)
+    return fn
+
+
+def op_getdel(now: float):
+    """``getdel`` (Redis GETDEL): the live value (bytes) and the key deleted, or
+    None and nothing written."""
+    def fn(e):
+        if not alive(e, now):
+            return None, None
+        return _live_value(e), (KIND_DEL, None, 0, 0.0)
+    return fn
+
+
+def op_getex(exp: float, now: float):
+    """``getex`` (Redis GETEX EX|PERSIST): the live value (bytes), the key now
+    expiring at ``exp`` (0.0: never); None and nothing written if not alive."""
+    def fn(e):
+        if not alive(e, now):
+            return None, None
+        return _live_value(e), _with_exp(e, exp)
+    return fn
+
+
 def op_delete(now: float):
     def fn(e):
         if not alive(e, now):
@@ -82,23 +130,39 @@ def op_delete(now: float):
 
 
 def op_expire(exp: float, now: float):
+    """``expire`` and ``touch``: a live key now expires at ``exp`` (0.0: never);
+    the result is whether the key is alive."""
     def fn(e):
         if not alive(e, now):
             return False, None
-        if e[0] == KIND_INT:
-            return True, (KIND_INT, None, e[1], exp)
-        return True, (KIND_VALUE, e[1], 0, exp)
+        return True, _with_exp(e, exp)
     return fn
+
+
+def _with_exp(e, exp: float) -> tuple:
+    """The write that stores live entry ``e`` again, expiring at ``exp``."""
+    if e[0] == KIND_INT:
+        return KIND_INT, None, e[1], exp
+    return KIND_VALUE, e[1], 0, exp
+
+
+def _live_value(e) -> bytes:
+    """A live entry's value as ``get`` shows it."""
+    return e[1] if e[0] == KIND_VALUE else counter_bytes(e[1])
 
 
 def op_update(fn, check_value, exp: float | None, clock):
     """``FuseDB.update``: ``fn(current value or None)`` gives the new value (stored,
     through ``check_value``, the API's value validator) or None (the key is
     deleted if it exists). ``exp``: the new absolute expiry, or None to keep the
-    key's own. The result is what was stored. ``fn`` raising writes nothing."""
+    key's own. The result is what was stored. ``fn`` raising writes nothing;
+    ``fn`` returning the very object it was given (``new is current``) with
+    ``exp`` None writes nothing either (the key stays as it is)."""
     def apply(e):
         current = value_of(e, clock)
         new = fn(current)
+        if new is current and exp is None:
+            return current, None
         if new is None:
             return None, (None if current is None else (KIND_DEL, None, 0, 0.0))
         new = check_value(new)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 
-from fusedb.errors import IntegerOverflowError, NotAnIntegerError, ValueTypeError
+from fusedb.errors import IntegerOverflowError, InvalidArgumentError, NotAnIntegerError, \
+    ValueTypeError
 
 __all__ = ["TINY", "SMALL", "INT64_MIN", "INT64_MAX", "TTL_NONE", "TTL_MISSING", "FakeClock",
            "decimal", "Model", "outcome"]
@@ -83,8 +84,37 @@ class Model:
         """Every live key and its value (``now`` is irrelevant without TTLs)."""
         return {k: v for k, (v, e) in self.data.items() if e == 0 or e > now}
 
-    def put(self, k: bytes, v: bytes, ttl, now: float) -> None:
-        self.data[k] = (bytes(v), self._exp(ttl, now))
+    def put(self, k: bytes, v: bytes, ttl, now: float, nx: bool = False, xx: bool = False,
+            keepttl: bool = False, get: bool = False):
+        """``db.put`` with its options (Redis SET NX|XX|KEEPTTL|GET)."""
+        if (nx and xx) or (keepttl and ttl is not None):
+            raise InvalidArgumentError("put options")
+        e = self._entry(k, now)
+        stores = not ((nx and e is not None) or (xx and e is None))
+        if stores:
+            exp = e[1] if keepttl and e is not None else self._exp(ttl, now)
+            self.data[k] = (bytes(v), exp)
+        if get:
+            return None if e is None else e[0]
+        return stores if nx or xx else None
+
+    def add(self, k: bytes, v: bytes, ttl, now: float) -> bool:
+        return self.put(k, v, ttl, now, nx=True)
+
+    def getdel(self, k: bytes, now: float) -> bytes | None:
+        e = self._entry(k, now)
+        self.data.pop(k, None)
+        return None if e is None else e[0]
+
+    def getex(self, k: bytes, ttl, now: float) -> bytes | None:
+        e = self._entry(k, now)
+        if e is None:
+            return None
+        self.data[k] = (e[0], self._exp(ttl, now))
+        return e[0]
+
+    def touch(self, k: bytes, ttl, now: float) -> bool:
+        return self.expire(k, ttl, now)
 
     def get(self, k: bytes, now: float) -> bytes | None:
         e = self._entry(k, now)
@@ -93,11 +123,15 @@ class Model:
     def get_many(self, ks, now: float) -> list:
         return [self.get(k, now) for k in ks]
 
-    def incr(self, k: bytes, delta: int, now: float) -> int:
+    def incr(self, k: bytes, delta: int, now: float, ttl=None, xx: bool = False) -> int | None:
+        """``db.incr``: ``ttl`` only for a key it creates; ``xx``: None for a key
+        that is not alive."""
         if delta < INT64_MIN or delta > INT64_MAX:
             raise IntegerOverflowError("delta")
         e = self._entry(k, now)
-        base, exp = (0, 0.0) if e is None else (decimal(e[0]), e[1])
+        if e is None and xx:
+            return None
+        base, exp = (0, self._exp(ttl, now)) if e is None else (decimal(e[0]), e[1])
         if base is None:
             raise NotAnIntegerError(k)
         new = base + delta
@@ -134,17 +168,26 @@ class Model:
         return out if limit is None else out[:limit]
 
     def batch(self, ops, now: float) -> list:
-        """Apply ``ops`` ((name, key, arg, ttl) tuples: put arg=value, incr
-        arg=delta, delete, expire ttl) all or nothing; one result per op."""
+        """Apply ``ops`` ((name, key, arg, ttl) tuples: put arg=value or
+        (value, options dict), incr arg=delta or (delta, xx), delete, expire,
+        touch, getdel, getex, add arg=value) all or nothing; one result per op."""
         trial = self.copy()
         results = []
         for name, k, arg, ttl in ops:
             if name == "put":
-                results.append(trial.put(k, arg, ttl, now))
+                value, options = arg if isinstance(arg, tuple) else (arg, {})
+                results.append(trial.put(k, value, ttl, now, **options))
+            elif name == "add":
+                results.append(trial.add(k, arg, ttl, now))
             elif name == "incr":
-                results.append(trial.incr(k, arg, now))
+                delta, xx = arg if isinstance(arg, tuple) else (arg, False)
+                results.append(trial.incr(k, delta, now, ttl, xx))
             elif name == "delete":
                 results.append(trial.delete(k, now))
+            elif name == "getdel":
+                results.append(trial.getdel(k, now))
+            elif name == "getex":
+                results.append(trial.getex(k, ttl, now))
             else:
                 results.append(trial.expire(k, ttl, now))
         self.data = trial.data
@@ -154,7 +197,10 @@ class Model:
         """``db.update``: fn(current value or None) -> new bytes or None (delete);
         ttl None keeps an existing TTL; returns what was stored."""
         e = self._entry(k, now)
-        new = fn(None if e is None else e[0])
+        current = None if e is None else e[0]
+        new = fn(current)
+        if new is current and ttl is None:
+            return current
         if new is None:
             self.data.pop(k, None)
             return None

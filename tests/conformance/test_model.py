@@ -37,7 +37,11 @@ def _boom(_cur):
 
 #: Update functions: current value (bytes or None) -> new bytes, None, or a bad type.
 UPDATES = {"append": lambda c: (c or b"") + b"+", "delete": lambda c: None,
-           "set": lambda c: b"set", "bad-type": lambda c: 42, "raise": _boom}
+           "set": lambda c: b"set", "bad-type": lambda c: 42, "raise": _boom,
+           "same": lambda c: c}
+#: put's options, any combination (the invalid ones must raise as the model does).
+put_options = st.fixed_dictionaries({}, optional={o: st.booleans()
+                                                  for o in ("nx", "xx", "keepttl", "get")})
 
 
 class ContractMachine(RuleBasedStateMachine):
@@ -92,6 +96,35 @@ class ContractMachine(RuleBasedStateMachine):
         else:
             self.same(lambda: self.db.incr(k, d), lambda: self.model.incr(k, d, self.now))
 
+    @rule(k=keys, d=deltas, ttl=ttls, xx=st.booleans())
+    def incr_ttl(self, k, d, ttl, xx):
+        ttl = self.ttl(ttl)
+        self.same(lambda: self.db.incr(k, d, ttl, xx=xx),
+                  lambda: self.model.incr(k, d, self.now, ttl, xx))
+
+    @rule(k=keys, v=values, ttl=ttls, options=put_options)
+    def put_with_options(self, k, v, ttl, options):
+        ttl = self.ttl(ttl)
+        self.same(lambda: self.db.put(k, v, ttl, **options),
+                  lambda: self.model.put(k, v, ttl, self.now, **options))
+
+    @rule(k=keys, v=values, ttl=ttls)
+    def add(self, k, v, ttl):
+        ttl = self.ttl(ttl)
+        self.same(lambda: self.db.add(k, v, ttl), lambda: self.model.add(k, v, ttl, self.now))
+
+    @rule(k=keys)
+    def getdel(self, k):
+        self.same(lambda: self.db.getdel(k), lambda: self.model.getdel(k, self.now))
+
+    @rule(k=keys, ttl=ttls, touch=st.booleans())
+    def getex_touch(self, k, ttl, touch):
+        ttl = self.ttl(ttl)
+        if touch:
+            self.same(lambda: self.db.touch(k, ttl), lambda: self.model.touch(k, ttl, self.now))
+        else:
+            self.same(lambda: self.db.getex(k, ttl), lambda: self.model.getex(k, ttl, self.now))
+
     @rule(k=keys, mapping=st.booleans())
     def delete(self, k, mapping):
         if mapping:
@@ -116,23 +149,28 @@ class ContractMachine(RuleBasedStateMachine):
     def advance_clock(self, dt):
         self.access.advance(dt)
 
-    @rule(ops=st.lists(st.tuples(st.sampled_from(["put", "incr", "delete", "expire"]), keys,
-                                 values, deltas, ttls), min_size=1, max_size=6))
+    @rule(ops=st.lists(st.tuples(st.sampled_from(["put", "incr", "delete", "expire", "add",
+                                                  "getdel", "getex", "touch"]),
+                                 keys, values, deltas, ttls, put_options, st.booleans()),
+                       min_size=1, max_size=6))
     def batch(self, ops):
-        ops = [(name, k, v if name == "put" else d, self.ttl(ttl))
-               for name, k, v, d, ttl in ops]
+        ops = [(name, k, (v, options) if name == "put" else v if name == "add" else (d, xx),
+                None if name == "incr" and not xx else self.ttl(ttl))
+               for name, k, v, d, ttl, options, xx in ops]
 
         def run():
             with self.db.batch() as b:
                 for name, k, arg, ttl in ops:
                     if name == "put":
-                        b.put(k, arg, ttl=ttl)
+                        b.put(k, arg[0], ttl, **arg[1])
+                    elif name == "add":
+                        b.add(k, arg, ttl)
                     elif name == "incr":
-                        b.incr(k, arg)
-                    elif name == "delete":
-                        b.delete(k)
+                        b.incr(k, arg[0], ttl, xx=arg[1])
+                    elif name in ("delete", "getdel"):
+                        getattr(b, name)(k)
                     else:
-                        b.expire(k, ttl)
+                        getattr(b, name)(k, ttl)
             return b.results
         self.same(run, lambda: self.model.batch(ops, self.now))
 
