@@ -1,0 +1,2 @@
+"""Tests of the adapters (fusedb.limits, fusedb.django) against the real libraries
+they plug into."""
