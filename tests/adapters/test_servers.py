@@ -1,13 +1,13 @@
 """Rate limits enforced exactly by real servers whose worker processes share one
 ``fusedb://`` storage (issue 13): a Flask app with flask-limiter under gunicorn with
-4 workers (without --preload, with --preload, with workers recycled by
---max-requests), and a Starlette app with slowapi under uvicorn with 2 workers.
+4 workers (without and with --preload, workers recycled by --max-requests), and a
+Starlette app with slowapi under uvicorn with 2 workers.
 
 Each test starts a fresh database path; the first worker that makes the storage
 starts the daemon (``connect(start=True)``), the others attach. 200 requests from
 8 client threads on 127.0.0.1 against a "50 per hour" limit must be answered by
 exactly 50 × 200 and 150 × 429, by more than one worker process, for each strategy
-of ``limits``:
+of ``limits``; the daemon must still run when the server has stopped:
 
 - fixed window: one atomic ``incr`` per hit; its window starts at the first hit.
 - moving window: one atomic ``update`` of the window's timestamps per hit.
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from http_helpers import (daemon_stopped_after, free_port, gunicorn, hammer, http_server,
-                          recipe_env, wait_for_workers)
+from http_helpers import (daemon_stopped_after, free_port, fusedb_cli, gunicorn, hammer,
+                          http_server, recipe_env, wait_for_workers)
 
 LIMIT = 50          # the apps' default limit: "50 per hour"
 PERIOD = 3600.0     # seconds
@@ -62,10 +62,13 @@ def assert_enforced(responses: list[tuple[int, bytes]]) -> None:
 def run_limited(tmp_path: Path, cmd: list[str], port: int, strategy: str,
                 workers: int) -> None:
     """Serve ``cmd`` with a fusedb:// storage on a fresh path, send the load, check
-    the counts; stop the server, then the daemon its workers started."""
+    the counts; stop the server, then the daemon its workers started (which must
+    have outlived the server)."""
     db = tmp_path / "db"
     with daemon_stopped_after(db):
         serve_and_check(tmp_path, cmd, port, strategy, workers, f"fusedb://{db}")
+        stopped = fusedb_cli("stop", db)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
 
 
 def serve_and_check(tmp_path: Path, cmd: list[str], port: int, strategy: str,
@@ -82,11 +85,11 @@ def serve_and_check(tmp_path: Path, cmd: list[str], port: int, strategy: str,
 # Workers recycled by --max-requests (a test sends about 250 requests, /pid probes
 # included): without --preload each new worker imports the app and attaches anew
 # (60: 3 or 4 replaced, each import costs about a second of CPU); with --preload
-# the master made the storage before forking, and each forked worker (20: about 10
+# the master made the storage before forking, and each forked worker (40: about 5
 # forked) re-attaches on first use.
 GUNICORN_MODES = {
     "workers": ["--max-requests", "60"],
-    "preload": ["--preload", "--max-requests", "20"],
+    "preload": ["--preload", "--max-requests", "40"],
 }
 
 
