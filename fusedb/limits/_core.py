@@ -232,7 +232,15 @@ class Core:
         self.max_entries = db._max_value // 8   # noqa: SLF001 - its max_value_size
 
     def key(self, key: str) -> bytes:
+        """A counter's database key: ``<prefix>:<limit key>``."""
         return self.prefix + key.encode()
+
+    def window_key(self, key: str) -> bytes:
+        """A moving window's database key: ``<prefix>:<limit key>/moving``. Apart
+        from the counter's, as memory:// keeps counters and windows apart
+        (limits' keys end in a granularity or, for the sliding window, a
+        number, never in ``/moving``)."""
+        return self.prefix + key.encode() + b"/moving"
 
     # fixed window (and the sliding window counter's two counters)
 
@@ -246,13 +254,9 @@ class Core:
         return self.db.incr(self.key(key), -amount, xx=True) or 0
 
     def get(self, key: str) -> int:
-        """The live count, 0 if none. A moving window's value (kept under the same
-        key) also reads 0, as memory:// keeps counters and windows apart."""
+        """The live count, 0 if none."""
         value = self.db.get(self.key(key))
-        try:
-            return int(value) if value is not None else 0
-        except ValueError:
-            return 0
+        return 0 if value is None else int(value)
 
     def get_expiry(self, key: str) -> float:
         """When the counter expires (unix time); now if it does not exist."""
@@ -261,7 +265,10 @@ class Core:
         return now + ttl if ttl >= 0 else now
 
     def clear(self, key: str) -> None:
-        self.db.delete(self.key(key))
+        """Delete the counter and the moving window of ``key`` (one batch)."""
+        with self.db.batch() as b:
+            b.delete(self.key(key))
+            b.delete(self.window_key(key))
 
     def reset(self) -> int:
         """Delete every key under the prefix (not the rest of the database); the
@@ -301,7 +308,7 @@ class Core:
                 f"max_value_size holds {self.max_entries}: start its daemon with a larger "
                 f"max_value_size (URI option max_value_size=...)")
         now = time.time()
-        k = self.key(key)
+        k = self.window_key(key)
         if rejects(decode(self.db.get(k)), limit, amount, now, expiry):
             return False
         admitted = False
@@ -326,7 +333,7 @@ class Core:
         """(start of the window: its oldest live entry's time, entries in it);
         (now, 0) if none."""
         now = time.time()
-        ts = decode(self.db.get(self.key(key)))
+        ts = decode(self.db.get(self.window_key(key)))
         if ts:
             oldest = bisect.bisect_left(ts, -(now - expiry), key=lambda t: -t)
             return ts[oldest - 1], oldest
