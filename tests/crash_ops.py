@@ -17,12 +17,18 @@ def op(seed: int, i: int, client: int | None = None) -> tuple:
     r = random.Random(seed * 1_000_003 + i)
     x = r.random()
     k = b"k%03d" % r.randrange(300)
-    if x < 0.45:
+    if x < 0.40:
         o = ("put", k, b"%d:" % i + bytes(r.randrange(0, 60)))
+    elif x < 0.45:
+        o = ("add", k, b"%d:add" % i)
     elif x < 0.75:
-        o = ("incr", b"c%02d" % r.randrange(20), r.randrange(1, 5))
-    elif x < 0.9:
+        # Half the counters expire, far beyond any test's length: incr's TTL on creation.
+        o = ("incr", b"c%02d" % r.randrange(20), r.randrange(1, 5),
+             1e6 if r.random() < 0.5 else None)
+    elif x < 0.85:
         o = ("delete", k)
+    elif x < 0.9:
+        o = ("getdel", k)
     else:
         o = ("batch", [(b"b%02d" % r.randrange(40), b"%d" % i)
                        for _ in range(r.randrange(1, 4))])
@@ -47,10 +53,12 @@ def client_prefixes(client: int) -> list[bytes]:
 def apply(db, o: tuple) -> None:
     if o[0] == "put":
         db.put(o[1], o[2])
+    elif o[0] == "add":
+        db.add(o[1], o[2])
     elif o[0] == "incr":
-        db.incr(o[1], o[2])
-    elif o[0] == "delete":
-        db.delete(o[1])
+        db.incr(o[1], o[2], o[3])
+    elif o[0] in ("delete", "getdel"):
+        getattr(db, o[0])(o[1])
     else:
         with db.batch() as b:
             for k, v in o[1]:
@@ -58,13 +66,15 @@ def apply(db, o: tuple) -> None:
 
 
 def model(m: Model, o: tuple) -> None:
-    """Apply op ``o`` to model ``m`` (no TTLs here, so the time is 0)."""
+    """Apply op ``o`` to model ``m`` (no TTL runs out here, so the time is 0)."""
     if o[0] == "put":
         m.put(o[1], o[2], None, 0.0)
+    elif o[0] == "add":
+        m.add(o[1], o[2], None, 0.0)
     elif o[0] == "incr":
-        m.incr(o[1], o[2], 0.0)
-    elif o[0] == "delete":
-        m.delete(o[1], 0.0)
+        m.incr(o[1], o[2], 0.0, o[3])
+    elif o[0] in ("delete", "getdel"):
+        getattr(m, o[0])(o[1], 0.0)
     else:
         m.batch([("put", k, v, None) for k, v in o[1]], 0.0)
 

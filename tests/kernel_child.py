@@ -63,7 +63,7 @@ def main() -> None:
                 elif op == "get":
                     r = db.get(key)
                 elif op == "incr":
-                    r = db.incr(key, arg)
+                    r = db.incr(key, arg[0], arg[1])
                 elif op == "delete":
                     r = db.delete(key)
                 elif op == "expire":

@@ -51,7 +51,8 @@ def random_ops(seed: int, n: int) -> list:
             ops.append(("get", key, None))
         elif r < 0.85:
             delta = rnd.choice([1, 1, -1, 5, 2**62, -(2**62), 2**63 - 1])
-            ops.append(("incr", key, delta))
+            ttl = rnd.choice([None, None, 1.5])      # set only if this incr creates the key
+            ops.append(("incr", key, [delta, ttl]))
         elif r < 0.9:
             ops.append(("delete", key, None))
         elif r < 0.95:
