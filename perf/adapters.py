@@ -149,7 +149,7 @@ def main() -> None:
 def report(args, us: dict[tuple[str, str], list[float]]) -> None:
     print(f"fusedb {fusedb.__version__}, compiled={fusedb.compiled}; limit {LIMIT}/hour, "
           f"{args.hits} hits over {args.ids} ids ({args.redis_hits} for redis), "
-          f"median of {args.rounds} rounds")
+          f"median of {args.rounds} rounds; load average {os.getloadavg()[0]:.1f}")
     med = {k: statistics.median(v) for k, v in us.items()}
     cols = [st for st in ("memory", "fusedb", "redis") if st in args.storages]
     ratios = [("fusedb/memory", "fusedb", "memory", "<= 1.5"),
