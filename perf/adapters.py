@@ -10,7 +10,7 @@
 
     python perf/adapters.py [--hits 200000] [--ids 1000] [--rounds 3]
                             [--redis-hits 20000] [--strategies fixed moving sliding]
-                            [--storages memory fusedb redis] [--profile STRATEGY]
+                            [--storages memory fusedb redis] [--profile STRATEGY ...]
     FUSEDB_NO_EXTENSIONS=1 python perf/adapters.py ...   # the pure-Python FuseDB
 
 Each hit is ``STRATEGIES[s](storage_from_string(uri)).hit(item, id)`` (2000/hour)
@@ -22,8 +22,8 @@ median over rounds of microseconds per hit, and the ratios fusedb/memory (target
 ≤ 1.5) and redis/fusedb (target ≥ 10). redis:// runs the first ``--redis-hits`` of
 the sequence only: at about 100 µs a round trip, the full count takes minutes.
 
-``--profile STRATEGY`` then runs cProfile over one more round of fusedb:// hits of
-that strategy and prints the top functions by internal time.
+``--profile STRATEGY ...`` then runs cProfile over one more round of fusedb:// hits
+of each strategy named and prints the top functions by internal time.
 """
 
 from __future__ import annotations
@@ -86,14 +86,15 @@ def warm_up(limiter, limit: RateLimitItemPerHour) -> None:
         limiter.hit(limit, key)
 
 
-def profile(limiter, limit: RateLimitItemPerHour, seq: list[str], top: int = 25) -> None:
+def profile(limiter, limit: RateLimitItemPerHour, seq: list[str], top: int = 20) -> None:
     prof = cProfile.Profile()
     prof.enable()
     time_hits(limiter, limit, seq)
     prof.disable()
     stats = pstats.Stats(prof)
     calls = stats.total_calls / len(seq)    # type: ignore[attr-defined]
-    print(f"\ncProfile, {len(seq)} fusedb:// hits: {calls:.1f} Python calls per hit")
+    print(f"\ncProfile, {len(seq)} fusedb:// hits, {limit.namespace}: "
+          f"{calls:.1f} Python calls per hit")
     stats.sort_stats("tottime").print_stats(top)
 
 
@@ -110,7 +111,8 @@ def main() -> None:
                     default=list(STRATEGY_NAMES))
     ap.add_argument("--storages", nargs="+", choices=["memory", "fusedb", "redis"],
                     default=["memory", "fusedb", "redis"])
-    ap.add_argument("--profile", choices=STRATEGY_NAMES, help="cProfile fusedb:// hits")
+    ap.add_argument("--profile", nargs="+", choices=STRATEGY_NAMES, default=[],
+                    help="cProfile fusedb:// hits of these strategies after the timing")
     args = ap.parse_args()
     assert args.hits // args.ids <= LIMIT, "more hits per id than the limit"
 
@@ -135,9 +137,8 @@ def main() -> None:
                 us[st, s].append(time_hits(limiter, item(s), seq[:args.redis_hits]
                                            if st == "redis" else seq))
         report(args, us)
-        if args.profile:
-            profile(limiters["fusedb", args.profile], item(args.profile),
-                    sequence(args.hits, args.ids, 254))
+        for s in args.profile:
+            profile(limiters["fusedb", s], item(s), sequence(args.hits, args.ids, 254))
     finally:
         if redis is not None:
             redis.close()
