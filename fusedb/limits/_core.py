@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import os
 import sys
 import threading
@@ -25,7 +26,7 @@ from math import floor
 from limits.errors import ConfigurationError
 
 import fusedb
-from fusedb.errors import FuseDBError, InvalidArgumentError, ValueTooLargeError
+from fusedb.errors import ClosedError, FuseDBError, InvalidArgumentError
 from fusedb.options import Options, daemon_options
 
 #: The key prefix when none is given: RedisStorage's (limits/storage/redis.py, PREFIX).
@@ -36,6 +37,8 @@ RESET_CHUNK = 100
 STORAGE_OPTIONS = ("start", "timeout", "key_prefix", "db")
 _DAEMON_FIELDS = {f.name: f for f in dataclasses.fields(Options)
                   if f.name not in ("clock", "mode")}
+
+BIG_ENDIAN = sys.byteorder == "big"     # FuseDB's formats are little-endian
 
 _handles: dict[str, fusedb.FuseDB] = {}
 _handles_lock = threading.Lock()
@@ -55,32 +58,20 @@ def _boolean(name: str, text: str) -> bool:
 def _convert(name: str, value):
     """An option's value from the URI's query (a str) as the type its field
     takes; values given as keyword arguments pass through unless they are str."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or name in ("key_prefix", "durability"):
         return value
-    if name == "start":
+    if name in ("start", "pin"):     # pin: a list of CPUs only as a keyword option
         return _boolean(name, value)
-    if name in ("key_prefix", "durability"):
-        return value
-    if name == "pin":
-        if value.strip().lower() in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-            return _boolean(name, value)
-        number = int
-    elif name == "split_keys":
+    if name == "split_keys":
         raise ConfigurationError("fusedb storage option split_keys cannot be given in the "
                                  "URI; pass it as a keyword option (a list of keys)")
-    elif name == "timeout":
-        number = float
-    else:
-        default = _DAEMON_FIELDS[name].default
-        number = float if isinstance(default, float) else int
+    number = float if name == "timeout" or isinstance(_DAEMON_FIELDS[name].default,
+                                                      float) else int
     try:
-        if name == "pin":
-            return [number(c) for c in value.split(",")]
         return number(value)
     except ValueError:
         raise ConfigurationError(f"fusedb storage option {name}={value!r}: expected "
-                                 f"{'a list of CPU numbers' if name == 'pin' else number.__name__}"
-                                 ) from None
+                                 f"{number.__name__}") from None
 
 
 @dataclasses.dataclass
@@ -154,23 +145,23 @@ def parse(uri: str | None, options: dict) -> Config:
 
 # -- the per-process handle cache ------------------------------------------------------
 
-def handle(config: Config) -> fusedb.FuseDB:
+def handle(config: Config, dead: fusedb.FuseDB | None = None) -> fusedb.FuseDB:
     """The handle for ``config``: its ``db``, or this process's one handle for its
     path (every storage of the process shares it: attaching maps the shared memory,
     about 3 ms). Attaches with ``fusedb.connect(path, start=config.start, ...)``.
     Raises ``NotRunningError`` when no database runs there and none could be
-    started, ConfigurationError for options the daemon refuses."""
+    started, ConfigurationError for options the daemon refuses. ``dead``: a
+    handle whose database closed under it (ClosedError): replaced if cached."""
     if config.db is not None:
         return config.db
     with _handles_lock:
         db = _handles.get(config.path)
-        if db is None or db.closed:
-            try:
-                if config.start:
-                    db = fusedb.connect(config.path, start=True, timeout=config.timeout,
-                                        **config.daemon)
-                else:
-                    db = fusedb.connect(config.path)
+        if db is None or db.closed or db is dead:
+            if db is not None:
+                _close(db)
+            try:    # without start, daemon is empty and timeout unused
+                db = fusedb.connect(config.path, start=config.start, timeout=config.timeout,
+                                    **config.daemon)
             except InvalidArgumentError as e:
                 raise ConfigurationError(str(e)) from None
             _handles[config.path] = db
@@ -181,95 +172,126 @@ def forget(path: str | None = None) -> None:
     """Close and drop this process's cached handle of ``path`` (every one when
     None), e.g. before its daemon is stopped; the next storage attaches anew."""
     with _handles_lock:
-        paths = list(_handles) if path is None else [os.path.normpath(path)]
-        for p in paths:
-            db = _handles.pop(p, None)
-            if db is not None:
-                try:
-                    db.close()
-                except FuseDBError:
-                    pass        # its database is already gone: nothing left to release
+        for p in list(_handles) if path is None else [os.path.normpath(path)]:
+            if p in _handles:
+                _close(_handles.pop(p))
+
+
+def _close(db: fusedb.FuseDB) -> None:
+    try:
+        db.close()
+    except FuseDBError:
+        pass        # its database is already gone: nothing left to release
+
+
+def _reattaching(method):
+    """Run ``method``; if the database closed under the handle (its daemon was
+    stopped or restarted: ClosedError, raised before anything is applied),
+    attach anew through the cache, which starts a daemon with ``start``, and
+    run it once more. A storage made with ``db=`` raises instead."""
+    @functools.wraps(method)
+    def run(self, *args):
+        try:
+            return method(self, *args)
+        except ClosedError:
+            if self.config.db is not None:
+                raise
+            self.db = handle(self.config, dead=self.db)
+        return method(self, *args)
+    return run
 
 
 # -- the moving window's value: timestamps, newest first -------------------------------
 
 def decode(value: bytes | None) -> array:
     """A moving window's value (little-endian f64 unix times, newest first)."""
-    ts = array("d")
-    if value:
-        ts.frombytes(value)
-        if sys.byteorder == "big":
-            ts.byteswap()
+    ts = array("d", value or b"")
+    if BIG_ENDIAN:
+        ts.byteswap()
     return ts
 
 
 def encode(ts: array) -> bytes:
-    if sys.byteorder == "big":
+    if BIG_ENDIAN:
         ts = array("d", ts)
         ts.byteswap()
     return ts.tobytes()
 
 
+def in_window(ts, now: float, expiry: float) -> int:
+    """How many of the newest-first times ``ts`` are in the window: more recent
+    than ``now - expiry`` (memory://'s ``get_moving_window`` bisection)."""
+    return bisect.bisect_left(ts, -(now - expiry), key=lambda t: -t)
+
+
 def rejects(ts, limit: int, amount: int, now: float, expiry: float) -> bool:
     """memory://'s rule: refuse when ``amount > limit`` or the entry ``limit -
     amount`` places back is still in the window, i.e. less than ``expiry``
-    seconds old. An entry exactly ``expiry`` old is out, as memory://'s sweep
-    and ``get_moving_window`` count it, and as the value's TTL ends then
-    (memory://'s ``acquire_entry`` alone counts it in until its sweep, 10 ms
-    later, has run)."""
+    seconds old. An entry exactly ``expiry`` old is out, as for memory://'s
+    sweep, its ``get_moving_window`` and the value's TTL (memory://'s
+    ``acquire_entry`` alone counts it in until its sweep has run)."""
     return amount > limit or (len(ts) > limit - amount and ts[limit - amount] > now - expiry)
 
 
 # -- the strategies --------------------------------------------------------------------
 
 class Core:
-    """Every storage method over ``db``, keys under ``prefix + ":"``. Thread-safe
-    as the handle is; each method's atomicity is in docs/adapters-limits.md."""
+    """Every storage method over the handle of ``config``, keys under
+    ``key_prefix + ":"``. Thread-safe as the handle is; each method's atomicity
+    is in docs/adapters-limits.md."""
 
-    def __init__(self, db: fusedb.FuseDB, prefix: str):
-        self.db = db
-        self.prefix = prefix.encode() + b":"
-        self.max_entries = db._max_value // 8   # noqa: SLF001 - its max_value_size
+    def __init__(self, config: Config):
+        self.config = config
+        self.db = handle(config)
+        self.prefix = config.key_prefix.encode() + b":"
+        self.max_entries = self.db._max_value // 8   # its max_value_size
 
     def key(self, key: str) -> bytes:
         """A counter's database key: ``<prefix>:<limit key>``."""
         return self.prefix + key.encode()
 
     def window_key(self, key: str) -> bytes:
-        """A moving window's database key: ``<prefix>:<limit key>/moving``. Apart
-        from the counter's, as memory:// keeps counters and windows apart
-        (limits' keys end in a granularity or, for the sliding window, a
-        number, never in ``/moving``)."""
+        """A moving window's database key: ``<prefix>:<limit key>/moving``, apart
+        from the counter's as in memory:// (no limits key ends in ``/moving``)."""
         return self.prefix + key.encode() + b"/moving"
 
     # fixed window (and the sliding window counter's two counters)
 
+    @_reattaching
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:
         """Add ``amount``; a new counter expires ``expiry`` seconds from now, a live
         one keeps its expiry. One atomic command. Returns the new count."""
         return self.db.incr(self.key(key), amount, ttl=expiry)
 
+    @_reattaching
     def decr(self, key: str, amount: int = 1) -> int:
         """Take back ``amount`` from a live counter (a missing one stays missing)."""
         return self.db.incr(self.key(key), -amount, xx=True) or 0
 
+    @_reattaching
     def get(self, key: str) -> int:
         """The live count, 0 if none."""
         value = self.db.get(self.key(key))
         return 0 if value is None else int(value)
 
+    @_reattaching
     def get_expiry(self, key: str) -> float:
         """When the counter expires (unix time); now if it does not exist."""
         now = time.time()
         ttl = self.db.ttl(self.key(key))
         return now + ttl if ttl >= 0 else now
 
-    def clear(self, key: str) -> None:
-        """Delete the counter and the moving window of ``key`` (one batch)."""
-        with self.db.batch() as b:
-            b.delete(self.key(key))
-            b.delete(self.window_key(key))
+    @_reattaching
+    def _delete(self, *keys: bytes) -> None:
+        with self.db.batch() as b:      # one write
+            for k in keys:
+                b.delete(k)
 
+    def clear(self, key: str) -> None:
+        """Delete the counter and the moving window of ``key``."""
+        self._delete(self.key(key), self.window_key(key))
+
+    @_reattaching
     def reset(self) -> int:
         """Delete every key under the prefix (not the rest of the database); the
         number deleted."""
@@ -282,26 +304,28 @@ class Core:
             deleted += sum(b.results)
         return deleted
 
+    @_reattaching
+    def _read(self) -> None:
+        self.db.get(self.prefix + b"check")
+
     def check(self) -> bool:
-        """True if the database answers a read."""
+        """True if the database answers a read (attaching anew if it closed)."""
         try:
-            self.db.get(self.prefix + b"check")
+            self._read()
         except FuseDBError:
             return False
         return True
 
     # moving window
 
+    @_reattaching
     def acquire_entry(self, key: str, limit: int, expiry: float, amount: int = 1) -> bool:
-        """Take ``amount`` entries of the window if memory://'s rule allows.
-
-        A refusal is decided on a plain read and writes nothing. An admission
-        is decided again, atomically, in ``db.update``: ``amount`` copies of now
-        are put in front, the value trimmed to ``limit`` entries and set to expire
-        ``expiry`` seconds from now. (Should the second decision refuse, because
-        another process took the place meanwhile, the value is stored unchanged
-        with that expiry, which changes no decision.) Raises ConfigurationError
-        when ``limit`` entries cannot fit ``max_value_size``."""
+        """Take ``amount`` entries of the window if memory://'s rule allows. A
+        refusal is decided on a read and writes nothing; an admission is decided
+        again in ``db.update`` (atomic): ``amount`` times now go in front of the
+        entries still in the window, and the value expires with its newest
+        entry, ``expiry`` seconds from now (docs/adapters-limits.md). Raises
+        ConfigurationError when ``limit`` entries cannot fit ``max_value_size``."""
         if limit > self.max_entries:
             raise ConfigurationError(
                 f"a moving window of {limit} entries needs {8 * limit} bytes; this database's "
@@ -320,22 +344,20 @@ class Core:
             if not admitted:
                 return current
             new = array("d", [now]) * amount
-            new.extend(ts[:limit - amount])
+            new.extend(ts[:min(limit - amount, in_window(ts, now, expiry))])
             return encode(new)
 
-        try:
-            self.db.update(k, take, ttl=expiry)
-        except ValueTooLargeError as e:      # a daemon's max_value_size changed under us
-            raise ConfigurationError(str(e)) from e
+        self.db.update(k, take, ttl=expiry)
         return admitted
 
+    @_reattaching
     def get_moving_window(self, key: str, limit: int, expiry: float) -> tuple[float, int]:
         """(start of the window: its oldest live entry's time, entries in it);
         (now, 0) if none."""
         now = time.time()
         ts = decode(self.db.get(self.window_key(key)))
         if ts:
-            oldest = bisect.bisect_left(ts, -(now - expiry), key=lambda t: -t)
+            oldest = in_window(ts, now, expiry)
             return ts[oldest - 1], oldest
         return now, 0
 
@@ -384,11 +406,9 @@ class Core:
 
     def clear_sliding_window(self, keys, key: str, expiry: float) -> None:
         previous, current = keys(key, expiry, time.time())
-        self.clear(previous)
-        self.clear(current)
+        self._delete(self.key(previous), self.key(current))
 
 
 def core(uri: str | None, options: dict) -> Core:
     """The :class:`Core` a storage made with ``uri`` and ``options`` uses."""
-    config = parse(uri, options)
-    return Core(handle(config), config.key_prefix)
+    return Core(parse(uri, options))

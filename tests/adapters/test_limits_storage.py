@@ -104,6 +104,30 @@ def test_processes_and_storages_of_one_uri_share_one_handle(tmp_path):
         assert sync.incr(item.key_for("a"), 60) == 1
         assert asyncio.run(aio.incr(item.key_for("a"), 60)) == 2
         assert sync.check() and asyncio.run(aio.check())
+        # The daemon stops (an operator's `fusedb stop`, a restart): the next call
+        # attaches anew, starting a daemon, and finds the state it left on disk.
+        done = subprocess.run([sys.executable, "-m", "fusedb", "stop", str(path)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert sync.incr(item.key_for("a"), 60) == 3
+        assert asyncio.run(aio.get(item.key_for("a"))) == 3
+        assert sync._core.db is aio._core.db and not sync._core.db.closed
+    finally:
+        stop_daemon(path)
+
+
+def test_a_storage_that_may_not_start_a_daemon_says_so_when_it_stops(tmp_path):
+    path = tmp_path / "db"
+    try:
+        FuseDBStorage(f"fusedb://{path}?shards=1")          # starts the daemon
+        storage = FuseDBStorage(f"fusedb://{path}?start=false")
+        assert storage.incr("k", 60) == 1
+        done = subprocess.run([sys.executable, "-m", "fusedb", "stop", str(path)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert storage.check() is False
+        with pytest.raises(fusedb.NotRunningError):
+            storage.incr("k", 60)
     finally:
         stop_daemon(path)
 
@@ -133,10 +157,11 @@ def test_bad_uris_and_options_are_configuration_errors(uri, options, message):
 
 def test_query_values_are_converted_and_keyword_options_win():
     config = _core.parse("fusedb:///srv/db/?shards=3&start=yes&timeout=2.5&key_prefix=RL"
-                         "&durability=sync&pin=0,1", {"shards": 2})
+                         "&durability=sync&pin=true&max_value_size=32768", {"shards": 2})
     assert config.path == "/srv/db" and config.start and config.timeout == 2.5
     assert config.key_prefix == "RL"
-    assert config.daemon == {"shards": 2, "durability": "sync", "pin": [0, 1]}
+    assert config.daemon == {"shards": 2, "durability": "sync", "pin": True,
+                             "max_value_size": 32768}
 
 
 def test_without_start_nothing_is_started(tmp_path):
