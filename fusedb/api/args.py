@@ -43,14 +43,31 @@ def callback(fn):
     return fn
 
 
-def put_options(ttl, nx: bool, xx: bool, keepttl: bool) -> None:
-    """``put``'s options together: InvalidArgumentError for ``nx`` with ``xx``
-    and for ``keepttl`` with a ``ttl`` (Redis refuses both combinations of SET:
-    redis.io/commands/set)."""
+def _flags(**flags) -> None:
+    for name, flag in flags.items():
+        if type(flag) is not bool:
+            raise ValueTypeError(f"{name} is a bool, not {type(flag).__name__}")
+
+
+def put_options(ttl, nx: bool, xx: bool, keepttl: bool, get: bool) -> None:
+    """``put``'s options together: ValueTypeError for one that is not a bool,
+    InvalidArgumentError for ``nx`` with ``xx`` and for ``keepttl`` with a
+    ``ttl`` (Redis refuses both combinations of SET: redis.io/commands/set)."""
+    _flags(nx=nx, xx=xx, keepttl=keepttl, get=get)
     if nx and xx:
         raise InvalidArgumentError("put takes nx or xx, not both")
     if keepttl and ttl is not None:
         raise InvalidArgumentError("put takes keepttl or a ttl, not both")
+
+
+def incr_options(ttl, xx: bool) -> None:
+    """``incr``'s ``xx`` with its ``ttl``: ValueTypeError if ``xx`` is not a
+    bool, InvalidArgumentError for both (xx never creates the key, so the TTL
+    could never apply)."""
+    _flags(xx=xx)
+    if xx and ttl is not None:
+        raise InvalidArgumentError("incr takes xx or a ttl, not both: with xx it never "
+                                   "creates the key, and a ttl applies only to a key it creates")
 
 
 def ttl_seconds(ttl) -> float:

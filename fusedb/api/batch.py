@@ -53,29 +53,32 @@ class Batch:
         if self._done:
             raise ClosedError("this batch was already committed or discarded")
 
-    def put(self, key, value, ttl: float | None = None, *, nx: bool = False,
+    # Each method validates in the order the database's method does (key, value or
+    # delta, options, ttl), so both raise the same error for the same arguments.
+    # The deadline of a ttl is taken at commit.
+
+    def put(self, key, value, ttl: float | None = None, nx: bool = False,
             xx: bool = False, keepttl: bool = False, get: bool = False) -> None:
         """``FuseDB.put``, with its options, as part of the batch."""
         self._check()
-        if ttl is not None:
-            args.ttl_seconds(ttl)  # validate now; the deadline is taken at commit
-        args.put_options(ttl, nx, xx, keepttl)
-        value = self._args.value(value)
+        key, value = self._args.key(key), self._args.value(value)
         if nx or xx or keepttl or get:
-            self._ops.append(("set", self._args.key(key), (value, nx, xx, keepttl, get), ttl))
+            args.put_options(ttl, nx, xx, keepttl, get)
+            self._ops.append(("set", key, (value, nx, xx, keepttl, get), _ttl(ttl)))
         else:
-            self._ops.append(("put", self._args.key(key), value, ttl))
+            self._ops.append(("put", key, value, _ttl(ttl)))
 
     def add(self, key, value, ttl: float | None = None) -> None:
         """``FuseDB.add`` as part of the batch."""
         self.put(key, value, ttl, nx=True)
 
-    def incr(self, key, delta: int = 1, ttl: float | None = None, *, xx: bool = False) -> None:
+    def incr(self, key, delta: int = 1, ttl: float | None = None, xx: bool = False) -> None:
         """``FuseDB.incr``, with its ttl and xx, as part of the batch."""
         self._check()
-        if ttl is not None:
-            args.ttl_seconds(ttl)
-        self._ops.append(("incr", self._args.key(key), (args.delta(delta), xx), ttl))
+        key, delta = self._args.key(key), args.delta(delta)
+        if xx:
+            args.incr_options(ttl, xx)
+        self._ops.append(("incr", key, (delta, xx), _ttl(ttl)))
 
     def getdel(self, key) -> None:
         """``FuseDB.getdel`` as part of the batch."""
@@ -85,9 +88,7 @@ class Batch:
     def getex(self, key, ttl: float | None) -> None:
         """``FuseDB.getex`` as part of the batch."""
         self._check()
-        if ttl is not None:
-            args.ttl_seconds(ttl)
-        self._ops.append(("getex", self._args.key(key), None, ttl))
+        self._ops.append(("getex", self._args.key(key), None, _ttl(ttl)))
 
     def touch(self, key, ttl: float | None) -> None:
         """``FuseDB.touch`` (= ``expire``) as part of the batch."""
@@ -99,19 +100,15 @@ class Batch:
 
     def expire(self, key, ttl: float | None) -> None:
         self._check()
-        if ttl is not None:
-            args.ttl_seconds(ttl)
-        self._ops.append(("expire", self._args.key(key), None, ttl))
+        self._ops.append(("expire", self._args.key(key), None, _ttl(ttl)))
 
     def update(self, key, fn, ttl: float | None = None) -> None:
         """``FuseDB.update`` as part of the batch: ``fn`` runs at commit, under the
         locks, seeing the batch's earlier ops; if it raises, nothing of the batch
         is applied. Its result is what was stored (bytes or None)."""
         self._check()
-        if ttl is not None:
-            args.ttl_seconds(ttl)
-        self._ops.append(("update", self._args.key(key), self._x.user_fn(args.callback(fn)),
-                          ttl))
+        key = self._args.key(key)
+        self._ops.append(("update", key, self._x.user_fn(args.callback(fn)), _ttl(ttl)))
 
     def __enter__(self) -> Batch:
         return self
@@ -134,6 +131,13 @@ class Batch:
         self._check_open()
         self.results = self._x.run(Commit(self._ops, self._args))
         return self.results
+
+
+def _ttl(ttl):
+    """``ttl`` validated (None stays None)."""
+    if ttl is not None:
+        args.ttl_seconds(ttl)
+    return ttl
 
 
 class Commit(Command):

@@ -332,12 +332,13 @@ class Executor:
         or None: fusedb.core.ops.value_of)."""
         return ops.value_of(self.get(key), self.clock)
 
-    def incr(self, key: bytes, delta: int, now: float, exp_new: float = 0.0) -> int:
+    def incr(self, key: bytes, delta: int, now: float, exp_new: float = 0.0,
+             xx: bool = False) -> int | None:
         """Add ``delta`` (validated) to the counter at ``key``; the new value. A
-        key this creates expires at ``exp_new`` (absolute, 0.0: never). The
-        in-place update when the key is a live counter in its active buffer
-        (never a creation), else read-modify-write (fusedb.core.ops.op_incr;
-        raises as it does)."""
+        key this creates expires at ``exp_new`` (absolute, 0.0: never); with
+        ``xx`` none is created (the result is None). The in-place update when
+        the key is a live counter in its active buffer (never a creation), else
+        read-modify-write (fusedb.core.ops.op_incr; raises as it does)."""
         if self.fn_threads:
             self.reentered()
         h = key_hash(key)
@@ -350,7 +351,7 @@ class Executor:
                 if done is not None:
                     shard.stats[S_LOGICAL] += len(key) + 8
         if done is None:
-            return self.run(Modify(key, h, ops.op_incr(key, delta, now, exp_new)))
+            return self.run(Modify(key, h, ops.op_incr(key, delta, now, exp_new, xx)))
         if self.sync:
             shard.wal_writer.wait_durable(done[1])
         return done[0]

@@ -424,15 +424,16 @@ cdef class Kernel:
         if self.sync:
             self.writers[no].wait_durable(end)
 
-    def incr(self, bytes key, long long delta, double now, double exp_new=0.0):
+    def incr(self, bytes key, long long delta, double now, double exp_new=0.0, bint xx=False):
         """Add ``delta`` to the counter at ``key``; the new value; a key this
-        creates expires at ``exp_new`` (Executor.incr's contract). Here: the in-buffer merge of a live counter in the active
+        creates expires at ``exp_new``; with ``xx`` none is created
+        (Executor.incr's contract; ``xx`` takes only the in-buffer merge here). Here: the in-buffer merge of a live counter in the active
         buffer, else the read-modify-write of a counter or a missing key (read
         from the buffers or the open segments, written to the active buffer);
         a decimal value to parse, an overflow (the pure path raises) and
         anything else go to the pure path."""
         if not self.open or PySet_GET_SIZE(self.fn_threads):
-            return self.fb_incr(key, delta, now, exp_new)
+            return self.fb_incr(key, delta, now, exp_new, xx)
         cdef const char* k = PyBytes_AS_STRING(key)
         cdef Py_ssize_t klen = PyBytes_GET_SIZE(key)
         cdef uint64_t h = XXH3_64bits(k, klen), ver
@@ -445,7 +446,7 @@ cdef class Kernel:
         try:
             if self.hdr[M_ROUTE_VER] == ver:
                 end = self._incr_locked(sc, leaf, k, klen, h, delta, now, &new)
-                if end < 0:
+                if end < 0 and not xx:
                     end = self._rmw_incr_locked(sc, leaf, k, klen, h, delta, now, exp_new,
                                                  &new)
                 if end >= 0:
@@ -453,7 +454,7 @@ cdef class Kernel:
         finally:
             self._unlock(no)
         if end < 0:
-            return self.fb_incr(key, delta, now, exp_new)
+            return self.fb_incr(key, delta, now, exp_new, xx)
         if self.sync:
             self.writers[no].wait_durable(end)
         return new

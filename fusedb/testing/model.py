@@ -128,6 +128,8 @@ class Model:
         that is not alive."""
         if delta < INT64_MIN or delta > INT64_MAX:
             raise IntegerOverflowError("delta")
+        if xx and ttl is not None:
+            raise InvalidArgumentError("incr takes xx or a ttl")
         e = self._entry(k, now)
         if e is None and xx:
             return None

@@ -188,7 +188,7 @@ def test_incr_argument_errors(db):
     assert b"n" not in db
     db.incr(b"big", 2 ** 63 - 1)
     with pytest.raises(fusedb.IntegerOverflowError):
-        db.incr(b"big", 1, ttl=5, xx=True)
+        db.incr(b"big", 1, xx=True)
     assert db.get(b"big") == b"%d" % (2 ** 63 - 1)
 
 
@@ -288,3 +288,123 @@ def test_a_failing_batch_applies_none_of_the_commands(db):
         with pytest.raises(fusedb.InvalidArgumentError):
             b.incr(b"x", 1, ttl=0)
     assert b.results == [] and b"x" not in db
+
+
+# -- review additions (issue 13 review) ------------------------------------------------
+
+
+def test_incr_ttl_on_a_deleted_key_creates_it_with_the_ttl(db, where):
+    """A tombstone, in the buffers or in a segment, counts as missing: the
+    compiled kernel's KIND_DEL branch and the pure path's alike."""
+    db.incr(b"d", 5)
+    db.put(b"dv", b"41", ttl=LONG)
+    where()
+    db.delete(b"d")
+    db.delete(b"dv")
+    where()
+    assert db.incr(b"d", 2, ttl=LONG) == 2
+    assert close_to(db.ttl(b"d"), LONG)
+    assert db.decr(b"dv", 1, ttl=LONG) == -1
+    assert close_to(db.ttl(b"dv"), LONG)
+
+
+def test_incr_xx_with_a_ttl_is_refused(db, where):
+    """xx never creates the key and a ttl applies only to a key incr creates:
+    both together is a mistake, refused before anything is written."""
+    db.incr(b"x", 1)
+    where()
+    for ttl in (1, 5.0):
+        with pytest.raises(fusedb.InvalidArgumentError):
+            db.incr(b"x", 1, ttl=ttl, xx=True)
+        with pytest.raises(fusedb.InvalidArgumentError):
+            db.decr(b"absent", 1, ttl=ttl, xx=True)
+    assert db.get(b"x") == b"1" and db.ttl(b"x") == fusedb.TTL_NONE and b"absent" not in db
+
+
+def test_options_are_bools(db):
+    """An option that is not a bool is a ValueTypeError, not a truthy guess."""
+    db.put(b"x", b"1")
+    for bad in ("yes", "no", 1, [True]):
+        for name in ("nx", "xx", "keepttl", "get"):
+            with pytest.raises(fusedb.ValueTypeError):
+                db.put(b"x", b"2", **{name: bad})
+            with pytest.raises(fusedb.ValueTypeError):
+                with db.batch() as b:
+                    b.put(b"x", b"2", **{name: bad})
+        with pytest.raises(fusedb.ValueTypeError):
+            db.incr(b"n", 1, xx=bad)
+    assert db.get(b"x") == b"1" and b"n" not in db
+
+
+def test_put_options_on_an_expired_key(db, access, where):
+    """An expired key is absent for get and nx, and keepttl has nothing to keep."""
+    for k in (b"g", b"n", b"k", b"c"):
+        db.put(k, b"old", ttl=T)
+    db.incr(b"cnt", 3, ttl=T)
+    where()
+    access.advance(T + 0.1)
+    assert db.put(b"g", b"new", get=True) is None
+    assert db.put(b"n", b"new", nx=True, get=True) is None and db.get(b"n") == b"new"
+    assert db.put(b"k", b"new", keepttl=True) is None
+    assert db.ttl(b"k") == fusedb.TTL_NONE
+    assert db.put(b"c", b"new", xx=True, get=True) is None and b"c" not in db
+    assert db.put(b"cnt", b"v", xx=True) is False and b"cnt" not in db
+
+
+def test_put_keepttl_on_a_counter(db, where):
+    """A live counter's TTL is kept; the key becomes a value (incr parses it)."""
+    db.incr(b"c", 7, ttl=LONG)
+    where()
+    assert db.put(b"c", b"40", keepttl=True, get=True) == b"7"
+    assert db.get(b"c") == b"40" and close_to(db.ttl(b"c"), LONG)
+    assert db.incr(b"c", 2) == 42 and close_to(db.ttl(b"c"), LONG)
+
+
+def test_getex_and_touch_keep_a_counter_a_counter(db, where):
+    db.incr(b"c", 1)
+    where()
+    assert db.getex(b"c", LONG) == b"1"
+    assert db.touch(b"c", None) is True
+    assert db.incr(b"c", 1) == 2 and db.ttl(b"c") == fusedb.TTL_NONE
+    assert db.update(b"c", lambda v: v) == b"2"          # nothing written: still 2
+    assert db.incr(b"c", 1) == 3
+
+
+def test_batch_refuses_bad_arguments_as_the_database_does(db):
+    """Each refused op raises the database's error class when it is added and
+    is not part of the batch; the rest of the batch applies."""
+    bad = [
+        (fusedb.InvalidArgumentError, lambda b: b.put(b"x", b"1", ttl=5, keepttl=True)),
+        (fusedb.InvalidArgumentError, lambda b: b.add(b"x", b"1", ttl=0)),
+        (fusedb.ValueTypeError, lambda b: b.add(b"x", b"1", ttl="5")),
+        (fusedb.ValueTypeError, lambda b: b.incr(b"x", 1, ttl=True)),
+        (fusedb.InvalidArgumentError, lambda b: b.incr(b"x", 1, ttl=float("nan"))),
+        (fusedb.InvalidArgumentError, lambda b: b.getex(b"x", -1)),
+        (fusedb.ValueTypeError, lambda b: b.touch(b"x", "1")),
+        (fusedb.KeyTypeError, lambda b: b.getdel(12)),
+        (fusedb.ValueTypeError, lambda b: b.put(b"x", "text", nx=True)),
+    ]
+    for cls, call in bad:
+        with pytest.raises(cls):
+            call(db)                   # the database refuses it too ...
+    with db.batch() as b:
+        for cls, call in bad:
+            with pytest.raises(cls):
+                call(b)                # ... and so does a batch, when it is added
+        b.add(b"ok", b"1")
+    assert b.results == [True]
+    assert b"x" not in db and db.get(b"ok") == b"1"
+
+
+def test_batch_incr_ttl_on_creation_against_a_live_and_an_expired_key(db, access, where):
+    db.incr(b"live", 1)
+    db.incr(b"old", 1, ttl=T)
+    where()
+    access.advance(T + 0.1)
+    with db.batch() as b:
+        b.incr(b"live", 1, ttl=T)
+        b.incr(b"old", 1, ttl=LONG)
+        b.getdel(b"live")
+        b.incr(b"live", 5, ttl=LONG)            # deleted earlier in the batch: created
+    assert b.results == [2, 1, b"2", 5]
+    assert close_to(db.ttl(b"old"), LONG) and close_to(db.ttl(b"live"), LONG)

@@ -155,7 +155,7 @@ class ContractMachine(RuleBasedStateMachine):
                        min_size=1, max_size=6))
     def batch(self, ops):
         ops = [(name, k, (v, options) if name == "put" else v if name == "add" else (d, xx),
-                None if name == "incr" and not xx else self.ttl(ttl))
+                None if name == "incr" and xx else self.ttl(ttl))
                for name, k, v, d, ttl, options, xx in ops]
 
         def run():
