@@ -14,6 +14,19 @@ from fusedb.core import kernel
 from fusedb.core.layout import R_HEAD, R_LSN, RING_DATA_OFF, meta_offsets, meta_arrays
 
 
+class Boom(Exception):
+    """Raised by the "raise" update function (nothing may be written)."""
+
+
+def _boom(_value):
+    raise Boom()
+
+
+#: update() functions by name: current value (bytes or None) -> new value or None.
+UPDATES = {"append": lambda v: (v or b"") + b"+", "same": lambda v: v,
+           "drop": lambda v: None, "raise": _boom}
+
+
 class Clock:
     """A clock the operations advance ("tick"), so TTLs are deterministic."""
 
@@ -66,6 +79,8 @@ def main() -> None:
                     r = db.incr(key, arg[0], arg[1])
                 elif op == "delete":
                     r = db.delete(key)
+                elif op == "update":
+                    r = db.update(key, UPDATES[arg[0]], arg[1])
                 elif op == "expire":
                     r = db.expire(key, arg)
                 elif op == "flush":
@@ -76,7 +91,7 @@ def main() -> None:
                 else:
                     raise AssertionError(op)
                 results.append(repr(r))
-            except fusedb.FuseDBError as e:
+            except (fusedb.FuseDBError, Boom) as e:
                 results.append(type(e).__name__)
         state = dump(db)
         stats = db.stats()

@@ -53,8 +53,11 @@ def random_ops(seed: int, n: int) -> list:
             delta = rnd.choice([1, 1, -1, 5, 2**62, -(2**62), 2**63 - 1])
             ttl = rnd.choice([None, None, 1.5])      # set only if this incr creates the key
             ops.append(("incr", key, [delta, ttl]))
-        elif r < 0.9:
+        elif r < 0.88:
             ops.append(("delete", key, None))
+        elif r < 0.91:      # update: the kernel's read-modify-write, or its hand-offs
+            ops.append(("update", key, [rnd.choice(["append", "same", "drop", "raise"]),
+                                        rnd.choice([None, None, 2.0])]))
         elif r < 0.95:
             ops.append(("expire", key, rnd.choice([None, 1.0])))
         elif r < 0.999:

@@ -106,6 +106,7 @@ class FuseDB(Commands):
         k = x.kernel
         self._put = k.put if k is not None else x.put
         self._incr = k.incr if k is not None else x.incr
+        self._update = k.update if k is not None else x.update
         self._kget = k.get if k is not None else None
         self._closed = False
         self._forked = False
@@ -289,11 +290,13 @@ class FuseDB(Commands):
         if it returns neither bytes-like nor None,
         ValueTooLargeError if its value is over ``max_value_size`` (nothing
         written). Also the errors of ``put``."""
-        self._check_open()
-        key = self._args.key(key)
+        if self._closed or self._store.error is not None:
+            self._check_open()
+        if type(key) is not bytes or not 0 < len(key) <= self._max_key:
+            key = self._args.key(key)
         fn = self._x.user_fn(args.callback(fn))
-        exp = None if ttl is None else self._args.deadline(ttl)
-        return self._x.modify(key, ops.op_update(fn, self._args.value, exp, self._clock))
+        exp = None if ttl is None else self._clock() + args.ttl_seconds(ttl)
+        return self._update(key, fn, self._args.value, exp)
 
     def get_many(self, keys: Iterable) -> list[bytes | None]:
         """``[get(k) for k in keys]`` (each key read atomically, not the set)."""
@@ -366,6 +369,12 @@ class FuseDB(Commands):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def max_value_size(self) -> int:
+        """The largest value this database stores, in bytes (its ``max_value_size``
+        option; a client's is its daemon's)."""
+        return self._max_value
 
     def __enter__(self) -> FuseDB:
         return self

@@ -244,7 +244,7 @@ class Core:
         self.config = config
         self.db = handle(config)
         self.prefix = config.key_prefix.encode() + b":"
-        self.max_entries = self.db._max_value // 8   # its max_value_size
+        self.max_entries = self.db.max_value_size // 8
 
     def key(self, key: str) -> bytes:
         """A counter's database key: ``<prefix>:<limit key>``."""

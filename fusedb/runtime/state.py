@@ -24,7 +24,7 @@ from typing import Protocol
 import posix_ipc
 
 from fusedb.core import retry
-from fusedb.errors import DiskError, FuseDBError, LockTimeoutError
+from fusedb.errors import DiskError, FuseDBError
 from fusedb.options import Options
 from fusedb.runtime import catalog, hooks
 from fusedb.runtime.dirlock import DirLock
@@ -242,10 +242,7 @@ class Runtime:
 
 
 def flush_failed(shard_no: int, error: BaseException, what: str | None = None):
-    """Raise the DiskError (LockTimeoutError if a lock was held past
-    lock_timeout) of a flush() that a shard's merges could not do."""
-    if isinstance(error, LockTimeoutError):
-        raise LockTimeoutError(f"flush() could not merge shard {shard_no}: {error}") from error
+    """Raise the DiskError of a flush() that a shard's merges could not do."""
     err = retry.transient(error) or error
     raise DiskError(f"flush() could not merge shard {shard_no}: {what or err}; nothing "
                     f"is lost (the writes are in the buffers and the WAL) and the "

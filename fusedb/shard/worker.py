@@ -11,7 +11,6 @@ flush, which runs after the loop has stopped).
 from __future__ import annotations
 
 import collections
-import logging
 import queue
 import threading
 import time
@@ -20,12 +19,9 @@ from collections.abc import Callable
 
 from fusedb.core.retry import WORKER, Retrier, transient
 from fusedb.core.scheduler import LeafView, Policy, ShardView, decide
-from fusedb.errors import LockTimeoutError
 from fusedb.shard.context import ShardContext
 from fusedb.shard.merging import Merger
 from fusedb.shm.locks import RepairNeeded
-
-log = logging.getLogger("fusedb")
 
 
 class Worker(threading.Thread):
@@ -107,14 +103,6 @@ class Worker(threading.Thread):
                 # published nothing) and housekeeping repairs the shard next.
                 traceback.clear_frames(e.__traceback__)
                 self.wakeup.set()
-            except LockTimeoutError as e:
-                # A live process held a lock past lock_timeout (raised, like
-                # RepairNeeded, before the lock is held): this round is dropped and
-                # runs again; a flush waiting for it is told (nothing is lost).
-                traceback.clear_frames(e.__traceback__)
-                log.warning("shard %d: background work waited for a lock: %s; retrying",
-                            self.merger.no, e)
-                error = e
             except BaseException as e:  # noqa: BLE001 - retried, or handed to every caller
                 # The traceback's frames hold numpy views of shared memory (a merge's
                 # inputs); clear their locals so close() can unmap the arena.
