@@ -12,8 +12,6 @@ apps are in tests/recipes/.
 from __future__ import annotations
 
 import configparser
-import http.client
-import os
 import shlex
 import shutil
 import signal
@@ -21,62 +19,16 @@ import socket
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 import fusedb
+from http_helpers import (BOOT_TIMEOUT, RECIPES, TESTS, daemon_stopped_after, free_port,
+                          fusedb_cli, gunicorn, hammer, http_server, port_is_free,
+                          recipe_env, request, stop_process)
 
-TESTS = Path(__file__).resolve().parent
-RECIPES = TESTS / "recipes"
 UNIT = TESTS.parent / "docs" / "fusedb.service"
-BOOT_TIMEOUT = 60.0     # seconds for a server to answer its first request
-STOP_TIMEOUT = 30.0     # seconds for a server to exit after SIGTERM
-
-
-def recipe_env(path: Path, **extra: str) -> dict[str, str]:
-    """The environment of a recipe's process: this checkout and the apps importable,
-    the database directory in FUSEDB_RECIPE_PATH."""
-    env = dict(os.environ, FUSEDB_RECIPE_PATH=str(path), **extra)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(TESTS.parent), str(RECIPES)] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_is_free(port: int) -> bool:
-    """No socket listens on 127.0.0.1:``port`` (connections in TIME_WAIT do not count)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def request(port: int, path: str) -> tuple[int, bytes]:
-    """GET ``path`` from 127.0.0.1:``port`` on a new connection: (status, body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def hammer(port: int, count: int, threads: int = 8) -> list[tuple[int, bytes]]:
-    """``count`` GET /incr requests from ``threads`` client threads."""
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(lambda _: request(port, "/incr"), range(count)))
 
 
 def assert_exact(responses: list[tuple[int, bytes]], port: int) -> None:
@@ -86,67 +38,6 @@ def assert_exact(responses: list[tuple[int, bytes]], port: int) -> None:
     assert [s for s, _ in responses if s != 200] == []
     assert sorted(int(b) for _, b in responses) == list(range(1, n + 1))
     assert request(port, "/get") == (200, str(n).encode())
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> int:
-    """SIGTERM ``proc`` by its pid; if it has not exited within ``timeout`` seconds,
-    SIGKILL its process group (it was started in a session of its own). Returns
-    its exit status (negative: the signal that ended it)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout)
-    return proc.returncode
-
-
-def fusedb_cli(command: str, path: Path) -> subprocess.CompletedProcess:
-    """``python -m fusedb COMMAND PATH`` (stop, stats), as an operator runs it."""
-    return subprocess.run([sys.executable, "-m", "fusedb", command, str(path)],
-                          capture_output=True, text=True, timeout=STOP_TIMEOUT * 2,
-                          env=recipe_env(path))
-
-
-@contextmanager
-def daemon_stopped_after(path: Path):
-    """Run the block, then stop the daemon of ``path`` if one runs (also when the
-    block fails); fails if ``fusedb stop`` says anything but stopped/not running."""
-    try:
-        yield
-    finally:
-        done = fusedb_cli("stop", path)
-        assert done.returncode in (0, 1), done.stderr
-
-
-@contextmanager
-def http_server(cmd: list[str], env: dict[str, str], port: int, log: Path):
-    """Start the server ``cmd`` (logging to ``log``), wait until it answers GET /pid
-    on ``port``, yield its Popen; stop it by its pid afterwards."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=RECIPES, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + BOOT_TIMEOUT
-        while True:
-            assert proc.poll() is None, f"{cmd[2]} exited:\n{log.read_text()[-3000:]}"
-            try:
-                if request(port, "/pid")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"no answer:\n{log.read_text()[-3000:]}"
-            time.sleep(0.1)
-        yield proc
-    finally:
-        stop_process(proc)
-
-
-def gunicorn(port: int, app: str, *options: str) -> list[str]:
-    # No control socket: gunicorn >= 25.1 would otherwise make one in $HOME.
-    return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-            "--no-control-socket", *options, app]
 
 
 def read_closed(path: Path) -> int:
