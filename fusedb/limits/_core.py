@@ -356,10 +356,10 @@ class Core:
         (now, 0) if none."""
         now = time.time()
         ts = decode(self.db.get(self.window_key(key)))
-        if ts:
-            oldest = in_window(ts, now, expiry)
+        oldest = in_window(ts, now, expiry)
+        if oldest:
             return ts[oldest - 1], oldest
-        return now, 0
+        return now, 0       # none, or only entries memory://'s purge would have removed
 
     # sliding window counter (memory://'s code over the two counters)
 

@@ -10,6 +10,8 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
+from array import array
 
 import pytest
 from limits import RateLimitItemPerHour, RateLimitItemPerMinute, strategies
@@ -238,3 +240,18 @@ def test_a_refused_moving_window_hit_writes_nothing(tmp_path):
         assert not any(limiter.hit(item, "a") for _ in range(50))
         assert db.stats()["logical_bytes_written"] == written
         assert db.get(key) == value and db.ttl(key) <= ttl
+
+
+def test_a_window_whose_entries_all_left_it_reads_as_empty(tmp_path):
+    """A stored window can outlive its entries (a refused hit that lost a race
+    rewrites it with a fresh expiry): get_moving_window then says (now, 0), as
+    memory:// does once its purge removed them, not the stale entry's time."""
+    with fusedb.open(str(tmp_path / "db")) as db:
+        storage = FuseDBStorage("fusedb://", db=db)
+        old = time.time() - 100
+        db.put(storage._core.window_key("w"), array("d", [old, old - 1]).tobytes())
+        before = time.time()
+        start, count = storage.get_moving_window("w", 10, 60)
+        assert count == 0 and before <= start <= time.time()
+        assert storage.acquire_entry("w", 10, 60) is True
+        assert storage.get_moving_window("w", 10, 60)[1] == 1
