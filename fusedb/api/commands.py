@@ -17,8 +17,8 @@ from fusedb.core import ops
 
 class Commands:
     """The commands, for a class with ``_check_open()``, ``_args`` (an
-    fusedb.api.args.Args), ``_x`` (an fusedb.api.executor.Executor) and
-    ``_clock``."""
+    fusedb.api.args.Args), ``_modify`` (the compiled kernel's or the
+    executor's ``modify``) and ``_clock``."""
 
     def _put_options(self, key, value, ttl, nx: bool, xx: bool, keepttl: bool, get: bool):
         """``put`` with any of nx, xx, keepttl, get (FuseDB.put documents them)."""
@@ -27,7 +27,7 @@ class Commands:
         value = self._args.value(value)
         args.put_options(ttl, nx, xx, keepttl, get)
         exp = self._args.deadline(ttl)
-        return self._x.modify(key, ops.op_set(value, exp, self._clock(), nx, xx, keepttl, get))
+        return self._modify(key, ops.op_set(value, exp, self._clock(), nx, xx, keepttl, get))
 
     def add(self, key, value, ttl: float | None = None) -> bool:
         """Store ``value`` under ``key`` only if the key is missing, deleted or
@@ -42,7 +42,7 @@ class Commands:
         ``put``."""
         self._check_open()
         key = self._args.key(key)
-        return self._x.modify(key, ops.op_getdel(self._clock()))
+        return self._modify(key, ops.op_getdel(self._clock()))
 
     def getex(self, key, ttl: float | None) -> bytes | None:
         """The value of ``key`` (bytes; a counter as its ASCII decimal), the key
@@ -54,7 +54,7 @@ class Commands:
         self._check_open()
         key = self._args.key(key)
         exp = self._args.deadline(ttl)
-        return self._x.modify(key, ops.op_getex(exp, self._clock()))
+        return self._modify(key, ops.op_getex(exp, self._clock()))
 
     def touch(self, key, ttl: float | None) -> bool:
         """``key`` now expires ``ttl`` seconds from now (None: never); True if

@@ -106,7 +106,7 @@ class FuseDB(Commands):
         k = x.kernel
         self._put = k.put if k is not None else x.put
         self._incr = k.incr if k is not None else x.incr
-        self._update = k.update if k is not None else x.update
+        self._modify = k.modify if k is not None else x.modify
         self._kget = k.get if k is not None else None
         self._closed = False
         self._forked = False
@@ -238,7 +238,7 @@ class FuseDB(Commands):
         """Delete ``key``; True if it existed (and had not expired)."""
         self._check_open()
         key = self._args.key(key)
-        return self._x.modify(key, ops.op_delete(self._clock()))
+        return self._modify(key, ops.op_delete(self._clock()))
 
     def expire(self, key, ttl: float | None) -> bool:
         """Set ``key`` to expire ``ttl`` seconds from now (None: never). True if the
@@ -248,7 +248,7 @@ class FuseDB(Commands):
         self._check_open()
         key = self._args.key(key)
         exp = self._args.deadline(ttl)
-        return self._x.modify(key, ops.op_expire(exp, self._clock()))
+        return self._modify(key, ops.op_expire(exp, self._clock()))
 
     def ttl(self, key) -> float:
         """Seconds until ``key`` expires; ``TTL_NONE`` (-1.0) if it never does,
@@ -296,7 +296,7 @@ class FuseDB(Commands):
             key = self._args.key(key)
         fn = self._x.user_fn(args.callback(fn))
         exp = None if ttl is None else self._clock() + args.ttl_seconds(ttl)
-        return self._update(key, fn, self._args.value, exp)
+        return self._modify(key, ops.op_update(fn, self._args.value, exp, self._clock))
 
     def get_many(self, keys: Iterable) -> list[bytes | None]:
         """``[get(k) for k in keys]`` (each key read atomically, not the set)."""

@@ -356,16 +356,10 @@ class Executor:
             shard.wal_writer.wait_durable(done[1])
         return done[0]
 
-    def update(self, key: bytes, fn, check_value, exp: float | None):
-        """``FuseDB.update`` (fusedb.core.ops.op_update: ``fn`` the guarded
-        callback, ``check_value`` the value validator, ``exp`` the new absolute
-        expiry or None); what was stored. The compiled kernel's fallback."""
-        return self.run(Modify(key, key_hash(key), ops.op_update(fn, check_value, exp,
-                                                                 self.clock)))
-
     def modify(self, key: bytes, fn):
         """Run ``fn`` (an ``fusedb.core.ops.op_*`` function) on ``key``'s entry
-        under its shard lock, storing what it returns; its result."""
+        under its shard lock, storing what it returns; its result. (The compiled
+        kernel's ``modify`` falls back to this.)"""
         return self.run(Modify(key, key_hash(key), fn))
 
     def read(self, key: bytes):

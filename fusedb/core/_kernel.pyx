@@ -228,7 +228,7 @@ cdef class Kernel:
     cdef uint64_t route_ver
     cdef list bounds
     cdef uint32_t* route_leaf
-    cdef public object fb_put, fb_get, fb_incr, fb_update
+    cdef public object fb_put, fb_get, fb_incr, fb_modify
 
     def __cinit__(self):
         self.bufs = NULL
@@ -242,7 +242,7 @@ cdef class Kernel:
         self.fb_put = x.put
         self.fb_get = x.get_value
         self.fb_incr = x.incr
-        self.fb_update = x.update
+        self.fb_modify = x.modify
         meta = store.meta
         self.routes = x.routes
         self.segcache = store.segcache
@@ -517,22 +517,19 @@ cdef class Kernel:
             return _decimal(n)
         return value
 
-    def update(self, bytes key, fn, check_value, exp):
-        """FuseDB.update's read-modify-write (Executor.update's contract): under the
-        shard lock, the key's live value (bytes, a counter as its decimal; None)
-        from the buffers or the leaf's open segments goes to ``fn`` (the guarded
-        callback), and its return, through ``check_value``, is written as the
-        pure path's Modify writes it, expiring at ``exp`` (absolute) or, with
-        ``exp`` None, at the key's own expiry. ``fn`` returning its argument with
-        ``exp`` None writes nothing. The pure path does everything else (no
-        active buffer, a segment not open here, the route moved; and, after
-        ``fn`` ran, a delete, a buffer or ring without room, when it calls
-        ``fn`` again, as update() allows). What ``fn`` or ``check_value``
-        raises propagates, nothing written."""
+    def modify(self, bytes key, fn):
+        """Executor.modify's contract: the read-modify-write ``fn`` (a
+        fusedb.core.ops ``op_*`` function: entry -> (result, write or None)) run
+        on the key's entry under the shard lock, read from the buffers or the
+        leaf's open segments, and its write applied as the pure path's Modify
+        applies it. The pure path does everything else (no active buffer, a
+        segment not open here, the route moved; after ``fn`` ran, a buffer or a
+        ring without room, when it runs ``fn`` again: update() allows that).
+        What ``fn`` raises propagates, nothing written."""
         if not self.open or PySet_GET_SIZE(self.fn_threads):
-            return self.fb_update(key, fn, check_value, exp)
+            return self.fb_modify(key, fn)
         cdef const char* k = PyBytes_AS_STRING(key)
-        cdef Py_ssize_t klen = PyBytes_GET_SIZE(key), vlen
+        cdef Py_ssize_t klen = PyBytes_GET_SIZE(key), vlen = 0
         cdef uint64_t h = XXH3_64bits(k, klen), ver
         cdef int64_t leaf = self._route(k, klen, &ver)
         cdef int no = self.leaf_shard[leaf]
@@ -540,30 +537,32 @@ cdef class Kernel:
         cdef Slabs* sl = &sc.slabs
         cdef char* slab
         cdef uint32_t s
-        cdef uint8_t kind = KIND_DEL
-        cdef double old_exp = 0.0, new_exp
-        cdef long long n = 0
+        cdef uint8_t kind
         cdef int64_t end = -1
+        cdef long long n = 0
         cdef bint done = False, ready = False
+        cdef bytes value
         cdef list segs
-        value = current = new = None
+        entry = result = None
         self._lock(no)
         try:
-            # Without an active buffer the write cannot be done here: hand over
-            # before fn runs (so fn runs twice only when a buffer or the ring
-            # turns out to be full).
+            # Without an active buffer no write can be done here: hand over before
+            # fn runs (so it runs twice only when a buffer or the ring is full).
             if self.hdr[M_ROUTE_VER] == ver and self.active[leaf] >= 0:
                 s = self._buffers_find(sc, leaf, k, klen, h, &slab)
                 if s != NOT_FOUND:
                     ready = True
                     kind = (<uint8_t*>(slab + sl.kind_off))[s]
-                    old_exp = (<double*>(slab + sl.exp_off))[s]
                     if kind == KIND_INT:
                         memcpy(&n, slab + sl.heap_off + u32(slab, sl.voff_off)[s], 8)
+                        entry = (kind, n, (<double*>(slab + sl.exp_off))[s])
                     elif kind == KIND_VALUE:
-                        value = PyBytes_FromStringAndSize(
-                            slab + sl.heap_off + u32(slab, sl.voff_off)[s],
-                            u32(slab, sl.vlen_off)[s])
+                        entry = (kind, PyBytes_FromStringAndSize(
+                                     slab + sl.heap_off + u32(slab, sl.voff_off)[s],
+                                     u32(slab, sl.vlen_off)[s]),
+                                 (<double*>(slab + sl.exp_off))[s])
+                    else:
+                        entry = (kind, None, 0.0)
                 else:
                     segs = self._segments_locked(leaf)
                     if segs is not None:
@@ -571,39 +570,36 @@ cdef class Kernel:
                         for seg in segs:
                             j = (<KSegment>seg).find(k, klen, h)
                             if j >= 0:
-                                kind, old_exp, value, n = _segment_entry(<KSegment>seg, j)
+                                entry = _segment_as_entry(<KSegment>seg, j)
                                 break
             if ready:
-                if kind == KIND_INT:
-                    current = _decimal(n)
-                elif kind == KIND_VALUE:
-                    current = value
-                if current is not None and old_exp != 0.0 and old_exp <= self.clock():
-                    current = None
-                new = fn(current)
-                if new is current and exp is None:
+                result, write = fn(entry)
+                if write is None:
                     done = True
-                elif new is not None:
-                    new = check_value(new)
-                    if exp is not None:
-                        new_exp = exp
+                else:
+                    kind = write[0]
+                    if kind == KIND_VALUE:
+                        value = write[1]
+                        vlen = PyBytes_GET_SIZE(value)
+                        end = self._write_locked(sc, leaf, k, klen, h, KIND_VALUE,
+                                                 PyBytes_AS_STRING(value), vlen, 0, write[3])
+                    elif kind == KIND_INT:
+                        vlen = 8
+                        end = self._write_locked(sc, leaf, k, klen, h, KIND_INT, NULL, 0,
+                                                 write[2], write[3])
                     else:
-                        new_exp = 0.0 if current is None else old_exp
-                    vlen = PyBytes_GET_SIZE(new)
-                    end = self._write_locked(sc, leaf, k, klen, h, KIND_VALUE,
-                                             PyBytes_AS_STRING(new), vlen, 0, new_exp)
+                        end = self._write_locked(sc, leaf, k, klen, h, KIND_DEL, NULL, 0, 0,
+                                                 0.0)
                     if end >= 0:
                         done = True
                         sc.stats[S_LOGICAL] += klen + vlen
-                elif current is None:
-                    done = True     # None for a missing key: it stays missing
         finally:
             self._unlock(no)
         if not done:
-            return self.fb_update(key, fn, check_value, exp)
+            return self.fb_modify(key, fn)
         if end >= 0 and self.sync:
             self.writers[no].wait_durable(end)
-        return new
+        return result
 
     # -- under the shard lock --------------------------------------------------------
 
@@ -890,6 +886,12 @@ cdef tuple _segment_entry(KSegment seg, int64_t j):
     if kind == KIND_DEL:
         return kind, 0.0, None, 0
     return kind, seg.exp[j], PyBytes_FromStringAndSize(seg.vals + a, seg.voff[j + 1] - a), 0
+
+
+cdef tuple _segment_as_entry(KSegment seg, int64_t j):
+    """Entry ``j`` as fusedb.core.ops.entry_at gives it: (kind, payload, exp)."""
+    kind, exp, value, n = _segment_entry(seg, j)
+    return kind, (n if kind == KIND_INT else value), exp
 
 
 cdef inline bytes _decimal(long long n):
