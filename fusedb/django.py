@@ -43,7 +43,8 @@ import threading
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, MEMCACHE_MAX_KEY_LENGTH, BaseCache
 
 import fusedb
-from fusedb.errors import ClosedError, InvalidArgumentError, NotAnIntegerError
+from fusedb.errors import ClosedError, InvalidArgumentError, NotAnIntegerError, \
+    ValueTooLargeError
 
 __all__ = ["FuseDBCache", "forget"]
 
@@ -164,6 +165,17 @@ class FuseDBCache(BaseCache):
             db.close()                  # unmaps what is left of the old attach
             return op(self._db, *args)
 
+    def _check_size(self, key, data: bytes) -> None:
+        """ValueTooLargeError (a ValueError) naming ``key`` and the fix when the
+        stored form of its value is over the database's ``max_value_size``."""
+        limit = self._db.max_value_size
+        if len(data) > limit:
+            raise ValueTooLargeError(
+                f"FuseDBCache: the value of {key!r} takes {len(data)} bytes stored (pickled), "
+                f"over the database's max_value_size={limit}: set a larger "
+                f"OPTIONS['max_value_size'] (it applies when the daemon starts: fusedb stop "
+                f"{self._path} first if one runs)")
+
     def _key(self, key, version=None) -> bytes:
         return self._ns + self.make_and_validate_key(key, version=version).encode()
 
@@ -191,6 +203,7 @@ class FuseDBCache(BaseCache):
         if ttl == 0:
             self._run(fusedb.FuseDB.delete, k)
         else:
+            self._check_size(key, data)
             self._run(fusedb.FuseDB.put, k, data, ttl)
 
     def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None) -> bool:
@@ -200,6 +213,7 @@ class FuseDBCache(BaseCache):
         k, data, ttl = self._key(key, version), dumps(value), self.get_backend_timeout(timeout)
         if ttl == 0:
             return not self._run(fusedb.FuseDB.__contains__, k)
+        self._check_size(key, data)
         return self._run(fusedb.FuseDB.add, k, data, ttl)
 
     def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None) -> bool:
@@ -242,6 +256,8 @@ class FuseDBCache(BaseCache):
         if ttl == 0:
             self._run(_delete_all, [k for k, _ in pairs])
         elif pairs:
+            for key, (_k, value) in zip(data, pairs):
+                self._check_size(key, value)
             self._run(_put_all, pairs, ttl)
         return []
 

@@ -113,6 +113,27 @@ def test_connect_start_attaches_to_a_running_daemon_and_passes_options(tmp_path)
     stop(path)
 
 
+def test_connect_start_warns_when_the_running_daemon_has_other_options(tmp_path, caplog):
+    """A daemon outlives its applications: options given to a later
+    connect(start=True) cannot apply. They are still checked (a bad one is
+    refused), and the ones that differ are named in a warning."""
+    path = str(tmp_path / "db")
+    fusedb.connect(path, start=True, shards=1).close()
+    try:
+        with caplog.at_level("WARNING", logger="fusedb"):
+            fusedb.connect(path, start=True, shards=1).close()
+            assert not [r for r in caplog.records if "running daemon" in r.getMessage()]
+            fusedb.connect(path, start=True, shards=2, max_value_size=65536,
+                           durability="interval").close()
+        (msg,) = [r.getMessage() for r in caplog.records if "running daemon" in r.getMessage()]
+        assert "max_value_size=16384, shards=1" in msg
+        assert "max_value_size=65536, shards=2" in msg and "durability" not in msg
+        with pytest.raises(fusedb.InvalidArgumentError, match="shardz"):
+            fusedb.connect(path, start=True, shardz=2)
+    finally:
+        stop(path)
+
+
 def test_daemon_killed_under_load_loses_nothing_acknowledged(tmp_path):
     """SIGKILL the daemon while a client writes (then the client); ``serve``
     again recovers every acknowledged write (twice over)."""

@@ -15,6 +15,7 @@ daemon that dies before it is ready is replaced by the next attempt, until
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -23,6 +24,8 @@ import time
 from fusedb.errors import InvalidArgumentError, NotRunningError
 from fusedb.options import daemon_options
 from fusedb.router.spawn import child_env
+
+log = logging.getLogger("fusedb")
 
 
 def serve_command(path: str, options: dict) -> list[str]:
@@ -36,6 +39,19 @@ def serve_command(path: str, options: dict) -> list[str]:
                                    f"JSON; this one cannot be: {e}") from None
     return [sys.executable, "-m", "fusedb", "serve", os.path.abspath(path), "--detach",
             "--if-not-running", "--options", blob]
+
+
+def warn_if_other_options(path: str, running: dict, asked: dict) -> None:
+    """Log a warning when the running daemon's options (``running``) differ from
+    those ``connect(start=True)`` was given (``asked``, validated): they apply
+    only to a daemon that call starts, and a daemon outlives its applications."""
+    other = {k: running.get(k) for k, v in asked.items() if running.get(k) != v}
+    if other:
+        log.warning("%s: the running daemon has %s, not the %s asked for: options apply "
+                    "only to a daemon connect(start=True) starts; to change them, stop it "
+                    "(fusedb stop %s) and connect again", path,
+                    ", ".join(f"{k}={v!r}" for k, v in sorted(other.items())),
+                    ", ".join(f"{k}={asked[k]!r}" for k in sorted(other)), path)
 
 
 def start_daemon(path: str, options: dict, timeout: float) -> None:
@@ -60,12 +76,19 @@ def connect_starting(path: str, attach, options: dict, timeout: float):
     """``attach(path)`` (returns a handle or raises NotRunningError); when nothing
     runs at ``path``, start a daemon with ``options`` and attach to it. Raises
     NotRunningError if the database runs embedded, if the daemon cannot start
-    (its message), or if no daemon is ready within ``timeout`` seconds."""
+    (its message), or if no daemon is ready within ``timeout`` seconds;
+    InvalidArgumentError for bad ``options``, also when a daemon runs. A
+    running daemon whose options differ from ``options`` is used as it is,
+    with a warning (logging, "fusedb") naming the differences."""
+    asked = daemon_options(options, "connect(start=True)")   # checked even if one runs
+    asked = {k: asked[k] for k in options if k in asked}
     deadline = time.monotonic() + timeout
     started_at = None
     while True:
         try:
-            return attach(path)
+            store = attach(path)
+            warn_if_other_options(path, store.meta.get_options(), asked)
+            return store
         except NotRunningError as e:
             if not e.transient:
                 raise

@@ -328,9 +328,11 @@ class Core:
         ConfigurationError when ``limit`` entries cannot fit ``max_value_size``."""
         if limit > self.max_entries:
             raise ConfigurationError(
-                f"a moving window of {limit} entries needs {8 * limit} bytes; this database's "
-                f"max_value_size holds {self.max_entries}: start its daemon with a larger "
-                f"max_value_size (URI option max_value_size=...)")
+                f"a moving window of {limit} entries needs {8 * limit} bytes (8 per entry); "
+                f"this database's max_value_size={self.db.max_value_size} holds at most "
+                f"{self.max_entries} entries: give its daemon a larger max_value_size (URI "
+                f"option max_value_size=...; it applies when the daemon starts: fusedb stop "
+                f"PATH first if one runs)")
         now = time.time()
         k = self.window_key(key)
         if rejects(decode(self.db.get(k)), limit, amount, now, expiry):

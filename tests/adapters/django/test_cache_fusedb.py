@@ -154,11 +154,15 @@ def test_key_over_max_key_size_is_refused():
 
 
 def test_value_over_max_value_size_is_refused():
-    with pytest.raises(fusedb.ValueTooLargeError):        # a ValueError
-        cache.set("big", b"x" * (17 * 1024))
-    with pytest.raises(fusedb.ValueTooLargeError):
+    """The error names the key, the stored (pickled) size and the option."""
+    hint = r"'big' takes \d+ bytes stored \(pickled\), over the database's max_value_size"
+    with pytest.raises(fusedb.ValueTooLargeError, match=hint):        # a ValueError
+        cache.set("big", b"x" * (16 * 1024))      # 16 KiB of data: over it once pickled
+    with pytest.raises(fusedb.ValueTooLargeError, match="OPTIONS\\['max_value_size'\\]"):
         cache.add("big", b"x" * (17 * 1024))
-    assert cache.get("big") is None
+    with pytest.raises(fusedb.ValueTooLargeError, match="'big2'"):
+        cache.set_many({"ok": 1, "big2": b"x" * (17 * 1024)})
+    assert cache.get("big") is None and cache.get("ok") is None
 
 
 def test_set_many_larger_than_one_buffer():
