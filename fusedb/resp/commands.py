@@ -69,3 +69,9 @@ def error_reply(exc: BaseException) -> Err:
     if isinstance(exc, RespError):
         return exc.reply
     raise NotImplementedError   # the command table's owner writes it
+
+
+# The command modules register their commands on import (one line each,
+# alphabetical).
+import fusedb.resp.multi  # noqa: E402, F401
+import fusedb.resp.scripting  # noqa: E402, F401
