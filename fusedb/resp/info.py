@@ -49,6 +49,14 @@ def _commands(stats) -> int:
     return stats.get("commands") or sum(v for k, v in stats.items() if k.startswith("cmd:"))
 
 
+def _hits(stats) -> int:
+    """Keyspace hits: GET calls and MGET keys, less misses (GET counts its
+    misses only), or the ``hits`` the server process published."""
+    if "hits" in stats:
+        return stats["hits"]
+    return stats.get("cmd:get", 0) + stats.get("mget_keys", 0) - stats.get("misses", 0)
+
+
 def _ops_per_sec(server) -> int:
     """Commands per second since the previous INFO of this process (at least
     0.1 s before), as Redis's instantaneous_ops_per_sec samples."""
@@ -124,7 +132,7 @@ def _section(name: str, ctx, db_stats) -> list[str]:
                 f"total_net_output_bytes:{stats.get('net_out', 0)}",
                 f"rejected_connections:{stats.get('rejected', 0)}",
                 "expired_keys:0", "evicted_keys:0",
-                f"keyspace_hits:{stats.get('hits', 0)}",
+                f"keyspace_hits:{_hits(stats)}",
                 f"keyspace_misses:{stats.get('misses', 0)}"]
     if name == "replication":
         return ["role:master", "connected_slaves:0"]

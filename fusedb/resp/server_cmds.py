@@ -18,7 +18,7 @@ import time
 
 from fusedb.resp.commands import SYNTAX, TABLE, command, int_arg
 from fusedb.resp.glob import stringmatch
-from fusedb.resp.types import OK, Map, RespError, Status
+from fusedb.resp.types import OK, Map, RespError, Status, Verbatim
 
 # -- CLIENT ------------------------------------------------------------------------------
 
@@ -76,35 +76,26 @@ def client_line(c, now: float) -> bytes:
 
 @command("client|info", 2, "noscript")
 def client_info(ctx, argv):
-    return client_line(ctx, time.time()) + b"\n"
+    return Verbatim(client_line(ctx, time.time()) + b"\n")
 
 
 @command("client|list", -2, "noscript")
 def client_list(ctx, argv):
     clients = list(ctx.server.clients.values()) or [ctx]
-    i = 2
-    while i < len(argv):
-        opt = argv[i].lower()
-        if opt == b"type" and i + 1 < len(argv):
-            kind = argv[i + 1].lower()
-            if kind not in (b"normal", b"master", b"replica", b"slave", b"pubsub"):
-                raise RespError(b"ERR Unknown client type '%s'" % argv[i + 1])
-            if kind != b"normal":
-                clients = []
-            i += 2
-        elif opt == b"id" and i + 1 < len(argv):
-            ids = set()
-            for arg in argv[i + 1:]:
-                n = int_arg(arg, "ERR Invalid client ID")
-                if n <= 0:
-                    raise RespError("ERR Invalid client ID")
-                ids.add(n)
-            clients = [c for c in clients if c.id in ids]
-            break
-        else:
-            raise RespError(SYNTAX)
+    if len(argv) == 4 and argv[2].lower() == b"type":
+        kind = argv[3].lower()
+        if kind not in (b"normal", b"master", b"replica", b"slave", b"pubsub"):
+            raise RespError(b"ERR Unknown client type '%s'" % argv[3])
+        if kind != b"normal":
+            clients = []
+    elif len(argv) > 3 and argv[2].lower() == b"id":
+        by_id = {c.id: c for c in clients}
+        ids = [int_arg(arg, "ERR Invalid client ID") for arg in argv[3:]]
+        clients = [by_id[i] for i in ids if i in by_id]
+    elif len(argv) != 2:
+        raise RespError(SYNTAX)
     now = time.time()
-    return b"".join(client_line(c, now) + b"\n" for c in clients)
+    return Verbatim(b"".join(client_line(c, now) + b"\n" for c in clients))
 
 
 def _kill(ctx, victim) -> None:

@@ -101,8 +101,11 @@ def invalid_expire(name: bytes) -> RespError:
 
 @command("get", 2, "readonly fast", (1, 1, 1))
 def get(ctx, argv):
+    """Counts misses only: keyspace hits are GET calls plus MGET keys, less
+    misses (fusedb.resp.info): one counter update per hit saved."""
     v = ctx.store.get(argv[1])
-    ctx.server.stats["misses" if v is None else "hits"] += 1
+    if v is None:
+        ctx.server.stats["misses"] += 1
     return v
 
 
@@ -196,10 +199,9 @@ def getex(ctx, argv):
 def mget(ctx, argv):
     get_ = ctx.store.get
     values = [get_(k) for k in argv[1:]]
-    misses = values.count(None)
     stats = ctx.server.stats
-    stats["misses"] += misses
-    stats["hits"] += len(values) - misses
+    stats["misses"] += values.count(None)
+    stats["mget_keys"] += len(values)
     return values
 
 
