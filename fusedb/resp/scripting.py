@@ -41,11 +41,11 @@ answer ``-ERR scripting needs lupa: pip install 'fusedb[server]'``.
 
 from fusedb.core.entry import parse_decimal
 from fusedb.resp.commands import command
+from fusedb.resp.keys import RESERVED
 from fusedb.resp.lua import Scripts, sha1hex
 from fusedb.resp.types import OK, RespError
 
-#: The reserved key prefix (server-owned keys; fusedb.resp.commands skips them).
-RESERVED = b"\xff\xff"
+#: Where a script's body is kept, by its sha (a reserved key: KEYS/SCAN skip it).
 SCRIPT_PREFIX = RESERVED + b"resp:script:"
 NOSCRIPT = "NOSCRIPT No matching script. Please use EVAL."
 
