@@ -22,7 +22,9 @@ Measures, per round, in the order of the servers above (interleaved rounds,
 medians reported):
 
 1. ``redis-benchmark -h 127.0.0.1 -p P -t set,get,incr -n N -c 50 -q --csv``
-   and the same with ``-P 16``: requests per second.
+   and the same with ``-P 16``: requests per second; and ``redis-benchmark
+   -n N -c 50 -r 100000 EVALSHA <sha> 1 lim:__rand_int__ 60 1`` of limits'
+   fixed-window script (incr_expire.lua), loaded first.
 2. Sequential redis-py 8 (RESP2, one connection): p50 and p99 latency of
    GET, SET and INCR, microseconds, ``--latency-calls`` calls each.
 
@@ -52,6 +54,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = ("SET", "GET", "INCR")
 SERVERS = ("redis", "redis-aof", "fusedb-1", "fusedb-2")
 BOOT_TIMEOUT = 60.0
+#: limits 5.8.0's incr_expire.lua (its fixed window), verbatim.
+INCR_EXPIRE = """local current
+local amount = tonumber(ARGV[2])
+current = redis.call("incrby", KEYS[1], amount)
+
+if tonumber(current) == amount then
+    redis.call("expire", KEYS[1], ARGV[1])
+end
+
+return current
+"""
 
 
 def free_port() -> int:
@@ -130,6 +143,21 @@ def benchmark(port: int, requests: int, pipeline: int, pins: tuple) -> dict[str,
     return {row[0]: float(row[1]) for row in rows if row and row[0] in TESTS}
 
 
+def script_benchmark(port: int, requests: int, pins: tuple) -> float:
+    """redis-benchmark's requests per second of EVALSHA of limits' fixed
+    window script (incr_expire.lua: INCRBY, EXPIRE on the first hit) over
+    100,000 random keys, -c 50, no pipelining."""
+    c = redis.Redis(host="127.0.0.1", port=port, protocol=2)
+    sha = c.script_load(INCR_EXPIRE)
+    c.close()
+    cmd = pins[0] + ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-n",
+                     str(requests), "-c", "50", "-r", "100000", "--threads", "1", "-q", "--csv",
+                     "EVALSHA", sha, "1", "lim:__rand_int__", "60", "1"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600).stdout
+    rows = [row for row in csv.reader(io.StringIO(out)) if row and row[0] != "test"]
+    return float(rows[0][1])
+
+
 def latency(port: int, calls: int) -> dict[str, tuple[float, float]]:
     """(p50, p99) microseconds of sequential redis-py GET, SET, INCR."""
     c = redis.Redis(host="127.0.0.1", port=port, protocol=2)
@@ -197,6 +225,8 @@ def main() -> None:
                     for p in (1, 16):
                         for test, rps in benchmark(port, args.requests, p, pins).items():
                             got[kind].setdefault(f"{test} P{p}", []).append(rps)
+                    got[kind].setdefault("EVALSHA P1", []).append(
+                        script_benchmark(port, args.requests, pins))
                     for test, (p50, p99) in latency(port, args.latency_calls).items():
                         got[kind].setdefault(f"{test} p50", []).append(p50)
                         got[kind].setdefault(f"{test} p99", []).append(p99)
