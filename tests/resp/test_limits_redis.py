@@ -12,7 +12,14 @@ test_scripting.py::test_moving_window_script_needs_lists.
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -118,3 +125,62 @@ def test_flask_limiter(uri, strategy):
     finally:
         limiter.reset()
         limiter.storage.storage.close()
+
+
+APP = '''
+import os
+from flask import Flask
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+app = Flask(__name__)
+limiter = Limiter(get_remote_address, app=app, storage_uri=os.environ["LIMITS_URI"],
+                  strategy="sliding-window-counter")
+
+
+@app.route("/")
+@limiter.limit("3/minute")
+def index():
+    return "ok"
+'''
+
+
+def test_flask_limiter_under_gunicorn(uri, tmp_path):
+    """A real server: gunicorn with 2 worker processes, each with its own
+    limits storage (own connections), sharing the limit through the server."""
+    from tests.resp.conftest import free_port
+    if shutil.which("gunicorn") is None:
+        pytest.skip("gunicorn is not installed")
+    (tmp_path / "limited_app.py").write_text(APP)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-b",
+                             f"127.0.0.1:{port}", "limited_app:app"], cwd=str(tmp_path),
+                            env={**os.environ, "LIMITS_URI": uri},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+    def status() -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
+                return resp.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                first = status()
+                break
+            except OSError:
+                assert proc.poll() is None, "gunicorn exited"
+                assert time.monotonic() < deadline, "gunicorn did not answer in 60 s"
+                time.sleep(0.1)
+        assert [first] + [status() for _ in range(5)] == [200, 200, 200, 429, 429, 429]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
