@@ -25,6 +25,8 @@ medians reported):
    and the same with ``-P 16``: requests per second; and ``redis-benchmark
    -n N -c 50 -r 100000 EVALSHA <sha> 1 lim:__rand_int__ 60 1`` of limits'
    fixed-window script (incr_expire.lua), loaded first.
+   With it, the servers' CPU (all their processes, psutil) per request:
+   independent of the machine's load, it predicts a core's throughput.
 2. Sequential redis-py 8 (RESP2, one connection): p50 and p99 latency of
    GET, SET and INCR, microseconds, ``--latency-calls`` calls each.
 
@@ -48,6 +50,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 
+import psutil
 import redis
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,10 +103,27 @@ def wait_ping(port: int, proc: subprocess.Popen) -> None:
         c.close()
 
 
+def cpu_seconds(proc: subprocess.Popen) -> float:
+    """User + system CPU seconds of ``proc`` and its live descendants (a
+    FuseDB daemon: serve, the shard worker, the server processes)."""
+    total = 0.0
+    try:
+        root = psutil.Process(proc.pid)
+        for p in [root] + root.children(recursive=True):
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return total
+
+
 @contextmanager
 def server(kind: str, where: str, pins: tuple):
-    """Start ``kind`` (one of SERVERS) in ``where``; yield its port; stop it
-    by its pid (SIGTERM, then SIGKILL of its process group)."""
+    """Start ``kind`` (one of SERVERS) in ``where``; yield (port, process);
+    stop it by its pid (SIGTERM, then SIGKILL of its process group)."""
     port = free_port()
     _, one, two = pins
     if kind.startswith("redis"):
@@ -123,7 +143,7 @@ def server(kind: str, where: str, pins: tuple):
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_ping(port, proc)
-        yield port
+        yield port, proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -207,6 +227,7 @@ def main() -> None:
     ap.add_argument("--servers", default=",".join(SERVERS),
                     help="which of " + ",".join(SERVERS))
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # stop the servers on kill
     for tool in ("redis-server", "redis-benchmark"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not on PATH (Debian: apt-get install redis-server)")
@@ -221,10 +242,14 @@ def main() -> None:
         for kind in kinds:
             where = tempfile.mkdtemp(prefix=f"resp-{kind}-")
             try:
-                with server(kind, where, pins) as port:
+                with server(kind, where, pins) as (port, proc):
                     for p in (1, 16):
+                        cpu = cpu_seconds(proc)
                         for test, rps in benchmark(port, args.requests, p, pins).items():
                             got[kind].setdefault(f"{test} P{p}", []).append(rps)
+                        cpu = cpu_seconds(proc) - cpu
+                        got[kind].setdefault(f"cpu P{p}", []).append(
+                            cpu / (len(TESTS) * args.requests) * 1e6)
                     got[kind].setdefault("EVALSHA P1", []).append(
                         script_benchmark(port, args.requests, pins))
                     for test, (p50, p99) in latency(port, args.latency_calls).items():
@@ -236,8 +261,12 @@ def main() -> None:
                   + ", ".join(f"{k} {v[-1]:,.1f}" for k, v in got[kind].items()), flush=True)
     med = {k: {m: statistics.median(v) for m, v in row.items()} for k, row in got.items()}
     table("redis-benchmark -c 50, requests per second",
-          {k: {m: v for m, v in row.items() if " P" in m} for k, row in med.items()},
+          {k: {m: v for m, v in row.items() if " P" in m and not m.startswith("cpu")}
+           for k, row in med.items()},
           "requests/s", True)
+    table("server CPU per request of the SET/GET/INCR runs (all its processes)",
+          {k: {m: v for m, v in row.items() if m.startswith("cpu")} for k, row in med.items()},
+          "µs", False)
     table("sequential redis-py 8 (RESP2), latency",
           {k: {m: v for m, v in row.items() if " p" in m} for k, row in med.items()},
           "µs", False)
