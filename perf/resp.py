@@ -30,6 +30,9 @@ medians reported):
 2. Sequential redis-py 8 (RESP2, one connection): p50 and p99 latency of
    GET, SET and INCR, microseconds, ``--latency-calls`` calls each.
 
+``--script-cost CALLS``: only what EVALSHA of that script costs in this
+process, against the same writes in one ``db.transact`` and as plain calls.
+
 Prints a table per measure and the ratio of each FuseDB row to redis (no
 persistence) and to redis-aof. Needs redis-server and redis-benchmark on PATH.
 """
@@ -200,6 +203,41 @@ def latency(port: int, calls: int) -> dict[str, tuple[float, float]]:
     return out
 
 
+def script_cost(calls: int) -> None:
+    """Microseconds per call, in this process as a client of a daemon
+    (``connect(start=True)``, 1 shard), over ``calls`` random keys: limits'
+    incr_expire.lua by EVALSHA through the command table (no network), the
+    same writes in one ``db.transact`` (INCR, EXPIRE), and as two plain calls."""
+    import random
+
+    import fusedb
+    from fusedb.resp.commands import dispatch
+    from fusedb.resp.state import Context, Server
+    where = tempfile.mkdtemp(prefix="resp-cost-")
+    path = os.path.join(where, "db")
+    db = fusedb.connect(path, start=True, shards=1)
+    try:
+        ctx = Context(Server(db))
+        sha = dispatch(ctx, [b"SCRIPT", b"LOAD", INCR_EXPIRE.encode()])
+        keys = [b"lim:%d" % random.randrange(100_000) for _ in range(calls)]
+        runs = {
+            "EVALSHA incr_expire": lambda k: dispatch(ctx, [b"EVALSHA", sha, b"1", k, b"60", b"1"]),
+            "db.transact(incr, expire)": lambda k: db.transact(
+                lambda tx: (tx.incr(k, 1), tx.expire(k, 60)), [k]),
+            "db.incr + db.expire": lambda k: (db.incr(k, 1), db.expire(k, 60)),
+        }
+        for name, fn in runs.items():
+            t = time.perf_counter()
+            for k in keys:
+                fn(k)
+            print(f"{name}: {(time.perf_counter() - t) / calls * 1e6:.1f} µs per call")
+    finally:
+        db.close()
+        subprocess.run([sys.executable, "-m", "fusedb", "stop", path], check=True,
+                       stdout=subprocess.DEVNULL)
+        shutil.rmtree(where, ignore_errors=True)
+
+
 def table(title: str, rows: dict[str, dict[str, float]], unit: str, higher_better: bool) -> None:
     print(f"\n### {title} ({unit}, median of rounds)\n")
     cols = list(next(iter(rows.values())).keys())
@@ -226,7 +264,12 @@ def main() -> None:
     ap.add_argument("--latency-calls", type=int, default=20_000)
     ap.add_argument("--servers", default=",".join(SERVERS),
                     help="which of " + ",".join(SERVERS))
+    ap.add_argument("--script-cost", type=int, metavar="CALLS",
+                    help="only measure a script's cost in this process (script_cost)")
     args = ap.parse_args()
+    if args.script_cost:
+        script_cost(args.script_cost)
+        return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # stop the servers on kill
     for tool in ("redis-server", "redis-benchmark"):
         if shutil.which(tool) is None:
