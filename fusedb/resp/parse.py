@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 
+from fusedb.core import kernel
 from fusedb.core.entry import parse_decimal
 
 try:
@@ -308,10 +309,12 @@ def _frames_end(frames: list, start: int, data: bytes) -> int:
     return pos if pos <= len(data) else -1
 
 
-try:        # the same in C, where the compiled hot path is built (setup.py)
-    from fusedb.resp._hot import frames_end
-except ImportError:
-    frames_end = _frames_end
+frames_end = _frames_end
+if kernel.COMPILED:     # the same in C, built and chosen with the kernel (setup.py)
+    try:
+        from fusedb.resp._hot import frames_end
+    except ImportError:
+        pass            # fusedb.resp.conn.hot_path says so, or raises when it must
 
 
 class RequestReader:
