@@ -338,7 +338,8 @@ def incrbyfloat(ctx, argv):
     incr_ = parse_long_double(argv[2])
 
     def fn(v):
-        value = (np.longdouble(0) if v is None else parse_long_double(v)) + incr_
+        with np.errstate(over="ignore", invalid="ignore"):
+            value = (np.longdouble(0) if v is None else parse_long_double(v)) + incr_
         if not np.isfinite(value):
             raise RespError("ERR increment would produce NaN or Infinity")
         return format_long_double(value)
