@@ -294,7 +294,8 @@ def test_unknown_command_keeps_the_connection(target):
     assert err(r, "nosuch" + long, long, "y") == (
         "unknown command '" + ("nosuch" + long)[:128] + "', with args beginning with: '"
         + long[:128] + "' ")
-    assert err(r, "nosuch", "a\r\nb") == "unknown command 'nosuch', with args beginning with: 'a  b' "
+    assert err(r, "nosuch", "a\r\nb") == \
+        "unknown command 'nosuch', with args beginning with: 'a  b' "
     assert r.execute_command("SET", "k", "v") == b"OK"
 
 
@@ -303,7 +304,8 @@ def test_unknown_command_keeps_the_connection(target):
 def test_commands_fusedb_lacks_are_unknown(fdb):
     assert err(fdb, "LPUSH", "l", "x") == \
         "unknown command 'LPUSH', with args beginning with: 'l' 'x' "
-    assert err(fdb, "subscribe", "ch") == "unknown command 'subscribe', with args beginning with: 'ch' "
+    assert err(fdb, "subscribe", "ch") == \
+        "unknown command 'subscribe', with args beginning with: 'ch' "
     assert fdb.execute_command("SET", "k", "v") == b"OK"
 
 
