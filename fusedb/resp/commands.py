@@ -238,7 +238,10 @@ SYNTAX = "ERR syntax error"
 
 # The command modules register their commands on import (one line each,
 # alphabetical).
+import fusedb.resp.connection_cmds  # noqa: E402, F401
 import fusedb.resp.info  # noqa: E402, F401
 import fusedb.resp.keys  # noqa: E402, F401
+import fusedb.resp.multi  # noqa: E402, F401
+import fusedb.resp.scripting  # noqa: E402, F401
 import fusedb.resp.server_cmds  # noqa: E402, F401
 import fusedb.resp.strings  # noqa: E402, F401

@@ -1,9 +1,11 @@
 """The router's worker processes: start (with CPU pinning), wait until ready,
 supervise (restart a dead one; recover the meta and manifest locks of dead
-holders)."""
+holders). :class:`Supervisor` is the restart loop, shared with the Redis
+server processes of ``fusedb serve`` (fusedb.tools.servers)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -18,6 +20,8 @@ from fusedb.shm.meta import W_PID
 #: The directory holding the fusedb package (put on the workers' PYTHONPATH).
 _PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+log = logging.getLogger("fusedb.serve")
+
 
 def child_env() -> dict:
     """This process's environment with the fusedb package's directory first on
@@ -27,6 +31,57 @@ def child_env() -> dict:
     env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"]
                                      if env.get("PYTHONPATH") else "")
     return env
+
+
+class Supervisor:
+    """Restart dead processes: a daemon thread polls ``procs`` (a list of
+    subprocess.Popen or None, replaced in place) every ``period`` seconds and
+    replaces an exited one with ``spawn(no)``, at most once per ``backoff``
+    seconds per slot (a process that keeps dying, e.g. a disk error at its
+    start, is not restarted in a tight loop). ``before_round()`` runs first in
+    every round. ``what(no)`` names slot ``no`` in the log lines (logger
+    "fusedb.serve", WARNING)."""
+
+    def __init__(self, procs: list, spawn, what, before_round=None,
+                 period: float = 0.05, backoff: float = 0.5):
+        self.procs = procs
+        self.spawn = spawn
+        self.what = what
+        self.before_round = before_round
+        self.period = period
+        self.backoff = backoff
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="fusedb-supervisor",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop supervising (no restart after this returns)."""
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        restarts = [0.0] * len(self.procs)
+        while not self._closing.wait(self.period):
+            if self.before_round is not None:
+                self.before_round()
+            for no, p in enumerate(self.procs):
+                if p is None or p.poll() is None or self._closing.is_set():
+                    continue
+                if time.monotonic() < restarts[no]:
+                    continue
+                log.warning("%s (pid %d) exited with code %s; restarting it", self.what(no),
+                            p.pid, p.returncode)
+                try:
+                    self.procs[no] = self.spawn(no)
+                except OSError as e:
+                    log.error("could not restart the %s: %s", self.what(no), e)
+                restarts[no] = time.monotonic() + self.backoff
 
 
 class WorkerProcesses:
@@ -45,8 +100,7 @@ class WorkerProcesses:
         self.rt = rt
         self.lock_fd = lock_fd
         self.procs: list[subprocess.Popen | None] = []
-        self._closing = threading.Event()
-        self._supervisor: threading.Thread | None = None
+        self._supervisor: Supervisor | None = None
 
     def start(self) -> None:
         """Start one worker per shard and wait until each is ready; then start
@@ -63,19 +117,19 @@ class WorkerProcesses:
         self.procs = [self._spawn(i) for i in range(self.rt.opts.shards)]
         for i, p in enumerate(self.procs):
             self._wait_ready(i, p)
-        self._supervisor = threading.Thread(target=self._supervise, name="fusedb-supervisor",
-                                            daemon=True)
+        self._supervisor = Supervisor(self.procs, self._spawn,
+                                      lambda no: f"worker of shard {no}",
+                                      self._recover_locks)
         self._supervisor.start()
 
     def stop_supervising(self) -> None:
-        self._closing.set()
         if self._supervisor is not None:
-            self._supervisor.join()
+            self._supervisor.stop()
             self._supervisor = None
 
     def kill_all(self) -> None:
         """Kill (and reap) every worker still running."""
-        self._closing.set()
+        self.stop_supervising()
         for p in self.procs:
             if p is not None and p.poll() is None:
                 p.kill()
@@ -111,25 +165,9 @@ class WorkerProcesses:
                                   f"within {timeout}s")
             time.sleep(0.005)
 
-    def _supervise(self) -> None:
-        """Restart dead workers; recover the meta and manifest locks of dead
-        holders (any next locker would, but readers of the routing table spin on
-        an odd seqlock without locking: Meta.end_interrupted_change)."""
-        rt = self.rt
-        restarts = [0.0] * len(self.procs)
-        while not self._closing.wait(0.05):
-            for lock in (rt.meta_lock, rt.manifest_lock):
-                lock.recover_if_dead()
-            for no, p in enumerate(self.procs):
-                if p is None or p.poll() is None or self._closing.is_set():
-                    continue
-                # Back off if it keeps dying (e.g. a disk error at start).
-                if time.monotonic() < restarts[no]:
-                    continue
-                print(f"fusedb: worker of shard {no} (pid {p.pid}) exited with code "
-                      f"{p.returncode}; restarting it", file=sys.stderr)
-                try:
-                    self.procs[no] = self._spawn(no)
-                except OSError as e:
-                    print(f"fusedb: could not restart worker {no}: {e}", file=sys.stderr)
-                restarts[no] = time.monotonic() + 0.5
+    def _recover_locks(self) -> None:
+        """Recover the meta and manifest locks of dead holders (any next locker
+        would, but readers of the routing table spin on an odd seqlock without
+        locking: Meta.end_interrupted_change)."""
+        for lock in (self.rt.meta_lock, self.rt.manifest_lock):
+            lock.recover_if_dead()

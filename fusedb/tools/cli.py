@@ -151,6 +151,22 @@ def main(argv: list[str] | None = None) -> int:
                         "once it is ready")
     v.add_argument("--if-not-running", action="store_true",
                    help="exit 0 instead of refusing when the database is already open")
+    g = v.add_argument_group("the Redis protocol (redis-py, redis-cli, ...)")
+    g.add_argument("--port", type=int, default=0, help="TCP port (default 0: none)")
+    g.add_argument("--bind", default="127.0.0.1", metavar="ADDR",
+                   help="TCP address (default 127.0.0.1; another needs --requirepass)")
+    g.add_argument("--unixsocket", metavar="PATH", help="listen on a unix socket too")
+    g.add_argument("--unixsocketperm", type=_octal, default=0o700, metavar="OCTAL",
+                   help="the unix socket's permissions (default 700)")
+    g.add_argument("--requirepass", metavar="PW",
+                   help="clients AUTH with this password (visible in ps: prefer "
+                        "--requirepass-file)")
+    g.add_argument("--requirepass-file", metavar="FILE",
+                   help="read the password from the first line of FILE")
+    g.add_argument("--servers", type=int, default=os.cpu_count() or 1, metavar="K",
+                   help="server processes answering the protocol (default: one per CPU)")
+    g.add_argument("--maxclients", type=int, default=10000,
+                   help="connections per server process (default 10000)")
     t = sub.add_parser("stop", help="stop the daemon of PATH (SIGTERM) and wait",
                        description="Send SIGTERM to the daemon of PATH and wait until it "
                                    "has exited. Exit status: 0 stopped, 1 not running, 3 "
@@ -213,6 +229,49 @@ not close cleanly (nothing acknowledged is lost: the next serve recovers),
 2 bad options."""
 
 
+def _octal(text: str) -> int:
+    try:
+        v = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal mode: {text}") from None
+    if not 0 <= v <= 0o777:
+        raise argparse.ArgumentTypeError(f"not a permission mode: {text}")
+    return v
+
+
+def listen_from_args(args):
+    """The Redis protocol's fusedb.tools.servers.Listen from serve's flags.
+    Raises ValueError (exit 2) with the message."""
+    from fusedb.tools.servers import Listen
+    if args.requirepass is not None and args.requirepass_file:
+        raise ValueError("give --requirepass or --requirepass-file, not both")
+    password = args.requirepass
+    if args.requirepass_file:
+        try:
+            with open(args.requirepass_file, "rb") as f:
+                password = f.readline().rstrip(b"\r\n")
+        except OSError as e:
+            raise ValueError(f"--requirepass-file: {e}") from None
+        if not password:
+            raise ValueError(f"--requirepass-file {args.requirepass_file}: empty password")
+    elif password is not None:
+        password = password.encode()
+        if not password:
+            raise ValueError("--requirepass: empty password")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port}: not a port number")
+    if args.servers < 1:
+        raise ValueError(f"--servers {args.servers}: at least 1")
+    if args.maxclients < 1:
+        raise ValueError(f"--maxclients {args.maxclients}: at least 1")
+    listen = Listen(args.bind, args.port, args.unixsocket and os.path.abspath(args.unixsocket),
+                    args.unixsocketperm, password, args.servers, args.maxclients)
+    refusal = listen.protected_mode_refusal()
+    if refusal:
+        raise ValueError(refusal)
+    return listen
+
+
 def _positive(text: str) -> float:
     v = float(text)
     if not v > 0:
@@ -231,6 +290,7 @@ def daemon_command(args) -> int:
     try:
         opts = serve.options_from_args(args.shards, args.durability, args.pin, args.config,
                                         args.options)
+        listen = listen_from_args(args)
     except (FuseDBError, OSError, ValueError) as e:
         print(f"fusedb serve: {e}", file=sys.stderr)
         return 2
@@ -252,7 +312,7 @@ def daemon_command(args) -> int:
             return got
         report = got
     serve.setup_logging(args.log_level)
-    return serve.serve(args.path, opts, args.pidfile, args.if_not_running, report)
+    return serve.serve(args.path, opts, args.pidfile, args.if_not_running, report, listen)
 
 
 def check(path: str) -> int:

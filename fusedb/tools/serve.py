@@ -42,12 +42,14 @@ import tomllib
 
 import fusedb
 from fusedb.core import kernel
+from fusedb.core.fileio import DIR_MODE, FILE_MODE
 from fusedb.core.layout import M_SERVE_PID
 from fusedb.errors import FuseDBError, InvalidArgumentError, LockedError
 from fusedb.options import daemon_options
 from fusedb.runtime import dirlock
 from fusedb.runtime.identity import SERVE_LOG
 from fusedb.tools.control import owner
+from fusedb.tools.servers import Listen, ServerProcesses, bind
 
 log = logging.getLogger("fusedb.serve")
 
@@ -128,13 +130,15 @@ class _Stop:
 
 
 def serve(path: str, opts: dict, pidfile: str | None, if_not_running: bool,
-          report=None) -> int:
+          report=None, listen: Listen | None = None) -> int:
     """Run the daemon of ``path`` with ``opts`` (fusedb.open's options) in this
     process until SIGTERM/SIGINT/SIGHUP; the exit status (module doc).
     ``pidfile``: a file to hold the pid while serving (or None).
     ``if_not_running``: exit 0 rather than refuse when ``path`` is open.
     ``report(word, text)``: tells a detaching parent "ready", "running" or
-    "failed" (None when in the foreground)."""
+    "failed" (None when in the foreground). ``listen``: the Redis protocol's
+    listeners (fusedb.tools.servers; bound once the database is open, served
+    by their processes before READY, stopped before the database closes)."""
     stop = _Stop()
     path = os.path.abspath(path)
     try:
@@ -155,9 +159,17 @@ def serve(path: str, opts: dict, pidfile: str | None, if_not_running: bool,
         return 1
     status = 0
     wrote_pidfile = False
+    redis = None
     try:
         db._store.meta.hdr[M_SERVE_PID] = os.getpid()
-        if pidfile:
+        if listen is not None and listen.wanted:
+            try:
+                redis = start_servers(path, listen, opts)
+            except (FuseDBError, OSError) as e:
+                log.error("%s", e)
+                _tell(report, "failed", str(e))
+                status = 1
+        if pidfile and not status:
             try:
                 _write_pidfile(pidfile)
                 wrote_pidfile = True
@@ -177,12 +189,52 @@ def serve(path: str, opts: dict, pidfile: str | None, if_not_running: bool,
             log.info("%s: stopping (clients get ClosedError; each shard merges)", why)
             notify("STOPPING=1")
     finally:
+        if redis is not None:
+            redis.stop()
         if wrote_pidfile:
             _remove(pidfile)
         status = max(status, _close(db))
     if not status:
         log.info("stopped cleanly")
     return status
+
+
+class _Redis:
+    """The listeners and server processes of the Redis protocol."""
+
+    def __init__(self, listeners, procs):
+        self.listeners = listeners
+        self.procs = procs
+
+    def stop(self) -> None:
+        try:
+            if self.procs is not None:
+                self.procs.stop()
+        finally:
+            self.listeners.close()
+
+
+def start_servers(path: str, listen: Listen, opts: dict) -> _Redis:
+    """Bind ``listen``'s sockets and start the server processes (ready when
+    this returns). Raises OSError or FuseDBError with a one-line message;
+    nothing is left open then."""
+    listeners = bind(listen)
+    redis = _Redis(listeners, None)
+    try:
+        durability = opts.get("durability", "interval")
+        config = {"save": "", "appendonly": "no" if durability == "none" else "yes",
+                  "appendfsync": {"sync": "always", "interval": "everysec"}.get(
+                      durability, "no"),
+                  "port": listen.port, "bind": listen.bind,
+                  "unixsocket": os.path.abspath(listen.unixsocket) if listen.unixsocket
+                  else "", "unixsocketperm": f"{listen.unixsocketperm:o}",
+                  "maxclients": listen.maxclients, "databases": 1}
+        redis.procs = ServerProcesses(path, listen, listeners, config)
+        redis.procs.start()
+    except BaseException:
+        redis.stop()
+        raise
+    return redis
 
 
 def _close(db) -> int:
@@ -231,12 +283,12 @@ def detach(path: str) -> tuple[bool, object]:
     report function for :func:`serve`)."""
     logname = os.path.join(path, SERVE_LOG)
     check_path(path)
-    os.makedirs(path, exist_ok=True)
+    os.makedirs(path, DIR_MODE, exist_ok=True)
     try:
         dirlock.check_directory(path)    # never write a log into a foreign directory
     except LockedError:
         pass                             # someone's database: the daemon says "running"
-    fd = os.open(logname, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(logname, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
     r, w = os.pipe()
     pid = os.fork()
     if pid:
