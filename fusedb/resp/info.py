@@ -22,7 +22,7 @@ import time
 import psutil
 
 import fusedb
-from fusedb.resp.commands import command
+from fusedb.resp.table import command
 from fusedb.resp.keys import key_range
 from fusedb.resp.server_cmds import config_values, durability_of
 from fusedb.resp.types import Verbatim

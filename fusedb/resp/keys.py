@@ -28,7 +28,7 @@ from __future__ import annotations
 import bisect
 
 from fusedb.api.scan import prefix_end
-from fusedb.resp.commands import INT64_MAX, INT64_MIN, SYNTAX, command, int_arg
+from fusedb.resp.table import INT64_MAX, INT64_MIN, SYNTAX, command, int_arg
 from fusedb.resp.glob import literal_prefix, stringmatch
 from fusedb.resp.strings import now_ms
 from fusedb.resp.types import OK, RespError, Status

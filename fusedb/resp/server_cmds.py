@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-from fusedb.resp.commands import SYNTAX, TABLE, command, int_arg
+from fusedb.resp.table import SYNTAX, TABLE, command, int_arg
 from fusedb.resp.glob import stringmatch
 from fusedb.resp.types import OK, Map, RespError, Status, Verbatim
 

@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from fusedb.resp.commands import (INT64_MAX, INT64_MIN, SYNTAX, command, int_arg)
+from fusedb.resp.table import (INT64_MAX, INT64_MIN, SYNTAX, command, int_arg)
 from fusedb.resp.types import OK, RespError
 
 # -- SET / GETEX options (t_string.c parseExtendedStringArgumentsOrReply) ----------------
