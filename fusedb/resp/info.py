@@ -8,9 +8,12 @@ second, keyspace hits and misses), replication (always a master without
 replicas), shards (FuseDB: one line per shard), commandstats (calls per
 command, with ``all``), keyspace. Counters are this server process's
 (``Server.stats``) unless the server process publishes totals over every
-server process in it (fusedb.resp.process). The key count is a scan, cached
-for ``KEYS_CACHE`` seconds; FuseDB does not count keys with a TTL
-(``expires=0``).
+server process in it (fusedb.resp.process). Keyspace hits are GET calls
+plus MGET keys less misses (GET counts its misses only). The key count is a
+scan, cached for ``KEYS_CACHE`` seconds; FuseDB does not count keys with a
+TTL (``expires=0``). Inside EXEC or a script the database cannot be called
+(the transaction holds its locks): memory, persistence and shards then come
+from this process's last INFO, or are left out.
 """
 
 from __future__ import annotations
@@ -158,6 +161,17 @@ def _section(name: str, ctx, db_stats) -> list[str]:
 
 
 _TITLES = {"commandstats": "Commandstats"}
+_NEED_STATS = {"memory", "persistence", "shards"}
+_stats_cache: dict[int, dict] = {}      # id(server) -> the last db.stats()
+
+
+def _db_stats(ctx) -> dict | None:
+    """``db.stats()``; inside EXEC or a script (whose transaction holds shard
+    locks, so the database must not be called) the last one this process
+    took, or None (the sections needing it are left out)."""
+    if ctx.store is ctx.db:
+        _stats_cache[id(ctx.server)] = ctx.db.stats()
+    return _stats_cache.get(id(ctx.server))
 
 
 def info_text(ctx, sections: list[str]) -> bytes:
@@ -169,7 +183,11 @@ def info_text(ctx, sections: list[str]) -> bytes:
         names = ALL
     else:
         names = [n for n in ALL if n in sections]
-    db_stats = ctx.db.stats() if {"memory", "persistence", "shards"} & set(names) else None
+    db_stats = None
+    if _NEED_STATS & set(names):
+        db_stats = _db_stats(ctx)
+        if db_stats is None:
+            names = [n for n in names if n not in _NEED_STATS]
     parts = []
     for name in names:
         lines = _section(name, ctx, db_stats)

@@ -152,6 +152,23 @@ def test_flushdb_flushall(target):
     assert target.r.flushdb() is True
 
 
+def test_keyspace_commands_inside_multi(target):
+    r = target.r
+    r.mset({"a": "1", "b": "2"})
+    p = r.pipeline(transaction=True)
+    p.keys("*")
+    p.dbsize()
+    p.scan(0, count=100)
+    p.rename("a", "c")
+    p.exists("a", "c")
+    p.flushdb()
+    p.dbsize()
+    keys, size, (cursor, scanned), renamed, exists, flushed, after = p.execute()
+    assert sorted(keys) == [b"a", b"b"] and size == 2
+    assert cursor == 0 and sorted(scanned) == [b"a", b"b"]
+    assert renamed is True and exists == 1 and flushed is True and after == 0
+
+
 # -- FuseDB's documented deviations -------------------------------------------------------
 
 def test_scan_cursor_is_the_last_key(fdb):

@@ -143,6 +143,16 @@ def test_info_keyspace_hits_and_misses(target):
     assert after["total_commands_processed"] > before["total_commands_processed"]
 
 
+def test_info_inside_multi(target):
+    p = target.r.pipeline(transaction=True)
+    p.set("k", "v")
+    p.info()
+    p.info("keyspace")
+    _, info, keyspace = p.execute()
+    assert info["redis_version"] == "7.0.15" and info["role"] == "master"
+    assert "db0" in keyspace or target.kind == "fusedb"      # FuseDB: a 1 s cached count
+
+
 def test_time(target):
     r = raw(target)
     sec, usec = r.execute_command("TIME")
