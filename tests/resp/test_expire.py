@@ -22,6 +22,13 @@ from resp.cmd_helpers import err, raw
     (("1.5",), "value is not an integer or out of range"),
     (("9223372036854775807",), "invalid expire time in 'expire' command"),
     (("-9223372036854775808",), "invalid expire time in 'expire' command"),
+    # Redis's tests/unit/expire.tcl: overflow by the unit or by adding now
+    (("9223370399119966",), "invalid expire time in 'expire' command"),
+    (("9223372036854776",), "invalid expire time in 'expire' command"),
+    (("10000000000000000",), "invalid expire time in 'expire' command"),
+    (("18446744073709561",), "invalid expire time in 'expire' command"),
+    (("-9223372036854776",), "invalid expire time in 'expire' command"),
+    (("-9999999999999999",), "invalid expire time in 'expire' command"),
 ])
 def test_expire_errors(target, args, message):
     r = raw(target)
@@ -37,7 +44,14 @@ def test_expire_overflow_names_the_command(target):
         "invalid expire time in 'pexpire' command"
     assert err(r, "EXPIREAT", "s", "9223372036854776") == \
         "invalid expire time in 'expireat' command"
+    assert err(r, "PEXPIRE", "s", "9223372036854770000") == \
+        "invalid expire time in 'pexpire' command"
+    assert err(r, "GETEX", "s", "EX", "-9999999999999999") == \
+        "invalid expire time in 'getex' command"
     assert err(r, "EXPIRE", "s") == "wrong number of arguments for 'expire' command"
+    assert r.execute_command("TTL", "s") == -1
+    assert r.execute_command("EXPIRE", "s", "-9223372036854775") == 1    # in range: deleted
+    assert r.execute_command("EXISTS", "s") == 0
 
 
 def test_expire_ttl_pttl(target):
@@ -94,7 +108,11 @@ def test_expire_options(target):
     r.execute_command("SET", "t", "v")
     assert r.execute_command("EXPIRE", "t", "70", "NX") == 1
     assert r.execute_command("TTL", "t") == 70
-    assert r.execute_command("EXPIRE", "missing", "70", "NX") == 0
+    for opt in ("NX", "XX", "GT", "LT"):
+        assert r.execute_command("EXPIRE", "missing", "70", opt) == 0
+    r.execute_command("SET", "u", "v")
+    assert r.execute_command("EXPIRE", "u", "-10", "LT") == 1    # no TTL counts as infinite
+    assert r.execute_command("TTL", "u") == -2
 
 
 def test_expireat_and_expiretime(target):

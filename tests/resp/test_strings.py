@@ -242,6 +242,8 @@ INCRBYFLOAT = [
     (None, "0x10", b"16"), (None, "123456789012345678901234567890",
                             b"123456789012345678899921813504"),
     (None, "1.23456789012345678901234567890", b"1.23456789012345679"), ("-1e-20", "0", b"0"),
+    ("17179869184", "17179869184", b"34359738368"),
+    ("0.024390243902439025", "-0.024390243902439025", b"0"),        # no negative zero
     (None, "1e308", b"99999999999999999996685879655845645660560099847415567207797047994921734868"
                     b"83806187210012692188853932044674722505401322315213474959396058359742081443"
                     b"01964187679591000196031907786631096045071066679391533957889389145605435630"
@@ -265,6 +267,10 @@ def test_incrbyfloat_formats_as_redis(target, stored, incr, want):
     (None, "1 ", "value is not a valid float"), (None, "nan", "value is not a valid float"),
     (None, "", "value is not a valid float"),
     (None, "inf", "increment would produce NaN or Infinity"),
+    ("0", "+inf", "increment would produce NaN or Infinity"),
+    ("    11", "1.0", "value is not a valid float"),
+    ("11    ", "1.0", "value is not a valid float"),
+    (" 11 ", "1.0", "value is not a valid float"), ("1\x002", "1", "value is not a valid float"),
     ("inf", "1", "increment would produce NaN or Infinity"),
     ("a b", "1", "value is not a valid float"),
     ("1.1e4932", "1e4932", "increment would produce NaN or Infinity"),
