@@ -122,6 +122,26 @@ def test_scan_returns_every_key_once(target):
     assert sorted(target.r.scan_iter(match="k:029*")) == [b"k:%04d" % i for i in range(290, 300)]
 
 
+def test_scan_sees_every_key_that_stays_while_others_change(target):
+    """SCAN's guarantee (redis.io/commands/scan): a key present for the whole
+    iteration is returned; keys added or deleted meanwhile may or may not be."""
+    r = raw(target)
+    stay = [b"s:%03d" % i for i in range(200)]
+    r.execute_command("MSET", *[x for k in stay for x in (k, b"v")])
+    seen, cursor, n = set(), b"0", 0
+    while True:
+        cursor, keys = r.execute_command("SCAN", cursor, "COUNT", "10")
+        seen.update(keys)
+        r.execute_command("SET", b"t:%03d" % n, "v")        # added meanwhile
+        r.execute_command("SET", b"a:%03d" % n, "v")
+        r.execute_command("DEL", b"t:%03d" % (n - 1))       # deleted meanwhile
+        n += 1
+        assert n < 1000
+        if cursor == b"0":
+            break
+    assert set(stay) <= seen
+
+
 @pytest.mark.parametrize("args, message", [
     (("x",), "invalid cursor"), ((" 1",), "invalid cursor"), (("1x",), "invalid cursor"),
     (("0", "COUNT", "0"), "syntax error"), (("0", "COUNT", "-1"), "syntax error"),
