@@ -88,7 +88,7 @@ def ttl_arg(arg: bytes, seconds: bool, name: bytes) -> float:
     """A relative expiry (EX/PX, SETEX/PSETEX) as seconds (> 0), checked as
     :func:`expire_ms` checks it with now added."""
     ms = expire_ms(arg, seconds, 0, name)
-    if ms > INT64_MAX - now_ms():
+    if ms > 1 << 62 and ms > INT64_MAX - now_ms():      # read the clock only if it matters
         raise invalid_expire(name)
     return ms / 1000
 

@@ -76,6 +76,15 @@ def test_client_list_info_kill(target):
     assert other.client_id() != other_id
 
 
+@pytest.mark.parametrize("container", ["CLIENT", "CONFIG", "COMMAND"])
+def test_help_of_containers(target, container):
+    lines = raw(target).execute_command(container, "HELP")
+    assert lines[0] == container.encode() + \
+        b" <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
+    assert lines[-2:] == [b"HELP", b"    Prints this help."]
+    assert any(line.startswith(b"GET") for line in lines) or container != "CONFIG"
+
+
 def test_command_count_info_docs(target):
     r = raw(target)
     n = r.execute_command("COMMAND", "COUNT")
