@@ -10,7 +10,9 @@ command, with ``all``), keyspace. Counters are this server process's
 (``Server.stats``) unless the server process publishes totals over every
 server process in it (fusedb.resp.process). Keyspace hits are GET calls
 plus MGET keys less misses (GET counts its misses only). The key count is a
-scan, cached for ``KEYS_CACHE`` seconds; FuseDB does not count keys with a
+scan, cached for ``KEYS_CACHE`` seconds, or 10 times as long as the scan
+took (INFO polled every second must not scan all the time); FuseDB does not
+count keys with a
 TTL (``expires=0``). Inside EXEC or a script the database cannot be called
 (the transaction holds its locks): memory, persistence and shards then come
 from this process's last INFO, or are left out.
@@ -37,7 +39,7 @@ DEFAULT = ("server", "clients", "memory", "persistence", "stats", "replication",
 ALL = DEFAULT[:-1] + ("commandstats", "keyspace")
 
 _samples: dict[int, tuple[float, int, float]] = {}   # id(server) -> (t, commands, ops/s)
-_keys: dict[int, tuple[float, int]] = {}             # id(server) -> (t, key count)
+_keys: dict[int, tuple[float, int]] = {}     # id(server) -> (valid until, key count)
 
 
 def _human(n: float) -> str:
@@ -78,10 +80,13 @@ def _ops_per_sec(server) -> int:
 
 
 def key_count(ctx) -> int:
-    t, n = _keys.get(id(ctx.server), (0.0, 0))
-    if time.monotonic() - t > KEYS_CACHE:
+    """The number of keys (a scan: O(keys)), cached (module doc)."""
+    until, n = _keys.get(id(ctx.server), (0.0, 0))
+    now = time.monotonic()
+    if now > until:
         n = len(key_range(ctx, None, None, None))
-        _keys[id(ctx.server)] = (time.monotonic(), n)
+        took = time.monotonic() - now
+        _keys[id(ctx.server)] = (now + took + max(KEYS_CACHE, 10 * took), n)
     return n
 
 
