@@ -7,9 +7,8 @@ imports no command module, this module imports them all, so there is no
 import cycle (tests/test_hygiene.py).
 """
 
-from fusedb.resp.table import (SYNTAX, TABLE, CommandSpec, call, command,  # noqa: F401
-                               dispatch, error_reply, int_arg, key_args, lookup,
-                               unknown_command)
+from fusedb.resp.table import (SYNTAX, TABLE, CommandSpec, command, dispatch,  # noqa: F401
+                               error_reply, int_arg, key_args, lookup, unknown_command)
 
 # One line per command module, alphabetical.
 import fusedb.resp.connection_cmds  # noqa: E402, F401, I001

@@ -18,14 +18,15 @@ Subcommands (CLIENT SETNAME, CONFIG GET, SCRIPT LOAD, ...) register as
 dispatch takes argv[1] from, as Redis 7's command table does (server.c
 ``lookupCommandLogic``); arity errors then name ``client|setname``.
 
-The checks :func:`dispatch` makes, in Redis's order (server.c
-``processCommand``: ``commandCheckExistence``, ``commandCheckArity``, then
-the MULTI queue): the authentication gate is the connection's
-(fusedb.resp.conn), before dispatch.
+:func:`dispatch` checks, in Redis's order (server.c ``processCommand``),
+that the command exists (``commandCheckExistence``), its number of
+arguments (``commandCheckArity``), then queues it if a MULTI is open. The
+authentication gate is the connection's (fusedb.resp.conn).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 from fusedb.core.entry import parse_decimal
@@ -33,6 +34,8 @@ from fusedb.errors import (ClosedError, FuseDBError, IntegerOverflowError, LockT
                            NotAnIntegerError)
 from fusedb.resp.state import Context
 from fusedb.resp.types import QUEUED, Err, RespError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,18 +182,6 @@ def dispatch(ctx: Context, argv: list) -> object:
         return error_reply(e)
 
 
-def call(ctx: Context, spec: CommandSpec, argv: list) -> object:
-    """Run a looked-up command (EXEC's queue, a script's redis.call): counts
-    it and maps its errors as :func:`dispatch` does; returns the reply."""
-    ctx.server.stats[spec.stat] += 1
-    try:
-        return spec.fn(ctx, argv)
-    except RespError as e:
-        return e.reply
-    except Exception as e:      # noqa: BLE001 - as dispatch
-        return error_reply(e)
-
-
 _MESSAGES = {
     NotAnIntegerError: "ERR value is not an integer or out of range",
     IntegerOverflowError: "ERR increment or decrement would overflow",
@@ -205,7 +196,8 @@ def error_reply(exc: BaseException) -> Err:
     InvalidArgumentError, DiskError, ...), ``BUSY <message>`` for
     LockTimeoutError. ClosedError is re-raised (the daemon is gone: the
     server process exits). Any other exception (a bug) becomes
-    ``ERR internal error: <type>: <message>``: the connection stays up."""
+    ``ERR internal error: <type>: <message>`` (its traceback logged): the
+    connection stays up."""
     if isinstance(exc, RespError):
         return exc.reply
     if isinstance(exc, ClosedError):
@@ -217,6 +209,7 @@ def error_reply(exc: BaseException) -> Err:
         elif isinstance(exc, FuseDBError):
             msg = f"ERR {exc}"
         else:
+            log.error("internal error", exc_info=exc)
             msg = f"ERR internal error: {type(exc).__name__}: {exc}"
     return RespError(msg).reply
 
