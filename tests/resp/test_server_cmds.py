@@ -113,7 +113,6 @@ def test_config_get(target):
         both = dict(zip(both[::2], both[1::2]))
     assert set(both) == {b"save", b"databases"}
     assert set(r.config_get("maxclient*")) == {"maxclients"}
-    assert "requirepass" not in r.config_get("*") or target.kind == "redis"
     with pytest.raises(redis.ResponseError):
         r.config_set("save", "x")
     assert err(raw(target), "CONFIG") == "wrong number of arguments for 'config' command"
@@ -127,7 +126,8 @@ def test_info_parsed_by_redis_py(target):
     assert info["redis_version"] == "7.0.15"
     assert info["connected_clients"] >= 1
     assert info["role"] == "master"
-    assert info["db0"]["keys"] == 1 or target.kind == "fusedb"   # FuseDB: a 1 s cached count
+    if target.kind == "redis":      # FuseDB's count is cached: test_info_fusedb_fields
+        assert info["db0"]["keys"] == 1
     assert set(r.info("server")) >= {"redis_version", "process_id", "uptime_in_seconds"}
     assert set(r.info("stats")) >= {"total_commands_processed", "instantaneous_ops_per_sec",
                                     "keyspace_hits", "keyspace_misses",
@@ -159,7 +159,8 @@ def test_info_inside_multi(target):
     p.info("keyspace")
     _, info, keyspace = p.execute()
     assert info["redis_version"] == "7.0.15" and info["role"] == "master"
-    assert "db0" in keyspace or target.kind == "fusedb"      # FuseDB: a 1 s cached count
+    if target.kind == "redis":      # FuseDB's count is cached: test_info_fusedb_fields
+        assert keyspace["db0"]["keys"] == 1
 
 
 def test_time(target):
