@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from fusedb.resp.commands import TABLE, dispatch
+from fusedb.resp.table import TABLE, dispatch
 from fusedb.resp.types import Err, Map, RespError, Status
 
 KILLED = b"ERR script killed: exceeded lua-time-limit (nothing applied)"
