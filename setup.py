@@ -31,6 +31,9 @@ KERNEL = Extension(
     define_macros=[("XXH_INLINE_ALL", None)],       # xxhash.h is header-only
     extra_compile_args=["-O3"],
 )
+# The Redis protocol's hot path (GET, SET, INCR parsed and answered in C): built,
+# skipped and chosen at run time together with the kernel it calls.
+HOT = Extension("fusedb.resp._hot", ["fusedb/resp/_hot.pyx"], extra_compile_args=["-O3"])
 CYTHON_DIRECTIVES = {"language_level": 3, "boundscheck": False, "wraparound": False,
                      "cdivision": True, "initializedcheck": False}
 
@@ -75,6 +78,6 @@ class optional_build_ext(build_ext):
 
 
 setup(
-    ext_modules=[] if _flag("FUSEDB_NO_EXTENSIONS") else [KERNEL],
+    ext_modules=[] if _flag("FUSEDB_NO_EXTENSIONS") else [KERNEL, HOT],
     cmdclass={"build_ext": optional_build_ext},
 )

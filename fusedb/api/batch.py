@@ -33,7 +33,90 @@ from fusedb.shm.meta import S_LOGICAL
 from fusedb.wal.ring import R_HEAD
 
 
-class Batch:
+class Ops:
+    """The write methods a batch and a transaction share (fusedb.api.transaction):
+    each validates its arguments as the database's method of the same name does
+    and hands the op, ``(kind, key, arg, ttl)``, to ``_add``, returning what
+    ``_add`` returns (a batch: None, its results come at commit; a transaction:
+    the result at once). Subclasses set ``_x``, ``_args`` and ``_done``."""
+
+    _what = "batch"
+
+    def _check(self):
+        if self._done:
+            raise ClosedError(f"this {self._what} was already committed or discarded")
+
+    def _add(self, op: tuple):
+        raise NotImplementedError
+
+    # Each method validates in the order the database's method does (key, value or
+    # delta, options, ttl), so both raise the same error for the same arguments.
+    # The deadline of a ttl is taken at commit.
+
+    def put(self, key, value, ttl: float | None = None, nx: bool = False,
+            xx: bool = False, keepttl: bool = False, get: bool = False):
+        """``FuseDB.put``, with its options, as part of the batch."""
+        self._check()
+        key, value = self._args.key(key), self._args.value(value)
+        if nx or xx or keepttl or get:
+            args.put_options(ttl, nx, xx, keepttl, get)
+            return self._add(("set", key, (value, nx, xx, keepttl, get), _ttl(ttl)))
+        return self._add(("put", key, value, _ttl(ttl)))
+
+    def add(self, key, value, ttl: float | None = None):
+        """``FuseDB.add`` as part of the batch."""
+        return self.put(key, value, ttl, nx=True)
+
+    def incr(self, key, delta: int = 1, ttl: float | None = None, xx: bool = False):
+        """``FuseDB.incr``, with its ttl and xx, as part of the batch."""
+        self._check()
+        key, delta = self._args.key(key), args.delta(delta)
+        if xx:
+            args.incr_options(ttl, xx)
+        return self._add(("incr", key, (delta, xx), _ttl(ttl)))
+
+    def decr(self, key, delta: int = 1, ttl: float | None = None, xx: bool = False):
+        """``FuseDB.decr`` as part of the batch."""
+        if type(delta) is not int:
+            args.delta(delta, "decr")       # raises ValueTypeError
+        return self.incr(key, -delta, ttl, xx)
+
+    def getdel(self, key):
+        """``FuseDB.getdel`` as part of the batch."""
+        self._check()
+        return self._add(("getdel", self._args.key(key), None, None))
+
+    def getex(self, key, ttl: float | None):
+        """``FuseDB.getex`` as part of the batch."""
+        self._check()
+        return self._add(("getex", self._args.key(key), None, _ttl(ttl)))
+
+    def touch(self, key, ttl: float | None):
+        """``FuseDB.touch`` (= ``expire``) as part of the batch."""
+        return self.expire(key, ttl)
+
+    def delete(self, key):
+        self._check()
+        return self._add(("delete", self._args.key(key), None, None))
+
+    def expire(self, key, ttl: float | None):
+        self._check()
+        return self._add(("expire", self._args.key(key), None, _ttl(ttl)))
+
+    def update(self, key, fn, ttl: float | None = None):
+        """``FuseDB.update`` as part of the batch: ``fn`` runs at commit, under the
+        locks, seeing the batch's earlier ops; if it raises, nothing of the batch
+        is applied. Its result is what was stored (bytes or None)."""
+        self._check()
+        key = self._args.key(key)
+        return self._add(("update", key, self._callback(fn), _ttl(ttl)))
+
+    def _callback(self, fn):
+        """``fn`` checked and guarded as ``update()``'s (Executor.user_fn)."""
+        return self._x.user_fn(args.callback(fn))
+
+
+class Batch(Ops):
     """Built and committed by one thread (not thread-safe). ``commit`` runs the
     batch as one command of the executor (:class:`Commit`), under the locks of
     every shard it touches."""
@@ -49,66 +132,8 @@ class Batch:
         #: for delete, expire, touch and add, what was stored for update, ...).
         self.results: list | None = None
 
-    def _check(self) -> None:
-        if self._done:
-            raise ClosedError("this batch was already committed or discarded")
-
-    # Each method validates in the order the database's method does (key, value or
-    # delta, options, ttl), so both raise the same error for the same arguments.
-    # The deadline of a ttl is taken at commit.
-
-    def put(self, key, value, ttl: float | None = None, nx: bool = False,
-            xx: bool = False, keepttl: bool = False, get: bool = False) -> None:
-        """``FuseDB.put``, with its options, as part of the batch."""
-        self._check()
-        key, value = self._args.key(key), self._args.value(value)
-        if nx or xx or keepttl or get:
-            args.put_options(ttl, nx, xx, keepttl, get)
-            self._ops.append(("set", key, (value, nx, xx, keepttl, get), _ttl(ttl)))
-        else:
-            self._ops.append(("put", key, value, _ttl(ttl)))
-
-    def add(self, key, value, ttl: float | None = None) -> None:
-        """``FuseDB.add`` as part of the batch."""
-        self.put(key, value, ttl, nx=True)
-
-    def incr(self, key, delta: int = 1, ttl: float | None = None, xx: bool = False) -> None:
-        """``FuseDB.incr``, with its ttl and xx, as part of the batch."""
-        self._check()
-        key, delta = self._args.key(key), args.delta(delta)
-        if xx:
-            args.incr_options(ttl, xx)
-        self._ops.append(("incr", key, (delta, xx), _ttl(ttl)))
-
-    def getdel(self, key) -> None:
-        """``FuseDB.getdel`` as part of the batch."""
-        self._check()
-        self._ops.append(("getdel", self._args.key(key), None, None))
-
-    def getex(self, key, ttl: float | None) -> None:
-        """``FuseDB.getex`` as part of the batch."""
-        self._check()
-        self._ops.append(("getex", self._args.key(key), None, _ttl(ttl)))
-
-    def touch(self, key, ttl: float | None) -> None:
-        """``FuseDB.touch`` (= ``expire``) as part of the batch."""
-        self.expire(key, ttl)
-
-    def delete(self, key) -> None:
-        self._check()
-        self._ops.append(("delete", self._args.key(key), None, None))
-
-    def expire(self, key, ttl: float | None) -> None:
-        self._check()
-        self._ops.append(("expire", self._args.key(key), None, _ttl(ttl)))
-
-    def update(self, key, fn, ttl: float | None = None) -> None:
-        """``FuseDB.update`` as part of the batch: ``fn`` runs at commit, under the
-        locks, seeing the batch's earlier ops; if it raises, nothing of the batch
-        is applied. Its result is what was stored (bytes or None)."""
-        self._check()
-        key = self._args.key(key)
-        self._ops.append(("update", key, self._x.user_fn(args.callback(fn)), _ttl(ttl)))
+    def _add(self, op: tuple) -> None:
+        self._ops.append(op)
 
     def __enter__(self) -> Batch:
         return self
@@ -131,6 +156,22 @@ class Batch:
         self._check_open()
         self.results = self._x.run(Commit(self._ops, self._args))
         return self.results
+
+
+def read_key_locked(x, mine: dict, key: bytes) -> tuple:
+    """Under the locks of the shards ``mine`` (number -> shard): ``key``'s state
+    for an overlay, ``([leaf, hash, entry, None], None)``, or ``(None, outcome)``
+    when it cannot be read now: (MOVED, None) (its leaf is in a shard not
+    locked) or (SEGMENTS, ids) (segments to open first)."""
+    _ver, leaf = x.routes.route(key)
+    shard = mine.get(x.meta.shard[leaf])
+    if shard is None:
+        return None, (MOVED, None)
+    h = key_hash(key)
+    e, missing = shard.read_locked(leaf, key, h)
+    if missing is not None:
+        return None, (SEGMENTS, missing)
+    return [leaf, h, e, None], None
 
 
 def _ttl(ttl):
@@ -188,9 +229,7 @@ class Commit(Command):
         raises."""
         failpoints.hit("batch.locked")
         meta = x.meta
-        route = x.routes.route
-        shards = self._shards
-        mine = {shard.no: shard for shard in shards}
+        mine = {shard.no: shard for shard in self._shards}
         now = x.clock()
         results: list = [None] * len(self._ops)
         # 1. Evaluate, in order, against an overlay: key -> [leaf, hash, entry, write].
@@ -200,20 +239,25 @@ class Commit(Command):
             key = op[1]
             st = state.get(key)
             if st is None:
-                _ver, leaf = route(key)
-                shard = mine.get(meta.shard[leaf])
-                if shard is None:
-                    return MOVED, None
-                h = key_hash(key)
-                e, missing = shard.read_locked(leaf, key, h)
-                if missing is not None:
-                    return SEGMENTS, missing
-                st = state[key] = parts[shard.no][key] = [leaf, h, e, None]
+                st, retry = read_key_locked(x, mine, key)
+                if st is None:
+                    return retry
+                state[key] = parts[meta.shard[st[0]]][key] = st
             result, write = self._fn(op, now)(st[2])
             results[i] = result
             if write is not None:
                 st[2] = ops.as_entry(write)
                 st[3] = write
+        self.result = results
+        return self.write_locked(x, parts)
+
+    def write_locked(self, x, parts: dict[int, dict[bytes, list]]) -> tuple:
+        """Steps 2 and 3 of ``apply_locked``, under the locks of ``self._shards``:
+        ``parts`` is shard number -> {key: [leaf, hash, entry, write or None]}.
+        Ensures room for every write, then writes (one WAL record per shard).
+        Returns (DONE, [(shard, WAL end)]), or (STALL, shard) with nothing written."""
+        meta = x.meta
+        shards = self._shards
         # 2. Room in every shard: buffers, then the WAL ring (one record per shard,
         # with the seqnos the writes below take, in the same order).
         records = []
@@ -249,7 +293,6 @@ class Commit(Command):
                     logical += ops.logical_bytes(key, kind, value)
             shard.stats[S_LOGICAL] += logical
             ends.append((shard, end))
-        self.result = results
         return DONE, ends
 
     @staticmethod

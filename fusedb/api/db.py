@@ -10,6 +10,7 @@ and retry, or wait until durable (docs/design.md, "Point operations").
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from fusedb.api import args, scan as _scan, start as start_mod
 from fusedb.api.args import Args
@@ -17,6 +18,7 @@ from fusedb.api.batch import Batch
 from fusedb.api.commands import Commands
 from fusedb.api.executor import Executor
 from fusedb.api.stats import stats as _stats
+from fusedb.api.transaction import Transact, Transaction
 from fusedb.core import ops
 from fusedb.core.ops import value_of
 from fusedb.core.entry import INT64_MAX, INT64_MIN
@@ -29,6 +31,7 @@ from fusedb.runtime.embedded import EmbeddedStore
 from fusedb.runtime.state import Role
 
 _INF = float("inf")
+T = TypeVar("T")
 
 #: ``ttl()`` result for a key that exists but never expires (as Redis's TTL).
 TTL_NONE = -1.0
@@ -337,6 +340,18 @@ class FuseDB(Commands):
         atomicity)."""
         self._check_open()
         return Batch(self._x, self._args, self._check_open)
+
+    def transact(self, fn: Callable[[Transaction], T], keys: Iterable | None = None) -> T:
+        """Run ``fn(tx)`` as one transaction and return what it returns
+        (fusedb.api.transaction): under the locks of every shard ``keys`` (keys,
+        bytes or str) live in, all shards if None; ``tx`` reads and writes at
+        once, and its writes are applied when fn returns, as a batch's are (one
+        WAL record per shard; nothing if fn raises, which propagates). fn may
+        run more than once and must not call the database. Redis's MULTI/EXEC
+        and EVAL run on it. Errors of ``batch`` commits and of tx's methods."""
+        self._check_open()
+        keys = None if keys is None else [self._args.key(k) for k in keys]
+        return self._x.run(Transact(self._x.user_fn(args.callback(fn)), keys, self._args))
 
     def flush(self) -> None:
         """Merge every buffer into segments now and let the scheduler finish what

@@ -196,9 +196,9 @@ class Executor:
         :meth:`user_fn` (called by every operation while any callback runs)."""
         if threading.get_ident() in self.fn_threads:
             raise InvalidArgumentError(
-                "update()'s fn called the database: fn runs under the key's shard lock, "
-                "which the call would need (a deadlock); compute from the value fn is "
-                "given, and use the database before or after update()")
+                "update()'s or transact()'s fn called the database: fn runs under shard "
+                "locks, which the call would need (a deadlock); compute from what fn is "
+                "given, and use the database before or after")
 
     # -- the loop ------------------------------------------------------------------
 

@@ -74,7 +74,7 @@ def _scan(x: Executor, check_open, closed, start: bytes, stop: bytes | None,
         a = max(lo, start)
         b = hi if stop is None else (stop if hi is None else min(hi, stop))
         if b is None or a < b:
-            leaf = _leaf_backward if reverse else _leaf_forward
+            leaf = _leaf_backward if reverse else leaf_forward
             for key, value in leaf(clock, check_open, a, b, buf, segs):
                 if closed():
                     check_open()        # raises: the handle was closed meanwhile
@@ -147,7 +147,7 @@ def _emit(run, backward: bool) -> Iterator[tuple[bytes, bytes]]:
         yield run.key(i), v
 
 
-def _leaf_forward(clock, check_open, a: bytes, b: bytes | None, buf, segs):
+def leaf_forward(clock, check_open, a: bytes, b: bytes | None, buf, segs):
     cur = a
     while True:
         check_open()        # the segments are unmapped once the handle is closed

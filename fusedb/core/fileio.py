@@ -12,6 +12,13 @@ from collections.abc import Iterable
 
 from fusedb.core import failpoints
 
+#: The mode every file of a database is created with: readable and writable by
+#: its owner only (the data, the WAL, the lock file, serve.log); the directory
+#: that ``open`` creates gets DIR_MODE. Shared memory objects are 0600 too
+#: (posix_ipc's default). Other users attach through a server (fusedb serve).
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
 
 def read_if_exists(path: str) -> bytes | None:
     """The whole content of the file at ``path``, or None if there is none.
@@ -63,7 +70,7 @@ def publish(path: str, chunks: Iterable[bytes | memoryview], sync_dir: bool = Tr
     """
     tmp = path + ".tmp"
     size = 0
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         try:
             for chunk in chunks:

@@ -29,8 +29,10 @@ replies of the chunk with one ``transport.write`` (a pipeline is one send).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 
+from fusedb.core import kernel
 from fusedb.errors import ClosedError
 from fusedb.resp import commands, connection_cmds  # noqa: F401 - registers PING, AUTH, ...
 from fusedb.resp.parse import ProtocolError, RequestReader
@@ -64,7 +66,7 @@ class Connection(asyncio.Protocol):
     gone): the process then exits (fusedb.resp.process)."""
 
     __slots__ = ("server", "limits", "fatal", "transport", "ctx", "reader", "pending",
-                 "paused", "closing", "eof")
+                 "paused", "closing", "eof", "hot")
 
     def __init__(self, server: Server, limits: Limits, fatal):
         self.server = server
@@ -77,6 +79,9 @@ class Connection(asyncio.Protocol):
         self.paused = False
         self.closing = False
         self.eof = False
+        if server.hot is None:
+            server.hot = hot_path(server.db)
+        self.hot = server.hot
 
     # -- asyncio callbacks -------------------------------------------------------------
 
@@ -109,12 +114,34 @@ class Connection(asyncio.Protocol):
             return
         self.server.stats["net_in"] += len(data)
         ctx = self.ctx
+        out = None
+        if self.hot and ctx.authed and not self.pending and ctx.multi is None \
+                and self.reader.idle():
+            out = []
+            n = self.hot.run(data, ctx.resp, out)
+            if n:
+                self._count_hot()
+                if n == len(data):
+                    self._write(out)
+                    return
+                data = data[n:]
         cmds = self.reader.commands(data, ctx.authed)
         if not ctx.authed or self.pending:
             self.pending += cmds
             self._run_pending()
             return
-        self._run(cmds)
+        self._run(cmds, out)
+
+    def _count_hot(self) -> None:
+        """Add the hot path's counts to the server's statistics."""
+        hot, stats = self.hot, self.server.stats
+        stats["commands"] += hot.gets + hot.sets + hot.incrs
+        stats["cmd:get"] += hot.gets
+        stats["cmd:set"] += hot.sets
+        stats["cmd:incr"] += hot.incrs
+        stats["misses"] += hot.misses
+        hot.gets = hot.sets = hot.incrs = hot.misses = 0
+        self.ctx.last_cmd = _HOT_NAMES[hot.last]
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -137,13 +164,14 @@ class Connection(asyncio.Protocol):
 
     # -- running commands --------------------------------------------------------------
 
-    def _run(self, cmds: list) -> None:
+    def _run(self, cmds: list, out: list | None = None) -> None:
         """Run ``cmds`` (argv lists; a ProtocolError last if the stream broke),
-        write the replies; stop early when writing pauses (the rest waits in
-        ``pending``)."""
+        write the replies (after ``out``: those of the hot path, same read);
+        stop early when writing pauses (the rest waits in ``pending``)."""
         ctx = self.ctx
         dispatch = commands.dispatch
-        out = []
+        if out is None:
+            out = []
         size = 0
         i = 0
         try:
@@ -218,6 +246,26 @@ class Connection(asyncio.Protocol):
             self.pending = []
             if self.transport is not None:
                 self.transport.close()
+
+
+_HOT_NAMES = (b"NULL", b"get", b"set", b"incr")
+
+
+def hot_path(db):
+    """The compiled hot path (fusedb.resp._hot.HotPath) over ``db``, or False
+    where the kernel runs pure Python (FUSEDB_NO_EXTENSIONS, not built): it is
+    built and chosen with the kernel, and FUSEDB_REQUIRE_EXTENSIONS requires it."""
+    if not kernel.COMPILED or db._x.kernel is None:
+        return False
+    try:
+        return importlib.import_module("fusedb.resp._hot").HotPath(db)
+    except ImportError as e:
+        if kernel._flag(kernel.REQUIRE_EXTENSIONS):
+            raise ImportError(f"{kernel.REQUIRE_EXTENSIONS} is set but the hot path "
+                              f"fusedb.resp._hot cannot be loaded: {e}") from e
+        log.warning("the compiled hot path is not built (%s): the Redis protocol runs "
+                    "its pure-Python path", e)
+        return False
 
 
 def _arity_ok(arity: int, argv: list) -> bool:

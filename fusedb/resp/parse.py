@@ -306,6 +306,10 @@ class RequestReader:
         self.fast = HIREDIS if fast is None else fast
         self.h = hiredis.Reader() if self.fast else None
 
+    def idle(self) -> bool:
+        """Nothing of a request is held: the next byte received starts one."""
+        return self.pure.idle() and (self.h is None or not self.h.has_data())
+
     def commands(self, data: bytes, authed: bool = True) -> list:
         """Feed ``data``; the requests now complete, in order (before AUTH at
         most one: the unauthenticated limits apply until AUTH has run; call

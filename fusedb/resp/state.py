@@ -34,6 +34,8 @@ class Server:
     scripts: object = None
     started: float = field(default_factory=time.time)
     next_id: int = 0
+    #: fusedb.resp._hot.HotPath over ``db`` (False: none; None: not made yet).
+    hot: object = None
 
     def new_id(self) -> int:
         """A client id unique across the K server processes: index + K * n."""

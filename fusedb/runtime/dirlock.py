@@ -9,6 +9,7 @@ import time
 
 import posix_ipc
 
+from fusedb.core.fileio import FILE_MODE
 from fusedb.errors import LockedError, NotADatabaseError
 from fusedb.runtime import identity
 from fusedb.shm import region
@@ -32,7 +33,7 @@ class DirLock:
 
     def __init__(self, path: str, tag: str, timeout: float):
         self.path = path
-        self.fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, FILE_MODE)
         deadline = time.monotonic() + timeout
         while True:
             try:

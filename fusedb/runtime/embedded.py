@@ -8,6 +8,7 @@ import threading
 import traceback
 
 from fusedb.core import retry
+from fusedb.core.fileio import DIR_MODE
 from fusedb.errors import DiskError
 from fusedb.options import Options
 from fusedb.runtime import bootstrap, catalog
@@ -30,7 +31,7 @@ class EmbeddedStore(Runtime):
     multiprocess = False
 
     def __init__(self, path: str, opts: Options):
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(path, DIR_MODE, exist_ok=True)
         super().__init__(path, opts)
         self.workers: list[Worker] = []
         self.mergers: list[Merger] = []

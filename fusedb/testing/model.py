@@ -172,7 +172,8 @@ class Model:
     def batch(self, ops, now: float) -> list:
         """Apply ``ops`` ((name, key, arg, ttl) tuples: put arg=value or
         (value, options dict), incr arg=delta or (delta, xx), delete, expire,
-        touch, getdel, getex, add arg=value) all or nothing; one result per op."""
+        touch, getdel, getex, add arg=value; and a transaction's reads: get, keys)
+        all or nothing; one result per op."""
         trial = self.copy()
         results = []
         for name, k, arg, ttl in ops:
@@ -190,6 +191,10 @@ class Model:
                 results.append(trial.getdel(k, now))
             elif name == "getex":
                 results.append(trial.getex(k, ttl, now))
+            elif name == "get":
+                results.append(trial.get(k, now))
+            elif name == "keys":
+                results.append(sorted(trial.live(now)))
             else:
                 results.append(trial.expire(k, ttl, now))
         self.data = trial.data

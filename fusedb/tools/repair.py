@@ -56,7 +56,7 @@ import shutil
 import time
 
 from fusedb.core import manifest
-from fusedb.core.fileio import fsync_dir, publish
+from fusedb.core.fileio import FILE_MODE, fsync_dir, publish
 from fusedb.core.manifest import LeafRecord, ManifestData
 from fusedb.core.run import Run
 from fusedb.core.segment import Segment, file_name, write_segment
@@ -99,7 +99,7 @@ def repair(path: str) -> RepairReport:
 def _lock(path: str) -> int:
     """Take the database's LOCK as ``open`` does, so that nothing opens it while
     repair runs; LockedError if a process holds it."""
-    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -42,6 +42,7 @@ import tomllib
 
 import fusedb
 from fusedb.core import kernel
+from fusedb.core.fileio import DIR_MODE, FILE_MODE
 from fusedb.core.layout import M_SERVE_PID
 from fusedb.errors import FuseDBError, InvalidArgumentError, LockedError
 from fusedb.options import daemon_options
@@ -282,12 +283,12 @@ def detach(path: str) -> tuple[bool, object]:
     report function for :func:`serve`)."""
     logname = os.path.join(path, SERVE_LOG)
     check_path(path)
-    os.makedirs(path, exist_ok=True)
+    os.makedirs(path, DIR_MODE, exist_ok=True)
     try:
         dirlock.check_directory(path)    # never write a log into a foreign directory
     except LockedError:
         pass                             # someone's database: the daemon says "running"
-    fd = os.open(logname, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(logname, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
     r, w = os.pipe()
     pid = os.fork()
     if pid:

@@ -27,6 +27,9 @@ deltas = st.one_of(st.integers(-5, 5), st.integers(-(2 ** 63), 2 ** 63 - 1))
 bounds = st.one_of(st.none(), keys)
 
 
+WRITES = ["put", "incr", "delete", "expire", "add", "getdel", "getex", "touch"]
+
+
 class Boom(Exception):
     """Raised by an update function: update must write nothing and re-raise."""
 
@@ -149,30 +152,52 @@ class ContractMachine(RuleBasedStateMachine):
     def advance_clock(self, dt):
         self.access.advance(dt)
 
-    @rule(ops=st.lists(st.tuples(st.sampled_from(["put", "incr", "delete", "expire", "add",
-                                                  "getdel", "getex", "touch"]),
-                                 keys, values, deltas, ttls, put_options, st.booleans()),
+    def _ops(self, ops):
+        return [(name, k, (v, options) if name == "put" else v if name == "add" else (d, xx),
+                 None if name == "incr" and xx else self.ttl(ttl))
+                for name, k, v, d, ttl, options, xx in ops]
+
+    @staticmethod
+    def _run_ops(target, ops) -> list:
+        """Each op on ``target`` (a batch or a transaction); what each returned."""
+        out = []
+        for name, k, arg, ttl in ops:
+            if name == "put":
+                out.append(target.put(k, arg[0], ttl, **arg[1]))
+            elif name == "add":
+                out.append(target.add(k, arg, ttl))
+            elif name == "incr":
+                out.append(target.incr(k, arg[0], ttl, xx=arg[1]))
+            elif name in ("delete", "getdel", "get"):
+                out.append(getattr(target, name)(k))
+            elif name == "keys":
+                out.append(target.keys())
+            else:
+                out.append(getattr(target, name)(k, ttl))
+        return out
+
+    @rule(ops=st.lists(st.tuples(st.sampled_from(WRITES), keys, values, deltas, ttls,
+                                 put_options, st.booleans()),
                        min_size=1, max_size=6))
     def batch(self, ops):
-        ops = [(name, k, (v, options) if name == "put" else v if name == "add" else (d, xx),
-                None if name == "incr" and xx else self.ttl(ttl))
-               for name, k, v, d, ttl, options, xx in ops]
+        ops = self._ops(ops)
 
         def run():
             with self.db.batch() as b:
-                for name, k, arg, ttl in ops:
-                    if name == "put":
-                        b.put(k, arg[0], ttl, **arg[1])
-                    elif name == "add":
-                        b.add(k, arg, ttl)
-                    elif name == "incr":
-                        b.incr(k, arg[0], ttl, xx=arg[1])
-                    elif name in ("delete", "getdel"):
-                        getattr(b, name)(k)
-                    else:
-                        getattr(b, name)(k, ttl)
+                self._run_ops(b, ops)
             return b.results
         self.same(run, lambda: self.model.batch(ops, self.now))
+
+    @rule(ops=st.lists(st.tuples(st.sampled_from(WRITES + ["get", "keys"]), keys, values,
+                                 deltas, ttls, put_options, st.booleans()),
+                       min_size=1, max_size=6),
+          declared=st.one_of(st.none(), st.lists(keys, max_size=3)))
+    def transact(self, ops, declared):
+        """db.transact: the ops' results at once, the writes all or nothing, over
+        declared keys (a key outside them reruns fn with every shard locked)."""
+        ops = self._ops(ops)
+        self.same(lambda: self.db.transact(lambda tx: self._run_ops(tx, ops), declared),
+                  lambda: self.model.batch(ops, self.now))
 
     @rule(start=bounds, stop=bounds, reverse=st.booleans(),
           limit=st.one_of(st.none(), st.integers(0, 8)))
