@@ -184,8 +184,14 @@ class Connection(asyncio.Protocol):
                         log.info("closing client %s: query buffer limit reached", ctx.addr)
                     self.closing = True
                     break
-                b = encode(dispatch(ctx, argv) if ctx.authed else self._unauthed(argv),
-                           ctx.resp)
+                try:
+                    reply = dispatch(ctx, argv) if ctx.authed else self._unauthed(argv)
+                except ClosedError:
+                    raise
+                except Exception as e:       # a bug: this command fails, not the connection
+                    log.exception("command %r failed", argv[0][:64])
+                    reply = Err(b"ERR internal error: %s" % type(e).__name__.encode())
+                b = encode(reply, ctx.resp)
                 out.append(b)
                 if ctx.close_after:
                     self.closing = True
@@ -252,7 +258,9 @@ def hot_path(db):
     if not kernel.COMPILED or db._x.kernel is None:
         return False
     try:
-        return importlib.import_module("fusedb.resp._hot").HotPath(db)
+        mod = importlib.import_module("fusedb.resp._hot")
+        kernel._check_fresh(mod.__file__, "_hot.pyx")
+        return mod.HotPath(db)
     except ImportError as e:
         if kernel._flag(kernel.REQUIRE_EXTENSIONS):
             raise ImportError(f"{kernel.REQUIRE_EXTENSIONS} is set but the hot path "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 
+from fusedb.resp.table import TABLE, dispatch
 from fusedb.resp.types import Err, Map, RespError, Status
 
 KILLED = b"ERR script killed: exceeded lua-time-limit (nothing applied)"
@@ -181,7 +182,6 @@ class Scripts:
         self.lua = lua51.LuaRuntime(encoding=None, register_eval=False, register_builtins=False,
                                     unpack_returned_tuples=True, max_memory=256 << 20,
                                     attribute_filter=self._no_attributes)
-        from fusedb.resp.commands import TABLE, dispatch   # imports fusedb.resp.scripting
         self.table, self.dispatch = TABLE, dispatch
         self.lua_type = lua51.lua_type
         self.LuaError = lua51.LuaError

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 
+from fusedb.core import kernel
 from fusedb.core.entry import parse_decimal
 
 try:
@@ -76,11 +77,7 @@ def split_inline(line: bytes) -> list | None:
     separate arguments; "double quotes" take ``\\xHH`` and ``\\n \\r \\t \\b
     \\a`` escapes (``\\`` before anything else is that character); 'single
     quotes' take ``\\'`` only; a closing quote must be followed by a blank or
-    the end. The line stops at a NUL byte (it is a C string). Returns None
-    for unbalanced quotes."""
-    nul = line.find(b"\0")
-    if nul >= 0:
-        line = line[:nul]
+    the end. Returns None for unbalanced quotes."""
     if b'"' not in line and b"'" not in line:
         return line.split()
     args: list = []
@@ -135,6 +132,14 @@ def split_inline(line: bytes) -> list | None:
                     cur.append(c)
             i += 1
         args.append(bytes(cur))
+
+
+def _c_string_end(buf: bytearray, pos: int) -> int:
+    """Where Redis's strchr() over the query buffer from ``pos`` stops: the
+    first NUL byte (a line with a NUL in it never ends, until the 64 KiB
+    limit)."""
+    nul = buf.find(b"\0", pos)
+    return len(buf) if nul < 0 else nul
 
 
 # -- the pure parser ------------------------------------------------------------------
@@ -207,7 +212,7 @@ class PureParser:
 
     def _inline(self) -> list | None:
         buf, pos = self.buf, self.pos
-        nl = buf.find(b"\n", pos)
+        nl = buf.find(b"\n", pos, _c_string_end(buf, pos))
         if nl < 0:
             if len(buf) - pos > INLINE_MAX:
                 raise ProtocolError("too big inline request")
@@ -223,7 +228,7 @@ class PureParser:
         """The position of the CR ending the line at self.pos, or None if it has
         not all arrived (Redis looks for CR and then skips 2 bytes)."""
         buf, pos = self.buf, self.pos
-        cr = buf.find(b"\r", pos)
+        cr = buf.find(b"\r", pos, _c_string_end(buf, pos))
         if cr < 0:
             if len(buf) - pos > INLINE_MAX:
                 raise ProtocolError(f"too big {what} count string")
@@ -291,6 +296,31 @@ def wire_size(argv: list) -> int:
     return size
 
 
+def _frames_end(frames: list, start: int, data: bytes) -> int:
+    """Where ``frames[start:]`` (parsed by hiredis from the start of ``data``)
+    end in ``data``, each checked to be an array of bulk strings there (hiredis
+    also returns a ``+status`` item as bytes, which Redis refuses); -1 if one
+    is not. fusedb.resp._hot.frames_end is the same in C."""
+    pos = 0
+    for argv in frames[start:]:
+        if data[pos:pos + 1] != b"*":
+            return -1
+        pos += 3 + len(str(len(argv)))
+        for a in argv:
+            if data[pos:pos + 1] != b"$":
+                return -1
+            pos += len(a) + 5 + len(str(len(a)))
+    return pos if pos <= len(data) else -1
+
+
+frames_end = _frames_end
+if kernel.COMPILED:     # the same in C, built and chosen with the kernel (setup.py)
+    try:
+        from fusedb.resp._hot import frames_end
+    except ImportError:
+        pass            # fusedb.resp.conn.hot_path says so, or raises when it must
+
+
 class RequestReader:
     """One connection's requests: :meth:`commands` (module doc)."""
 
@@ -303,8 +333,9 @@ class RequestReader:
         self.h = hiredis.Reader() if self.fast else None
 
     def idle(self) -> bool:
-        """Nothing of a request is held: the next byte received starts one."""
-        return self.pure.idle() and (self.h is None or not self.h.has_data())
+        """Nothing of a request is held: the next byte received starts one
+        (hiredis never holds bytes between chunks: :meth:`commands`)."""
+        return self.pure.idle()
 
     def commands(self, data: bytes, authed: bool = True) -> list:
         """Feed ``data``; the requests now complete, in order (before AUTH at
@@ -339,13 +370,19 @@ class RequestReader:
                     raise TypeError    # *0, *-1, a top-level non-array: the pure parser's
                 b"".join(argv)         # TypeError unless every item is a bulk string
                 out.append(argv)
-            if not h.has_data():
-                return out
         except (hiredis.ProtocolError, TypeError):
             pass
-        # hiredis stopped inside the chunk: the pure parser goes on from there.
+        # Where hiredis stopped: the chunk's end (all parsed), or the start of a
+        # request it did not return (partial: hiredis's has_data() cannot tell
+        # a request whose header alone has arrived; or malformed). The pure
+        # parser goes on from there, so hiredis never holds bytes between chunks.
+        off = frames_end(out, start, data)
+        if off == len(data):
+            return out
         self.h = hiredis.Reader()
-        off = sum(map(wire_size, out[start:]))
+        if off < 0:         # an item that is not a bulk: the pure parser from the start
+            del out[start:]
+            off = 0
         pure.feed(data[off:])
         return out + self._pure(authed)
 

@@ -41,7 +41,7 @@ answer ``-ERR scripting needs lupa: pip install 'fusedb[server]'``.
 """
 
 from fusedb.core.entry import parse_decimal
-from fusedb.resp.commands import command
+from fusedb.resp.table import command
 from fusedb.resp.keys import RESERVED
 from fusedb.resp.lua import Scripts, sha1hex
 from fusedb.resp.types import OK, RespError
