@@ -31,6 +31,9 @@ src/script_lua.c ``luaRedisGenericCommand``, ``luaReplyToRedisReply``,
   one process is seen by all (inside MULTI it asks through the transaction,
   so such an EXEC locks every shard). A body larger than the database's
   max_value_size runs by EVAL but cannot be loaded (an error reply).
+- A server process's Lua heap is bounded (256 MiB, lupa's max_memory): a
+  script over it fails with ``ERR Error running script <sha>, not enough
+  memory`` (its writes before that stay, as for any script error).
 - Missing compared to Redis: the cjson, cmsgpack, struct and bit libraries,
   redis.setresp (scripts always see RESP2 replies), redis.log (a no-op),
   SCRIPT KILL (always ``-NOTBUSY``: a running script is bounded by the

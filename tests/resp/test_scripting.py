@@ -396,3 +396,14 @@ def test_an_undeclared_key_in_another_shard_reruns_the_script(ctx):
     assert runs == [1]
     assert ctx.db.get(b"runs") == b"1"            # the dropped attempt wrote nothing
     assert [ctx.db.get(k) for k in keys] == [b"1"] * 6
+
+
+def test_lua_memory_is_bounded(ctx):
+    """A script allocating without end fails with Lua's out-of-memory error
+    (lupa's max_memory, 256 MiB) instead of growing the server process; the
+    next script runs."""
+    ctx.server.config["lua-time-limit"] = "60000"    # the memory runs out first
+    body = "local t = {} for i = 1, 1e9 do t[i] = i end"
+    assert run(ctx, "EVAL", body, 0) == \
+        b"ERR Error running script %s, not enough memory" % sha(body).encode()
+    assert run(ctx, "EVAL", "return redis.call('incr', KEYS[1])", 1, "after") == 1
