@@ -15,10 +15,24 @@ from __future__ import annotations
 import hashlib
 import time
 
+from fusedb.errors import KeyTooLargeError
 from fusedb.resp.table import TABLE, dispatch
 from fusedb.resp.types import Err, Map, RespError, Status
 
 KILLED = b"ERR script killed: exceeded lua-time-limit (nothing applied)"
+
+
+def atomic(ctx, fn, keys: list):
+    """``ctx.atomic(fn, keys)`` for EXEC and EVAL, whose keys come from the
+    client: a key the database refuses (empty, over max_key_size: Redis
+    takes them) cannot be locked, so the transaction locks every shard
+    instead and the command using that key fails alone, with FuseDB's error,
+    as it would outside MULTI. (Nothing ran yet: the keys are checked before
+    ``fn``, and ``fn``'s own errors are replies, never raised.)"""
+    try:
+        return ctx.atomic(fn, keys)
+    except KeyTooLargeError:
+        return ctx.atomic(fn, None)
 
 # The sandbox, the redis table, the error handler and the runner, in Lua.
 # Receives the Python callbacks; returns compile(body) and run(fn, ro, nkeys, ...).
@@ -240,7 +254,7 @@ class Scripts:
                 raise RespError(KILLED)
             return self._result(ok, res, sha)
 
-        return ctx.atomic(attempt, args[:nkeys])
+        return atomic(ctx, attempt, args[:nkeys])
 
     def _expired(self) -> bool:
         if time.monotonic() > self.deadline:

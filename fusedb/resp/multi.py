@@ -26,6 +26,7 @@ redis.io "Transactions"):
 from __future__ import annotations
 
 from fusedb.resp.table import command, dispatch, key_args
+from fusedb.resp.lua import atomic
 from fusedb.resp.scripting import eval_keys
 from fusedb.resp.types import OK, RespError
 
@@ -79,4 +80,4 @@ def exec_command(ctx, argv):
         finally:
             ctx.store = saved
 
-    return ctx.atomic(run, queued_keys(queue))
+    return atomic(ctx, run, queued_keys(queue))

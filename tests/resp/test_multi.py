@@ -162,3 +162,22 @@ def test_exec_is_isolated_from_other_connections(target):
             t.join(60)
     assert not torn, f"a reader saw half a transaction: {torn[:5]}"
     assert target.r.mget("a", "b") == [b"300", b"300"]
+
+
+def test_a_key_fusedb_refuses_fails_alone(fusedb_server):
+    """FuseDB only (a documented deviation: Redis takes the empty key): a
+    queued command on a key the database refuses is that command's error; the
+    other commands of the EXEC still run (every shard is locked instead)."""
+    class Target:
+        def client(self, **kw):
+            return fusedb_server.client(protocol=2, **kw)
+    c = Conn(Target())
+    c("DEL", "a")
+    c("MULTI")
+    c("SET", "", "v")
+    c("INCR", "a")
+    c("SET", "k" * 1000, "v")
+    got = c("EXEC")
+    assert [str(e) for e in got[::2]] == ["key length 0 is outside 1..512 bytes",
+                                          "key length 1000 is outside 1..512 bytes"]
+    assert got[1] == 1 and c("GET", "a") == b"1"
