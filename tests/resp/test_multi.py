@@ -181,3 +181,17 @@ def test_a_key_fusedb_refuses_fails_alone(fusedb_server):
     assert [str(e) for e in got[::2]] == ["key length 0 is outside 1..512 bytes",
                                           "key length 1000 is outside 1..512 bytes"]
     assert got[1] == 1 and c("GET", "a") == b"1"
+
+
+def test_a_transaction_larger_than_a_buffer_applies_nothing(fusedb_server):
+    """FuseDB only (documented): a transaction's writes to one leaf must fit
+    one buffer (a few MB); a larger EXEC fails as a whole with FuseDB's error
+    and writes nothing, where Redis has no such bound."""
+    r = fusedb_server.client(protocol=2)
+    r.delete("big:0")
+    with r.pipeline(transaction=True) as p:
+        for i in range(20000):
+            p.set(f"big:{i}", "v" * 100)
+        with pytest.raises(redis.ResponseError, match="more than one buffer holds"):
+            p.execute()
+    assert r.get("big:0") is None and r.get("big:19999") is None
