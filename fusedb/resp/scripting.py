@@ -31,6 +31,10 @@ src/script_lua.c ``luaRedisGenericCommand``, ``luaReplyToRedisReply``,
   one process is seen by all (inside MULTI it asks through the transaction,
   so such an EXEC locks every shard). A body larger than the database's
   max_value_size runs by EVAL but cannot be loaded (an error reply).
+- A script's writes are one transaction, bounded as EXEC's (fusedb.resp.multi:
+  one buffer per leaf); so limits' ``storage.reset()`` (clear_keys.lua: KEYS,
+  then DEL of them all in one script) fails, writing nothing, once the keys
+  to delete outgrow a buffer (~20,000 keys of ~100 bytes).
 - A server process's Lua heap is bounded (256 MiB, lupa's max_memory): a
   script over it fails with ``ERR Error running script <sha>, not enough
   memory`` (its writes before that stay, as for any script error).
