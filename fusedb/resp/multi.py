@@ -20,9 +20,10 @@ redis.io "Transactions"):
   the transaction, so a rerun is invisible).
 - Crash atomicity is per shard: the writes are one WAL record per shard (see
   fusedb.api.transaction).
-- Unlike Redis, a transaction's writes to one leaf must fit one buffer (a
-  few MB, as a ``db.batch()``'s): a larger EXEC (or script) fails as a whole
-  with FuseDB's error and writes nothing.
+- Unlike Redis, a transaction's writes to one leaf must fit one buffer
+  (``buffer_bytes``, 256 KiB by default, as a ``db.batch()``'s): a larger EXEC
+  (or script) fails as a whole with FuseDB's error and writes nothing (1,000
+  SETs of 100 bytes pass, 20,000 fail).
 - A queued key the database refuses (the empty key, one over
   max_key_size: Redis takes both) fails its command alone
   (fusedb.resp.lua.atomic).

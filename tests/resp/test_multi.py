@@ -185,7 +185,7 @@ def test_a_key_fusedb_refuses_fails_alone(fusedb_server):
 
 def test_a_transaction_larger_than_a_buffer_applies_nothing(fusedb_server):
     """FuseDB only (documented): a transaction's writes to one leaf must fit
-    one buffer (a few MB); a larger EXEC fails as a whole with FuseDB's error
+    one buffer (256 KiB by default); a larger EXEC fails as a whole with FuseDB's error
     and writes nothing, where Redis has no such bound."""
     r = fusedb_server.client(protocol=2)
     r.delete("big:0")
