@@ -184,8 +184,14 @@ class Connection(asyncio.Protocol):
                         log.info("closing client %s: query buffer limit reached", ctx.addr)
                     self.closing = True
                     break
-                b = encode(dispatch(ctx, argv) if ctx.authed else self._unauthed(argv),
-                           ctx.resp)
+                try:
+                    reply = dispatch(ctx, argv) if ctx.authed else self._unauthed(argv)
+                except ClosedError:
+                    raise
+                except Exception as e:       # a bug: this command fails, not the connection
+                    log.exception("command %r failed", argv[0][:64])
+                    reply = Err(b"ERR internal error: %s" % type(e).__name__.encode())
+                b = encode(reply, ctx.resp)
                 out.append(b)
                 if ctx.close_after:
                     self.closing = True

@@ -77,11 +77,7 @@ def split_inline(line: bytes) -> list | None:
     separate arguments; "double quotes" take ``\\xHH`` and ``\\n \\r \\t \\b
     \\a`` escapes (``\\`` before anything else is that character); 'single
     quotes' take ``\\'`` only; a closing quote must be followed by a blank or
-    the end. The line stops at a NUL byte (it is a C string). Returns None
-    for unbalanced quotes."""
-    nul = line.find(b"\0")
-    if nul >= 0:
-        line = line[:nul]
+    the end. Returns None for unbalanced quotes."""
     if b'"' not in line and b"'" not in line:
         return line.split()
     args: list = []
@@ -136,6 +132,14 @@ def split_inline(line: bytes) -> list | None:
                     cur.append(c)
             i += 1
         args.append(bytes(cur))
+
+
+def _c_string_end(buf: bytearray, pos: int) -> int:
+    """Where Redis's strchr() over the query buffer from ``pos`` stops: the
+    first NUL byte (a line with a NUL in it never ends, until the 64 KiB
+    limit)."""
+    nul = buf.find(b"\0", pos)
+    return len(buf) if nul < 0 else nul
 
 
 # -- the pure parser ------------------------------------------------------------------
@@ -208,7 +212,7 @@ class PureParser:
 
     def _inline(self) -> list | None:
         buf, pos = self.buf, self.pos
-        nl = buf.find(b"\n", pos)
+        nl = buf.find(b"\n", pos, _c_string_end(buf, pos))
         if nl < 0:
             if len(buf) - pos > INLINE_MAX:
                 raise ProtocolError("too big inline request")
@@ -224,7 +228,7 @@ class PureParser:
         """The position of the CR ending the line at self.pos, or None if it has
         not all arrived (Redis looks for CR and then skips 2 bytes)."""
         buf, pos = self.buf, self.pos
-        cr = buf.find(b"\r", pos)
+        cr = buf.find(b"\r", pos, _c_string_end(buf, pos))
         if cr < 0:
             if len(buf) - pos > INLINE_MAX:
                 raise ProtocolError(f"too big {what} count string")
