@@ -364,7 +364,8 @@ class FuseDB(Commands):
     def stats(self) -> dict:
         """Counters and gauges: leaves, segments, merges, splits, bytes written,
         buffer fill, arena use, WAL bytes on disk (``wal_bytes``; per shard in
-        ``shards``, with the bound ``wal_max_bytes``), the worker processes
+        ``shards``, with the bound ``wal_max_bytes``, and the shard's leaves,
+        merges, splits and write amplification), the worker processes
         (``workers``), the attached processes (``clients``: dicts of ``pid`` and
         ``since``, unix seconds; ``clients_unlisted``: attaches past the 256
         listed). Sizes in bytes."""

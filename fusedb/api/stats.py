@@ -28,13 +28,16 @@ def stats(x) -> dict:
     shards = []
     for shard in x.shards:
         with shard.lock:
-            for name_i, name in enumerate(STAT_FIELDS):
-                totals[name] += meta.shard_stats(shard.no)[name_i]
+            own = {n: int(v) for n, v in zip(STAT_FIELDS, meta.shard_stats(shard.no))}
+            for name in STAT_FIELDS:
+                totals[name] += own[name]
             free = shard.arena.free_count()
             cache = x.store.segcache
+            shard_leaves = 0
             for leaf in leaves:
                 if meta.shard[leaf] != shard.no:
                     continue
+                shard_leaves += 1
                 for segid in meta.segs_of(leaf):
                     seg = cache.get(segid)    # published segments are cached here
                     segids[segid] = seg.size if seg is not None else 0
@@ -48,15 +51,16 @@ def stats(x) -> dict:
         # and published in the ring header, so every process sees it.
         shards.append({"shard": shard.no, "slabs_total": shard.arena.nslabs,
                        "slabs_free": free, "wal_bytes": shard.ring.hdr[R_WAL_BYTES],
-                       "wal_max_bytes": opts.wal_max_bytes})
+                       "wal_max_bytes": opts.wal_max_bytes, "leaves": shard_leaves,
+                       "merges": own["merges"], "splits": own["splits"],
+                       "write_amplification": _amplification(own)})
     seg_bytes = sum(segids.values())
-    logical = totals["logical_bytes_written"]
     return {
         "leaves": len(leaves),
         "segments": len(segids),
         "segment_bytes": seg_bytes,
         **totals,
-        "write_amplification": (totals["segment_bytes_written"] / logical) if logical else 0.0,
+        "write_amplification": _amplification(totals),
         "active_buffers": active,
         "frozen_buffers": frozen,
         "buffer_fill": (fill / active) if active else 0.0,
@@ -71,6 +75,12 @@ def stats(x) -> dict:
         "workers": worker_stats(x),
         **client_stats(x),
     }
+
+
+def _amplification(counts: dict) -> float:
+    """Segment bytes written per logical byte written (0.0 before any write)."""
+    logical = counts["logical_bytes_written"]
+    return counts["segment_bytes_written"] / logical if logical else 0.0
 
 
 def client_stats(x) -> dict:

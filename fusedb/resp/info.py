@@ -150,7 +150,10 @@ def _section(name: str, ctx, db_stats) -> list[str]:
         for s in db_stats["shards"]:
             w = workers.get(s["shard"], {})
             lines.append(
-                f"shard{s['shard']}:slabs_total={s['slabs_total']},"
+                f"shard{s['shard']}:leaves={s['leaves']},merges={s['merges']},"
+                f"splits={s['splits']},"
+                f"write_amplification={s['write_amplification']:.3f},"
+                f"slabs_total={s['slabs_total']},"
                 f"slabs_free={s['slabs_free']},wal_bytes={s['wal_bytes']},"
                 f"worker_pid={w.get('pid') or 0},"
                 f"cpu_seconds={w.get('cpu_seconds', 0.0):.2f},"

@@ -200,7 +200,10 @@ def test_info_fusedb_fields(fusedb_server):
     info = r.info("all")
     assert info["fusedb_durability"] in ("sync", "interval", "none")
     assert info["shards"] >= 1 and info["leaves"] >= 1
-    assert isinstance(info["shard0"], dict) and info["shard0"]["worker_pid"] > 0
+    shard0 = info["shard0"]
+    assert shard0["worker_pid"] > 0 and shard0["leaves"] >= 1
+    assert shard0["merges"] >= 0 and shard0["write_amplification"] >= 0
+    assert sum(info[f"shard{i}"]["leaves"] for i in range(info["shards"])) == info["leaves"]
     assert info["fusedb_wal_bytes"] >= 0 and info["fusedb_write_amplification"] >= 0
     assert info["cmdstat_set"]["calls"] >= 1
     assert info["server_processes"] >= 1
