@@ -11,8 +11,9 @@ script); what needs an absolute expiry or several keys at once runs in
 
 Deviations (FuseDB's limits; the replies are ``-ERR <FuseDB's message>``):
 the empty key and keys over ``max_key_size`` are refused, and so are values
-over ``max_value_size`` (16 KiB by default; APPEND and INCRBYFLOAT too). MGET
-and EXISTS read each key atomically, not the set of keys at one instant.
+over ``max_value_size`` (16 KiB by default; APPEND and INCRBYFLOAT too).
+MGET, EXISTS, DEL and MSET over several keys are atomic as in Redis (one
+transaction or batch over all their shards).
 """
 
 from __future__ import annotations
@@ -197,8 +198,13 @@ def getex(ctx, argv):
 
 @command("mget", -2, "readonly fast", (1, -1, 1))
 def mget(ctx, argv):
-    get_ = ctx.store.get
-    values = [get_(k) for k in argv[1:]]
+    """Atomic as Redis's: several keys are read in one transaction (all their
+    shards locked together), so no write lands between two of them."""
+    keys = argv[1:]
+    if len(keys) == 1:
+        values = [ctx.store.get(keys[0])]
+    else:
+        values = ctx.atomic(lambda tx: [tx.get(k) for k in keys], keys)
     stats = ctx.server.stats
     stats["misses"] += values.count(None)
     stats["mget_keys"] += len(values)
@@ -250,8 +256,11 @@ command("unlink", -2, "write fast", (1, -1, 1))(del_)
 
 @command("exists", -2, "readonly fast", (1, -1, 1))
 def exists(ctx, argv):
-    store = ctx.store
-    return sum(k in store for k in argv[1:])
+    """Atomic over several keys, as MGET."""
+    keys = argv[1:]
+    if len(keys) == 1:
+        return int(keys[0] in ctx.store)
+    return ctx.atomic(lambda tx: sum(k in tx for k in keys), keys)
 
 
 @command("append", 3, "write fast", (1, 1, 1))
