@@ -105,7 +105,8 @@ def test_sigkill_of_the_whole_daemon_then_a_restart_keeps_what_was_acknowledged(
         clients = start_clients(server, 4.0)
         time.sleep(1.5)
         group = [server.pid] + [c.pid for c in psutil.Process(server.pid).children(True)]
-        os.killpg(server.pid, signal.SIGKILL)
+        for pid in group:
+            os.kill(pid, signal.SIGKILL)
         for pid in group:
             try:
                 psutil.Process(pid).wait(30)

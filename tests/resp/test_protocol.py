@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import socket
 import stat
 import subprocess
@@ -357,3 +358,32 @@ def test_the_unix_socket_has_the_permissions_asked_and_goes_at_stop(tmp_path):
     assert not os.path.exists(sock)
     with start_fusedb(tmp_path / "b", "--unixsocketperm", "660", servers=1) as server:
         assert stat.S_IMODE(os.stat(server.unixsocket).st_mode) == 0o660
+
+
+def test_the_password_file_is_read_and_no_password_is_in_any_command_line(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("fil3-s3cret\n")
+    with start_fusedb(tmp_path / "d", "--requirepass-file", str(secret), servers=2) as server:
+        assert exchange(server, b"PING\r\n") == (
+            b"-NOAUTH Authentication required.\r\n", False)
+        assert exchange(server, b"AUTH fil3-s3cret\r\nPING\r\n") == (
+            b"+OK\r\n+PONG\r\n", False)
+        procs = [psutil.Process(server.pid)] + psutil.Process(server.pid).children(True)
+        assert len(procs) >= 3
+        for p in procs:
+            assert "fil3-s3cret" not in " ".join(p.cmdline())
+
+
+def test_ctrl_c_of_the_process_group_stops_serve_and_its_servers_cleanly(tmp_path):
+    """The terminal's SIGINT reaches serve's process group; the server
+    processes are in their own, so serve stops them (no restart), then closes."""
+    with start_fusedb(tmp_path, servers=2) as server:
+        servers = [c for c in psutil.Process(server.pid).children()
+                   if "fusedb.resp.process" in " ".join(c.cmdline())]
+        os.killpg(server.pid, signal.SIGINT)
+        assert server.proc.wait(60) == 0
+        for p in servers:
+            assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+        log = server.log_text()
+        assert "restarting" not in log and "Traceback" not in log, log
+        assert not os.path.exists(server.unixsocket)
