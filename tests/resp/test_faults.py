@@ -92,7 +92,7 @@ def test_sigkill_of_one_server_process_under_load(tmp_path):
         got = results(clients)
         r = server.client()
         assert_nothing_acknowledged_lost(r, got)
-        hit = [g for g in got if g["uncertain"]]
+        hit = [g for g in got if g["uncertain"] or g["reconnects"]]
         assert hit, f"no client was on the killed process: {got}"
         assert all(g["ok_after_error"] > 0 for g in hit), got
 
