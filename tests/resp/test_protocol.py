@@ -92,6 +92,8 @@ SAME_AS_REDIS = [
     b"ECHO \"a\"b\r\n",
     b"ECHO 'unbalanced\r\n",
     b"ECHO a\x00b\r\n",
+    b"ECHO a\x0bb\r\nECHO \x0c a\tb\r\n",
+    b"ECHO a\rb\r\nKEYS *\r\n*1\r\n$4\r\nPING\r\nPING\n",
     b"*1\r\n$4\r\nPING\r\n",
     b"*2\r\n$4\r\nECHO\r\n$0\r\n\r\n",
     b"*0\r\n*-1\r\n*-10\r\nPING\r\n",
