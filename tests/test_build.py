@@ -64,7 +64,8 @@ def _copy_package(dest) -> str:
     """The package (no built kernel, no generated C) under ``dest``; returns its
     parent directory, for PYTHONPATH."""
     shutil.copytree(os.path.join(ROOT, "fusedb"), os.path.join(dest, "fusedb"),
-                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "_kernel.c", "__pycache__"))
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "_kernel.c", "_hot.c",
+                                                  "__pycache__"))
     return str(dest)
 
 
@@ -196,14 +197,14 @@ def test_sdist_and_compiled_wheel(tmp_path):
     (sdist,) = [f for f in os.listdir(out) if f.endswith(".tar.gz")]
     with tarfile.open(out / sdist) as t:
         names = [n.split("/", 1)[1] for n in t.getnames() if "/" in n]
-    for need in ("fusedb/core/_kernel.pyx", "fusedb/core/vendor/xxhash.h",
+    for need in ("fusedb/core/_kernel.pyx", "fusedb/resp/_hot.pyx", "fusedb/core/vendor/xxhash.h",
                  "fusedb/core/vendor/xxhash.LICENSE", "setup.py", "MANIFEST.in"):
         assert need in names
-    assert not [n for n in names if n.endswith((".so", "_kernel.c"))]
+    assert not [n for n in names if n.endswith((".so", "_kernel.c", "_hot.c"))]
     whl, names = _wheel(out)
     assert "-none-any" not in whl
-    assert [n for n in names if n.startswith("fusedb/core/_kernel.")
-            and n.endswith(".so")], names
+    for module in ("fusedb/core/_kernel.", "fusedb/resp/_hot."):
+        assert [n for n in names if n.startswith(module) and n.endswith(".so")], names
     assert any(n.endswith("licenses/fusedb/core/vendor/xxhash.LICENSE") for n in names)
     assert not [n for n in names if n.endswith((".pyx", ".c", ".h"))]
     unpacked = tmp_path / "unpacked"

@@ -52,11 +52,11 @@ def _load():
         return None, f"the compiled kernel does not load: {e}"
 
 
-def _check_fresh(built: str) -> None:
-    """In a source checkout (``_kernel.pyx`` beside the built module), refuse a
+def _check_fresh(built: str, source: str = "_kernel.pyx") -> None:
+    """In a source checkout (``source`` beside the built module), refuse a
     module older than its source: it was built from other code (the .pyx was
     edited, or git changed it) and would not match the Python it mirrors."""
-    src = os.path.join(os.path.dirname(built), "_kernel.pyx")
+    src = os.path.join(os.path.dirname(built), source)
     if os.path.exists(src) and os.path.getmtime(src) > os.path.getmtime(built):
         raise ImportError(f"{built} is older than {src}: rebuild it "
                           f"(pip install -e . or python setup.py build_ext --inplace)")

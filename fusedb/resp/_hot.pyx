@@ -176,3 +176,34 @@ cdef bytes _bulk_reply(bytes v):
     q[h + n] = 13
     q[h + n + 1] = 10
     return r
+
+
+
+def frames_end(list frames, Py_ssize_t start, bytes data):
+    """Where ``frames[start:]`` (lists of bytes, parsed by hiredis from the start
+    of ``data``) end in ``data``, checking that each is an array of bulk strings
+    there (hiredis also returns a ``+status`` item as bytes, which Redis
+    refuses); -1 if one is not. The request reader calls it per read to find
+    where hiredis stopped (fusedb.resp.parse.RequestReader)."""
+    cdef const char* p = PyBytes_AS_STRING(data)
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(data), pos = 0, i, j, n
+    cdef list argv
+    for i in range(start, len(frames)):
+        argv = <list>frames[i]
+        if pos >= end or p[pos] != 42:
+            return -1
+        pos += 3 + _digits(len(argv))
+        for j in range(len(argv)):
+            if pos >= end or p[pos] != 36:
+                return -1
+            n = PyBytes_GET_SIZE(argv[j])
+            pos += n + 5 + _digits(n)
+    return pos if pos <= end else -1
+
+
+cdef inline Py_ssize_t _digits(Py_ssize_t n) noexcept:
+    cdef Py_ssize_t d = 1
+    while n >= 10:
+        n //= 10
+        d += 1
+    return d

@@ -275,7 +275,9 @@ def hot_path(db):
     if not kernel.COMPILED or db._x.kernel is None:
         return False
     try:
-        return importlib.import_module("fusedb.resp._hot").HotPath(db)
+        mod = importlib.import_module("fusedb.resp._hot")
+        kernel._check_fresh(mod.__file__, "_hot.pyx")
+        return mod.HotPath(db)
     except ImportError as e:
         if kernel._flag(kernel.REQUIRE_EXTENSIONS):
             raise ImportError(f"{kernel.REQUIRE_EXTENSIONS} is set but the hot path "

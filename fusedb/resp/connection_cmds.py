@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 
 from fusedb.core.entry import parse_decimal
-from fusedb.resp.commands import command
+from fusedb.resp.table import command
 from fusedb.resp.types import OK, Map, RespError, Status
 
 #: The Redis version whose commands and replies this server follows.

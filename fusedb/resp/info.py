@@ -8,9 +8,14 @@ second, keyspace hits and misses), replication (always a master without
 replicas), shards (FuseDB: one line per shard), commandstats (calls per
 command, with ``all``), keyspace. Counters are this server process's
 (``Server.stats``) unless the server process publishes totals over every
-server process in it (fusedb.resp.process). The key count is a scan, cached
-for ``KEYS_CACHE`` seconds; FuseDB does not count keys with a TTL
-(``expires=0``).
+server process in it (fusedb.resp.process). Keyspace hits are GET calls
+plus MGET keys less misses (GET counts its misses only). The key count is a
+scan, cached for ``KEYS_CACHE`` seconds, or 10 times as long as the scan
+took (INFO polled every second must not scan all the time); FuseDB does not
+count keys with a
+TTL (``expires=0``). Inside EXEC or a script the database cannot be called
+(the transaction holds its locks): memory, persistence and shards then come
+from this process's last INFO, or are left out.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import time
 import psutil
 
 import fusedb
-from fusedb.resp.commands import command
+from fusedb.resp.table import command
 from fusedb.resp.keys import key_range
 from fusedb.resp.server_cmds import config_values, durability_of
 from fusedb.resp.types import Verbatim
@@ -34,7 +39,7 @@ DEFAULT = ("server", "clients", "memory", "persistence", "stats", "replication",
 ALL = DEFAULT[:-1] + ("commandstats", "keyspace")
 
 _samples: dict[int, tuple[float, int, float]] = {}   # id(server) -> (t, commands, ops/s)
-_keys: dict[int, tuple[float, int]] = {}             # id(server) -> (t, key count)
+_keys: dict[int, tuple[float, int]] = {}     # id(server) -> (valid until, key count)
 
 
 def _human(n: float) -> str:
@@ -75,10 +80,13 @@ def _ops_per_sec(server) -> int:
 
 
 def key_count(ctx) -> int:
-    t, n = _keys.get(id(ctx.server), (0.0, 0))
-    if time.monotonic() - t > KEYS_CACHE:
+    """The number of keys (a scan: O(keys)), cached (module doc)."""
+    until, n = _keys.get(id(ctx.server), (0.0, 0))
+    now = time.monotonic()
+    if now > until:
         n = len(key_range(ctx, None, None, None))
-        _keys[id(ctx.server)] = (time.monotonic(), n)
+        took = time.monotonic() - now
+        _keys[id(ctx.server)] = (now + took + max(KEYS_CACHE, 10 * took), n)
     return n
 
 
@@ -158,6 +166,17 @@ def _section(name: str, ctx, db_stats) -> list[str]:
 
 
 _TITLES = {"commandstats": "Commandstats"}
+_NEED_STATS = {"memory", "persistence", "shards"}
+_stats_cache: dict[int, dict] = {}      # id(server) -> the last db.stats()
+
+
+def _db_stats(ctx) -> dict | None:
+    """``db.stats()``; inside EXEC or a script (whose transaction holds shard
+    locks, so the database must not be called) the last one this process
+    took, or None (the sections needing it are left out)."""
+    if ctx.store is ctx.db:
+        _stats_cache[id(ctx.server)] = ctx.db.stats()
+    return _stats_cache.get(id(ctx.server))
 
 
 def info_text(ctx, sections: list[str]) -> bytes:
@@ -169,7 +188,11 @@ def info_text(ctx, sections: list[str]) -> bytes:
         names = ALL
     else:
         names = [n for n in ALL if n in sections]
-    db_stats = ctx.db.stats() if {"memory", "persistence", "shards"} & set(names) else None
+    db_stats = None
+    if _NEED_STATS & set(names):
+        db_stats = _db_stats(ctx)
+        if db_stats is None:
+            names = [n for n in names if n not in _NEED_STATS]
     parts = []
     for name in names:
         lines = _section(name, ctx, db_stats)

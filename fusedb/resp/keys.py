@@ -20,7 +20,8 @@ scan while it stays unchanged. It is a big number, not a 64-bit one (redis-py
 takes it; clients parsing a uint64 cursor do not). A last key longer than
 1700 bytes is cut to 1700 (marker 2: resume at that prefix, inclusive), so
 keys past it may repeat. FLUSHDB/FLUSHALL delete in batches: not atomic
-against concurrent writers. DBSIZE counts by a scan, O(keys).
+against concurrent writers. DBSIZE counts live keys by a scan, O(keys) (Redis
+also counts keys that expired and were not reclaimed yet).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 import bisect
 
 from fusedb.api.scan import prefix_end
-from fusedb.resp.commands import INT64_MAX, INT64_MIN, SYNTAX, command, int_arg
+from fusedb.resp.table import INT64_MAX, INT64_MIN, SYNTAX, command, int_arg
 from fusedb.resp.glob import literal_prefix, stringmatch
 from fusedb.resp.strings import now_ms
 from fusedb.resp.types import OK, RespError, Status

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from fusedb.resp.commands import TABLE, dispatch
+from fusedb.resp.table import TABLE, dispatch
 from fusedb.resp.types import Err, Map, RespError, Status
 
 KILLED = b"ERR script killed: exceeded lua-time-limit (nothing applied)"
@@ -182,6 +182,7 @@ class Scripts:
         self.lua = lua51.LuaRuntime(encoding=None, register_eval=False, register_builtins=False,
                                     unpack_returned_tuples=True, max_memory=256 << 20,
                                     attribute_filter=self._no_attributes)
+        self.table, self.dispatch = TABLE, dispatch
         self.lua_type = lua51.lua_type
         self.LuaError = lua51.LuaError
         self.compile_lua, self.runner, self.rawget = self.lua.execute(
@@ -278,7 +279,7 @@ class Scripts:
                     argv.append(b"%.17g" % a)
                 else:
                     return True, b"ERR Lua redis lib command arguments must be strings or integers"
-            spec = TABLE.get(argv[0].lower())
+            spec = self.table.get(argv[0].lower())
             subcommands = getattr(spec, "subcommands", None)
             if subcommands is not None and len(argv) > 1:   # a container: CLIENT, SCRIPT, ...
                 spec = subcommands.get(argv[1].lower())
@@ -290,7 +291,7 @@ class Scripts:
                 return True, b"ERR This Redis command is not allowed from script"
             if self.readonly and "write" in spec.flags:
                 return True, b"ERR Write commands are not allowed from read-only scripts."
-            reply = dispatch(self.ctx, argv)
+            reply = self.dispatch(self.ctx, argv)
             if isinstance(reply, Err):
                 return True, bytes(reply)
             return False, self._to_lua(reply)

@@ -25,7 +25,7 @@ redis.io "Transactions"):
 
 from __future__ import annotations
 
-from fusedb.resp.commands import command, dispatch, key_args
+from fusedb.resp.table import command, dispatch, key_args
 from fusedb.resp.scripting import eval_keys
 from fusedb.resp.types import OK, RespError
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 
+from fusedb.core import kernel
 from fusedb.core.entry import parse_decimal
 
 try:
@@ -285,16 +286,6 @@ class PureParser:
 
 # -- hiredis first, the pure parser for the rest ------------------------------------
 
-def wire_size(argv: list) -> int:
-    """Bytes of ``argv`` encoded as a request array (the only encoding hiredis
-    accepts for it: lengths are strict decimals)."""
-    size = 3 + len(str(len(argv)))
-    for a in argv:
-        n = len(a)
-        size += n + 5 + len(str(n))
-    return size
-
-
 def inline_lines(data: bytes) -> list | None:
     """The inline commands of ``data`` if it is whole lines of plain words
     (no quote, NUL, vertical tab or form feed, no line starting with ``*``:
@@ -313,6 +304,31 @@ def inline_lines(data: bytes) -> list | None:
     return out
 
 
+def _frames_end(frames: list, start: int, data: bytes) -> int:
+    """Where ``frames[start:]`` (parsed by hiredis from the start of ``data``)
+    end in ``data``, each checked to be an array of bulk strings there (hiredis
+    also returns a ``+status`` item as bytes, which Redis refuses); -1 if one
+    is not. fusedb.resp._hot.frames_end is the same in C."""
+    pos = 0
+    for argv in frames[start:]:
+        if data[pos:pos + 1] != b"*":
+            return -1
+        pos += 3 + len(str(len(argv)))
+        for a in argv:
+            if data[pos:pos + 1] != b"$":
+                return -1
+            pos += len(a) + 5 + len(str(len(a)))
+    return pos if pos <= len(data) else -1
+
+
+frames_end = _frames_end
+if kernel.COMPILED:     # the same in C, built and chosen with the kernel (setup.py)
+    try:
+        from fusedb.resp._hot import frames_end
+    except ImportError:
+        pass            # fusedb.resp.conn.hot_path says so, or raises when it must
+
+
 class RequestReader:
     """One connection's requests: :meth:`commands` (module doc)."""
 
@@ -325,8 +341,9 @@ class RequestReader:
         self.h = hiredis.Reader() if self.fast else None
 
     def idle(self) -> bool:
-        """Nothing of a request is held: the next byte received starts one."""
-        return self.pure.idle() and (self.h is None or not self.h.has_data())
+        """Nothing of a request is held: the next byte received starts one
+        (hiredis never holds bytes between chunks: :meth:`commands`)."""
+        return self.pure.idle()
 
     def commands(self, data: bytes, authed: bool = True) -> list:
         """Feed ``data``; the requests now complete, in order (before AUTH at
@@ -365,19 +382,19 @@ class RequestReader:
                     raise TypeError    # *0, *-1, a top-level non-array: the pure parser's
                 b"".join(argv)         # TypeError unless every item is a bulk string
                 out.append(argv)
-            # At a request boundary? has_data() is False also when hiredis has
-            # taken every byte into a request it is still reading; an empty
-            # array fed now comes back alone only at a boundary (otherwise it
-            # is part of that request, which is then handed over anyway).
-            if data[-1] == 10 and not h.has_data():
-                h.feed(b"*0\r\n")
-                if h.gets() == []:
-                    return out
         except (hiredis.ProtocolError, TypeError):
             pass
-        # hiredis stopped inside the chunk: the pure parser goes on from there.
+        # Where hiredis stopped: the chunk's end (all parsed), or the start of a
+        # request it did not return (partial: hiredis's has_data() cannot tell
+        # a request whose header alone has arrived; or malformed). The pure
+        # parser goes on from there, so hiredis never holds bytes between chunks.
+        off = frames_end(out, start, data)
+        if off == len(data):
+            return out
         self.h = hiredis.Reader()
-        off = sum(map(wire_size, out[start:]))
+        if off < 0:         # an item that is not a bulk: the pure parser from the start
+            del out[start:]
+            off = 0
         pure.feed(data[off:])
         return out + self._pure(authed)
 

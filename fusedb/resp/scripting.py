@@ -28,7 +28,8 @@ src/script_lua.c ``luaRedisGenericCommand``, ``luaReplyToRedisReply``,
   store the body in the database under ``RESERVED + b"resp:script:" + sha``
   (hidden from KEYS/SCAN/DBSIZE), so EVALSHA works on a connection served by
   another process; EVALSHA asks the database each time, so SCRIPT FLUSH on
-  one process is seen by all. A body larger than the database's
+  one process is seen by all (inside MULTI it asks through the transaction,
+  so such an EXEC locks every shard). A body larger than the database's
   max_value_size runs by EVAL but cannot be loaded (an error reply).
 - Missing compared to Redis: the cjson, cmsgpack, struct and bit libraries,
   redis.setresp (scripts always see RESP2 replies), redis.log (a no-op),
@@ -40,12 +41,12 @@ answer ``-ERR scripting needs lupa: pip install 'fusedb[server]'``.
 """
 
 from fusedb.core.entry import parse_decimal
-from fusedb.resp.commands import command
+from fusedb.resp.table import command
+from fusedb.resp.keys import RESERVED
 from fusedb.resp.lua import Scripts, sha1hex
 from fusedb.resp.types import OK, RespError
 
-#: The reserved key prefix (server-owned keys; fusedb.resp.commands skips them).
-RESERVED = b"\xff\xff"
+#: Where a script's body is kept, by its sha (a reserved key: KEYS/SCAN skip it).
 SCRIPT_PREFIX = RESERVED + b"resp:script:"
 NOSCRIPT = "NOSCRIPT No matching script. Please use EVAL."
 
@@ -91,7 +92,9 @@ def _store(ctx, sha: bytes, body: bytes, strict: bool) -> None:
             raise RespError(f"ERR script larger than the database's max_value_size "
                             f"({ctx.db.max_value_size} bytes): use EVAL")
         return
-    ctx.store.add(SCRIPT_PREFIX + sha, body)
+    key = SCRIPT_PREFIX + sha
+    if ctx.store.get(key) is None:      # a read (~1 µs) spares a write's cost per EVAL
+        ctx.store.add(key, body)
 
 
 # -- the commands ------------------------------------------------------------------------

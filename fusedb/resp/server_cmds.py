@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-from fusedb.resp.commands import SYNTAX, TABLE, command, int_arg
+from fusedb.resp.table import SYNTAX, TABLE, command, int_arg
 from fusedb.resp.glob import stringmatch
 from fusedb.resp.types import OK, Map, RespError, Status, Verbatim
 
@@ -253,6 +253,22 @@ def config_get(ctx, argv):
 def config_set(ctx, argv):
     raise RespError("ERR CONFIG SET is not supported by FuseDB: set options with "
                     "fusedb serve's flags")
+
+
+# -- HELP of the containers (networking.c addReplyHelp) -------------------------------------
+
+def help_reply(argv) -> list:
+    """Redis's HELP reply for the container ``argv[0]``: a header, its
+    subcommands (FuseDB's, one line each), and HELP."""
+    parent = TABLE[argv[0].lower()]
+    lines = [Status(b"%s <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
+                    % argv[0].upper())]
+    lines += [Status(name.upper()) for name in parent.subcommands if name != b"help"]
+    return lines + [Status(b"HELP"), Status(b"    Prints this help.")]
+
+
+for _parent in ("client", "command", "config"):
+    command(f"{_parent}|help", 2, "noscript")(lambda ctx, argv: help_reply(argv))
 
 
 # -- TIME --------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from fusedb.resp.commands import (INT64_MAX, INT64_MIN, SYNTAX, command, int_arg)
+from fusedb.resp.table import (INT64_MAX, INT64_MIN, SYNTAX, command, int_arg)
 from fusedb.resp.types import OK, RespError
 
 # -- SET / GETEX options (t_string.c parseExtendedStringArgumentsOrReply) ----------------
@@ -88,7 +88,7 @@ def ttl_arg(arg: bytes, seconds: bool, name: bytes) -> float:
     """A relative expiry (EX/PX, SETEX/PSETEX) as seconds (> 0), checked as
     :func:`expire_ms` checks it with now added."""
     ms = expire_ms(arg, seconds, 0, name)
-    if ms > INT64_MAX - now_ms():
+    if ms > 1 << 62 and ms > INT64_MAX - now_ms():      # read the clock only if it matters
         raise invalid_expire(name)
     return ms / 1000
 
@@ -338,7 +338,8 @@ def incrbyfloat(ctx, argv):
     incr_ = parse_long_double(argv[2])
 
     def fn(v):
-        value = (np.longdouble(0) if v is None else parse_long_double(v)) + incr_
+        with np.errstate(over="ignore", invalid="ignore"):
+            value = (np.longdouble(0) if v is None else parse_long_double(v)) + incr_
         if not np.isfinite(value):
             raise RespError("ERR increment would produce NaN or Infinity")
         return format_long_double(value)
