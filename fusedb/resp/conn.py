@@ -46,6 +46,7 @@ NOAUTH = Err(b"NOAUTH Authentication required.")
 MAXCLIENTS = b"-ERR max number of clients reached\r\n"
 OUT_HIGH = 1 << 20              # bytes of replies gathered before writing them out
 WRITE_HIGH = 4 << 20            # the transport's write buffer high-water mark (bytes)
+HOT_IN = 4096                   # bytes of requests given to the compiled path at once
 
 
 class Limits:
@@ -117,14 +118,30 @@ class Connection(asyncio.Protocol):
         out = None
         if self.hot and ctx.authed and not self.pending and ctx.multi is None \
                 and self.reader.idle():
-            out = []
-            n = self.hot.run(data, ctx.resp, out)
-            if n:
+            # The compiled path, HOT_IN bytes of requests at a time (its replies,
+            # up to max_value_size each, are bounded so, and written before the
+            # next slice: a client that does not read is not read either).
+            pos, end = 0, len(data)
+            while True:
+                out = []
+                piece = data if end <= HOT_IN else data[pos:pos + HOT_IN]
+                n = self.hot.run(piece, ctx.resp, out)
+                if not n:
+                    break          # the rest starts with a request for the general path
                 self._count_hot()
-                if n == len(data):
+                pos += n
+                if pos == end:
                     self._write(out)
                     return
-                data = data[n:]
+                if piece is data:
+                    break          # as above
+                self._write(out)
+                out = None
+                if self.paused:    # the rest waits, parsed, until the client reads
+                    self.pending = self.reader.commands(data[pos:], True)
+                    return
+            if pos:
+                data = data[pos:]
         cmds = self.reader.commands(data, ctx.authed)
         if not ctx.authed or self.pending:
             self.pending += cmds

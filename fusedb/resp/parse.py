@@ -78,8 +78,8 @@ def split_inline(line: bytes) -> list | None:
     \\a`` escapes (``\\`` before anything else is that character); 'single
     quotes' take ``\\'`` only; a closing quote must be followed by a blank or
     the end. Returns None for unbalanced quotes."""
-    if b'"' not in line and b"'" not in line:
-        return line.split()
+    if b'"' not in line and b"'" not in line and b"\x0b" not in line and b"\x0c" not in line:
+        return line.split()        # splits at exactly the blanks sdssplitargs does then
     args: list = []
     i, n = 0, len(line)
     while True:
@@ -286,14 +286,22 @@ class PureParser:
 
 # -- hiredis first, the pure parser for the rest ------------------------------------
 
-def wire_size(argv: list) -> int:
-    """Bytes of ``argv`` encoded as a request array (the only encoding hiredis
-    accepts for it: lengths are strict decimals)."""
-    size = 3 + len(str(len(argv)))
-    for a in argv:
-        n = len(a)
-        size += n + 5 + len(str(n))
-    return size
+def inline_lines(data: bytes) -> list | None:
+    """The inline commands of ``data`` if it is whole lines of plain words
+    (no quote, NUL, vertical tab or form feed, no line starting with ``*``:
+    then bytes.split() splits exactly as sdssplitargs does); else None (the
+    pure parser's work)."""
+    if data[-1] != 10 or b'"' in data or b"'" in data or b"\0" in data or \
+            b"\x0b" in data or b"\x0c" in data:
+        return None
+    out = []
+    for line in data.split(b"\n")[:-1]:
+        if line[:1] == b"*":
+            return None
+        argv = line.split()
+        if argv:
+            out.append(argv)
+    return out
 
 
 def _frames_end(frames: list, start: int, data: bytes) -> int:
@@ -343,6 +351,10 @@ class RequestReader:
         again with b"" for the next). The last item is a ProtocolError
         instance when the stream broke there."""
         pure = self.pure
+        if authed and data and data[0] != 42 and pure.idle():
+            lines = inline_lines(data)
+            if lines is not None:
+                return lines
         if not (self.fast and authed):
             pure.feed(data)
             return self._pure(authed)

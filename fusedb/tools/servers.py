@@ -209,8 +209,12 @@ class ServerProcesses:
             fds.append(pw_r)
             cmd += ["--password-fd", str(pw_r)]
         try:
+            # A process group of its own: a terminal's Ctrl-C or hang-up reaches serve,
+            # which stops the servers itself (they would otherwise die first and be
+            # restarted by the supervisor).
             p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 env=child_env(), close_fds=True, pass_fds=fds)
+                                 env=child_env(), close_fds=True, pass_fds=fds,
+                                 process_group=0)
         finally:
             os.close(ready_w)
             if pw_r is not None:

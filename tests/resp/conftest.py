@@ -104,7 +104,8 @@ def free_port() -> int:
 
 
 def ping(server: Server, password: str | None = None) -> bool:
-    """Whether the server answers PING on a new connection."""
+    """Whether the server answers PING on a new connection (or NOAUTH: it
+    answers, wanting a password)."""
     try:
         s = server.raw(2.0)
     except OSError:
@@ -120,7 +121,7 @@ def ping(server: Server, password: str | None = None) -> bool:
                 if not chunk:
                     return False
                 got += chunk
-            return got.endswith(b"+PONG\r\n")
+            return got.endswith(b"+PONG\r\n") or got.startswith(b"-NOAUTH")  # up: wants AUTH
         except OSError:
             return False
 

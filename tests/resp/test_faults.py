@@ -92,7 +92,7 @@ def test_sigkill_of_one_server_process_under_load(tmp_path):
         got = results(clients)
         r = server.client()
         assert_nothing_acknowledged_lost(r, got)
-        hit = [g for g in got if g["uncertain"]]
+        hit = [g for g in got if g["uncertain"] or g["reconnects"]]
         assert hit, f"no client was on the killed process: {got}"
         assert all(g["ok_after_error"] > 0 for g in hit), got
 
@@ -105,7 +105,8 @@ def test_sigkill_of_the_whole_daemon_then_a_restart_keeps_what_was_acknowledged(
         clients = start_clients(server, 4.0)
         time.sleep(1.5)
         group = [server.pid] + [c.pid for c in psutil.Process(server.pid).children(True)]
-        os.killpg(server.pid, signal.SIGKILL)
+        for pid in group:
+            os.kill(pid, signal.SIGKILL)
         for pid in group:
             try:
                 psutil.Process(pid).wait(30)
