@@ -88,7 +88,10 @@ def scripts(ctx) -> Scripts:
 # -- the shared script store -----------------------------------------------------------
 
 def _stored(ctx, sha: bytes) -> bytes | None:
-    return ctx.store.get(SCRIPT_PREFIX + sha)
+    """The body stored under ``sha``, if its SHA1 is ``sha``: the store is keys
+    a client could also write (SET), so a body is never trusted by its key."""
+    body = ctx.store.get(SCRIPT_PREFIX + sha)
+    return body if body is not None and sha1hex(body) == sha else None
 
 
 def _store(ctx, sha: bytes, body: bytes, strict: bool) -> None:
@@ -100,9 +103,8 @@ def _store(ctx, sha: bytes, body: bytes, strict: bool) -> None:
             raise RespError(f"ERR script larger than the database's max_value_size "
                             f"({ctx.db.max_value_size} bytes): use EVAL")
         return
-    key = SCRIPT_PREFIX + sha
-    if ctx.store.get(key) is None:      # a read (~1 µs) spares a write's cost per EVAL
-        ctx.store.add(key, body)
+    if _stored(ctx, sha) is None:       # a read (~1 µs) spares a write's cost per EVAL
+        ctx.store.put(SCRIPT_PREFIX + sha, body)
 
 
 # -- the commands ------------------------------------------------------------------------

@@ -407,3 +407,19 @@ def test_lua_memory_is_bounded(ctx):
     assert run(ctx, "EVAL", body, 0) == \
         b"ERR Error running script %s, not enough memory" % sha(body).encode()
     assert run(ctx, "EVAL", "return redis.call('incr', KEYS[1])", 1, "after") == 1
+
+
+def test_a_stored_script_is_trusted_by_its_sha_only(fusedb_server):
+    """FuseDB only: the shared script store is keys a client can also SET. A
+    body stored under another body's SHA1 is never run: EVALSHA answers
+    NOSCRIPT, and SCRIPT LOAD of the genuine body replaces it."""
+    r = fusedb_server.client()
+    body = b"return 'genuine'"
+    sha = hashlib.sha1(body).hexdigest()
+    r.set(b"\xff\xffresp:script:" + sha.encode(), b"return 'poisoned'")
+    with pytest.raises(redis.exceptions.NoScriptError):
+        r.evalsha(sha, 0)
+    assert r.script_load(body) == sha
+    assert r.evalsha(sha, 0) == b"genuine"
+    other = fusedb_server.client()          # possibly another server process
+    assert other.evalsha(sha, 0) == b"genuine"
