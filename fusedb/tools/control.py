@@ -116,6 +116,8 @@ def stats(path: str, as_json: bool) -> int:
     finally:
         db.close()
     s["router_pid"], s["daemon_pid"] = (own[0], own[1]) if own else (0, 0)
+    for c in s.get("clients", []):
+        c["resp_server"] = resp_server(c["pid"])     # None: not a server process
     if as_json:
         print(json.dumps(s, indent=1, sort_keys=True, default=str))
         return 0
@@ -143,5 +145,19 @@ def table(s: dict) -> list[str]:
     for c in s.get("clients", []):
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c["since"]))
         lines.append(f"client: pid {c['pid']}, attached since {since}"
-                     + (" (this command)" if c["pid"] == os.getpid() else ""))
+                     + (" (this command)" if c["pid"] == os.getpid() else
+                        "" if c.get("resp_server") is None else
+                        f" (Redis protocol server process {c['resp_server']})"))
     return lines
+
+
+def resp_server(pid: int) -> int | None:
+    """The index of the daemon's Redis protocol server process ``pid``
+    (fusedb.resp.process), or None if it is none (or gone)."""
+    try:
+        argv = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return None
+    if "fusedb.resp.process" not in argv or "--index" not in argv[:-1]:
+        return None
+    return int(argv[argv.index("--index") + 1])
