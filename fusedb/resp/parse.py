@@ -30,6 +30,7 @@ a request may have at most 10 arguments of at most 16384 bytes (Redis's
 from __future__ import annotations
 
 import os
+import re
 
 from fusedb.core import kernel
 from fusedb.core.entry import parse_decimal
@@ -329,6 +330,12 @@ if kernel.COMPILED:     # the same in C, built and chosen with the kernel (setup
         pass            # fusedb.resp.conn.hot_path says so, or raises when it must
 
 
+#: A multibulk count of 7 digits or more: hiredis allocates its array when it
+#: reads the header (``*2000000000``: 16 GB of address space and seconds of
+#: the event loop), so such a chunk goes to the pure parser.
+_BIG_COUNT = re.compile(rb"\*-?[0-9]{7}")
+
+
 class RequestReader:
     """One connection's requests: :meth:`commands` (module doc)."""
 
@@ -370,8 +377,8 @@ class RequestReader:
             out = []
         if not data:
             return out
-        if data[0] != 42:     # an inline command
-            pure.feed(data)
+        if data[0] != 42 or _BIG_COUNT.search(data) is not None:
+            pure.feed(data)   # inline; or a count hiredis would allocate at once
             return out + self._pure(authed)
         h = self.h
         h.feed(data)

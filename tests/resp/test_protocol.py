@@ -204,6 +204,22 @@ def test_an_endless_request_is_closed_with_bounded_memory(fusedb_parser):
     assert exchange(fusedb_parser, b"PING\r\n") == (b"+PONG\r\n", False)
 
 
+def test_a_huge_multibulk_count_allocates_nothing(fusedb_parser):
+    """``*2000000000`` (then nothing): the server waits for the arguments
+    without reserving room for them (hiredis would allocate 16 GB of address
+    space and block its loop for seconds), and answers others at once."""
+    with fusedb_parser.raw() as s, fusedb_parser.raw() as t:
+        s.sendall(b"*2000000000\r\n*1\r\n*3000000000\r\n")
+        time.sleep(0.2)
+        start = time.monotonic()
+        for _ in range(20):
+            t.sendall(b"PING\r\n")
+            assert t.recv(100) == b"+PONG\r\n"
+        assert time.monotonic() - start < 2.0
+        vms = max(p.memory_info().vms for p in server_processes(fusedb_parser.pid))
+        assert vms < 4 << 30, vms
+
+
 @pytest.mark.parametrize("command", ["ECHO", "GET"])
 def test_a_client_that_never_reads_is_not_read_either(fusedb_parser, command):
     """Pipelined ECHOs of 16 KiB (the general path), or GETs of a 16 KiB
