@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--port", type=int, default=0, help="TCP port (default 0: none)")
     g.add_argument("--bind", default="127.0.0.1", metavar="ADDR",
                    help="TCP address (default 127.0.0.1; another needs --requirepass)")
-    g.add_argument("--unixsocket", metavar="PATH", help="listen on a unix socket too")
+    g.add_argument("--unixsocket", metavar="PATH",
+                   help="listen on a unix socket (alone, or besides --port)")
     g.add_argument("--unixsocketperm", type=_octal, default=0o700, metavar="OCTAL",
                    help="the unix socket's permissions (default 700)")
     g.add_argument("--requirepass", metavar="PW",
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--requirepass-file", metavar="FILE",
                    help="read the password from the first line of FILE")
     g.add_argument("--servers", type=int, default=os.cpu_count() or 1, metavar="K",
-                   help="server processes answering the protocol (default: one per CPU)")
+                   help="server processes answering the protocol (default: one per CPU; "
+                        "at most 4 per CPU)")
     g.add_argument("--maxclients", type=int, default=10000,
                    help="connections per server process (default 10000)")
     t = sub.add_parser("stop", help="stop the daemon of PATH (SIGTERM) and wait",
@@ -260,8 +262,10 @@ def listen_from_args(args):
             raise ValueError("--requirepass: empty password")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port}: not a port number")
-    if args.servers < 1:
-        raise ValueError(f"--servers {args.servers}: at least 1")
+    most = 4 * (os.cpu_count() or 1)
+    if not 1 <= args.servers <= most:
+        raise ValueError(f"--servers {args.servers}: from 1 to {most} (4 per CPU: more "
+                         f"processes than cores add memory and start time, not speed)")
     if args.maxclients < 1:
         raise ValueError(f"--maxclients {args.maxclients}: at least 1")
     listen = Listen(args.bind, args.port, args.unixsocket and os.path.abspath(args.unixsocket),

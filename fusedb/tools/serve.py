@@ -158,18 +158,24 @@ def serve(path: str, opts: dict, pidfile: str | None, if_not_running: bool,
         _tell(report, "failed", f"cannot open {path}: {e}")
         return 1
     status = 0
+    interrupted = False
     wrote_pidfile = False
     redis = None
     try:
         db._store.meta.hdr[M_SERVE_PID] = os.getpid()
         if listen is not None and listen.wanted:
             try:
-                redis = start_servers(path, listen, opts)
+                redis = start_servers(path, listen, opts, lambda: stop.signal != 0)
             except (FuseDBError, OSError) as e:
-                log.error("%s", e)
-                _tell(report, "failed", str(e))
-                status = 1
-        if pidfile and not status:
+                if stop.signal:     # SIGTERM or Ctrl-C while starting: a clean stop, exit 0
+                    log.info("%s", e)
+                    _tell(report, "failed", str(e))
+                    interrupted = True
+                else:
+                    log.error("%s", e)
+                    _tell(report, "failed", str(e))
+                    status = 1
+        if pidfile and not status and not interrupted:
             try:
                 _write_pidfile(pidfile)
                 wrote_pidfile = True
@@ -177,7 +183,7 @@ def serve(path: str, opts: dict, pidfile: str | None, if_not_running: bool,
                 log.error("cannot write the pid file: %s; stopping", e)
                 _tell(report, "failed", f"cannot write the pid file: {e}")
                 status = 1
-        if not status:
+        if not status and not interrupted:
             s = db.stats()
             log.info("serving %s: pid %d, %d shard worker(s) (pids %s), durability %s, %s; "
                      "attach with fusedb.connect(%r)", path, os.getpid(), len(s["workers"]),
@@ -214,10 +220,10 @@ class _Redis:
             self.listeners.close()
 
 
-def start_servers(path: str, listen: Listen, opts: dict) -> _Redis:
+def start_servers(path: str, listen: Listen, opts: dict, stopping=lambda: False) -> _Redis:
     """Bind ``listen``'s sockets and start the server processes (ready when
-    this returns). Raises OSError or FuseDBError with a one-line message;
-    nothing is left open then."""
+    this returns). Raises OSError or FuseDBError with a one-line message
+    (also when ``stopping()`` turns true meanwhile); nothing is left open then."""
     listeners = bind(listen)
     redis = _Redis(listeners, None)
     try:
@@ -230,7 +236,7 @@ def start_servers(path: str, listen: Listen, opts: dict) -> _Redis:
                   else "", "unixsocketperm": f"{listen.unixsocketperm:o}",
                   "maxclients": listen.maxclients, "databases": 1}
         redis.procs = ServerProcesses(path, listen, listeners, config)
-        redis.procs.start()
+        redis.procs.start(stopping=stopping)
     except BaseException:
         redis.stop()
         raise

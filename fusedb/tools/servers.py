@@ -105,7 +105,7 @@ def bind(listen: Listen) -> Listeners:
                 s = socket.create_server((listen.bind, listen.port), backlog=511,
                                          reuse_port=False)
             except OSError as e:
-                raise OSError(f"cannot listen on {listen.bind}:{listen.port}: "
+                raise OSError(f"cannot listen on {_host_port(listen.bind, listen.port)}: "
                               f"{e.strerror or e}") from None
             out.socks.append(s)
         if listen.unixsocket:
@@ -163,15 +163,16 @@ class ServerProcesses:
         self._parent_r, self._parent_w = os.pipe()
         self._supervisor: Supervisor | None = None
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, stopping=lambda: False) -> None:
         """Start the K processes, wait until each is ready (at most ``timeout``
         seconds), then supervise them. Raises FuseDBError if one exits or is
-        not ready in time (all are stopped), OSError if one cannot start."""
+        not ready in time, or ``stopping()`` turns true meanwhile (a stop
+        signal: then all are stopped at once), OSError if one cannot start."""
         try:
             self.procs = [self._spawn(i) for i in range(self.listen.servers)]
             deadline = time.monotonic() + timeout
             for i, p in enumerate(self.procs):
-                self._wait_ready(i, p, deadline)
+                self._wait_ready(i, p, deadline, stopping)
         except BaseException:
             self.stop()
             raise
@@ -184,7 +185,7 @@ class ServerProcesses:
     def where(self) -> str:
         places = []
         if self.listen.port:
-            places.append(f"{self.listen.bind}:{self.listen.port}")
+            places.append(_host_port(self.listen.bind, self.listen.port))
         if self.listen.unixsocket:
             places.append(os.path.abspath(self.listen.unixsocket))
         return " and ".join(places)
@@ -225,11 +226,15 @@ class ServerProcesses:
         self._ready[no] = ready_r
         return p
 
-    def _wait_ready(self, no: int, p: subprocess.Popen, deadline: float) -> None:
+    def _wait_ready(self, no: int, p: subprocess.Popen, deadline: float,
+                    stopping=lambda: False) -> None:
         fd = self._ready.pop(no)
         try:
             got = b""
             while b"\n" not in got:
+                if stopping():
+                    raise FuseDBError("stopped by a signal while the redis server processes "
+                                      "were starting")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise FuseDBError(f"redis server process {no} (pid {p.pid}) was not "
@@ -269,3 +274,8 @@ class ServerProcesses:
         self._ready = {}
         self._parent_r = self._parent_w = -1
         self.procs = []
+
+
+def _host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets (``[::1]:6379``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
