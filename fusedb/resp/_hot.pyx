@@ -6,16 +6,17 @@ A connection (fusedb.resp.conn) gives each read to :meth:`HotPath.run` first,
 when nothing of an earlier read is pending. ``run`` takes, from the start of
 the read, each complete request that is exactly ``GET key``, ``SET key
 value`` or ``INCR key`` (a RESP array of bulk strings, the name in any case;
-the form every Redis client sends) with a key of 1..max_key_size bytes and a
-value of at most max_value_size bytes; runs it on the kernel
-(fusedb.core._kernel.Kernel get / put / incr: the same calls FuseDB.get / put
-/ incr make) and writes its reply. It stops at the first request that is
-anything else (another command, an option, an inline command, a frame cut at
-the end of the read, a malformed frame) or whose kernel call raises (nothing
-was applied then): that request and the rest go to the general path
-(parser, command table), which gives every reply and error exactly. So this
-path changes no reply: it is the same commands without the Python per
-request. Same bytes, same results: the tests run both (FUSEDB_NO_EXTENSIONS
+the form every Redis client sends, lengths without leading zeros) with a key
+of 1..max_key_size bytes and a value of at most max_value_size bytes; runs it
+on the kernel (fusedb.core._kernel.Kernel get / put / incr: the same calls
+FuseDB.get / put / incr make) and writes its reply. It stops at the first
+request that is anything else (another command, an option, an inline
+command, a frame cut at the end of the read, a malformed frame): that request
+and the rest go to the general path (parser, command table), which gives
+every reply and error exactly. A request whose kernel call raises is taken,
+and stops the run: its reply is the error (``error``), never a second run.
+So this path changes no reply: it is the same commands without the Python
+per request. Same bytes, same results: the tests run both (FUSEDB_NO_EXTENSIONS
 turns this module off with the kernel).
 
 Wire format: the RESP specification (redis.io/docs/reference/protocol-spec,
@@ -46,6 +47,8 @@ cdef inline Py_ssize_t _number(const char* p, Py_ssize_t i, Py_ssize_t end,
         if i - start > MAX_DIGITS:
             return -1
     if i == start or i + 1 >= end or p[i] != 13 or p[i + 1] != 10:
+        return -1
+    if p[start] == 48 and i - start > 1:      # "01": Redis's string2ll refuses it
         return -1
     value[0] = n
     return i + 2
@@ -96,6 +99,9 @@ cdef class HotPath:
     cdef public long long gets, sets, incrs, misses
     #: The last request answered: 1 GET, 2 SET, 3 INCR (for CLIENT LIST's cmd=).
     cdef public int last
+    #: The exception of the last request taken, when its kernel call raised
+    #: (its reply is that error's; the caller reads and clears it), else None.
+    cdef public object error
 
     def __init__(self, db):
         kernel = db._x.kernel
@@ -107,6 +113,7 @@ cdef class HotPath:
         self.clock = db._clock
         self.max_key = db._max_key
         self.max_value = db._max_value
+        self.error = None
 
     def run(self, bytes data, int resp, list out):
         """Run the leading GET / SET / INCR requests of ``data`` (one read),
@@ -158,8 +165,14 @@ cdef class HotPath:
                     w = snprintf(buf, 32, b":%lld\r\n", <long long>n)
                     PyList_Append(out, PyBytes_FromStringAndSize(buf, w))
                     self.incrs += 1
-            except Exception:       # nothing applied: the general path answers it
-                break
+            except Exception as e:
+                # Its reply is the error's (fusedb.resp.conn maps it as the command
+                # table does). Never handed to the general path: a kernel call can
+                # raise after writing (DiskError from a sync write's wait), and a
+                # second run would apply it twice.
+                self.error = e
+                self.last = which
+                return i
             pos = i
             self.last = which
         return pos

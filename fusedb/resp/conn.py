@@ -126,6 +126,8 @@ class Connection(asyncio.Protocol):
                 out = []
                 piece = data if end <= HOT_IN else data[pos:pos + HOT_IN]
                 n = self.hot.run(piece, ctx.resp, out)
+                if self.hot.error is not None and not self._hot_error(out):
+                    return         # the daemon is gone
                 if not n:
                     break          # the rest starts with a request for the general path
                 ctx.last_cmd = _HOT_NAMES[self.hot.last]
@@ -148,6 +150,21 @@ class Connection(asyncio.Protocol):
             self._run_pending()
             return
         self._run(cmds, out)
+
+    def _hot_error(self, out: list) -> bool:
+        """The hot path's last request raised (``hot.error``): its reply is the
+        error as the command table maps it, appended to ``out``. A ClosedError
+        (the daemon is gone) ends the process as in ``_run``: False."""
+        e, self.hot.error = self.hot.error, None
+        if isinstance(e, ClosedError):
+            self.closing = True
+            self.fatal(e)
+            if out:
+                self._write(out)
+            self.transport.close()
+            return False
+        out.append(encode(commands.error_reply(e), self.ctx.resp))
+        return True
 
     def _count_hot(self) -> None:
         """Add the hot path's counts to the server's statistics. Done before

@@ -39,11 +39,21 @@ def atomic(ctx, fn, keys: list):
 PRELUDE = b"""
 local call, pcall_, expired, sha1hex = ...
 local sethook, getinfo = debug.sethook, debug.getinfo
-local rawpcall, rawset, type, error, tostring, loadstring, xpcall =
+local rawpcall, rawset, type, error, tostring, rawloadstring, xpcall =
       pcall, rawset, type, error, tostring, loadstring, xpcall
 for _, name in ipairs({'debug', 'python', 'dofile', 'loadfile', 'load', 'io', 'os',
                        'require', 'package', 'module', 'print', 'newproxy'}) do
   _G[name] = nil
+end
+-- Text only: Lua 5.1 does not verify bytecode, and crafted bytecode reads and
+-- writes memory (CVE-2015-4335; Redis's Lua refuses binary chunks, so its
+-- loadstring returns nil for one, as this one does).
+local function text_only(s)
+  return type(s) ~= 'string' or s:byte(1) ~= 27
+end
+loadstring = function(s, name)
+  if not text_only(s) then return nil, 'binary chunks are not allowed' end
+  return rawloadstring(s, name)
 end
 
 -- A failing redis.call raises the Python error (userdata); pcall gives its text,
@@ -129,7 +139,8 @@ local function run(fn, nkeys, ...)
 end
 
 local function compile(body)
-  local fn, err = loadstring(body, '@user_script')
+  if not text_only(body) then return false, 'binary chunks are not allowed' end
+  local fn, err = rawloadstring(body, '@user_script')
   return fn or false, err or false
 end
 

@@ -260,6 +260,10 @@ def listen_from_args(args):
         password = password.encode()
         if not password:
             raise ValueError("--requirepass: empty password")
+    if password is not None and len(password) > 4096:
+        # It reaches each server process through a pipe written before the
+        # process starts: it must fit the pipe's buffer.
+        raise ValueError(f"the password is {len(password)} bytes: at most 4096")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port}: not a port number")
     most = 4 * (os.cpu_count() or 1)

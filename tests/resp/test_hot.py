@@ -113,3 +113,54 @@ def test_hot_and_general_paths_answer_byte_for_byte(servers, seed):
         assert got[0] == got[1], (got[0][:300], got[1][:300])
         if redis_too:
             assert got[0] == got[2]
+
+
+def test_a_request_whose_kernel_call_raises_after_writing_is_not_run_again(tmp_path):
+    """In sync durability a write can fail after it is in the buffer (the WAL's
+    fsync fails: DiskError). The hot path takes that request and reports its
+    error; handing it to the general path would apply the INCR twice (a
+    reviewer's finding)."""
+    import errno
+
+    import fusedb
+    from fusedb.core import failpoints
+    from fusedb.resp._hot import HotPath
+
+    def eio():
+        raise OSError(errno.EIO, "injected EIO")
+
+    frame_ = frame(b"INCR", b"c")
+    with fusedb.open(str(tmp_path / "db"), durability="sync") as db:
+        db.put(b"c", b"10")
+        hot = HotPath(db)
+        out: list = []
+        with failpoints.armed("wal.fsync", eio):
+            n = hot.run(frame_ + frame(b"GET", b"c"), 2, out)
+        assert n == len(frame_) and out == []       # taken, and the run stopped there
+        assert isinstance(hot.error, fusedb.DiskError)
+        hot.error = None
+        assert db.get(b"c") == b"11"                 # applied once
+
+
+@pytest.mark.parametrize("payload", [
+    b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$01\r\nv\r\n",
+    b"*03\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n",
+    b"*2\r\n$03\r\nGET\r\n$1\r\nk\r\n",
+])
+def test_lengths_with_leading_zeros_are_protocol_errors_as_in_redis(servers, payload):
+    """Redis's string2ll refuses "01": a frame with such a length is a protocol
+    error (the connection closes), not a command, on the hot path too."""
+    compiled, _pure, redis = servers
+    got = []
+    for srv in (compiled, redis):
+        with srv.raw() as s:
+            s.sendall(payload)
+            data = b""
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            got.append(data)
+    assert got[0] == got[1] and got[0].startswith(b"-ERR Protocol error")

@@ -423,3 +423,22 @@ def test_a_stored_script_is_trusted_by_its_sha_only(fusedb_server):
     assert r.evalsha(sha, 0) == b"genuine"
     other = fusedb_server.client()          # possibly another server process
     assert other.evalsha(sha, 0) == b"genuine"
+
+
+def test_bytecode_is_never_loaded(target):
+    """Lua 5.1 does not verify bytecode (CVE-2015-4335): loadstring of a binary
+    chunk gives nil, as in Redis, so calling it fails the same way."""
+    r = target.r
+    with pytest.raises(redis.exceptions.ResponseError) as e:
+        r.eval("return loadstring(string.dump(function() return 7 end))()", 0)
+    assert "attempt to call a nil value" in str(e.value)
+    assert r.eval("return loadstring('return 7')()", 0) == 7
+
+
+def test_a_binary_script_body_is_refused(fusedb_server):
+    """FuseDB only: EVAL of a precompiled chunk is a compile error."""
+    r = fusedb_server.client()
+    with pytest.raises(redis.exceptions.ResponseError) as e:
+        r.eval(b"\x1bLuaQ\x00\x01\x04\x08\x04\x08\x00", 0)
+    assert "binary chunks are not allowed" in str(e.value)
+    assert r.ping()

@@ -62,3 +62,12 @@ def _children(pid: int) -> list:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
+
+
+def test_a_password_over_4096_bytes_is_refused(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_bytes(b"x" * 70000 + b"\n")
+    r = subprocess.run(serve_command(str(tmp_path / "db"), "--unixsocket",
+                                     str(tmp_path / "s.sock"), "--requirepass-file", str(pw)),
+                       capture_output=True, text=True, timeout=60, env=fusedb_env())
+    assert r.returncode == 2 and "at most 4096" in r.stderr, r.stderr
