@@ -94,7 +94,8 @@ def servers(tmp_path_factory):
     base = tmp_path_factory.mktemp("hot")
     with start_fusedb(base / "compiled", servers=1) as compiled, \
             start_fusedb(base / "pure", servers=1,
-                         env=fusedb_env(FUSEDB_NO_EXTENSIONS="1")) as pure, \
+                         env=fusedb_env(FUSEDB_NO_EXTENSIONS="1",
+                                        FUSEDB_REQUIRE_EXTENSIONS="")) as pure, \
             start_redis(base / "redis") as redis:
         yield compiled, pure, redis
 
