@@ -21,6 +21,11 @@ def main() -> None:
     try:
         for _ in range(n):
             db.incr(b"c")
+        # The daemon records its pid just after its open, and a client may attach
+        # in between (once the open is complete): wait for it, bounded.
+        deadline = time.monotonic() + 30
+        while not owner(path)[1] and time.monotonic() < deadline:
+            time.sleep(0.01)
         print(owner(path)[1], flush=True)
     finally:
         db.close()
