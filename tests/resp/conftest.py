@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import psutil
 import pytest
 
 from fusedb.testing import fusedb_processes, fusedb_shm, fusedb_threads
+from http_helpers import stop_process
 
 redis = pytest.importorskip("redis")
 
@@ -143,15 +143,7 @@ def stop_server(server: Server) -> int:
     """SIGTERM by pid; SIGKILL its process group after STOP_TIMEOUT. Its exit
     status."""
     server.close_clients()
-    p = server.proc
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(STOP_TIMEOUT)
-    return p.returncode
+    return stop_process(server.proc, STOP_TIMEOUT)
 
 
 def fusedb_env(**extra: str) -> dict:
