@@ -6,7 +6,7 @@
   web server is (the shared setting),
 - ``redis://``: limits' RedisStorage through redis-py, against a redis-server this
   script starts on 127.0.0.1 (an ephemeral port; appendonly, fsync every second, as
-  perf/engines.py RedisEngine starts it) and stops by its pid.
+  fusedb/tools/bench/engines.py RedisEngine starts it) and stops by its pid.
 
     python perf/adapters.py [--hits 200000] [--ids 1000] [--rounds 3]
                             [--redis-hits 20000] [--strategies fixed moving sliding]
@@ -47,9 +47,7 @@ from limits.strategies import STRATEGIES
 
 import fusedb
 import fusedb.limits  # noqa: F401  (registers the fusedb:// storage scheme)
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engines import RedisEngine  # noqa: E402
+from fusedb.tools.bench.engines import RedisEngine
 
 STRATEGY_NAMES = {"fixed": "fixed-window", "moving": "moving-window",
                   "sliding": "sliding-window-counter"}

@@ -1,32 +1,11 @@
-"""fusedb: the FuseDB command (run a database as a daemon, look at it, check and repair it).
+"""The ``fusedb`` command: run a database as a daemon, look at it, check and
+repair it, run the demo and the benchmark. Its help texts are :data:`HELP` and
+:data:`EXIT_STATUS` (plain text: argparse prints them as they are).
 
-    fusedb serve [PATH]   run the database at PATH (default ./fusedb-data) as a daemon:
-                          it owns the database and supervises the shard workers;
-                          processes attach with fusedb.connect(PATH); SIGTERM or
-                          Ctrl-C stops it cleanly (fusedb.tools.serve)
-    fusedb stop [PATH]    stop the daemon of PATH; waits until it is down
-    fusedb stats [PATH]   the running database's stats, attached clients included
-                          (--json for JSON)
-    fusedb demo [PATH]    a rate-limiter/session demo on PATH (default ./fusedb-data):
-                          2 shard worker processes, 2 client processes
-                          (--shards 0 runs it embedded in one process)
-    fusedb bench [...]    the side-by-side benchmark (perf/bench.py of a source checkout)
-                          with a progress bar; flags as perf/bench.py --help
-    fusedb check PATH     verify every file of the database (open or closed)
-    fusedb repair PATH    salvage a damaged, closed database; [--json] for a JSON report
-    fusedb dump PATH      print manifest, segments and WAL records
-    fusedb --version      the version and which path runs: "compiled kernel" or
-                          "pure Python (<why>)" (fusedb.core.kernel)
-
-Exit status of serve: 0 stopped cleanly (with --if-not-running: or already
-running), 1 could not open, or refused (already running), or could not close
-cleanly, 2 bad options. Of stop: 0 stopped, 1 not running, 3 refused (not a daemon's), 4 still
-running after --timeout. Of stats: 0 shown, 1 not running.
-Exit status of check: 0 healthy, 1 damage found, 2 not a directory, 3 no
-consistent snapshot of a very busy open database could be taken (check again).
-Exit status of repair (as fsck's): 0 nothing to repair (nothing changed),
-1 repaired (damaged files set aside in PATH/lost/, the database opens again),
-2 not a directory or no FuseDB files in it, 3 refused: the database is open.
+Every command exits 0 only when it did what was asked; a handled condition is
+one line on stderr, never a traceback. Output to a pipe whose reader has gone
+(``fusedb dump PATH | head``) ends the command quietly with status 141, as the
+shell reports for ``seq`` or ``cat`` killed by SIGPIPE (:func:`guarded`).
 """
 
 from __future__ import annotations
@@ -34,104 +13,93 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
+import signal
 import sys
-import time
+from collections.abc import Callable
 
 from fusedb import __version__
-from fusedb import open as open_db
 from fusedb.core import kernel
 
 
-def _rate_limit(args) -> tuple[int, int, float]:
-    """Serve ``ops`` requests of a fixed-window rate limiter (100 per minute per
-    user); runs in a pool process on the pickled (re-attached) handle."""
-    db, ops, seed = args
-    rnd = random.Random(seed)
-    limit, allowed, denied = 100, 0, 0
-    t = time.perf_counter()
-    for _ in range(ops):
-        user = b"user:%d" % min(int(rnd.paretovariate(1.2)), 500)
-        window = b"rl:%s:%d" % (user, int(time.time()) // 60)
-        n = db.incr(window)
-        if n == 1:
-            db.expire(window, 60)
-        if n <= limit:
-            allowed += 1
-        else:
-            denied += 1
-    return allowed, denied, time.perf_counter() - t
+HELP = """\
+The FuseDB command: run a database as a daemon, look at it, check and repair it.
+
+  fusedb serve [PATH]   run the database at PATH (default ./fusedb-data) as a daemon:
+                        it owns the database and supervises the shard workers;
+                        processes attach with fusedb.connect(PATH); SIGTERM or
+                        Ctrl-C stops it cleanly
+  fusedb stop [PATH]    stop the daemon of PATH; waits until it is down
+  fusedb stats [PATH]   the running database's stats, attached clients included
+                        (--json for JSON)
+  fusedb demo [PATH]    a rate-limiter/session demo on PATH (default ./fusedb-data):
+                        2 shard worker processes, 2 client processes
+                        (--shards 0 runs it embedded in one process)
+  fusedb bench [...]    FuseDB side by side with rocksdict, lmdb, sqlite3, diskcache
+                        and Redis, with a progress bar (pip install 'fusedb[bench]';
+                        fusedb bench --help explains its options and columns)
+  fusedb check PATH     verify every file of the database (open or closed)
+  fusedb repair PATH    salvage a damaged, closed database (--json for a JSON report)
+  fusedb dump PATH      print manifest, segments and WAL records
+  fusedb --version      the version and which path runs: "compiled kernel" or
+                        "pure Python (<why>)"
+
+Each command's --help gives its options and exit status."""
+
+EXIT_STATUS = """\
+exit status of every command: 0 done, 130 interrupted (Ctrl-C), 141 its output
+went to a pipe whose reader has gone (as for a program killed by SIGPIPE).
+serve: 1 could not open, or refused (already running), or did not close
+cleanly, 2 bad options. stop: 1 not running, 3 refused (not a daemon's), 4
+still running after --timeout. stats: 1 not running. check: 1 damage found, 2
+not a directory or not a FuseDB database, 3 no consistent snapshot of a very
+busy open database could be taken (check again). repair (as fsck's): 0 nothing
+to repair (nothing changed), 1 repaired (damaged files set aside in PATH/lost/),
+2 not a directory or no FuseDB files in it, 3 refused: the database is open.
+dump: 1 a damaged file stopped the dump (fusedb check PATH names every
+problem), 2 not a directory or not a FuseDB database. demo: 1 the database
+could not be opened. bench: fusedb bench --help."""
+
+#: The exit status of a command whose standard output was a pipe closed by its
+#: reader: 128 + SIGPIPE, what a shell reports for ``seq 1 1000000 | head``.
+EPIPE_STATUS = 128 + signal.SIGPIPE
+#: The exit status of a command interrupted by Ctrl-C: 128 + SIGINT, as a shell's.
+SIGINT_STATUS = 128 + signal.SIGINT
 
 
-def demo(path: str, ops: int, shards: int, processes: int) -> int:
-    how = (f"multiprocess: {shards} shard worker processes, {processes} client processes"
-           if shards else "embedded, one process")
-    from fusedb import connect
-    from fusedb.errors import LockedError, NotRunningError
-    attached = False
+def guarded(command: Callable[[], int]) -> int:
+    """Run ``command`` (returning an exit status) as a command-line program:
+    its output flushed; BrokenPipeError (the reader of a pipe on stdout has
+    gone: ``| head``) ends it quietly with :data:`EPIPE_STATUS`, after pointing
+    stdout at /dev/null so the interpreter's final flush does not complain;
+    KeyboardInterrupt (Ctrl-C) ends it with :data:`SIGINT_STATUS`, no traceback.
+    A command's ``finally`` blocks and ``with`` exits have run by then (a
+    database it had open is closed)."""
     try:
-        db = open_db(path, shards=shards) if shards else open_db(path)
-    except LockedError:
-        try:
-            db = connect(path)        # a daemon (fusedb serve) runs it: attach
-        except NotRunningError as e:
-            print(f"fusedb demo: {path} is open in another process and cannot be "
-                  f"attached to: {e}", file=sys.stderr)
-            return 1
-        how, attached = "attached to the process that owns it (fusedb serve)", True
-    print(f"FuseDB demo on {path!r} ({how}; {kernel.describe()})")
-    with db:
-        runs = db.incr(b"demo:runs")
-        print(f"  this directory has seen {runs} demo run(s) (a counter that survives close)")
-        db.put(b"session:alice", b'{"user": "alice", "cart": 3}', ttl=30)
-        print(f"  session:alice -> {db.get(b'session:alice')!r}, "
-              f"ttl {db.ttl(b'session:alice'):.1f}s")
-        if shards and processes > 1:
-            import multiprocessing
-            jobs = [(db, ops // processes, 7 + i) for i in range(processes)]
-            with multiprocessing.get_context("spawn").Pool(processes) as pool:
-                results = pool.map(_rate_limit, jobs)
-        else:
-            results = [_rate_limit((db, ops, 7))]
-        dt = max(r[2] for r in results)     # the processes run side by side
-        allowed = sum(r[0] for r in results)
-        denied = sum(r[1] for r in results)
-        total = allowed + denied
-        print(f"  fixed-window rate limiter: {total} requests in {dt:.2f}s "
-              f"({total / dt:,.0f} req/s), {allowed} allowed, {denied} denied")
-        top = sorted(((int(v), k) for k, v in db.scan(prefix=b"rl:")), reverse=True)[:3]
-        print("  busiest windows:", ", ".join(f"{k.decode()}={n}" for n, k in top))
-        s = db.stats()
-        print(f"  stats: {s['leaves']} leaves, {s['segments']} segments, {s['merges']} merges, "
-              f"{s['splits']} splits, arena {s['arena_slabs_used']}/{s['arena_slabs_total']} slabs")
-        for w in s["workers"]:
-            print(f"  shard {w['shard']}: worker pid {w['pid']}, "
-                  f"{w.get('cpu_seconds', 0):.2f} s CPU, "
-                  f"{w.get('rss_bytes', 0) / 2**20:.0f} MiB RSS")
-    print("  closed cleanly; run it again to see the counter survive."
-          if not attached else "  detached; the database stays with its owner.")
-    return 0
-
-
-def bench(argv: list[str]) -> int:
-    """Run perf/bench.py (it lives next to the package in a source checkout, as
-    with ``pip install -e .``) with a progress bar."""
-    import subprocess
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    script = os.path.join(root, "perf", "bench.py")
-    if not os.path.exists(script):
-        print("fusedb bench: perf/bench.py not found; run it from a source checkout "
-              "(pip install -e '.[bench]')", file=sys.stderr)
-        return 2
-    return subprocess.call([sys.executable, script, "--progress"] + argv)
+        status = command()
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EPIPE_STATUS
+    except KeyboardInterrupt:
+        return SIGINT_STATUS
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="fusedb", description=__doc__,
+    """The ``fusedb`` command with command-line ``argv`` (default sys.argv[1:]);
+    its exit status (:data:`EXIT_STATUS`). Bad options raise SystemExit(2), as
+    argparse does."""
+    return guarded(lambda: command(sys.argv[1:] if argv is None else argv))
+
+
+def command(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="fusedb", description=HELP, epilog=EXIT_STATUS,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version",
                     version=f"fusedb {__version__}, {kernel.describe()}")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     v = sub.add_parser("serve", help="run the database as a daemon until SIGTERM/Ctrl-C",
                        description=SERVE_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -184,38 +152,96 @@ def main(argv: list[str] | None = None) -> int:
                                     "status: 0 shown, 1 not running.")
     st.add_argument("path", nargs="?", default="fusedb-data", help=PATH_HELP)
     st.add_argument("--json", action="store_true", help="print them as JSON")
-    d = sub.add_parser("demo", help="run a small demo (multiprocess by default)")
-    d.add_argument("path", nargs="?", default="fusedb-data")
-    d.add_argument("--ops", type=int, default=100_000)
-    d.add_argument("--shards", type=int, default=2, help="worker processes; 0: embedded")
-    d.add_argument("--processes", type=int, default=2, help="client processes")
-    c = sub.add_parser("check", help="verify every file of the database (open or closed)")
-    c.add_argument("path")
-    r = sub.add_parser("repair", help="salvage a damaged, closed database")
-    r.add_argument("path")
+    d = sub.add_parser("demo", help="run a small demo (multiprocess by default)",
+                       description="A rate limiter and a session store on PATH (created if "
+                                   "missing; a running daemon's database is attached to). "
+                                   "Exit status: 0 done, 1 the database could not be opened.")
+    d.add_argument("path", nargs="?", default="fusedb-data", help=PATH_HELP)
+    d.add_argument("--ops", type=_at_least(1), default=100_000,
+                   help="rate-limiter requests (default 100000)")
+    d.add_argument("--shards", type=_at_least(0), default=2,
+                   help="worker processes; 0: embedded (default 2)")
+    d.add_argument("--processes", type=_at_least(1), default=2,
+                   help="client processes (default 2)")
+    c = sub.add_parser("check", help="verify every file of the database (open or closed)",
+                       description="Verify every file of the database at PATH: manifest, "
+                                   "segments, WAL; safe while it runs. Exit status: 0 "
+                                   "healthy, 1 damage found, 2 not a directory or not a "
+                                   "FuseDB database, 3 no consistent snapshot of a very busy "
+                                   "open database could be taken (check again).")
+    c.add_argument("path", help="the database directory")
+    r = sub.add_parser("repair", help="salvage a damaged, closed database",
+                       description="Salvage the damaged, closed database at PATH: damaged "
+                                   "files are set aside in PATH/lost/, the rest opens again. "
+                                   "Exit status (as fsck's): 0 nothing to repair, 1 repaired, "
+                                   "2 not a directory or no FuseDB files in it, 3 refused: "
+                                   "the database is open.")
+    r.add_argument("path", help="the database directory")
     r.add_argument("--json", action="store_true", help="print the report as JSON")
-    u = sub.add_parser("dump", help="print manifest, segments and WAL records")
-    u.add_argument("path")
-    sub.add_parser("bench", help="run perf/bench.py with a progress bar (source checkout)",
+    u = sub.add_parser("dump", help="print manifest, segments and WAL records",
+                       description="Print the manifest, every segment entry and every WAL "
+                                   "record of the database at PATH (read only; safe while it "
+                                   "runs). Exit status: 0 printed, 1 a damaged file stopped "
+                                   "the dump (fusedb check PATH names every problem), 2 not a "
+                                   "directory or not a FuseDB database.")
+    u.add_argument("path", help="the database directory")
+    sub.add_parser("bench", help="FuseDB side by side with other engines (fusedb bench --help)",
                    add_help=False)
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:
-        return bench(argv[1:])
+    if argv[:1] == ["bench"]:       # its own options and help: fusedb.tools.bench.command
+        from fusedb.tools.bench.command import main as bench
+        return bench(["--progress"] + argv[1:])
     args = ap.parse_args(argv)
     if args.cmd == "demo":
+        from fusedb.tools.demo import demo
         return demo(args.path, args.ops, args.shards, args.processes)
     if args.cmd in ("serve", "stop", "stats"):
         return daemon_command(args)
-    from fusedb.tools import check as check_mod
-    if not os.path.isdir(args.path):
-        print(f"fusedb: {args.path}: not a directory", file=sys.stderr)
+    if args.cmd == "repair":
+        return repair(args.path, args.json)
+    refusal = not_a_database(args.path)
+    if refusal:
+        print(f"fusedb {args.cmd}: {refusal}", file=sys.stderr)
         return 2
     if args.cmd == "check":
         return check(args.path)
-    if args.cmd == "repair":
-        return repair(args.path, args.json)
-    for line in check_mod.dump(args.path):
-        print(line)
+    return dump(args.path)
+
+
+def not_a_database(path: str) -> str | None:
+    """Why ``path`` is not a database to check or dump (one line), or None.
+    Changes nothing (fusedb.runtime.identity.check_directory, as open decides)."""
+    from fusedb.errors import CorruptionError, NotADatabaseError
+    from fusedb.runtime.identity import check_directory
+    if not os.path.exists(path):
+        return f"{path}: no such directory"
+    try:
+        if check_directory(path) == "new":
+            return f"{path}: not a FuseDB database (an empty directory)"
+    except NotADirectoryError:
+        return f"{path}: not a directory"
+    except NotADatabaseError:
+        return f"{path}: not a FuseDB database (no FUSEDB, MANIFEST or WAL file of FuseDB's)"
+    except CorruptionError:
+        pass        # a damaged identity file: check names it, dump shows the rest
+    except OSError as e:
+        return f"{path}: {e.strerror}"
+    return None
+
+
+def dump(path: str) -> int:
+    """``fusedb dump PATH``; the exit status (:data:`EXIT_STATUS`)."""
+    from fusedb.errors import FuseDBError
+    from fusedb.tools.check import dump as dump_lines
+    try:
+        for line in dump_lines(path):
+            print(line)
+    except BrokenPipeError:
+        raise                       # the reader has gone: guarded() ends quietly
+    except (FuseDBError, OSError) as e:
+        sys.stdout.flush()
+        print(f"fusedb dump: stopped: {e} (fusedb check {path} names every problem)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -278,6 +304,15 @@ def listen_from_args(args):
     if refusal:
         raise ValueError(refusal)
     return listen
+
+
+def _at_least(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        v = int(text)
+        if v < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, not {text}")
+        return v
+    return parse
 
 
 def _positive(text: str) -> float:

@@ -1,4 +1,4 @@
-"""Engine adapters for the benchmarks: one small class per engine, same methods.
+"""Engine adapters for ``fusedb bench``: one small class per engine, same methods.
 
 Fair settings (written next to every result table): every engine keeps its log
 on and does not fsync each write.
@@ -41,6 +41,10 @@ class Engine:
     name = "?"
     native_ttl = False
     native_incr = False
+    #: The module the engine imports, and the package (pip) that provides it
+    #: (None: part of FuseDB's own dependencies or of Python).
+    module: str | None = None
+    package: str | None = None
 
     def open(self, path: str, args) -> None: ...
 
@@ -93,7 +97,7 @@ class FuseDBEngine(Engine):
             return
         shards = args.shards or args.processes
         # Pre-split at even points of the key set the workload writes (counters,
-        # sessions and the rate limiter prefix the user key, see bench.drive).
+        # sessions and the rate limiter prefix the user key, see fusedb.tools.bench.run.drive).
         prefix = {"counters": b"c", "sessions": b"s", "ratelimit": b"rl:"}.get(
             getattr(args, "workload", ""), b"")
         kfmt = prefix + b"user%0" + str(args.key_size - 4).encode() + b"d"
@@ -128,6 +132,7 @@ class FuseDBEngine(Engine):
 
 class RocksEngine(Engine):
     name = "rocksdict"
+    module, package = "rocksdict", "rocksdict"
 
     def open(self, path, args):
         import rocksdict
@@ -160,6 +165,7 @@ class RocksEngine(Engine):
 
 class LmdbEngine(Engine):
     name = "lmdb"
+    module, package = "lmdb", "lmdb"
 
     def open(self, path, args):
         import lmdb
@@ -190,6 +196,7 @@ class LmdbEngine(Engine):
 
 class SqliteEngine(Engine):
     name = "sqlite3"
+    module = "sqlite3"    # of the standard library; missing in a Python built without it
     native_incr = True
 
     def open(self, path, args):
@@ -225,6 +232,7 @@ class SqliteEngine(Engine):
 
 class DiskcacheEngine(Engine):
     name = "diskcache"
+    module, package = "diskcache", "diskcache"
     native_ttl = native_incr = True
 
     def open(self, path, args):
@@ -250,6 +258,7 @@ class DiskcacheEngine(Engine):
 class RedisEngine(Engine):
     """Starts its own redis-server (Debian package) on a free loopback port."""
     name = "redis"
+    module, package = "redis", "redis"
     native_ttl = native_incr = True
     server = shutil.which("redis-server")
 
