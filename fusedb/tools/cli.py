@@ -72,12 +72,14 @@ def guarded(command: Callable[[], int]) -> int:
     gone: ``| head``) ends it quietly with :data:`EPIPE_STATUS`, after pointing
     stdout at /dev/null so the interpreter's final flush does not complain;
     KeyboardInterrupt (Ctrl-C) ends it with :data:`SIGINT_STATUS`, no traceback.
+    SystemExit (argparse's --help, bad options) passes, its output flushed first.
     A command's ``finally`` blocks and ``with`` exits have run by then (a
     database it had open is closed)."""
     try:
-        status = command()
-        sys.stdout.flush()
-        return status
+        try:
+            return command()
+        finally:
+            sys.stdout.flush()      # what is still buffered: EPIPE shows here, too
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None, prog: str = "fusedb bench") -> int:
     t0 = time.monotonic()
     for n, (w, e) in enumerate(jobs):
         progress(n, len(jobs), f"{w} on {e}", t0, args.progress)
-        out = subprocess.run([sys.executable, "-m", "fusedb.tools.bench", "--run-one", e, w]
-                             + passthrough, capture_output=True, text=True)
+        out = run_process([sys.executable, "-m", "fusedb.tools.bench", "--run-one", e, w]
+                          + passthrough)
         if out.returncode != 0:
             failed.append(f"{w} on {e} failed: {summary(out)}")
             print(f"{chr(10) if args.progress else ''}{prog}: {failed[-1]}", file=sys.stderr,
@@ -180,6 +180,32 @@ def main(argv: list[str] | None = None, prog: str = "fusedb bench") -> int:
         print(f"{prog}: {len(failed)} of {len(jobs)} run(s) failed", file=sys.stderr)
         return FAILED
     return status
+
+
+#: Seconds a run's process has to clean up after Ctrl-C (close its engine: a
+#: server, worker processes, shared memory; remove its directory).
+CLEANUP_TIMEOUT = 60.0
+
+
+def run_process(cmd: list[str]) -> subprocess.CompletedProcess:
+    """Run one run's process, its output captured. It runs in a process group of
+    its own, so Ctrl-C reaches this process only, which then sends it one SIGINT
+    and waits (at most :data:`CLEANUP_TIMEOUT`) while it cleans up, before
+    raising KeyboardInterrupt: a second SIGINT, or a kill, would leave its
+    engine's processes and files behind."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=CLEANUP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def summary(out: subprocess.CompletedProcess) -> str:
