@@ -2,8 +2,8 @@
 repair it, run the demo and the benchmark. Its help texts are :data:`HELP` and
 :data:`EXIT_STATUS` (plain text: argparse prints them as they are).
 
-Every command exits 0 only when it did what was asked; a handled condition is
-one line on stderr, never a traceback. Output to a pipe whose reader has gone
+Every command exits non-zero when it could not do what was asked (:data:`EXIT_STATUS`);
+a handled condition is one line on stderr, never a traceback. Output to a pipe whose reader has gone
 (``fusedb dump PATH | head``) ends the command quietly with status 141, as the
 shell reports for ``seq`` or ``cat`` killed by SIGPIPE (:func:`guarded`).
 """
@@ -35,8 +35,8 @@ The FuseDB command: run a database as a daemon, look at it, check and repair it.
                         2 shard worker processes, 2 client processes
                         (--shards 0 runs it embedded in one process)
   fusedb bench [...]    FuseDB side by side with rocksdict, lmdb, sqlite3, diskcache
-                        and Redis, with a progress bar (pip install 'fusedb[bench]';
-                        fusedb bench --help explains its options and columns)
+                        and Redis, a progress bar on a terminal (pip install
+                        'fusedb[bench]'; fusedb bench --help: options, columns)
   fusedb check PATH     verify every file of the database (open or closed)
   fusedb repair PATH    salvage a damaged, closed database (--json for a JSON report)
   fusedb dump PATH      print manifest, segments and WAL records
@@ -46,15 +46,16 @@ The FuseDB command: run a database as a daemon, look at it, check and repair it.
 Each command's --help gives its options and exit status."""
 
 EXIT_STATUS = """\
-exit status of every command: 0 done, 130 interrupted (Ctrl-C), 141 its output
-went to a pipe whose reader has gone (as for a program killed by SIGPIPE).
-serve: 1 could not open, or refused (already running), or did not close
+exit status of every command: 0 done, 2 bad options, 130 interrupted (Ctrl-C),
+141 its output went to a pipe whose reader has gone (as for a program killed by
+SIGPIPE). serve: 1 could not open, or refused (already running), or did not close
 cleanly, 2 bad options. stop: 1 not running, 3 refused (not a daemon's), 4
 still running after --timeout. stats: 1 not running. check: 1 damage found, 2
 not a directory or not a FuseDB database, 3 no consistent snapshot of a very
 busy open database could be taken (check again). repair (as fsck's): 0 nothing
 to repair (nothing changed), 1 repaired (damaged files set aside in PATH/lost/),
-2 not a directory or no FuseDB files in it, 3 refused: the database is open.
+2 not a directory or no FuseDB files in it, 3 refused: the database is open, 8
+the disk failed meanwhile (run it again).
 dump: 1 a damaged file stopped the dump (fusedb check PATH names every
 problem), 2 not a directory or not a FuseDB database. demo: 1 the database
 could not be opened. bench: fusedb bench --help."""
@@ -177,7 +178,8 @@ def command(argv: list[str]) -> int:
                                    "files are set aside in PATH/lost/, the rest opens again. "
                                    "Exit status (as fsck's): 0 nothing to repair, 1 repaired, "
                                    "2 not a directory or no FuseDB files in it, 3 refused: "
-                                   "the database is open.")
+                                   "the database is open, 8 the disk failed meanwhile (run "
+                                   "it again).")
     r.add_argument("path", help="the database directory")
     r.add_argument("--json", action="store_true", help="print the report as JSON")
     u = sub.add_parser("dump", help="print manifest, segments and WAL records",
@@ -191,7 +193,7 @@ def command(argv: list[str]) -> int:
                    add_help=False)
     if argv[:1] == ["bench"]:       # its own options and help: fusedb.tools.bench.command
         from fusedb.tools.bench.command import main as bench
-        return bench(["--progress"] + argv[1:])
+        return bench((["--progress"] if sys.stderr.isatty() else []) + argv[1:])
     args = ap.parse_args(argv)
     if args.cmd == "demo":
         from fusedb.tools.demo import demo
@@ -388,6 +390,10 @@ def repair(path: str, as_json: bool) -> int:
     except InvalidArgumentError as e:
         print(f"fusedb repair: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"fusedb repair: {e} (every step is safe to repeat: run it again once the "
+              f"disk is fixed)", file=sys.stderr)
+        return 8
     if as_json:
         print(json.dumps(report.to_dict(), indent=1, sort_keys=True))
     else:

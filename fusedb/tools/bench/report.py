@@ -154,11 +154,19 @@ def plot(results: list[dict], outdir: str) -> None:
     plt.close(fig)
 
 
+USAGE = """\
+usage: python perf/report.py RUN.json [RUN.json ...]
+
+Markdown tables of each file fusedb bench --json FILE wrote: the run's settings,
+a row per (workload, engine), FuseDB's ratios to the other engines. The columns:
+fusedb bench --help."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Markdown tables of each ``--json`` file named; 0, or 2 if one cannot be read."""
     paths = sys.argv[1:] if argv is None else argv
     if not paths or paths[0] in ("-h", "--help"):
-        print(__doc__.split("\n\n")[1].strip())
+        print(USAGE, file=sys.stdout if paths else sys.stderr)
         return 0 if paths else 2
     for path in paths:
         try:
