@@ -228,6 +228,21 @@ def test_output_into_a_closed_pipe_ends_quietly(database, command):
     assert (r.returncode, r.stderr) == (141, "")
 
 
+@pytest.mark.parametrize("shards", ["0", "1"])
+def test_demo_into_a_closed_pipe_closes_its_database(tmp_path, shards):
+    """The demo's database is closed cleanly when its output fails (at its first
+    line, unbuffered, or at the end): the next run finds it healthy."""
+    path = str(tmp_path / "db")
+    args = ("demo", path, "--ops", "1000", "--shards", shards, "--processes", "1")
+    r = closed_pipe_run(*args)
+    assert (r.returncode, r.stderr) == (141, "")
+    assert fusedb_cmd("check", path).returncode == 0
+    assert region.leftovers(region.tag_for(path)) == []
+    r = fusedb_cmd(*args)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"has seen [12] demo run\(s\)", r.stdout), r.stdout
+
+
 def test_stats_into_a_closed_pipe_ends_quietly(tmp_path):
     """``fusedb stats [--json] | head`` against a running daemon, which it leaves
     running and detaches from."""

@@ -53,8 +53,8 @@ def demo(path: str, ops: int, shards: int, processes: int) -> int:
     except (FuseDBError, OSError) as e:
         print(f"fusedb demo: cannot open {path}: {e}", file=sys.stderr)
         return 1
-    print(f"FuseDB demo on {path!r} ({how}; {kernel.describe()})")
-    with db:
+    with db:                    # closed also when a print fails (a closed pipe)
+        print(f"FuseDB demo on {path!r} ({how}; {kernel.describe()})")
         runs = db.incr(b"demo:runs")
         print(f"  this directory has seen {runs} demo run(s) (a counter that survives close)")
         db.put(b"session:alice", b'{"user": "alice", "cart": 3}', ttl=30)
