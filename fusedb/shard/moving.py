@@ -76,6 +76,8 @@ def move_leaf(merger, leaf: int, dst: int) -> bool:
     staged: nothing changed."""
     ctx, meta = merger.ctx, merger.meta
     src = merger.shard
+    if dst == src.no:
+        return False
     to = ctx.shards[dst]
     moved = False
     with ctx.manifest_lock:

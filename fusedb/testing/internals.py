@@ -214,6 +214,15 @@ def ring_positions(db, no: int = 0) -> dict[str, int]:
             "durable": int(hdr[R_DURABLE])}
 
 
+def pause_wal_writer(db, no: int) -> None:
+    """Embedded: stop shard ``no``'s WAL writer thread where it is (no last
+    write-out): its ring's records stay unwritten until the handle is crashed."""
+    f = db._store.wal_writers[no]
+    f.stopping.set()
+    f.kick.set()
+    f.join()
+
+
 def _stop_wal_writers(db) -> None:
     for f in db._store.wal_writers:        # stopped where they are: no last write-out
         f.stopping.set()
