@@ -78,6 +78,7 @@ class Decision:
     full: bool = True   # fold every segment (a split); False: fold_count decides
     reason: str = ""
     then_split: bool = False   # merge: split the leaf right after (it is big or hot)
+    to: int = -1               # move: the destination shard
 
 
 def fold_count(sizes: list[int], buffer_bytes: int, max_segments: int) -> int:
