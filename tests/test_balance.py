@@ -92,3 +92,40 @@ def test_a_move_killed_at_each_step_loses_nothing(tmp_path, monkeypatch, step):
     with fusedb.open(path, **OPTS) as db:
         assert dict(db.scan()) == model
         one_owner_each(db)
+
+
+def test_repair_settles_a_leaf_the_manifest_and_shared_memory_disagree_on():
+    """A process died between a move's manifest rename and its switch in shared
+    memory (or the reverse): the leaf is shard 0's in one and shard 1's in the
+    other, and both shards are repaired, in either order. Each repair keeps
+    every range routed (a range without a leaf would send its keys to the
+    leaf before it) and owned once, and after both the manifest's owner has it."""
+    from types import SimpleNamespace
+
+    from fusedb.core.manifest import LeafRecord, ManifestData
+    from fusedb.worker.repair import settle_routes
+
+    bounds = [b"", b"m", b"t"]
+    for shm_owner, man_owner in ((0, 1), (1, 0)):
+        for order in ((0, 1), (1, 0)):
+            meta = SimpleNamespace(shard=[0, shm_owner, 1], active=[-1, 5, -1],
+                                   frozen=[-1, -1, -1])
+            man = ManifestData([LeafRecord(b"", 0, [], 0), LeafRecord(b"m", 0, [], man_owner),
+                                LeafRecord(b"t", 0, [], 1)], 0, {})
+            routes = list(zip(bounds, [0, 1, 2]))
+            next_id = 3
+            for no in order:
+                entries, reuse = settle_routes(meta, man, no, [b for b, _ in routes],
+                                               [leaf for _, leaf in routes])
+                rebuilt = [lf.lo for lf in man.leaves if lf.shard == no]
+                ids = reuse + list(range(next_id, next_id + len(rebuilt)))
+                next_id += len(rebuilt)
+                for lo, leaf in zip(rebuilt, ids):
+                    meta.shard += [0] * (leaf + 1 - len(meta.shard))
+                    meta.shard[leaf] = no
+                    entries.append((lo, leaf))
+                entries.sort()
+                got = [lo for lo, _ in entries]
+                assert got == bounds, (shm_owner, man_owner, order, entries)
+                routes = entries
+            assert [meta.shard[leaf] for _, leaf in routes] == [0, man_owner, 1]
