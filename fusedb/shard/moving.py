@@ -40,6 +40,8 @@ the meta lock, as everywhere (docs/design.md, "Who touches what under which lock
 
 from __future__ import annotations
 
+import numpy as np
+
 from fusedb.core import failpoints, manifest
 from fusedb.core.entry import KIND_INT
 from fusedb.core.fileio import fsync_dir
@@ -47,15 +49,16 @@ from fusedb.core.layout import M_ROUTE_VER, S_MOVES
 from fusedb.errors import InvalidArgumentError
 from fusedb.shm.slab import H_LEAF, H_REFS, H_STATE, H_USED, STATE_ACTIVE, STATE_FREE, \
     STATE_FROZEN
-from fusedb.wal.ring import R_DURABLE, R_HEAD, R_WRITTEN
+from fusedb.wal.format import pad16
+from fusedb.wal.ring import R_DURABLE, R_HEAD, R_WRITTEN, encode_mutations
 
 
-def relog_entries(slab) -> list[tuple]:
-    """The slab's entries as WAL mutations (seq, exp, kind, key, value, ivalue),
-    each with the seqno of its slot's last mutation. Under its shard's lock."""
+def relog_entries(slab, slots) -> list[tuple]:
+    """The entries of ``slab``'s ``slots`` as WAL mutations (seq, exp, kind, key,
+    value, ivalue), each with the seqno of its slot's last mutation."""
     heap = slab.heap
     out = []
-    for s in range(slab.hdr[H_USED]):
+    for s in slots:
         k = slab.koff[s]
         key = bytes(heap[k:k + slab.klen[s]])
         kind = slab.kind[s]
@@ -72,6 +75,11 @@ def move_leaf(merger, leaf: int, dst: int) -> bool:
     since the manifest was staged, or the destination has no free slab or WAL
     ring room for its active buffer now (the policy tries again later).
 
+    The active buffer's entries are encoded with no lock held, from a private
+    copy of its slab taken under the source's lock (a memcpy); under both locks
+    only the entries written since (their slots' seqnos are higher) are encoded,
+    and the record is appended as one copy (fusedb.wal.ring.Ring.append_encoded).
+
     Raises OSError (labelled "manifest write") if the manifest cannot be
     staged: nothing changed."""
     ctx, meta = merger.ctx, merger.meta
@@ -84,13 +92,19 @@ def move_leaf(merger, leaf: int, dst: int) -> bool:
         with src.lock:
             if meta.shard[leaf] != src.no or meta.frozen[leaf] >= 0:
                 return False
-            segs, mseq = meta.segs_of(leaf), meta.mseq[leaf]
+            segs, mseq, a = meta.segs_of(leaf), meta.mseq[leaf], meta.active[leaf]
+            snap = snap_seq = None
+            if a >= 0:
+                snap, snap_seq = src.slabs[a].snapshot(), meta.seq[leaf]
+        blob = encode_mutations(relog_entries(snap, range(snap.used()))) if snap else b""
+        count = snap.used() if snap else 0
         ctx.stage_move(leaf, dst)
         try:
             failpoints.hit("move.staged")
             first, second = sorted((src, to), key=lambda sh: sh.no)
             with first.lock, second.lock:
-                moved = _move_locked(merger, leaf, to, segs, mseq)
+                moved = _move_locked(merger, leaf, to, (segs, mseq, a),
+                                     (blob, count, snap_seq))
         finally:
             if not moved:
                 manifest.discard(ctx.path)
@@ -99,25 +113,28 @@ def move_leaf(merger, leaf: int, dst: int) -> bool:
     return moved
 
 
-def _move_locked(merger, leaf: int, to, segs: list[int], mseq: int) -> bool:
+def _move_locked(merger, leaf: int, to, seen: tuple, relog: tuple) -> bool:
     """The move under both shard locks (see the module doc); False, changing
-    nothing, if it cannot be done now."""
+    nothing, if it cannot be done now. ``seen``: the leaf's segments, seqno and
+    active slab when the manifest was staged; ``relog``: its active buffer's
+    entries then, encoded, their count and the leaf's seqno then."""
     ctx, meta = merger.ctx, merger.meta
     src = merger.shard
     failpoints.hit("move.locked")
+    segs, mseq, a = seen
     if (meta.shard[leaf] != src.no or meta.frozen[leaf] >= 0 or meta.segs_of(leaf) != segs
-            or meta.mseq[leaf] != mseq):
+            or meta.mseq[leaf] != mseq or meta.active[leaf] != a):
         return False
-    a = meta.active[leaf]
     old = src.slabs[a] if a >= 0 else None
     new = -1
     end = 0
     if old is not None and old.used():
-        try:
-            prepared = to.ring.prepare_many(relog_entries(old))
-        except InvalidArgumentError:
-            return False      # a buffer over half the destination's ring: stays
-        if not to.ring.has_room(prepared[2]):
+        blob, count, snap_seq = relog
+        since = np.flatnonzero(np.frombuffer(old.seq, np.uint64, old.used()) > snap_seq)
+        if len(since):
+            blob = blob + encode_mutations(relog_entries(old, since.tolist()))
+            count += len(since)
+        if not to.ring.has_room(pad16(32 + len(blob))):
             ctx.kick_wal_writer(to.no)
             return False
         new = to.arena.alloc(leaf)
@@ -125,7 +142,13 @@ def _move_locked(merger, leaf: int, to, segs: list[int], mseq: int) -> bool:
             ctx.wake(to.no)
             return False
         start = to.ring.hdr[R_HEAD]
-        end = to.ring.append_prepared(prepared)
+        try:
+            end = to.ring.append_encoded(blob, count)
+        except InvalidArgumentError:
+            end = -1      # a buffer over half the destination's ring: it stays
+        if end < 0:
+            to.arena.release_slab(new)
+            return False
         failpoints.hit("move.relogged")
         slab = to.slabs[new]
         slab.copy_from(old)
