@@ -8,16 +8,20 @@ see (almost) the same loads, so only the most loaded shard's loop acts.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from fusedb.core.balance import BalancePolicy, LeafLoad, balance
 from fusedb.core.layout import MAX_SEGS, M_NEXT_LEAF
+from fusedb.errors import LockTimeoutError
 from fusedb.shard.moving import adopt_orphans, free_orphans, move_leaf
 from fusedb.shm.slab import H_HEAP
 
 #: A balancing round every this many merge ticks (``merge_tick``: 0.05 s by
 #: default, so once a second).
 BALANCE_TICKS = 20
+
+log = logging.getLogger("fusedb")
 
 
 class Balancer:
@@ -52,9 +56,20 @@ class Balancer:
         d = balance(loads, total, self.policy)
         if d is None or self.ctx.meta.shard[d.leaf] != merger.no:
             return False
-        if d.action == "move":
-            return move_leaf(merger, d.leaf, d.to)
-        return merger.merge_leaf(d.leaf, True, split=True)
+        try:
+            if d.action == "move":
+                done = move_leaf(merger, d.leaf, d.to)
+            else:
+                done = merger.merge_leaf(d.leaf, True, split=True)
+            if done:
+                log.info("shard %d: %s leaf %d%s (%s)", merger.no, d.action, d.leaf,
+                         f" to shard {d.to}" if d.action == "move" else "", d.reason)
+            return done
+        except LockTimeoutError as e:
+            # A live process holds the other shard's (or the meta) lock past
+            # lock_timeout (stopped with SIGSTOP, say): nothing was done; balance later.
+            log.warning("shard %d: balancing skipped this round: %s", merger.no, e)
+            return False
 
     def loads(self) -> tuple[tuple[LeafLoad, ...], int]:
         """Every leaf's load, read without shard locks (a heuristic: the move
