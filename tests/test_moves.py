@@ -211,7 +211,7 @@ def test_writes_between_the_snapshot_and_the_locks_are_logged_again_too(tmp_path
     I.crash(db)
     import glob
     import os
-    for f in glob.glob(os.path.join(path, "wal-%03d-*.log" % src)):
+    for f in glob.glob(os.path.join(path, f"wal-{src:03d}-*.log")):
         os.unlink(f)
     with fusedb.open(path, **OPTS) as db:
         assert dict(db.scan()) == model

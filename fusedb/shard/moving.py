@@ -47,7 +47,7 @@ from fusedb.core.entry import KIND_INT
 from fusedb.core.fileio import fsync_dir
 from fusedb.core.layout import M_ROUTE_VER, S_MOVES
 from fusedb.errors import InvalidArgumentError
-from fusedb.shm.slab import H_LEAF, H_REFS, H_STATE, H_USED, STATE_ACTIVE, STATE_FREE, \
+from fusedb.shm.slab import H_LEAF, H_REFS, H_STATE, STATE_ACTIVE, STATE_FREE, \
     STATE_FROZEN
 from fusedb.wal.format import pad16
 from fusedb.wal.ring import R_DURABLE, R_HEAD, R_WRITTEN, encode_mutations
