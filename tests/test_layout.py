@@ -60,7 +60,7 @@ def test_magics_and_formats():
     assert MAX_SEGMENTS_LIMIT == L.MAX_SEGS == meta_mod.MAX_SEGS
     # Versions: a change here is a format change (docs/format.md).
     assert (L.META_VERSION, L.ARENA_VERSION, L.RING_VERSION, L.WAL_VERSION,
-            L.SEG_VERSION) == (5, 1, 1, 1, 1)
+            L.SEG_VERSION) == (6, 1, 1, 1, 1)
 
 
 def test_retry_and_locks_use_the_layout_words():

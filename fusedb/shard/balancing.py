@@ -42,7 +42,15 @@ class Balancer:
         """Free the old slabs of moved leaves that may go; then, if a balancing
         round is due, run it. Returns whether a leaf moved or split. Raises what
         Merger.merge_leaf and move_leaf raise (transient disk errors: nothing
-        published)."""
+        published). A lock held past ``lock_timeout`` by a live process (one
+        stopped with SIGSTOP, say) skips the round (logged): nothing was done."""
+        try:
+            return self._round()
+        except LockTimeoutError as e:
+            log.warning("shard %d: balancing skipped this round: %s", self.merger.no, e)
+            return False
+
+    def _round(self) -> bool:
         merger = self.merger
         if not self._adopted:
             adopt_orphans(merger)
@@ -56,20 +64,14 @@ class Balancer:
         d = balance(loads, total, self.policy)
         if d is None or self.ctx.meta.shard[d.leaf] != merger.no:
             return False
-        try:
-            if d.action == "move":
-                done = move_leaf(merger, d.leaf, d.to)
-            else:
-                done = merger.merge_leaf(d.leaf, True, split=True)
-            if done:
-                log.info("shard %d: %s leaf %d%s (%s)", merger.no, d.action, d.leaf,
-                         f" to shard {d.to}" if d.action == "move" else "", d.reason)
-            return done
-        except LockTimeoutError as e:
-            # A live process holds the other shard's (or the meta) lock past
-            # lock_timeout (stopped with SIGSTOP, say): nothing was done; balance later.
-            log.warning("shard %d: balancing skipped this round: %s", merger.no, e)
-            return False
+        if d.action == "move":
+            done = move_leaf(merger, d.leaf, d.to)
+        else:
+            done = merger.merge_leaf(d.leaf, True, split=True)
+        if done:
+            log.info("shard %d: %s leaf %d%s (%s)", merger.no, d.action, d.leaf,
+                     f" to shard {d.to}" if d.action == "move" else "", d.reason)
+        return done
 
     def loads(self) -> tuple[tuple[LeafLoad, ...], int]:
         """Every leaf's load, read without shard locks (a heuristic: the move
