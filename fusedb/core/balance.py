@@ -150,7 +150,9 @@ def balance(leaves: tuple[LeafLoad, ...], total_leaves: int,
     dst = min(range(policy.shards), key=lambda s: loads[s])
     gap = loads[src] - loads[dst]
     mine = [(lf, load) for lf, load in zip(leaves, per_leaf) if lf.shard == src]
-    fits = [(lf, load) for lf, load in mine if 0 < load < gap]
+    # Not a leaf nearly as big as the gap: it would swap the two shards' loads,
+    # and the next round's noise could make it qualify again, the other way.
+    fits = [(lf, load) for lf, load in mine if 0 < load <= gap - policy.tolerance * mean / 2]
     movable = [(lf, load) for lf, load in fits if lf.movable]
     if movable:
         lf, load = min(movable, key=lambda p: (abs(p[1] - gap / 2), p[0].leaf))
