@@ -7,6 +7,7 @@ import pytest
 
 import fusedb
 from fusedb.testing import TINY
+from fusedb.tools import control
 from mp_helpers import Client
 
 #: split_keys=["m"]: leaf [b"", b"m") in shard 0, leaf [b"m", ...) in shard 1.
@@ -67,6 +68,11 @@ def test_each_shard_counts_its_keys_bytes_and_writes(tmp_path, mode):
         s = db.stats()
         check(s["shards"], done, live)
         assert sum(r["bytes"] for r in s["shards"]) == s["segment_bytes"]
+        # ``fusedb stats`` prints one line per shard with them.
+        for r in s["shards"]:
+            assert f"shard {r['shard']}: bytes {r['bytes']}, keys {r['keys']}, " \
+                   f"leaves {r['leaves']}," in "\n".join(control.table(s))
+            assert f", writes {r['writes']}" in "\n".join(control.table(s))
         if mode == "multiprocess":
             # A client that has read nothing (no segment open yet) sees the same.
             c = Client(path)
