@@ -12,8 +12,8 @@ update load for ``--duration`` seconds (or ``--ops`` operations): half are
 ``incr`` of ``user:<n>:visits`` with n drawn from a Zipf distribution (exponent
 0.99, hot users scattered over the ids), half are puts of a fresh 200-byte value
 to a uniformly drawn session. Every second it samples ``stats()["shards"]`` and
-prints each shard's keys, bytes and writes per second; at the end, per shard:
-keys, bytes, writes during the update load, and each one's deviation from the
+prints each shard's leaves, keys, bytes and writes since open; at the end, per
+shard: leaves, keys, bytes, writes during the update load, and each one's deviation from the
 mean over the shards, plus the load as shard balance defines it
 (fusedb.core.balance: the mean of the shard's share of bytes and of writes) and
 its deviation. ``--json`` prints the samples and the summary as JSON instead.
@@ -48,7 +48,7 @@ def zipf_sampler(rng, n: int, exponent: float = 0.99):
 def sample(db, t0: float) -> dict:
     rows = db.stats()["shards"]
     return {"t": round(time.monotonic() - t0, 2),
-            "shards": [{f: r[f] for f in FIELDS} for r in rows]}
+            "shards": [{f: r[f] for f in ("leaves", *FIELDS)} for r in rows]}
 
 
 def deviations(values: list[float]) -> list[float]:
@@ -61,7 +61,7 @@ def deviations(values: list[float]) -> list[float]:
 def summary(first: dict, last: dict, shards: int) -> list[dict]:
     """Per shard: keys and bytes at the end, writes between the two samples, each
     one's deviation from the mean, and the balance load and its deviation."""
-    rows = [{"shard": i, "keys": b["keys"], "bytes": b["bytes"],
+    rows = [{"shard": i, "leaves": b["leaves"], "keys": b["keys"], "bytes": b["bytes"],
              "writes": b["writes"] - a["writes"]}
             for i, (a, b) in enumerate(zip(first["shards"], last["shards"]))]
     for f in FIELDS:
@@ -113,11 +113,12 @@ def run(a) -> dict:
 
 
 def show(a, s: dict) -> None:
-    """One line per sample: per shard keys, MiB and writes since open."""
+    """One line per sample: per shard leaves, keys, MiB and writes since open."""
     if a.json:
         return
-    cols = " | ".join(f"{r['keys']:>9,} keys {r['bytes'] / (1 << 20):7.1f} MiB "
-                      f"{r['writes']:>10,} writes" for r in s["shards"])
+    cols = " | ".join(f"{r['leaves']:>3} leaves {r['keys']:>9,} keys "
+                      f"{r['bytes'] / (1 << 20):7.1f} MiB {r['writes']:>10,} writes"
+                      for r in s["shards"])
     print(f"{s['t']:7.1f}s  {cols}", flush=True)
 
 
@@ -140,12 +141,12 @@ def main() -> None:
         return
     print(f"\n{out['ops']:,} update operations; writes counted during them; "
           "dev: deviation from the mean over the shards")
-    print(f"{'shard':>5} {'keys':>10} {'dev':>7} {'bytes':>13} {'dev':>7} {'writes':>10} "
-          f"{'dev':>7} {'load':>6} {'dev':>7}")
+    print(f"{'shard':>5} {'leaves':>6} {'keys':>10} {'dev':>7} {'bytes':>13} {'dev':>7} "
+          f"{'writes':>10} {'dev':>7} {'load':>6} {'dev':>7}")
     for r in out["summary"]:
-        print(f"{r['shard']:>5} {r['keys']:>10,} {r['keys_dev']:>+7.0%} {r['bytes']:>13,} "
-              f"{r['bytes_dev']:>+7.0%} {r['writes']:>10,} {r['writes_dev']:>+7.0%} "
-              f"{r['load']:>6.3f} {r['load_dev']:>+7.0%}")
+        print(f"{r['shard']:>5} {r['leaves']:>6} {r['keys']:>10,} {r['keys_dev']:>+7.0%} "
+              f"{r['bytes']:>13,} {r['bytes_dev']:>+7.0%} {r['writes']:>10,} "
+              f"{r['writes_dev']:>+7.0%} {r['load']:>6.3f} {r['load_dev']:>+7.0%}")
 
 
 if __name__ == "__main__":
