@@ -95,6 +95,19 @@ def test_a_move_never_takes_a_leaf_as_big_as_the_gap():
     assert balance(leaves, 4, policy) == Decision("split", 0, True, "balance")
 
 
+def test_a_leaf_just_under_the_gap_stays_for_the_margin():
+    # Tolerance 0.1 of a mean of 0.5: margin 0.025. Shard 0 holds leaves 0 (0.45)
+    # and 1, both too small to split; shard 1 the rest.
+    policy = BalancePolicy(2, 64, 4096, tolerance=0.1, min_bytes=0)
+
+    def db(x):
+        return (lf(0, 0, nbytes=450, writes=0, entries=10),
+                lf(1, 0, nbytes=x, writes=0, entries=10), lf(2, 1, nbytes=550 - x, writes=0))
+    assert balance(db(120), 3, policy) is None     # gap 0.14: 0.12 < gap, but > gap - margin
+    d = balance(db(140), 3, policy)                # gap 0.18: 0.14 <= gap - margin
+    assert (d.action, d.leaf, d.to) == ("move", 1, 1)
+
+
 def test_the_only_leaf_that_would_do_is_frozen_then_wait_a_round():
     leaves = (lf(0, 0, nbytes=10, movable=False), lf(1, 0, nbytes=60), lf(2, 1, nbytes=30))
     policy = BalancePolicy(2, 64, 4096, min_bytes=0)
