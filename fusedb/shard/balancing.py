@@ -36,6 +36,8 @@ class Balancer:
         self.interval = BALANCE_TICKS * o.merge_tick
         self._due = time.monotonic() + self.interval
         self._writes: dict[int, int] = {}
+        #: Leaves a balance split could not cut: entries they need before another try.
+        self._unsplit: dict[int, int] = {}
         self._adopted = False
 
     def round(self) -> bool:
@@ -67,7 +69,12 @@ class Balancer:
         if d.action == "move":
             done = move_leaf(merger, d.leaf, d.to)
         else:
-            done = merger.merge_leaf(d.leaf, True, split=True)
+            before = self.ctx.meta.hdr[M_NEXT_LEAF]
+            merger.merge_leaf(d.leaf, True, split=True)
+            done = self.ctx.meta.hdr[M_NEXT_LEAF] != before
+            if not done:
+                # No split point (one key, say): not again until it doubles.
+                self._unsplit[d.leaf] = 2 * next(lf.entries for lf in loads if lf.leaf == d.leaf)
         if done:
             log.info("shard %d: %s leaf %d%s (%s)", merger.no, d.action, d.leaf,
                      f" to shard {d.to}" if d.action == "move" else "", d.reason)
@@ -94,8 +101,11 @@ class Balancer:
             buffered = sum(int(heaps[no][s]) for s in (cols["active"][leaf], cols["frozen"][leaf])
                            if s >= 0)
             writes = cols["writes"][leaf]
+            entries = sum(s.count for s in segs)
+            if entries < self._unsplit.get(leaf, 0):
+                entries = 0     # a balance split found no split point: not yet again
             out.append(LeafLoad(leaf, no, sum(s.size for s in segs) + buffered,
                                 max(0, writes - self._writes.get(leaf, writes)),
-                                sum(s.count for s in segs), cols["frozen"][leaf] < 0))
+                                entries, cols["frozen"][leaf] < 0))
             self._writes[leaf] = writes
         return tuple(out), len(ids)
