@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from fusedb.core.balance import BalancePolicy, LeafLoad, balance
 from fusedb.core.layout import MAX_SEGS, M_NEXT_LEAF
@@ -20,6 +21,8 @@ from fusedb.shm.slab import H_HEAP
 #: A balancing round every this many merge ticks (``merge_tick``: 0.05 s by
 #: default, so once a second).
 BALANCE_TICKS = 20
+#: At most this many moves in one balancing round.
+MOVES_PER_ROUND = 8
 
 log = logging.getLogger("fusedb")
 
@@ -63,22 +66,33 @@ class Balancer:
             return False
         self._due = now + self.interval
         loads, total = self.loads()
-        d = balance(loads, total, self.policy)
-        if d is None or self.ctx.meta.shard[d.leaf] != merger.no:
-            return False
-        if d.action == "move":
-            done = move_leaf(merger, d.leaf, d.to)
-        else:
-            before = self.ctx.meta.hdr[M_NEXT_LEAF]
-            merger.merge_leaf(d.leaf, True, split=True)
-            done = self.ctx.meta.hdr[M_NEXT_LEAF] != before
-            if not done:
-                # No split point (one key, say): not again until it doubles.
-                self._unsplit[d.leaf] = 2 * next(lf.entries for lf in loads if lf.leaf == d.leaf)
-        if done:
+        acted = False
+        # Several moves per round, the loads updated after each (the policy
+        # lowers the spread with every move, so this ends): a shard made of
+        # many small leaves is evened out in a few rounds, not one leaf a second.
+        for _ in range(MOVES_PER_ROUND):
+            d = balance(loads, total, self.policy)
+            if d is None or self.ctx.meta.shard[d.leaf] != merger.no:
+                break
+            if d.action == "move":
+                if not move_leaf(merger, d.leaf, d.to):
+                    break
+                loads = tuple(replace(lf, shard=d.to) if lf.leaf == d.leaf else lf
+                              for lf in loads)
+            else:
+                before = self.ctx.meta.hdr[M_NEXT_LEAF]
+                merger.merge_leaf(d.leaf, True, split=True)
+                if self.ctx.meta.hdr[M_NEXT_LEAF] == before:
+                    # No split point (one key, say): not again until it doubles.
+                    self._unsplit[d.leaf] = 2 * next(lf.entries for lf in loads
+                                                     if lf.leaf == d.leaf)
+                    break
+            acted = True
             log.info("shard %d: %s leaf %d%s (%s)", merger.no, d.action, d.leaf,
                      f" to shard {d.to}" if d.action == "move" else "", d.reason)
-        return done
+            if d.action == "split":
+                break       # the loads changed shape: the next round measures again
+        return acted
 
     def loads(self) -> tuple[tuple[LeafLoad, ...], int]:
         """Every leaf's load, read without shard locks (a heuristic: the move
