@@ -60,7 +60,7 @@ def test_magics_and_formats():
     assert MAX_SEGMENTS_LIMIT == L.MAX_SEGS == meta_mod.MAX_SEGS
     # Versions: a change here is a format change (docs/format.md).
     assert (L.META_VERSION, L.ARENA_VERSION, L.RING_VERSION, L.WAL_VERSION,
-            L.SEG_VERSION) == (5, 1, 1, 1, 1)
+            L.SEG_VERSION) == (6, 1, 1, 1, 1)
 
 
 def test_retry_and_locks_use_the_layout_words():
@@ -115,11 +115,11 @@ def test_meta_block_matches_layout():
 
 
 def test_meta_defaults_match_the_documented_size():
-    # docs/format.md, "Meta block": 4,581,984 bytes with ML=4096, MK=512, S=1
-    # (the client registry, appended in version 5, moved no other offset).
-    assert L.meta_region_bytes(4096, 512, 1) == 4581984
-    assert L.meta_offsets(4096, 512, 1)["mseq"] == 4543072
-    assert L.meta_offsets(4096, 512, 1)["clients"] == 4575840
+    # docs/format.md, "Meta block": 4,582,048 bytes with ML=4096, MK=512, S=1
+    # (version 6: 16 stats words per shard, 64 bytes more for one shard).
+    assert L.meta_region_bytes(4096, 512, 1) == 4582048
+    assert L.meta_offsets(4096, 512, 1)["mseq"] == 4543136
+    assert L.meta_offsets(4096, 512, 1)["clients"] == 4575904
 
 
 def test_arena_and_slabs_match_layout():

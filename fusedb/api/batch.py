@@ -193,8 +193,10 @@ class Commit(Command):
         self._args = validators
 
     def route(self, x) -> list:
-        # Keys never change shard while the database is open (checked again
-        # under the locks), so the set of shards can be taken before locking.
+        # A key changes shard only when its leaf moves (fusedb.shard.moving),
+        # which holds the locks of both shards: under the locks taken here a
+        # key's shard is settled, and read_key_locked finds one routed to a
+        # shard not locked (it moved in between) and the commit starts over.
         meta, route = x.meta, x.routes.route
         self._shards = [x.shards[no] for no in sorted({meta.shard[route(op[1])[1]]
                                                        for op in self._ops})]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import psutil
 
 from fusedb.core import retry
-from fusedb.core.layout import W_REPAIRS
+from fusedb.core.layout import H_HEAP, H_USED, W_REPAIRS
 from fusedb.shm.meta import STAT_FIELDS
 from fusedb.wal.ring import R_WAL_BYTES
 
@@ -17,47 +17,74 @@ from fusedb.wal.ring import R_WAL_BYTES
 def stats(x) -> dict:
     """The ``FuseDB.stats()`` dict of the database executor ``x`` runs on
     (fusedb.api.executor.Executor). Sizes in bytes. ``clients``: see
-    :func:`client_stats`."""
+    :func:`client_stats`. ``shards``: one dict per shard; besides its arena,
+    WAL, leaf and merge counts, its load (what shard balance evens out):
+
+    * ``keys``: an estimate of the keys it holds: the entries of its leaves'
+      segments plus the used slots of their buffers. A key is counted once per
+      place it is held (a segment and a buffer, two segments), and deleted or
+      expired entries count until a merge drops them.
+    * ``bytes``: its leaves' segment files plus the heap bytes used in their
+      buffers.
+    * ``writes``: the mutations (put, incr, delete, ...) of the leaves it holds,
+      since the database was opened (the sum of the leaves' counters,
+      ``meta.writes``). Reads are not counted per shard: that would add a
+      shared-memory write to every get.
+    """
     meta = x.meta
     opts = x.opts
     leaves = x.routes.current()[2]
-    segids: dict[int, int] = {}   # segment id -> file size
+    totals = dict.fromkeys(STAT_FIELDS, 0)
     frozen = active = 0
     fill = 0.0
-    totals = dict.fromkeys(STAT_FIELDS, 0)
-    shards = []
+    shards, shard_segs = [], []
     for shard in x.shards:
+        segs: set[int] = set()
+        slabs: set[int] = set()     # a slab frozen for both halves of a split: once
+        writes = leaf_count = 0
         with shard.lock:
             own = {n: int(v) for n, v in zip(STAT_FIELDS, meta.shard_stats(shard.no))}
             for name in STAT_FIELDS:
                 totals[name] += own[name]
             free = shard.arena.free_count()
-            cache = x.store.segcache
-            shard_leaves = 0
             for leaf in leaves:
                 if meta.shard[leaf] != shard.no:
                     continue
-                shard_leaves += 1
-                for segid in meta.segs_of(leaf):
-                    seg = cache.get(segid)    # published segments are cached here
-                    segids[segid] = seg.size if seg is not None else 0
+                leaf_count += 1
+                segs.update(meta.segs_of(leaf))
+                writes += int(meta.writes[leaf])
                 if meta.frozen[leaf] >= 0:
                     frozen += 1
+                    slabs.add(int(meta.frozen[leaf]))
                 a = meta.active[leaf]
                 if a >= 0:
                     active += 1
                     fill += shard.slabs[a].fill()
+                    slabs.add(int(a))
+            buffered = [(int(shard.slabs[sid].hdr[H_USED]), int(shard.slabs[sid].hdr[H_HEAP]))
+                        for sid in slabs]
+        shard_segs.append(segs)
         # Counted by the shard's WAL writer (in the worker process, multiprocess)
         # and published in the ring header, so every process sees it.
         shards.append({"shard": shard.no, "slabs_total": shard.arena.nslabs,
                        "slabs_free": free, "wal_bytes": shard.ring.hdr[R_WAL_BYTES],
-                       "wal_max_bytes": opts.wal_max_bytes, "leaves": shard_leaves,
+                       "wal_max_bytes": opts.wal_max_bytes, "leaves": leaf_count,
                        "merges": own["merges"], "splits": own["splits"],
-                       "write_amplification": _amplification(own)})
-    seg_bytes = sum(segids.values())
+                       "write_amplification": _amplification(own),
+                       "keys": sum(used for used, _heap in buffered),
+                       "bytes": sum(heap for _used, heap in buffered), "writes": writes})
+    # The segments' sizes and entry counts, read with no lock held (opening a
+    # file this process has not opened yet is I/O).
+    seg_bytes = nsegs = 0
+    for row, segs in zip(shards, shard_segs):
+        for seg in _segments(x, segs):
+            row["keys"] += seg.count
+            row["bytes"] += seg.size
+            seg_bytes += seg.size
+        nsegs += len(segs)
     return {
         "leaves": len(leaves),
-        "segments": len(segids),
+        "segments": nsegs,
         "segment_bytes": seg_bytes,
         **totals,
         "write_amplification": _amplification(totals),
@@ -75,6 +102,15 @@ def stats(x) -> dict:
         "workers": worker_stats(x),
         **client_stats(x),
     }
+
+
+def _segments(x, segids):
+    """The open Segment of each id in ``segids`` (opened here if this process has
+    not yet), skipping any merged away since the caller read the leaf table."""
+    for segid in sorted(segids):
+        found = x.store.segments.open_segments([segid], missing_ok=True)
+        if found is not None:
+            yield found[0]
 
 
 def _amplification(counts: dict) -> float:

@@ -68,10 +68,22 @@ def publish(path: str, chunks: Iterable[bytes | memoryview], sync_dir: bool = Tr
     ``point`` names a failpoint hit once the first chunk is in the temporary
     file (tests inject ENOSPC or EIO there: a half-written file).
     """
+    size = stage(path, chunks, point)
+    commit(path)
+    if sync_dir:
+        failpoints.hit("publish.before_dir_fsync")
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
+    return size
+
+
+def stage(path: str, chunks: Iterable[bytes | memoryview], point: str | None = None) -> int:
+    """The first half of :func:`publish`: write ``chunks`` to ``path + ".tmp"`` and
+    fsync it; returns the byte count. On any failure the temporary file is
+    removed and the error raised. :func:`commit` (or :func:`discard`) follows."""
     tmp = path + ".tmp"
     size = 0
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         try:
             for chunk in chunks:
                 size += write_all(fd, chunk)
@@ -81,15 +93,28 @@ def publish(path: str, chunks: Iterable[bytes | memoryview], sync_dir: bool = Tr
             os.fsync(fd)
         finally:
             os.close(fd)
-        failpoints.hit("publish.before_rename")
-        os.rename(tmp, path)
     except BaseException:
         # A failed attempt (ENOSPC, EIO...) leaves no half-written file behind: a
         # full disk needs the space back, and the caller may retry.
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        discard(path)
         raise
-    if sync_dir:
-        failpoints.hit("publish.before_dir_fsync")
-        fsync_dir(os.path.dirname(os.path.abspath(path)))
     return size
+
+
+def commit(path: str) -> None:
+    """The second half of :func:`publish`: rename the staged ``path + ".tmp"`` over
+    ``path`` (one metadata operation: callers may hold a lock around it). The
+    directory is not fsynced: the caller does that after. On failure the
+    temporary file is removed and the error raised."""
+    try:
+        failpoints.hit("publish.before_rename")
+        os.rename(path + ".tmp", path)
+    except BaseException:
+        discard(path)
+        raise
+
+
+def discard(path: str) -> None:
+    """Remove a staged ``path + ".tmp"`` that will not be committed (best effort)."""
+    with contextlib.suppress(OSError):
+        os.unlink(path + ".tmp")

@@ -44,8 +44,9 @@ def magic_u64(tag: bytes) -> int:
 
 META_MAGIC = magic_u64(b"FUSEMET2")
 #: 3: lock slots are robust mutexes; 4: the ``faults`` array; 5: the ``clients``
-#: array and header slots M_SERVE_PID, M_UNLISTED, M_READY.
-META_VERSION = 5
+#: array and header slots M_SERVE_PID, M_UNLISTED, M_READY; 6: 16 stats words per
+#: shard (``moves``).
+META_VERSION = 6
 #: Header slots, u64[META_HDR_WORDS]: magic, layout version, route version (a
 #: seqlock: odd while the current copy changes), current routing copy (0 or 1),
 #: ML, MK, S, next leaf id, next segment id, state, mode, router pid, length of
@@ -67,15 +68,17 @@ MODE_EMBEDDED, MODE_MULTIPROCESS = 0, 1
 #: Bytes of the options JSON area.
 OPTS_BYTES = 4096
 
-#: Stats, u64[S_WORDS] per shard (shard s owns stats[8s .. 8s+7]), in order:
+#: Stats, u64[S_WORDS] per shard (shard s owns stats[16s .. 16s+15]), in order:
 #: merges, splits, segment bytes written, segment files written, write stalls,
 #: buffer freezes, logical bytes written, WAL disk error (1 while the shard's WAL
-#: writer fails to write or fsync the WAL, else 0).
+#: writer fails to write or fsync the WAL, else 0), leaves moved away to another
+#: shard (fusedb.shard.moving); words 9..15 zero.
 STAT_FIELDS = ("merges", "splits", "segment_bytes_written", "segment_files_written",
-               "write_stalls", "buffer_freezes", "logical_bytes_written", "wal_disk_error")
+               "write_stalls", "buffer_freezes", "logical_bytes_written", "wal_disk_error",
+               "moves")
 S_MERGES, S_SPLITS, S_SEG_BYTES, S_SEG_FILES, S_STALLS, S_FREEZES, S_LOGICAL, \
-    S_DISK_ERROR = range(8)
-S_WORDS = 8
+    S_DISK_ERROR, S_MOVES = range(9)
+S_WORDS = 16
 
 #: Worker slots, u64[W_WORDS] per shard: worker pid (written by the worker once it
 #: runs), flush requests (incremented under the shard lock by flush()), flushes

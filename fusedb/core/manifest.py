@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import xxhash
 
 from fusedb.errors import CorruptionError
+from fusedb.core import fileio
 from fusedb.core.fileio import fsync_dir, publish, read_if_exists
 from fusedb.core.layout import MANIFEST_MAGIC, MANIFEST_VERSION
 
@@ -71,11 +72,35 @@ def write(dirpath: str, data: ManifestData) -> int:
     """Publish ``data`` as the manifest. The directory is fsynced first, so the
     names of the segment files it lists (published without a directory fsync of
     their own) are durable before any manifest names them."""
-    body = data.to_json()
     fsync_dir(dirpath)
+    return publish(os.path.join(dirpath, FILE), _chunks(data), point="manifest.write")
+
+
+def _chunks(data: ManifestData) -> list[bytes]:
+    body = data.to_json()
     digest = xxhash.xxh3_64_hexdigest(body).encode()
-    return publish(os.path.join(dirpath, FILE), [MAGIC, body, b"\n", digest, b"\n"],
-                   point="manifest.write")
+    return [MAGIC, body, b"\n", digest, b"\n"]
+
+
+def stage(dirpath: str, data: ManifestData) -> int:
+    """Write ``data`` as ``MANIFEST.tmp``, fsynced (the directory first, as in
+    :func:`write`), to be made the manifest by :func:`commit`: a leaf move renames
+    it while holding the shard locks, so no process ever sees the move in
+    shared memory while the durable manifest says otherwise (docs/design.md,
+    "Balancing"). Raises OSError (the temporary file removed)."""
+    fsync_dir(dirpath)
+    return fileio.stage(os.path.join(dirpath, FILE), _chunks(data), point="manifest.write")
+
+
+def commit(dirpath: str) -> None:
+    """Rename the staged manifest over ``MANIFEST`` (no directory fsync: the
+    caller does it after releasing its locks). Raises OSError."""
+    fileio.commit(os.path.join(dirpath, FILE))
+
+
+def discard(dirpath: str) -> None:
+    """Remove a staged manifest that will not be committed."""
+    fileio.discard(os.path.join(dirpath, FILE))
 
 
 def read(dirpath: str) -> ManifestData | None:

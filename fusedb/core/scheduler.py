@@ -69,15 +69,18 @@ class Policy:
 @dataclass(frozen=True)
 class Decision:
     """One thing for the merge loop to do on one leaf (no lock: immutable
-    value). Returned by :func:`decide`, most urgent first; Worker.step runs each
-    as Merger.merge_leaf on the merge loop, which takes the shard lock itself
-    (O(1) snapshot and publish). ``reason`` is for logs and tests."""
+    value). Returned by :func:`decide`, most urgent first, and by
+    fusedb.core.balance.balance (a "move", or a "split" for balance); Worker.step
+    runs a merge or split as Merger.merge_leaf on the merge loop, which takes the
+    shard lock itself (O(1) snapshot and publish); a move is run by the merge
+    loop of the leaf's shard (the source). ``reason`` is for logs and tests."""
 
-    action: str   # "merge" or "split"
+    action: str   # "merge", "split" or "move"
     leaf: int
     full: bool = True   # fold every segment (a split); False: fold_count decides
     reason: str = ""
     then_split: bool = False   # merge: split the leaf right after (it is big or hot)
+    to: int = -1   # move: the destination shard; -1 for a merge or split
 
 
 def fold_count(sizes: list[int], buffer_bytes: int, max_segments: int) -> int:

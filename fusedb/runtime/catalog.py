@@ -21,13 +21,16 @@ from fusedb.wal.reader import list_files as list_wal_files
 from fusedb.wal.ring import R_HEAD
 
 
-def manifest_data(rt) -> tuple[ManifestData, list[int]]:
+def manifest_data(rt, moved: dict[int, int] | None = None) -> tuple[ManifestData, list[int]]:
     """A copy of every leaf's range, seqno and segments, and per shard the WAL
     position below which every record is materialised in those segments.
+    ``moved``: leaf id -> shard, owners to record instead of the current ones
+    (a leaf move stages the manifest of its outcome, see :func:`stage_move`).
 
     Each shard is copied under its own lock (its merges, splits and repairs
     happen under it), one shard at a time, so no process ever waits on two
-    shard locks; shards own disjoint key ranges, so the copies fit together."""
+    shard locks; shards own disjoint key ranges, and the caller holds the
+    manifest lock, which every leaf move holds too, so the copies fit together."""
     meta = rt.meta
     leaves: list[LeafRecord] = []
     floors = []
@@ -43,8 +46,8 @@ def manifest_data(rt) -> tuple[ManifestData, list[int]]:
                 bounds, ids = meta.routes()
             for lo, leaf in zip(bounds, ids):
                 if meta.shard[leaf] == shard.no:
-                    leaves.append(LeafRecord(lo, meta.mseq[leaf], meta.segs_of(leaf),
-                                             shard.no))
+                    owner = moved.get(leaf, shard.no) if moved else shard.no
+                    leaves.append(LeafRecord(lo, meta.mseq[leaf], meta.segs_of(leaf), owner))
     with rt.meta_lock:
         next_seg = meta.hdr[M_NEXT_SEG]
     leaves.sort(key=lambda lf: lf.lo)
@@ -59,6 +62,16 @@ def write_manifest(rt) -> tuple[set[int], list[int]]:
         with retry.step("manifest write"):
             manifest.write(rt.path, data)
     return {s for lf in data.leaves for s in lf.segs}, floors
+
+
+def stage_move(rt, leaf: int, dst: int) -> None:
+    """Stage (write and fsync as ``MANIFEST.tmp``) the manifest of the database
+    with ``leaf`` owned by shard ``dst``; the move renames it under the shard
+    locks (``manifest.commit``). Caller holds the manifest lock. Raises OSError
+    labelled "manifest write" (nothing staged)."""
+    data, _floors = manifest_data(rt, {leaf: dst})
+    with retry.step("manifest write"):
+        manifest.stage(rt.path, data)
 
 
 def after_publish(rt, replaced: list[int]) -> None:

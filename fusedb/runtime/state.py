@@ -140,6 +140,9 @@ class Runtime:
     def after_publish(self, replaced: list[int]) -> None:
         catalog.after_publish(self, replaced)
 
+    def stage_move(self, leaf: int, dst: int) -> None:
+        catalog.stage_move(self, leaf, dst)
+
     # -- Role (the common part) ---------------------------------------------------------
 
     def check(self) -> None:

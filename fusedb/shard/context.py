@@ -38,7 +38,10 @@ class ShardContext(Protocol):
     its WAL writer (both cheap, callable under a shard lock); ``fail(error)``
     records a merge loop's fatal error for every caller; ``after_publish(replaced)``
     writes the manifest, truncates the WAL and deletes ``replaced`` segments
-    (fusedb.runtime.catalog; the merge loop, no lock held)."""
+    (fusedb.runtime.catalog; the merge loop, no lock held). For leaf moves
+    (fusedb.shard.moving): ``shards`` (every Shard of this process, by number),
+    ``manifest_lock``, and ``stage_move(leaf, dst)``, which writes the manifest
+    of the move's outcome as ``MANIFEST.tmp`` (caller holds the manifest lock)."""
 
     path: str
     opts: Any
@@ -46,6 +49,8 @@ class ShardContext(Protocol):
     meta_lock: Any
     segcache: dict
     segments: SegmentFiles
+    shards: list
+    manifest_lock: Any
 
     def wake(self, shard_no: int) -> None: ...
 
@@ -54,3 +59,5 @@ class ShardContext(Protocol):
     def fail(self, error: BaseException) -> None: ...
 
     def after_publish(self, replaced: list[int]) -> None: ...
+
+    def stage_move(self, leaf: int, dst: int) -> None: ...

@@ -47,6 +47,9 @@ class Merger:
         #: A manifest write failed (e.g. WAL truncation): the next round writes it again.
         self.manifest_pending = False
         self._spare_leaf = -1   # a leaf id taken by a split that did not publish
+        #: Old slabs of leaves moved to another shard, freed once their copies
+        #: are durable there (fusedb.shard.moving.free_orphans).
+        self.orphans: list[tuple[int, tuple]] = []
         #: Merges published plus manifests written by this merger: a round that
         #: advanced it has written to the disk (fusedb.core.retry's recovery).
         self.progress = 0

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from fusedb.core.retry import WORKER, Retrier, transient
 from fusedb.core.scheduler import LeafView, Policy, ShardView, decide
+from fusedb.shard.balancing import Balancer
 from fusedb.shard.context import ShardContext
 from fusedb.shard.merging import Merger
 from fusedb.shm.locks import RepairNeeded
@@ -53,6 +54,8 @@ class Worker(threading.Thread):
         self._last_fills: dict[int, int] = {}
         self._last_writes: dict[int, int] = {}
         self._flush_waiters: queue.SimpleQueue[threading.Event] = queue.SimpleQueue()
+        #: Moves and splits that balance load across shards (fusedb.shard.balancing).
+        self.balancer = Balancer(merger)
         #: Failure state and backoff of this shard's background work (fusedb.core.retry).
         self.retry = Retrier(ctx.meta.shard_faults(merger.no), merger.no, WORKER)
 
@@ -188,4 +191,5 @@ class Worker(threading.Thread):
             # a truncation failed (or ran before the last merge's floor moved).
             # Write the manifest again: it deletes them, and lets the writers go on.
             self.merger.write_manifest()
+        self.balancer.round()
         return len(decisions)

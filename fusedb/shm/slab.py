@@ -112,6 +112,21 @@ class Slab:
         hdr[H_STATE] = state
         hdr[H_REFS] = 0
 
+    def snapshot(self) -> Slab:
+        """A private copy of this slab (one memcpy, under its shard's lock),
+        readable with no lock: a Slab over a bytearray, not in any arena."""
+        n = self.layout.slab_bytes
+        return Slab(memoryview(bytearray(self._buf[self._base:self._base + n])), 0,
+                    self.layout, -1)
+
+    def copy_from(self, other: Slab) -> None:
+        """Make this slab a byte-for-byte copy of ``other`` (a slab of the same
+        layout, in another shard's arena: a leaf move). Under both shards' locks;
+        the caller then sets the header words that differ (leaf, state, refs,
+        WAL floor)."""
+        n = self.layout.slab_bytes
+        self._buf[self._base:self._base + n] = other._buf[other._base:other._base + n]
+
     # -- hot path --------------------------------------------------------------------
 
     def find(self, key: bytes, h: int) -> int:

@@ -175,6 +175,18 @@ def merge_leaf(db, leaf: int, full: bool = False, split: bool = False):
     return merger.merge_leaf(leaf, full=full, split=split)
 
 
+def move_leaf(db, leaf: int, dst: int) -> bool:
+    """Move ``leaf`` to shard ``dst`` now in this thread (embedded; its shard's
+    worker stopped), as its merge loop does when balancing."""
+    from fusedb.shard.moving import move_leaf as move
+    return move(db._store.mergers[shard_of_leaf(db, leaf)], leaf, dst)
+
+
+def orphans(db, no: int) -> list:
+    """Embedded: shard ``no``'s old slabs of moved leaves not yet freed."""
+    return db._store.mergers[no].orphans
+
+
 def forget_segment(db, segid: int) -> None:
     """Drop segment ``segid`` from this process's segment cache (as a process that
     never opened it)."""
@@ -200,6 +212,15 @@ def ring_positions(db, no: int = 0) -> dict[str, int]:
     hdr = db._shards[no].ring.hdr
     return {"head": int(hdr[R_HEAD]), "written": int(hdr[R_WRITTEN]),
             "durable": int(hdr[R_DURABLE])}
+
+
+def pause_wal_writer(db, no: int) -> None:
+    """Embedded: stop shard ``no``'s WAL writer thread where it is (no last
+    write-out): its ring's records stay unwritten until the handle is crashed."""
+    f = db._store.wal_writers[no]
+    f.stopping.set()
+    f.kick.set()
+    f.join()
 
 
 def _stop_wal_writers(db) -> None:

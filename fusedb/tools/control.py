@@ -128,7 +128,7 @@ def stats(path: str, as_json: bool) -> int:
 
 def table(s: dict) -> list[str]:
     """The human view of a stats dict: one ``name  value`` line per scalar, then
-    the workers and the attached clients."""
+    the shards (keys, bytes, writes, ...), the workers and the attached clients."""
     lines = []
     lists = {k: v for k, v in s.items() if isinstance(v, (list, dict))}
     width = max(len(k) for k in s)
@@ -136,10 +136,11 @@ def table(s: dict) -> list[str]:
         if k in lists:
             continue
         lines.append(f"{k:<{width}}  {v:.3f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    for sh in s.get("shards", []):
+        lines.append(f"shard {sh.get('shard')}: " + _fields(sh, ("shard",)))
     for w in s.get("workers", []):
         lines.append(f"worker: shard {w.get('shard')}, pid {w.get('pid')}, "
-                     + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
-                                 for k, v in sorted(w.items()) if k not in ("shard", "pid")))
+                     + _fields(w, ("shard", "pid")))
     if s.get("options"):
         lines.append("options: " + ", ".join(f"{k}={v}" for k, v in sorted(s["options"].items())))
     for c in s.get("clients", []):
@@ -149,6 +150,12 @@ def table(s: dict) -> list[str]:
                         "" if c.get("resp_server") is None else
                         f" (Redis protocol server process {c['resp_server']})"))
     return lines
+
+
+def _fields(row: dict, skip: tuple) -> str:
+    """``name value, ...`` of ``row``'s entries but ``skip``, sorted by name."""
+    return ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in sorted(row.items()) if k not in skip)
 
 
 def resp_server(pid: int) -> int | None:

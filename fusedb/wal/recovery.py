@@ -71,10 +71,18 @@ def salvage(tag: str, dirpath: str) -> int:
 
 def newest_entries(wfs: list) -> Run:
     """The newest entry per key in framed WAL files ``wfs``, sorted by key: file
-    by file (no copy of the files' bytes), then across files (shards hold
-    disjoint keys, and the files of one shard are in log order)."""
+    by file (no copy of the files' bytes; a file is in log order), then across
+    files by seqno. A key's records may lie in two shards' files: a leaf that
+    moved to another shard (docs/design.md, "Balancing") left its older records
+    in the first shard's WAL and logs the newer ones, and its buffered state
+    again, in the second's. A key's seqnos only grow (a leaf keeps its seqno
+    counter through splits and moves), so the highest seqno is the newest; an
+    equal seqno in two files is the same state (a move's re-logged copy)."""
     parts = [compact(newest_per_key(decode([wf]))) for wf in wfs]
-    return newest_per_key(concat(parts)[0])
+    both = concat(parts)[0]
+    if len(parts) > 1:
+        both = both.take(np.argsort(both.seq, kind="stable"))
+    return newest_per_key(both)
 
 
 def fold_leaf(latest: Run, lo: bytes, hi: bytes | None, seq: int, segment_runs,

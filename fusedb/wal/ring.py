@@ -208,6 +208,32 @@ class Ring:
         hdr[R_HEAD] = pos
         return pos
 
+    def append_encoded(self, blob: bytes | bytearray, count: int) -> int:
+        """Log ``count`` mutations already encoded by :func:`encode_mutations` (in
+        ``blob``, concatenated) as one record; the stream position after it, or -1
+        (no room). Raises InvalidArgumentError if the record is over half the
+        ring. A copy and a hash: for a leaf move, which encodes outside the
+        shard locks and appends under them."""
+        total = pad16(32 + len(blob))
+        if total > self.cap // 2:
+            raise InvalidArgumentError(
+                f"a log record of {total} bytes is over half the WAL ring ({self.cap} bytes)")
+        off = self._reserve(total)
+        if off < 0:
+            return -1
+        d = self.data
+        hdr = self.hdr
+        lsn = hdr[R_LSN]
+        _pack_body(d, off + 16, lsn, count, 0)
+        body = 16 + len(blob)
+        d[off + 32:off + 16 + body] = blob
+        _pack_rec(d, off, 0, body, T_MUTATIONS)
+        _pack_q(d, off, _hash(d[off + 8:off + 16 + body]))
+        hdr[R_LSN] = lsn + 1
+        pos = hdr[R_HEAD] + total
+        hdr[R_HEAD] = pos
+        return pos
+
     def free(self) -> int:
         """Bytes writers may still append (from the room base, see the module doc)."""
         return self.cap - (self.hdr[R_HEAD] - self.hdr[R_ROOM])
@@ -223,3 +249,21 @@ class Ring:
         if a < b or (b == 0 and end > start):
             return [self.data[a:b or cap]]
         return [self.data[a:cap], self.data[0:b]]
+
+
+def encode_mutations(muts) -> bytearray:
+    """Mutations (seq, exp, kind, key, value, ivalue) encoded as in a MUTATIONS
+    body, after its header (docs/format.md, "WAL"), concatenated: for
+    :meth:`Ring.append_encoded`. No lock, no ring."""
+    out = bytearray()
+    for seq, exp, kind, key, value, ivalue in muts:
+        if kind == KIND_INT:
+            value = ivalue.to_bytes(8, "little", signed=True)
+        elif value is None:
+            value = b""
+        n = len(key) + len(value)
+        p = len(out)
+        out += bytes(MUTATION.size + pad8(n))
+        _pack_mut(out, p, seq, exp, kind, 0, len(key), len(value))
+        out[p + MUTATION.size:p + MUTATION.size + n] = key + value
+    return out

@@ -3,6 +3,8 @@ process only)."""
 
 from __future__ import annotations
 
+import bisect
+
 from fusedb.core import manifest
 from fusedb.errors import FuseDBError
 from fusedb.shard.merging import Merger
@@ -82,14 +84,13 @@ def repair_shard(rt, merger: Merger) -> list[int]:
     arena.hdr[A_FREE_TOP] = arena.nslabs
     with rt.meta_lock:
         bounds, ids = meta.routes()
-        old_ids = [leaf for leaf in ids if meta.shard[leaf] == no]
+        entries, old_ids = settle_routes(meta, man, no, bounds, ids)
         while len(old_ids) < len(new_leaves):
             leaf = meta.hdr[M_NEXT_LEAF]
             if leaf >= meta.max_leaves:
                 raise FuseDBError("repair needs a leaf id and max_leaves are in use")
             meta.hdr[M_NEXT_LEAF] = leaf + 1
             old_ids.append(leaf)
-        entries = [(lo, leaf) for lo, leaf in zip(bounds, ids) if meta.shard[leaf] != no]
         for leaf, (lo, seq, segs) in zip(old_ids, new_leaves):
             meta.init_leaf(leaf, no, seq, segs)
             entries.append((lo, leaf))
@@ -103,3 +104,37 @@ def repair_shard(rt, merger: Merger) -> list[int]:
     replaced += [s for s in merger.replaced if s not in replaced]
     merger.replaced = []
     return replaced
+
+
+def settle_routes(meta, man, no: int, bounds: list[bytes], ids: list[int]):
+    """The routing entries a repair of shard ``no`` keeps, and the leaf ids it
+    may reuse: (entries, ids). Caller holds the meta lock.
+
+    The durable manifest ``man`` says which ranges the shard owns; the repair
+    rebuilds exactly those. Shared memory may disagree with it about a leaf's
+    owner only when a process died in the middle of moving that leaf
+    (fusedb.shard.moving), holding the locks of both shards, so both are
+    being repaired: a leaf shared memory gives to this shard but the manifest
+    to another is handed to that one, its buffers dropped (they were this
+    shard's slabs; that shard's repair rebuilds it from disk, and until then
+    its lock, held by the dead process, keeps every operation out); a leaf of
+    another shard whose range the manifest gives to this one is dropped, as
+    the rebuilt leaf replaces it. Otherwise this shard's leaves are replaced
+    and the others' kept, as before moves existed."""
+    mine = {lf.lo for lf in man.leaves if lf.shard == no}
+    los = [lf.lo for lf in man.leaves]
+    entries, reuse = [], []
+    for lo, leaf in zip(bounds, ids):
+        if meta.shard[leaf] == no:
+            i = bisect.bisect_right(los, lo) - 1
+            owner = man.leaves[max(i, 0)].shard
+            if owner == no or lo in mine:
+                reuse.append(leaf)
+                continue
+            meta.shard[leaf] = owner
+            meta.active[leaf] = -1
+            meta.frozen[leaf] = -1
+            entries.append((lo, leaf))
+        elif lo not in mine:
+            entries.append((lo, leaf))
+    return entries, reuse
