@@ -261,7 +261,7 @@ def check_names(given: Iterable[str], source: str, names: Iterable[str] | None =
     unknown = sorted(set(given) - set(names))
     if not unknown:
         return
-    close = [m for u in unknown for m in difflib.get_close_matches(u, names, 3)]
+    close = [m for u in unknown for m in difflib.get_close_matches(u, names, 2, 0.7)]
     hint = f" (did you mean {' or '.join(dict.fromkeys(close))}?)" if close else ""
     raise UnknownOptionError(f"{source}: unknown option(s) {', '.join(unknown)}{hint}; the "
                              f"options are {', '.join(names)}")

@@ -130,15 +130,18 @@ def permission_denied(path: str, e: PermissionError, need: str) -> PermissionDen
     who this process is, who owns the path refused, and ``need`` (the
     permission wanted, e.g. "write (rwx) permission on")."""
     where = e.filename or path
-    try:
-        st = os.stat(where)
-        owner = f"owned by {user_name(st.st_uid)}, group {group_name(st.st_gid)}, mode " \
-                f"{stat.S_IMODE(st.st_mode):04o}"
-    except OSError:
-        owner = "which this user cannot even look at"
+    owner = ""
+    for p in (where, os.path.dirname(where)):      # the file, or the directory refusing it
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        owner = f" ({p} is owned by {user_name(st.st_uid)}, group {group_name(st.st_gid)}, " \
+                f"mode {stat.S_IMODE(st.st_mode):04o})"
+        break
     return PermissionDeniedError(
-        f"cannot open the database at {path}: permission denied on {where} ({owner}); "
-        f"this process runs as {user_name(os.geteuid())} and needs {need} the database "
+        f"cannot open the database at {path}: permission denied on {where}{owner}; this "
+        f"process runs as {user_name(os.geteuid())} and needs {need} the database "
         f"directory (and search (x) permission on its parents; to create it, write "
         f"permission on its parent): run as the directory's owner, or have the owner "
         f"share it with a group of yours (fusedb.open(path, group=...))")
