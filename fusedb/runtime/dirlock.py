@@ -87,10 +87,11 @@ def locked(path: str) -> LockedError:
         role = hooks.owned_here(path)
         how = "" if role is None else (
             f" ({role.opts.mode}, {role.opts.shards} shard(s), by {type(role).__name__})")
+        more = ("" if role is not None and not role.multiprocess else
+                ", or attach another handle with fusedb.connect(path) (multiprocess only)")
         return LockedError(f"database {path} is already open in this process{how}: use the "
-                           f"handle that opened it (a FuseDB handle is thread-safe, and with "
-                           f"shards=N it can be passed to other processes), or close() it "
-                           f"before opening again")
+                           f"handle that opened it (a FuseDB handle is thread-safe){more}, "
+                           f"or close() it before opening again")
     who = f" (pid {', '.join(map(str, holders))})" if holders else ""
     return LockedError(f"database {path} is open in another process{who}; attach to it "
                        f"with fusedb.connect(path) if it runs multiprocess (fusedb serve, "
