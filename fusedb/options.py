@@ -246,9 +246,11 @@ def daemon_options(given, source: str) -> dict:
                                    f"{given['mode']!r}")
     opts.setdefault("shards", DAEMON_SHARDS)
     try:
-        Options(mode="multiprocess", **opts)
+        checked = Options(mode="multiprocess", **opts)
     except InvalidArgumentError as e:
         raise InvalidArgumentError(f"{source}: {e}") from None
+    if "group" in opts:
+        opts["group"] = checked.group       # the gid, as a running daemon reports it
     return opts
 
 

@@ -28,7 +28,7 @@ def main() -> None:
     deadline = time.monotonic() + 300          # bound: the test writes DONE long before
     while not os.path.exists(done) and time.monotonic() < deadline:
         try:
-            db = fusedb.connect(path, timeout=10)
+            db = fusedb.connect(path, timeout=30)
             try:
                 db.get(b"k")
                 db.incr(b"clients")
