@@ -20,7 +20,8 @@ from fusedb.core.kernel import REASON as kernel_reason
 from fusedb.errors import (ClosedError, CorruptionError, DiskError, ForkedError, FuseDBError,
                      FuseDBKeyError, IntegerOverflowError, InvalidArgumentError,
                      KeyTooLargeError, KeyTypeError, LockedError, LockTimeoutError,
-                     NotADatabaseError, NotAnIntegerError, NotRunningError, SharedMemoryError,
+                     NotADatabaseError, NotAnIntegerError, NotRunningError,
+                     PermissionDeniedError, SharedMemoryError, UnknownOptionError,
                      ValueTooLargeError, ValueTypeError, WriteStallError)
 from fusedb.options import Options
 
@@ -33,5 +34,6 @@ __all__ = [
     "InvalidArgumentError", "KeyTooLargeError", "KeyTypeError", "LockedError",
     "NotAnIntegerError", "ValueTooLargeError", "ValueTypeError", "WriteStallError",
     "ForkedError", "LockTimeoutError", "NotRunningError", "NotADatabaseError",
-    "SharedMemoryError", "compiled", "kernel_reason",
+    "SharedMemoryError", "PermissionDeniedError", "UnknownOptionError", "compiled",
+    "kernel_reason",
 ]

@@ -96,15 +96,33 @@ class SharedMemoryError(FuseDBError, OSError):
     message names ``/dev/shm``, the bytes needed and the bytes free."""
 
 
+class UnknownOptionError(InvalidArgumentError, TypeError):
+    """Raised by ``open`` and ``connect`` for an option that does not exist (a
+    ``TypeError`` too, as Python raises for an unknown keyword argument). The
+    message names it, the options it is close to, and the valid options."""
+
+
 class NotADatabaseError(InvalidArgumentError):
-    """Raised by ``open`` for a directory that is not a FuseDB database: it is not
-    empty, and holds neither FuseDB's identity file ``FUSEDB`` nor a database of
-    an earlier FuseDB version (a ``MANIFEST`` or WAL file of FuseDB's). Nothing in
-    it is changed. Open an empty (or missing) directory to create a database."""
+    """Raised by ``open`` for a path that cannot be a FuseDB database: a file (a
+    database is a directory), or a directory that is not empty and holds
+    neither FuseDB's identity file ``FUSEDB`` nor a database of an earlier
+    FuseDB version (a ``MANIFEST`` or WAL file of FuseDB's). Nothing in it is
+    changed. Open an empty (or missing) directory to create a database."""
+
+
+class PermissionDeniedError(FuseDBError, PermissionError):
+    """Raised by ``open`` when this user may not create, read or write the
+    database directory or a file in it, and by ``connect`` when the database's
+    shared memory belongs to another user and is not shared with a group of
+    this process (``open(..., group=...)``). The message names the path, its
+    owner and the permission needed. Nothing is changed."""
 
 
 class LockedError(FuseDBError):
-    """Raised when the database directory is already open by another live process."""
+    """Raised by ``open`` when the database directory is already open: by
+    another live process (the message names its pid; attach to it with
+    ``fusedb.connect`` if it runs multiprocess), or by this very process (use
+    the handle that opened it: handles are thread-safe)."""
 
 
 class FuseDBKeyError(FuseDBError, KeyError):
@@ -113,13 +131,16 @@ class FuseDBKeyError(FuseDBError, KeyError):
 
 class NotRunningError(FuseDBError):
     """Raised by ``fusedb.connect`` when no live multiprocess database is open at the
-    path (nothing open, its open still in progress, it runs embedded, or its router
-    process is gone). ``transient`` is False when waiting cannot help (it runs
-    embedded); ``connect(path, start=True)`` waits out the others."""
+    path: nothing open, it runs embedded, it is closing or its router process is
+    gone, or an open in progress did not finish within ``connect``'s timeout.
+    ``transient`` is False when waiting cannot help (it runs embedded);
+    ``connect(path, start=True)`` waits out the others. ``opening`` is True when
+    an open (or the end of a close) is in progress: ``connect`` waits for it."""
 
-    def __init__(self, *args, transient: bool = True):
+    def __init__(self, *args, transient: bool = True, opening: bool = False):
         super().__init__(*args)
         self.transient = transient
+        self.opening = opening
 
 
 class LockTimeoutError(FuseDBError):

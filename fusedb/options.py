@@ -7,12 +7,14 @@ number of slabs).
 
 from __future__ import annotations
 
+import difflib
+import grp
 import time
 from dataclasses import dataclass, field, fields
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from fusedb.core.layout import MAX_SEGS, slab_offsets
-from fusedb.errors import InvalidArgumentError
+from fusedb.errors import InvalidArgumentError, UnknownOptionError
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -91,6 +93,12 @@ class Options:
     #: whole). None: ``4 * arena_bytes``, raised to ``2 * wal_file_bytes`` if
     #: smaller (docs/design.md, "Scheduler", explains the choice).
     wal_max_bytes: int | None = None
+    #: Share the database with a group (a name or a gid; kept as the gid): the
+    #: directory becomes 02770 with that group, its files 0660, its shared memory
+    #: 0660 of that group, so processes of the group can connect (README, "Who
+    #: can attach"). None: the owner only (0700, 0600), unless the directory is
+    #: already shared so (then its group).
+    group: int | str | None = None
     #: Time source for TTLs (seconds, float). Tests inject a fake clock.
     clock: Callable[[], float] = field(default=time.time, compare=False)
 
@@ -131,6 +139,9 @@ class Options:
                 continue
             if f.name == "wal_max_bytes" and v is None:
                 continue     # resolved below, from arena_bytes and wal_file_bytes
+            if f.name == "group":
+                object.__setattr__(self, "group", None if v is None else group_id(v))
+                continue
             if f.name == "durability":
                 if v not in ("sync", "interval", "none"):
                     raise InvalidArgumentError(
@@ -228,18 +239,48 @@ def daemon_options(given, source: str) -> dict:
     if not isinstance(given, dict):
         raise InvalidArgumentError(f"{source}: options must be a table of names and values, "
                                    f"not {type(given).__name__}")
-    names = {f.name for f in fields(Options)} - {"clock"}
-    unknown = sorted(set(given) - names)
-    if unknown:
-        raise InvalidArgumentError(f"{source}: unknown option(s) {', '.join(unknown)}; "
-                                   f"the options are {', '.join(sorted(names))}")
+    check_names(given, source, {f.name for f in fields(Options)} - {"clock"})
     opts = {k: v for k, v in given.items() if k != "mode"}
     if given.get("mode", "multiprocess") != "multiprocess":
         raise InvalidArgumentError(f"{source}: a daemon runs multiprocess, not mode="
                                    f"{given['mode']!r}")
     opts.setdefault("shards", DAEMON_SHARDS)
     try:
-        Options(mode="multiprocess", **opts)
+        checked = Options(mode="multiprocess", **opts)
     except InvalidArgumentError as e:
         raise InvalidArgumentError(f"{source}: {e}") from None
+    if "group" in opts:
+        opts["group"] = checked.group       # the gid, as a running daemon reports it
     return opts
+
+
+def check_names(given: Iterable[str], source: str, names: Iterable[str] | None = None) -> None:
+    """Raise UnknownOptionError (an InvalidArgumentError and a TypeError) naming
+    ``source`` (e.g. ``"open()"``) if ``given`` holds a name that is not in
+    ``names`` (default: the fields of Options), with the close matches of each
+    and the list of valid names."""
+    names = sorted({f.name for f in fields(Options)} if names is None else names)
+    unknown = sorted(set(given) - set(names))
+    if not unknown:
+        return
+    close = [m for u in unknown for m in difflib.get_close_matches(u, names, 2, 0.7)]
+    hint = f" (did you mean {' or '.join(dict.fromkeys(close))}?)" if close else ""
+    raise UnknownOptionError(f"{source}: unknown option(s) {', '.join(unknown)}{hint}; the "
+                             f"options are {', '.join(names)}")
+
+
+def group_id(group) -> int:
+    """The gid of ``group``: a gid (int >= 0, or a str of digits) or a group name
+    (/etc/group). InvalidArgumentError for a name no group has, or another type."""
+    if isinstance(group, str) and group.isdigit():
+        group = int(group)
+    if isinstance(group, int) and not isinstance(group, bool) and group >= 0:
+        return group
+    if not isinstance(group, str):
+        raise InvalidArgumentError(f"option group must be a group name or a gid, got {group!r}")
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise InvalidArgumentError(f"option group: no group is named {group!r} (see "
+                                   f"/etc/group, or `getent group`); pass an existing group's "
+                                   f"name or gid") from None

@@ -23,9 +23,9 @@ from fusedb.core import ops
 from fusedb.core.ops import value_of
 from fusedb.core.entry import INT64_MAX, INT64_MIN
 from fusedb.errors import ClosedError, ForkedError, FuseDBKeyError, InvalidArgumentError
-from fusedb.options import Options
+from fusedb.options import Options, check_names
 from fusedb.router.router import RouterStore
-from fusedb.runtime import hooks
+from fusedb.runtime import client, hooks
 from fusedb.runtime.client import ClientStore
 from fusedb.runtime.embedded import EmbeddedStore
 from fusedb.runtime.state import Role
@@ -46,10 +46,13 @@ def open(path: str = "fusedb-data", **options) -> FuseDB:  # noqa: A001 - the AP
     (or with ``mode="embedded"``) the database runs embedded: this process only,
     background work in threads. With ``shards=N`` it runs multiprocess: this
     process becomes the router, N worker processes start, and other processes
-    attach with :func:`connect`. Raises ``LockedError`` if another process has
-    it open, ``CorruptionError`` if a file fails verification,
-    ``InvalidArgumentError`` for bad options.
+    attach with :func:`connect`; ``group=`` shares it (README, "Who can
+    attach"). Raises ``LockedError`` if it is open (here or elsewhere),
+    ``CorruptionError`` if a file fails verification, ``InvalidArgumentError``
+    for bad options (``UnknownOptionError``: unknown), ``NotADatabaseError``
+    (a file, or not a database), ``PermissionDeniedError`` (no access).
     """
+    check_names(options, "open()")
     if "mode" not in options:
         options["mode"] = "multiprocess" if "shards" in options else "embedded"
     opts = Options(**options)
@@ -63,7 +66,9 @@ def connect(path: str = "fusedb-data", *, start: bool = False, timeout: float = 
     """Attach to the multiprocess database open at ``path`` (by a ``fusedb serve``
     daemon, or a process that called ``open(path, shards=N)``, on this host).
     Point operations then run directly on its shared memory; ``close()``
-    detaches. Raises NotRunningError if none is open there.
+    detaches. Waits (up to ``timeout`` seconds) while an open is in progress.
+    Raises NotRunningError if none is open there, PermissionDeniedError if it is
+    another user's, not shared with a group of this process.
 
     ``start=True``: if none is open, start a detached ``fusedb serve path`` with
     ``options`` (fields of fusedb.options.Options, e.g. ``shards=4``,
@@ -72,18 +77,19 @@ def connect(path: str = "fusedb-data", *, start: bool = False, timeout: float = 
     fusedb.api.start). Waits up to ``timeout`` seconds for the daemon. Raises
     NotRunningError if the database runs embedded or the daemon cannot start
     (its message says why), InvalidArgumentError for bad options or options
-    without ``start=True``."""
+    without ``start=True`` (UnknownOptionError for an unknown one)."""
+    check_names(options, "connect()", set(Options.__dataclass_fields__) | {"start", "timeout"})
     if not start:
         if options:
             raise InvalidArgumentError(f"options ({', '.join(sorted(options))}) are for the "
                                        f"daemon connect(path, start=True) starts; connect "
                                        f"without start=True uses the running database's")
-        return FuseDB(_attach(path))
+        return FuseDB(_attach(path, timeout))
     return FuseDB(start_mod.connect_starting(path, _attach, options, timeout))
 
 
-def _attach(path: str) -> ClientStore:
-    store = ClientStore(path)
+def _attach(path: str, timeout: float = 60.0) -> ClientStore:
+    store = client.connect(path, timeout)
     hooks.opened(store, owner=False)
     return store
 

@@ -73,7 +73,8 @@ def start_daemon(path: str, options: dict, timeout: float) -> None:
 
 
 def connect_starting(path: str, attach, options: dict, timeout: float):
-    """``attach(path)`` (returns a handle or raises NotRunningError); when nothing
+    """``attach(path, wait)`` (returns a handle, waiting up to ``wait`` seconds
+    for an open in progress, or raises NotRunningError); when nothing
     runs at ``path``, start a daemon with ``options`` and attach to it. Raises
     NotRunningError if the database runs embedded, if the daemon cannot start
     (its message), or if no daemon is ready within ``timeout`` seconds;
@@ -86,7 +87,7 @@ def connect_starting(path: str, attach, options: dict, timeout: float):
     started_at = None
     while True:
         try:
-            store = attach(path)
+            store = attach(path, max(deadline - time.monotonic(), 0.0))
             warn_if_other_options(path, store.meta.get_options(), asked)
             return store
         except NotRunningError as e:

@@ -15,9 +15,37 @@ from fusedb.core import failpoints
 #: The mode every file of a database is created with: readable and writable by
 #: its owner only (the data, the WAL, the lock file, serve.log); the directory
 #: that ``open`` creates gets DIR_MODE. Shared memory objects are 0600 too
-#: (posix_ipc's default). Other users attach through a server (fusedb serve).
+#: (posix_ipc's default). Other users attach through a server (fusedb serve),
+#: or as members of the group the database is shared with (``open(...,
+#: group=...)``): its directory is then SHARED_DIR_MODE (setgid: new files get
+#: its group) and its files and shared memory SHARED_FILE_MODE.
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+SHARED_FILE_MODE = 0o660
+SHARED_DIR_MODE = 0o2770
+
+
+def shared_group(dirpath: str) -> int | None:
+    """The gid directory ``dirpath`` is shared with (its mode has the setgid bit
+    and group rwx, as SHARED_DIR_MODE), else None. Raises OSError."""
+    st = os.stat(dirpath)
+    return st.st_gid if st.st_mode & SHARED_DIR_MODE == SHARED_DIR_MODE else None
+
+
+def create(path: str, flags: int) -> int:
+    """``os.open(path, flags | O_CREAT)`` with a database file's mode: FILE_MODE,
+    or SHARED_FILE_MODE when its directory is shared with a group (set with
+    fchmod, so the umask cannot cut it; the group comes from the setgid
+    directory). Returns the descriptor; raises OSError."""
+    fd = os.open(path, flags | os.O_CREAT, FILE_MODE)
+    try:
+        if shared_group(os.path.dirname(path) or ".") is not None and \
+                os.fstat(fd).st_mode & 0o777 != SHARED_FILE_MODE:
+            os.fchmod(fd, SHARED_FILE_MODE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def read_if_exists(path: str) -> bytes | None:
@@ -83,7 +111,7 @@ def stage(path: str, chunks: Iterable[bytes | memoryview], point: str | None = N
     tmp = path + ".tmp"
     size = 0
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        fd = create(tmp, os.O_WRONLY | os.O_TRUNC)
         try:
             for chunk in chunks:
                 size += write_all(fd, chunk)

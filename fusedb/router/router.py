@@ -6,7 +6,6 @@ import os
 import subprocess
 
 from fusedb.core import retry
-from fusedb.core.fileio import DIR_MODE
 from fusedb.errors import DiskError, FuseDBError
 from fusedb.options import Options
 from fusedb.router.spawn import WorkerProcesses
@@ -31,7 +30,6 @@ class RouterStore(Runtime):
     this process returned."""
 
     def __init__(self, path: str, opts: Options):
-        os.makedirs(path, DIR_MODE, exist_ok=True)
         super().__init__(path, opts)
         self.lockfile = bootstrap.lock_directory(self.path, opts)
         self.workers = WorkerProcesses(self, self.lockfile.fd)

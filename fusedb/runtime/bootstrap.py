@@ -24,7 +24,8 @@ from fusedb.core import manifest, retry
 from fusedb.core.layout import M_READY
 from fusedb.core.manifest import LeafRecord, ManifestData
 from fusedb.core.segment import MAGIC as SEGMENT_MAGIC, Segment, file_name
-from fusedb.errors import DiskError, FuseDBError, SharedMemoryError
+from fusedb.core.fileio import DIR_MODE, shared_group
+from fusedb.errors import DiskError, FuseDBError, NotADatabaseError, SharedMemoryError
 from fusedb.options import Options
 from fusedb.runtime import identity
 from fusedb.runtime import dirlock
@@ -55,10 +56,33 @@ class Recovered(NamedTuple):
 
 def lock_directory(path: str, opts: Options) -> DirLock:
     """Create the directory if missing, refuse one that is not FuseDB's (before
-    LOCK: a foreign one stays as it was), take LOCK. Raises what
-    dirlock.check_directory and DirLock raise."""
-    dirlock.check_directory(path)
-    return DirLock(path, region.tag_for(path), opts.close_timeout)
+    LOCK: a foreign one stays as it was), take LOCK, and share the directory
+    with ``opts.group`` if given (fusedb.runtime.dirlock.share). Raises what
+    dirlock.check_directory and DirLock raise; NotADatabaseError if ``path``
+    (or a parent) is a file; PermissionDeniedError if this user may not create,
+    read or write it, or share it with that group."""
+    try:
+        os.makedirs(path, DIR_MODE, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise NotADatabaseError(f"{e.filename or path} is a file, not a directory: a FuseDB "
+                                f"database is a directory; pass the path of a directory (a "
+                                f"missing or empty one creates a database)") from None
+    except PermissionError as e:
+        raise dirlock.permission_denied(path, e, "write permission on the parent of") \
+            from None
+    try:
+        dirlock.check_directory(path)
+    except PermissionError as e:
+        raise dirlock.permission_denied(path, e, "read, write and search (rwx) permission "
+                                                 "on") from None
+    lock = DirLock(path, region.tag_for(path), opts.close_timeout)
+    if opts.group is not None:
+        try:
+            dirlock.share(path, opts.group)
+        except BaseException:
+            lock.release()
+            raise
+    return lock
 
 
 def recover(path: str, tag: str, opts: Options, segs: dict) -> Recovered:
@@ -162,9 +186,14 @@ def open_owned(rt, open_fn) -> None:
     router; LOCK already taken). If a step fails, release everything made so far
     (``rt.teardown()``) and raise the error: a disk error as DiskError
     (:func:`open_error`), anything else unchanged. Once every step succeeded,
-    the meta block is marked ready (M_READY): clients attach only then."""
+    the meta block is marked ready (M_READY): clients attach only then. The
+    shared memory of a database whose directory is shared with a group
+    (fusedb.core.fileio.shared_group) is given that group and mode 0660 first."""
     try:
         open_fn()
+        gid = shared_group(rt.path)
+        if gid is not None:      # before M_READY: no client finds it owner-only
+            region.share(rt.shm_names, gid)
         rt.meta.hdr[M_READY] = 1
     except BaseException as e:
         rt.teardown()
@@ -185,8 +214,12 @@ def recover_and_map(rt) -> tuple[Recovered, list, list]:
 
 
 def open_error(path: str, e: BaseException) -> BaseException | None:
-    """The DiskError to raise instead of ``e`` when an open failed on a disk
-    error (ENOSPC, EDQUOT, EIO) that is not already a FuseDBError; else None."""
+    """The error to raise instead of ``e`` when an open failed on an OSError
+    that is not already a FuseDBError: a disk error (ENOSPC, EDQUOT, EIO) as
+    DiskError, a PermissionError as PermissionDeniedError; else None."""
+    if isinstance(e, PermissionError) and not isinstance(e, FuseDBError):
+        return dirlock.permission_denied(path, e, "read and write permission on the files "
+                                                  "of")
     disk = retry.transient(e)
     if disk is None or isinstance(e, FuseDBError):
         return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from fusedb.errors import ClosedError
+from fusedb.errors import ClosedError, NotRunningError
 from fusedb.runtime.attach import attach
 from fusedb.runtime.remote import flush_through_workers, remote_wal_writer
 from fusedb.runtime.state import Attempts, Runtime
@@ -64,3 +64,24 @@ class ClientStore(Runtime):
 
     def flush(self) -> None:
         flush_through_workers(self)
+
+
+def connect(path: str, timeout: float) -> ClientStore:
+    """A ClientStore attached to the database at ``path``, waiting while an open
+    of it (or the end of a close) is in progress: up to ``timeout`` seconds.
+    Raises the NotRunningError of fusedb.runtime.attach at once when waiting
+    cannot help (nothing open, embedded, closing), or when ``timeout`` passed
+    (saying so); PermissionDeniedError; LockTimeoutError."""
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            return ClientStore(path)
+        except NotRunningError as e:
+            if not e.opening:
+                raise
+            if time.monotonic() + pause > deadline:
+                raise NotRunningError(f"{e}, and it did not finish within {timeout:.1f} s "
+                                      f"(connect's timeout)", opening=True) from None
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)

@@ -8,7 +8,6 @@ import threading
 import traceback
 
 from fusedb.core import retry
-from fusedb.core.fileio import DIR_MODE
 from fusedb.errors import DiskError
 from fusedb.options import Options
 from fusedb.runtime import bootstrap, catalog
@@ -31,7 +30,6 @@ class EmbeddedStore(Runtime):
     multiprocess = False
 
     def __init__(self, path: str, opts: Options):
-        os.makedirs(path, DIR_MODE, exist_ok=True)
         super().__init__(path, opts)
         self.workers: list[Worker] = []
         self.mergers: list[Merger] = []

@@ -54,6 +54,12 @@ def closed(role) -> None:
     _open.discard(role)
 
 
+def owned_here(path: str):
+    """The role (embedded or router) that opened the database at ``path`` (a
+    real path) in this process and is still open, or None."""
+    return next((r for r in list(_open) if r.path == path and r.lockfile is not None), None)
+
+
 def handle(h) -> None:
     """Tell API handle ``h`` (its ``_after_fork()``) about a fork."""
     _register()

@@ -17,6 +17,7 @@ import posix_ipc
 import xxhash
 
 from fusedb.core import failpoints
+from fusedb.core.fileio import SHARED_FILE_MODE
 from fusedb.errors import SharedMemoryError
 
 PREFIX = "fusedb-"
@@ -54,6 +55,25 @@ def remove_leftovers(tag: str) -> int:
         except posix_ipc.ExistentialError:
             pass  # removed concurrently: the goal is reached either way
     return len(items)
+
+
+def path_of(kind: str, nm: str) -> str:
+    """The file in SHM_DIR of object ``nm`` (``kind`` "shm" or "sem", as
+    :func:`leftovers` gives them): Linux (glibc) keeps both there, a semaphore
+    as ``sem.<name>``."""
+    return os.path.join(SHM_DIR, ("sem." if kind == "sem" else "") + nm[1:])
+
+
+def share(names: list[tuple[str, str]], gid: int) -> None:
+    """Give the objects ``names`` ((kind, name) pairs) group ``gid`` and mode
+    0660 (fusedb.core.fileio.SHARED_FILE_MODE), so that processes of that group
+    can attach. posix_ipc creates them 0600 (as cut by the umask); this sets
+    the mode whatever the umask. Raises OSError (PermissionError if this user
+    is not in the group)."""
+    for kind, nm in names:
+        p = path_of(kind, nm)
+        os.chown(p, -1, gid)
+        os.chmod(p, SHARED_FILE_MODE)
 
 
 def free_bytes() -> int:

@@ -38,6 +38,7 @@ from fusedb.core import manifest
 from fusedb.core.entry import KIND_DEL, KIND_INT
 from fusedb.core.segment import Segment, file_name
 from fusedb.errors import CorruptionError, FuseDBError
+from fusedb.runtime.dirlock import lock_holders
 from fusedb.tools.problems import (KEY_SIZE_LIMIT, orphan_problems,  # noqa: F401
                                    recorded_max_key_size, routing_problems, segment_files,
                                    segment_problems, stream_gaps, wal_runs)
@@ -59,32 +60,6 @@ class CheckBusyError(FuseDBError):
 
 
 # -- is the database open? ----------------------------------------------------------------
-
-def lock_holders(path: str) -> list[int] | None:
-    """pids holding ``path``/LOCK (the flock an open database keeps), read from
-    /proc/locks without taking the lock (so a check never makes an ``open``
-    fail); [] if none holds it, None if /proc/locks cannot be read. The pid is
-    the process that took the lock: a router that died may show while its
-    workers still hold it."""
-    try:
-        st = os.stat(os.path.join(path, LOCK_FILE))
-    except FileNotFoundError:
-        return []
-    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    try:
-        with open("/proc/locks") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    pids = []
-    for line in lines:
-        parts = line.split()
-        if "->" in parts:        # a waiter, not a holder
-            continue
-        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == dev:
-            pids.append(int(parts[4]))
-    return pids
-
 
 def is_open(path: str) -> bool:
     """Whether a process holds the database's LOCK (True when it cannot be told)."""

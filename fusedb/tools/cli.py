@@ -111,6 +111,9 @@ def command(argv: list[str]) -> int:
     v.add_argument("--pin", action="store_true", help="pin worker i to the i-th CPU")
     v.add_argument("--durability", choices=("sync", "interval", "none"),
                    help="when a write is on disk (default interval)")
+    v.add_argument("--group", metavar="GROUP",
+                   help="share the database with this group (name or gid): its processes "
+                        "may connect (directory 2770, files and shared memory 660)")
     v.add_argument("--config", metavar="FILE",
                    help="a TOML file of options (fusedb.options.Options fields)")
     v.add_argument("--options", metavar="JSON", help="options as a JSON object")
@@ -336,7 +339,7 @@ def daemon_command(args) -> int:
         return control.stats(args.path, args.json)
     try:
         opts = serve.options_from_args(args.shards, args.durability, args.pin, args.config,
-                                        args.options)
+                                        args.options, args.group)
         listen = listen_from_args(args)
     except (FuseDBError, OSError, ValueError) as e:
         print(f"fusedb serve: {e}", file=sys.stderr)

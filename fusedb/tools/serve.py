@@ -77,7 +77,8 @@ def notify(state: str) -> bool:
 # -- serve ----------------------------------------------------------------------------
 
 def options_from_args(shards: int | None, durability: str | None, pin: bool,
-                   config: str | None, options_json: str | None) -> dict:
+                   config: str | None, options_json: str | None,
+                   group: str | None = None) -> dict:
     """The options of ``fusedb.open`` for serve: the config file's (TOML: keys
     are fusedb.options.Options fields), then the JSON object ``options_json``
     (what connect(start=True) passes), then the flags. Raises
@@ -102,6 +103,8 @@ def options_from_args(shards: int | None, durability: str | None, pin: bool,
         opts["durability"] = durability
     if pin:
         opts["pin"] = True
+    if group is not None:
+        opts["group"] = group
     return daemon_options(opts, "options")
 
 

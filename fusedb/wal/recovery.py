@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from fusedb.core import manifest as manifest_mod
-from fusedb.core.fileio import FILE_MODE, fsync_dir, write_all
+from fusedb.core.fileio import create, fsync_dir, write_all
 from fusedb.core.manifest import ManifestData
 from fusedb.core.merge import cut, merge_runs, newest_per_key
 from fusedb.core.run import Run, compact, concat
@@ -47,7 +47,7 @@ def salvage(tag: str, dirpath: str) -> int:
             hdr = ring.hdr
             head, written = hdr[R_HEAD], hdr[R_WRITTEN]
             path = os.path.join(dirpath, file_name(shard, hdr[R_FILE_NO]))
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            fd = create(path, os.O_RDWR)
             try:
                 if os.fstat(fd).st_size < FILE_HEADER.size:
                     os.ftruncate(fd, 0)

@@ -44,7 +44,7 @@ import time
 import traceback
 
 from fusedb.core import failpoints, retry
-from fusedb.core.fileio import FILE_MODE, fsync_dir, write_all
+from fusedb.core.fileio import create, fsync_dir, write_all
 from fusedb.core.layout import F_CURRENT, S_DISK_ERROR
 from fusedb.errors import DiskError
 from fusedb.wal.format import FILE_HEADER, file_name, write_file_header
@@ -122,7 +122,7 @@ class WalWriter(threading.Thread):
     def _open_current(self) -> None:
         hdr = self.ring.hdr
         path = os.path.join(self.dirpath, file_name(self.shard, hdr[R_FILE_NO]))
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        self.fd = create(path, os.O_WRONLY | os.O_APPEND)
         size = os.fstat(self.fd).st_size
         if size > FILE_HEADER.size:
             # Taking over from a WAL writer that died: it may have written part of
@@ -154,7 +154,7 @@ class WalWriter(threading.Thread):
         hdr = self.ring.hdr
         no, start = hdr[R_FILE_NO] + 1, hdr[R_WRITTEN]
         path = os.path.join(self.dirpath, file_name(self.shard, no))
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, FILE_MODE)
+        fd = create(path, os.O_WRONLY | os.O_TRUNC | os.O_APPEND)
         try:
             failpoints.hit("wal.rotate")
             size = write_file_header(fd, self.shard, no, start, os.write)
