@@ -9,6 +9,7 @@ and retry, or wait until durable (docs/design.md, "Point operations").
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -17,12 +18,13 @@ from fusedb.api.args import Args
 from fusedb.api.batch import Batch
 from fusedb.api.commands import Commands
 from fusedb.api.executor import Executor
+from fusedb.api.mapping import Mapping
 from fusedb.api.stats import stats as _stats
 from fusedb.api.transaction import Transact, Transaction
 from fusedb.core import ops
 from fusedb.core.ops import value_of
 from fusedb.core.entry import INT64_MAX, INT64_MIN
-from fusedb.errors import ClosedError, ForkedError, FuseDBKeyError, InvalidArgumentError
+from fusedb.errors import ClosedError, ForkedError, InvalidArgumentError
 from fusedb.options import Options
 from fusedb.router.router import RouterStore
 from fusedb.runtime import hooks
@@ -39,7 +41,8 @@ TTL_NONE = -1.0
 TTL_MISSING = -2.0
 
 
-def open(path: str = "fusedb-data", **options) -> FuseDB:  # noqa: A001 - the API's name
+def open(path: str | bytes | os.PathLike = "fusedb-data",  # noqa: A001 - the API's name
+         **options) -> FuseDB:
     """Open (creating if missing) the database in directory ``path``.
 
     Options are the fields of :class:`fusedb.options.Options`. Without ``shards``
@@ -48,8 +51,10 @@ def open(path: str = "fusedb-data", **options) -> FuseDB:  # noqa: A001 - the AP
     process becomes the router, N worker processes start, and other processes
     attach with :func:`connect`. Raises ``LockedError`` if another process has
     it open, ``CorruptionError`` if a file fails verification,
-    ``InvalidArgumentError`` for bad options.
+    ``InvalidArgumentError`` for bad options or a ``path`` that is not a str,
+    bytes or os.PathLike.
     """
+    path = args.db_path(path)
     if "mode" not in options:
         options["mode"] = "multiprocess" if "shards" in options else "embedded"
     opts = Options(**options)
@@ -58,8 +63,8 @@ def open(path: str = "fusedb-data", **options) -> FuseDB:  # noqa: A001 - the AP
     return FuseDB(store)
 
 
-def connect(path: str = "fusedb-data", *, start: bool = False, timeout: float = 60.0,
-            **options) -> FuseDB:
+def connect(path: str | bytes | os.PathLike = "fusedb-data", *, start: bool = False,
+            timeout: float = 60.0, **options) -> FuseDB:
     """Attach to the multiprocess database open at ``path`` (by a ``fusedb serve``
     daemon, or a process that called ``open(path, shards=N)``, on this host).
     Point operations then run directly on its shared memory; ``close()``
@@ -72,7 +77,9 @@ def connect(path: str = "fusedb-data", *, start: bool = False, timeout: float = 
     fusedb.api.start). Waits up to ``timeout`` seconds for the daemon. Raises
     NotRunningError if the database runs embedded or the daemon cannot start
     (its message says why), InvalidArgumentError for bad options or options
-    without ``start=True``."""
+    without ``start=True``, or a ``path`` that is not a str, bytes or
+    os.PathLike."""
+    path = args.db_path(path)
     if not start:
         if options:
             raise InvalidArgumentError(f"options ({', '.join(sorted(options))}) are for the "
@@ -88,9 +95,10 @@ def _attach(path: str) -> ClientStore:
     return store
 
 
-class FuseDB(Commands):
+class FuseDB(Commands, Mapping):
     """An open database. Thread-safe: any thread may call any method, except that
-    ``close()`` must not race with other calls.
+    ``close()`` must not race with other calls. A mapping of bytes keys to bytes
+    values, iterated in key order by scans (fusedb.api.mapping).
 
     A multiprocess handle pickles (it re-attaches with :func:`connect` where it is
     unpickled) and survives ``fork()``: in the child it re-attaches on first use.
@@ -304,22 +312,6 @@ class FuseDB(Commands):
     def get_many(self, keys: Iterable) -> list[bytes | None]:
         """``[get(k) for k in keys]`` (each key read atomically, not the set)."""
         return [self.get(k) for k in keys]
-
-    def __contains__(self, key) -> bool:
-        return self.get(key) is not None
-
-    def __getitem__(self, key) -> bytes:
-        v = self.get(key)
-        if v is None:
-            raise FuseDBKeyError(key)
-        return v
-
-    def __setitem__(self, key, value) -> None:
-        self.put(key, value)
-
-    def __delitem__(self, key) -> None:
-        if not self.delete(key):
-            raise FuseDBKeyError(key)
 
     # -- bulk -------------------------------------------------------------------------
 
