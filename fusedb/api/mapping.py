@@ -1,7 +1,7 @@
 """The mapping protocol of :class:`fusedb.api.db.FuseDB` (a mixin), as
 ``collections.abc.Mapping`` has it: ``db[k]``, ``db[k] = v``, ``del db[k]``,
-``k in db``, ``get``, and iteration backed by scans: ``iter(db)``, ``keys()``,
-``values()``, ``items()``, ``len(db)``.
+``k in db``, ``get``, and iteration backed by scans: ``iter(db)``,
+``reversed(db)``, ``keys()``, ``values()``, ``items()``, ``len(db)``.
 
 Iteration reads leaf by leaf, a chunk at a time, as ``scan()`` does
 (docs/design.md, "Scans"): it never loads the whole database, and it is not a
@@ -48,6 +48,13 @@ class Mapping:
         return _scan.scan(self._x, self._check_open, lambda: self._closed, None, None, None,
                           None, False, keys_only=True)
 
+    def __reversed__(self) -> Iterator[bytes]:
+        """The live keys in descending byte order (a reverse scan), as
+        ``iter(db)`` otherwise."""
+        self._check_open()
+        return _scan.scan(self._x, self._check_open, lambda: self._closed, None, None, None,
+                          None, True, keys_only=True)
+
     def __len__(self) -> int:
         """The number of live keys: a count by a full scan (vectorised, no
         per-key object, but O(keys) time: FuseDB keeps no running count, since
@@ -92,6 +99,8 @@ class _Items(ItemsView):
         return self._mapping.scan()
 
     def __contains__(self, item) -> bool:
+        if not isinstance(item, tuple) or len(item) != 2:
+            return False
         key, value = item
         v = self._mapping.get(key)
         return v is not None and (v is value or v == value)

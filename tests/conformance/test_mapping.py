@@ -40,6 +40,7 @@ def test_list_of_db_is_its_keys_in_byte_order(db, filled):
     assert [k for k in db] == sorted(filled)
     assert all(type(k) is bytes for k in db)
     assert list(iter(db)) == sorted(filled)
+    assert list(reversed(db)) == sorted(filled, reverse=True)
 
 
 def test_keys_values_items(db, filled):
@@ -60,6 +61,7 @@ def test_views_membership_and_set_operations(db, filled):
     assert b"ab" in db.keys() and "ab" in db.keys() and b"zz" not in db.keys()
     assert (b"ab", b"v-ab") in db.items()
     assert (b"ab", b"other") not in db.items() and (b"zz", b"v-zz") not in db.items()
+    assert b"ab" not in db.items()              # not a pair: as a dict's items
     assert b"v-ab" in db.values() and b"nope" not in db.values()
     assert db.keys() & {b"ab", b"zz"} == {b"ab"}
     assert db.keys() == set(filled)
@@ -103,6 +105,7 @@ def test_iteration_spans_leaves_and_shards(db):
     assert testing.leaves_spanned(db, b"", None) >= 4, "the data must split leaves"
     assert list(db) == keys
     assert [k for k, _ in db.items()] == keys
+    assert list(reversed(db)) == keys[::-1]
     assert len(db) == len(keys)
 
 
