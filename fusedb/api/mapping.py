@@ -44,16 +44,17 @@ class Mapping:
         """The live keys (bytes) in ascending byte order, read lazily by a
         scan: not a snapshot (module docstring). ClosedError if the handle is
         (or gets) closed."""
-        self._check_open()
-        return _scan.scan(self._x, self._check_open, lambda: self._closed, None, None, None,
-                          None, False, keys_only=True)
+        return self._key_scan(False)
 
     def __reversed__(self) -> Iterator[bytes]:
         """The live keys in descending byte order (a reverse scan), as
         ``iter(db)`` otherwise."""
+        return self._key_scan(True)
+
+    def _key_scan(self, reverse: bool) -> Iterator[bytes]:
         self._check_open()
         return _scan.scan(self._x, self._check_open, lambda: self._closed, None, None, None,
-                          None, True, keys_only=True)
+                          None, reverse, keys_only=True)
 
     def __len__(self) -> int:
         """The number of live keys: a count by a full scan (vectorised, no
