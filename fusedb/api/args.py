@@ -30,18 +30,30 @@ from fusedb.errors import IntegerOverflowError, InvalidArgumentError, KeyTooLarg
 _FIELD_NAMES = re.compile(r":[^:]*:")
 
 
-def buffer_of(obj) -> memoryview | None:
-    """A memoryview of ``obj``'s bytes (release it, or use it in a ``with``), or
-    None if ``obj`` is not bytes-like: it has no buffer protocol, or it is a
-    buffer of Python objects (type code ``O``). The module docstring has the rule."""
+def as_bytes(obj, max_value_size: int | None = None) -> bytes | None:
+    """The bytes of a bytes-like ``obj`` (module docstring), or None if it is
+    not bytes-like: it has no buffer protocol, or it is a buffer of Python
+    objects (type code ``O``). With ``max_value_size``: ValueTooLargeError for
+    a buffer of more bytes, raised before they are copied. Holds no buffer of
+    ``obj`` on return (an mmap stays resizable)."""
     try:
         view = memoryview(obj)
     except TypeError:
         return None
-    if "O" in _FIELD_NAMES.sub("", view.format):
+    try:
+        fmt = view.format
+        if "O" in fmt and "O" in _FIELD_NAMES.sub("", fmt):
+            return None
+        if max_value_size is not None and view.nbytes > max_value_size:
+            raise too_large(view.nbytes, max_value_size)
+        return view.tobytes()
+    finally:
         view.release()
-        return None
-    return view
+
+
+def too_large(n: int, max_value_size: int) -> ValueTooLargeError:
+    """The error for a value of ``n`` bytes."""
+    return ValueTooLargeError(f"value length {n} is over max_value_size={max_value_size}")
 
 
 def coerce_key(key, what: str | None = None) -> bytes:
@@ -50,13 +62,12 @@ def coerce_key(key, what: str | None = None) -> bytes:
     the message (default: "keys")."""
     if isinstance(key, str):
         return key.encode("utf-8")
-    view = buffer_of(key)
-    if view is None:
+    data = as_bytes(key)
+    if data is None:
         raise KeyTypeError(f"{what or 'keys'} must be bytes-like (bytes, bytearray, "
                            f"memoryview, a numpy array: any buffer) or str, "
                            f"not {type(key).__name__}")
-    with view:
-        return view.tobytes()
+    return data
 
 
 def db_path(path) -> str:
@@ -147,21 +158,16 @@ class Args:
         """``value`` (bytes-like: module docstring) as bytes, at most
         max_value_size long. ValueTypeError, ValueTooLargeError (checked before
         a buffer is copied)."""
-        if type(value) is bytes:
-            self._value_size(len(value))
-            return value
-        view = buffer_of(value)
-        if view is None:
-            hint = " (encode a str: value.encode())" if isinstance(value, str) else ""
-            raise ValueTypeError(f"values are bytes-like (bytes, bytearray, memoryview, "
-                                 f"a numpy array: any buffer), not {type(value).__name__}{hint}")
-        with view:
-            self._value_size(view.nbytes)
-            return view.tobytes()
-
-    def _value_size(self, n: int) -> None:
-        if n > self.max_value:
-            raise ValueTooLargeError(f"value length {n} is over max_value_size={self.max_value}")
+        if type(value) is not bytes:
+            data = as_bytes(value, self.max_value)
+            if data is None:
+                hint = " (encode a str: value.encode())" if isinstance(value, str) else ""
+                raise ValueTypeError(f"values are bytes-like (bytes, bytearray, memoryview, a "
+                                     f"numpy array: any buffer), not {type(value).__name__}{hint}")
+            return data
+        if len(value) > self.max_value:
+            raise too_large(len(value), self.max_value)
+        return value
 
     def deadline(self, ttl) -> float:
         """The absolute expiry (clock seconds) of a ``ttl`` from now; 0.0 (never)
