@@ -20,11 +20,13 @@ class ClosedError(FuseDBError):
 
 
 class KeyTypeError(FuseDBError, TypeError):
-    """Raised when a key is not ``bytes``/``bytearray``/``memoryview``/``str``."""
+    """Raised when a key is neither bytes-like (any buffer: bytes, bytearray,
+    memoryview, a numpy array, ...; not a buffer of Python objects) nor a ``str``."""
 
 
 class ValueTypeError(FuseDBError, TypeError):
-    """Raised when a value is not bytes-like, or an ``incr`` delta / TTL has the wrong type."""
+    """Raised when a value is not bytes-like (any buffer; not a ``str``, not a buffer of
+    Python objects), or an ``incr`` delta / TTL has the wrong type."""
 
 
 class KeyTooLargeError(FuseDBError, ValueError):

@@ -4,7 +4,10 @@ in every run, plus close-and-reopen steps after which every key must read back."
 
 from __future__ import annotations
 
+import array
+
 import hypothesis.strategies as st
+import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -20,6 +23,20 @@ values = st.binary(max_size=120)
 ttls = st.one_of(st.none(), st.floats(min_value=0.5, max_value=50))
 
 RUNS = {"merges": 0, "splits": 0}
+
+
+
+def _strided(v: bytes) -> np.ndarray:
+    """``v`` as a non-contiguous numpy array (every other byte of a buffer)."""
+    a = np.zeros(2 * len(v), dtype=np.uint8)
+    a[::2] = np.frombuffer(v, dtype=np.uint8)
+    return a[::2]
+
+
+#: The same bytes as other buffer types: each must store exactly those bytes.
+AS_BUFFER = {"bytes": bytes, "bytearray": bytearray, "memoryview": memoryview,
+             "array.array": lambda v: array.array("B", v),
+             "numpy": lambda v: np.frombuffer(v, dtype=np.uint8), "numpy-strided": _strided}
 
 
 class FuseDBMachine(RuleBasedStateMachine):
@@ -54,6 +71,20 @@ class FuseDBMachine(RuleBasedStateMachine):
     def put(self, k, v, ttl):
         self.db.put(k, v, ttl=ttl)
         self.model.put(k, v, ttl, self.now)
+
+    @rule(k=keys, v=values, kind=st.sampled_from(sorted(AS_BUFFER)))
+    def put_buffer(self, k, v, kind):
+        self.db[k] = AS_BUFFER[kind](v)
+        self.model.put(k, v, None, self.now)
+
+    @rule()
+    def mapping_views(self):
+        """Iteration, keys(), values(), items() and len() against the dict model."""
+        want = self.model.items(self.now)
+        assert list(self.db.items()) == want
+        assert list(self.db) == [k for k, _ in want]
+        assert list(self.db.values()) == [v for _, v in want]
+        assert len(self.db) == len(want)
 
     @rule(kvs=st.dictionaries(keys, values, min_size=1, max_size=12))
     def put_many(self, kvs):

@@ -1,28 +1,84 @@
-"""Validation of API arguments: keys, values, TTLs, counter deltas.
+"""Validation of API arguments: keys, values, TTLs, counter deltas, paths.
 
-One rule for each, shared by :class:`fusedb.api.db.FuseDB`, ``Batch`` and scans.
-Pure functions of the argument and the database's limits; no lock, no I/O.
+One rule for each, shared by :class:`fusedb.api.db.FuseDB`, ``Batch``,
+transactions and scans. Pure functions of the argument and the database's
+limits; no lock, no I/O.
+
+Bytes-like, for values and keys alike, means any object with the buffer
+protocol (bytes, bytearray, memoryview, array.array, mmap, a numpy array or
+scalar, ctypes arrays), taken as the bytes ``memoryview(obj).tobytes()``
+returns: every element's raw bytes in row-major (C) order, so a non-contiguous
+or Fortran-ordered numpy array is copied as ``arr.tobytes()`` would and
+``np.frombuffer(db[k], arr.dtype).reshape(arr.shape)`` gives it back. A buffer
+of Python objects (numpy's object dtype, format ``O``) holds pointers, not
+data: refused. A key may also be a str (UTF-8 encoded); a value may not (encode
+it: a str value is more often a mistake than a choice of encoding).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 
 from fusedb.core.entry import INT64_MAX, INT64_MIN
 from fusedb.errors import IntegerOverflowError, InvalidArgumentError, KeyTooLargeError, \
     KeyTypeError, ValueTooLargeError, ValueTypeError
 
 
+#: A struct-module format's field names (``T{<d:x:}``), which are not type codes.
+_FIELD_NAMES = re.compile(r":[^:]*:")
+
+
+def as_bytes(obj, max_value_size: int | None = None) -> bytes | None:
+    """The bytes of a bytes-like ``obj`` (module docstring), or None if it is
+    not bytes-like: it has no buffer protocol, or it is a buffer of Python
+    objects (type code ``O``). With ``max_value_size``: ValueTooLargeError for
+    a buffer of more bytes, raised before they are copied. Holds no buffer of
+    ``obj`` on return (an mmap stays resizable)."""
+    try:
+        view = memoryview(obj)
+    except TypeError:
+        return None
+    try:
+        fmt = view.format
+        if "O" in fmt and "O" in _FIELD_NAMES.sub("", fmt):
+            return None
+        if max_value_size is not None and view.nbytes > max_value_size:
+            raise too_large(view.nbytes, max_value_size)
+        return view.tobytes()
+    finally:
+        view.release()
+
+
+def too_large(n: int, max_value_size: int) -> ValueTooLargeError:
+    """The error for a value of ``n`` bytes."""
+    return ValueTooLargeError(f"value length {n} is over max_value_size={max_value_size}")
+
+
 def coerce_key(key, what: str | None = None) -> bytes:
-    """``key`` as bytes (str is UTF-8 encoded). KeyTypeError for any other type;
-    ``what`` names the argument in the message (default: "keys")."""
+    """``key`` as bytes: a str UTF-8 encoded, a bytes-like its bytes (module
+    docstring). KeyTypeError for any other type; ``what`` names the argument in
+    the message (default: "keys")."""
     if isinstance(key, str):
         return key.encode("utf-8")
-    if isinstance(key, (bytes, bytearray, memoryview)):
-        return bytes(key)
-    if what is None:
-        raise KeyTypeError(f"keys are bytes or str, not {type(key).__name__}")
-    raise KeyTypeError(f"{what} must be bytes or str, not {type(key).__name__}")
+    data = as_bytes(key)
+    if data is None:
+        raise KeyTypeError(f"{what or 'keys'} must be bytes-like (bytes, bytearray, "
+                           f"memoryview, a numpy array: any buffer) or str, "
+                           f"not {type(key).__name__}")
+    return data
+
+
+def db_path(path) -> str:
+    """A database directory ``path`` as a str: a str as is, bytes decoded with
+    the file system encoding, an os.PathLike (pathlib.Path) by ``os.fspath``.
+    InvalidArgumentError for any other type."""
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise InvalidArgumentError(f"a database path is a str, bytes or os.PathLike "
+                                   f"(pathlib.Path), not {type(path).__name__}") from None
 
 
 def delta(d, op: str = "incr") -> int:
@@ -99,15 +155,18 @@ class Args:
         return key
 
     def value(self, value) -> bytes:
-        """``value`` (bytes-like) as bytes, at most max_value_size long.
-        ValueTypeError, ValueTooLargeError."""
+        """``value`` (bytes-like: module docstring) as bytes, at most
+        max_value_size long. ValueTypeError, ValueTooLargeError (checked before
+        a buffer is copied)."""
         if type(value) is not bytes:
-            if not isinstance(value, (bytearray, memoryview)):
-                raise ValueTypeError(f"values are bytes, not {type(value).__name__}")
-            value = bytes(value)
+            data = as_bytes(value, self.max_value)
+            if data is None:
+                hint = " (encode a str: value.encode())" if isinstance(value, str) else ""
+                raise ValueTypeError(f"values are bytes-like (bytes, bytearray, memoryview, a "
+                                     f"numpy array: any buffer), not {type(value).__name__}{hint}")
+            return data
         if len(value) > self.max_value:
-            raise ValueTooLargeError(
-                f"value length {len(value)} is over max_value_size={self.max_value}")
+            raise too_large(len(value), self.max_value)
         return value
 
     def deadline(self, ttl) -> float:

@@ -9,6 +9,7 @@ and retry, or wait until durable (docs/design.md, "Point operations").
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -17,12 +18,13 @@ from fusedb.api.args import Args
 from fusedb.api.batch import Batch
 from fusedb.api.commands import Commands
 from fusedb.api.executor import Executor
+from fusedb.api.mapping import Mapping
 from fusedb.api.stats import stats as _stats
 from fusedb.api.transaction import Transact, Transaction
 from fusedb.core import ops
 from fusedb.core.ops import value_of
 from fusedb.core.entry import INT64_MAX, INT64_MIN
-from fusedb.errors import ClosedError, ForkedError, FuseDBKeyError, InvalidArgumentError
+from fusedb.errors import ClosedError, ForkedError, InvalidArgumentError
 from fusedb.options import Options, check_names
 from fusedb.router.router import RouterStore
 from fusedb.runtime import client, hooks
@@ -39,7 +41,8 @@ TTL_NONE = -1.0
 TTL_MISSING = -2.0
 
 
-def open(path: str = "fusedb-data", **options) -> FuseDB:  # noqa: A001 - the API's name
+def open(path: str | bytes | os.PathLike = "fusedb-data",  # noqa: A001 - the API's name
+         **options) -> FuseDB:
     """Open (creating if missing) the database in directory ``path``.
 
     Options are the fields of :class:`fusedb.options.Options`. Without ``shards``
@@ -49,9 +52,11 @@ def open(path: str = "fusedb-data", **options) -> FuseDB:  # noqa: A001 - the AP
     attach with :func:`connect`; ``group=`` shares it (README, "Who can
     attach"). Raises ``LockedError`` if it is open (here or elsewhere),
     ``CorruptionError`` if a file fails verification, ``InvalidArgumentError``
-    for bad options (``UnknownOptionError``: unknown), ``NotADatabaseError``
-    (a file, or not a database), ``PermissionDeniedError`` (no access).
+    for bad options (``UnknownOptionError``: unknown) or a ``path`` that is not
+    a str, bytes or os.PathLike, ``NotADatabaseError`` (a file, or not a
+    database), ``PermissionDeniedError`` (no access).
     """
+    path = args.db_path(path)
     check_names(options, "open()")
     if "mode" not in options:
         options["mode"] = "multiprocess" if "shards" in options else "embedded"
@@ -61,8 +66,8 @@ def open(path: str = "fusedb-data", **options) -> FuseDB:  # noqa: A001 - the AP
     return FuseDB(store)
 
 
-def connect(path: str = "fusedb-data", *, start: bool = False, timeout: float = 60.0,
-            **options) -> FuseDB:
+def connect(path: str | bytes | os.PathLike = "fusedb-data", *, start: bool = False,
+            timeout: float = 60.0, **options) -> FuseDB:
     """Attach to the multiprocess database open at ``path`` (by a ``fusedb serve``
     daemon, or a process that called ``open(path, shards=N)``, on this host).
     Point operations then run directly on its shared memory; ``close()``
@@ -77,7 +82,9 @@ def connect(path: str = "fusedb-data", *, start: bool = False, timeout: float = 
     fusedb.api.start). Waits up to ``timeout`` seconds for the daemon. Raises
     NotRunningError if the database runs embedded or the daemon cannot start
     (its message says why), InvalidArgumentError for bad options or options
-    without ``start=True`` (UnknownOptionError for an unknown one)."""
+    without ``start=True`` (UnknownOptionError for an unknown one), or a
+    ``path`` that is not a str, bytes or os.PathLike."""
+    path = args.db_path(path)
     check_names(options, "connect()", set(Options.__dataclass_fields__) | {"start", "timeout"})
     if not start:
         if options:
@@ -94,9 +101,10 @@ def _attach(path: str, timeout: float = 60.0) -> ClientStore:
     return store
 
 
-class FuseDB(Commands):
+class FuseDB(Commands, Mapping):
     """An open database. Thread-safe: any thread may call any method, except that
-    ``close()`` must not race with other calls.
+    ``close()`` must not race with other calls. A mapping of bytes keys to bytes
+    values, iterated in key order by scans (fusedb.api.mapping).
 
     A multiprocess handle pickles (it re-attaches with :func:`connect` where it is
     unpickled) and survives ``fork()``: in the child it re-attaches on first use.
@@ -310,22 +318,6 @@ class FuseDB(Commands):
     def get_many(self, keys: Iterable) -> list[bytes | None]:
         """``[get(k) for k in keys]`` (each key read atomically, not the set)."""
         return [self.get(k) for k in keys]
-
-    def __contains__(self, key) -> bool:
-        return self.get(key) is not None
-
-    def __getitem__(self, key) -> bytes:
-        v = self.get(key)
-        if v is None:
-            raise FuseDBKeyError(key)
-        return v
-
-    def __setitem__(self, key, value) -> None:
-        self.put(key, value)
-
-    def __delitem__(self, key) -> None:
-        if not self.delete(key):
-            raise FuseDBKeyError(key)
 
     # -- bulk -------------------------------------------------------------------------
 

@@ -41,11 +41,12 @@ def prefix_end(prefix: bytes) -> bytes | None:
 
 
 def scan(x: Executor, check_open: Callable[[], None], closed: Callable[[], bool], start,
-         stop, prefix, limit, reverse) -> Iterator[tuple[bytes, bytes]]:
+         stop, prefix, limit, reverse, keys_only: bool = False) -> Iterator:
     """``FuseDB.scan``: validates now, reads lazily. ``check_open`` raises
     ClosedError (or a background error): it is called before each leaf and
     each chunk of a leaf is read, and before each pair is returned if
-    ``closed()`` (the handle's flag, cheap) says the handle was closed."""
+    ``closed()`` (the handle's flag, cheap) says the handle was closed.
+    ``keys_only``: yield the keys alone (bytes), not (key, value) pairs."""
     start, stop, prefix = _bound(start, "start"), _bound(stop, "stop"), _bound(prefix, "prefix")
     if prefix is not None:
         if start is not None or stop is not None:
@@ -56,14 +57,39 @@ def scan(x: Executor, check_open: Callable[[], None], closed: Callable[[], bool]
     if not isinstance(reverse, bool):
         raise InvalidArgumentError(f"scan reverse must be True or False, got {reverse!r}")
     start = start or b""
-    return _scan(x, check_open, closed, start, stop, limit, reverse)
+    emit = _emit_keys if keys_only else _emit
+    return _scan(x, check_open, closed, start, stop, limit, reverse, emit)
+
+
+def count(x: Executor, check_open: Callable[[], None]) -> int:
+    """The number of live keys, by a forward scan of every leaf that counts
+    each chunk's merged entries (no per-key object is made). Not a snapshot,
+    as a scan is not: a key written or deleted while it runs may or may not
+    count. ClosedError as ``scan``."""
+    return sum(len(run) for run in _runs(x, check_open, b"", None, False))
 
 
 def _scan(x: Executor, check_open, closed, start: bytes, stop: bytes | None,
-          limit: int | None, reverse: bool) -> Iterator[tuple[bytes, bytes]]:
-    if limit == 0 or (stop is not None and stop <= start):
+          limit: int | None, reverse: bool, emit) -> Iterator:
+    if limit == 0:
         return
-    count = 0
+    n = 0
+    for run in _runs(x, check_open, start, stop, reverse):
+        for item in emit(run, reverse):
+            if closed():
+                check_open()        # raises: the handle was closed meanwhile
+            yield item
+            n += 1
+            if limit is not None and n >= limit:
+                return
+
+
+def _runs(x: Executor, check_open, start: bytes, stop: bytes | None, reverse: bool):
+    """The live entries of start <= key < stop as merged runs (sorted ascending
+    each), leaf by leaf and chunk by chunk, in scan order (descending order of
+    runs with ``reverse``)."""
+    if stop is not None and stop <= start:
+        return
     cursor = stop if reverse else start   # reverse: exclusive upper bound (None = +inf)
     clock = x.clock
     while True:
@@ -74,14 +100,8 @@ def _scan(x: Executor, check_open, closed, start: bytes, stop: bytes | None,
         a = max(lo, start)
         b = hi if stop is None else (stop if hi is None else min(hi, stop))
         if b is None or a < b:
-            leaf = _leaf_backward if reverse else leaf_forward
-            for key, value in leaf(clock, check_open, a, b, buf, segs):
-                if closed():
-                    check_open()        # raises: the handle was closed meanwhile
-                yield key, value
-                count += 1
-                if limit is not None and count >= limit:
-                    return
+            yield from (_backward_runs if reverse else _forward_runs)(
+                clock, check_open, a, b, buf, segs)
         if reverse:
             if lo <= start:
                 return
@@ -147,7 +167,19 @@ def _emit(run, backward: bool) -> Iterator[tuple[bytes, bytes]]:
         yield run.key(i), v
 
 
+def _emit_keys(run, backward: bool) -> Iterator[bytes]:
+    idx = range(len(run) - 1, -1, -1) if backward else range(len(run))
+    return map(run.key, idx)
+
+
 def leaf_forward(clock, check_open, a: bytes, b: bytes | None, buf, segs):
+    """The live (key, value) pairs of one leaf's snapshot (``buf``: its merged
+    buffers, ``segs``: (Segment, Run) pairs) with a <= key < b, ascending."""
+    for run in _forward_runs(clock, check_open, a, b, buf, segs):
+        yield from _emit(run, False)
+
+
+def _forward_runs(clock, check_open, a: bytes, b: bytes | None, buf, segs):
     cur = a
     while True:
         check_open()        # the segments are unmapped once the handle is closed
@@ -165,13 +197,13 @@ def leaf_forward(clock, check_open, a: bytes, b: bytes | None, buf, segs):
         now = clock()
         merged = merge_runs([cut(buf, cur, bound)] + [cut(p, cur, bound) for p in parts],
                             now, drop_dead=True)
-        yield from _emit(merged, False)
+        yield merged
         if bound == b:
             return
         cur = bound
 
 
-def _leaf_backward(clock, check_open, a: bytes, b: bytes | None, buf, segs):
+def _backward_runs(clock, check_open, a: bytes, b: bytes | None, buf, segs):
     cur = b
     while True:
         check_open()        # the segments are unmapped once the handle is closed
@@ -187,7 +219,7 @@ def _leaf_backward(clock, check_open, a: bytes, b: bytes | None, buf, segs):
         now = clock()
         merged = merge_runs([cut(buf, bound, cur)] + [cut(p, bound, cur) for p in parts],
                             now, drop_dead=True)
-        yield from _emit(merged, True)
+        yield merged
         if bound == a:
             return
         cur = bound

@@ -25,7 +25,7 @@ SHM_DIR = "/dev/shm"
 
 
 def tag_for(path: str) -> str:
-    return xxhash.xxh64_hexdigest(os.path.realpath(path).encode())[:12]
+    return xxhash.xxh64_hexdigest(os.fsencode(os.path.realpath(path)))[:12]
 
 
 def name(tag: str, what: str) -> str:

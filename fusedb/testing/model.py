@@ -9,7 +9,7 @@ from fusedb.errors import IntegerOverflowError, InvalidArgumentError, NotAnInteg
     ValueTypeError
 
 __all__ = ["TINY", "SMALL", "INT64_MIN", "INT64_MAX", "TTL_NONE", "TTL_MISSING", "FakeClock",
-           "decimal", "Model", "outcome"]
+           "decimal", "Model", "bytes_like", "outcome"]
 
 #: Small sizes so that a few hundred operations freeze buffers, merge and split.
 TINY = dict(buffer_bytes=4096, buffer_slots=16, arena_bytes=4096 * 16, leaf_max_bytes=1500,
@@ -87,13 +87,14 @@ class Model:
     def put(self, k: bytes, v: bytes, ttl, now: float, nx: bool = False, xx: bool = False,
             keepttl: bool = False, get: bool = False):
         """``db.put`` with its options (Redis SET NX|XX|KEEPTTL|GET)."""
+        v = bytes_like(v)
         if (nx and xx) or (keepttl and ttl is not None):
             raise InvalidArgumentError("put options")
         e = self._entry(k, now)
         stores = not ((nx and e is not None) or (xx and e is None))
         if stores:
             exp = e[1] if keepttl and e is not None else self._exp(ttl, now)
-            self.data[k] = (bytes(v), exp)
+            self.data[k] = (v, exp)
         if get:
             return None if e is None else e[0]
         return stores if nx or xx else None
@@ -211,11 +212,26 @@ class Model:
         if new is None:
             self.data.pop(k, None)
             return None
-        if not isinstance(new, (bytes, bytearray, memoryview)):
-            raise ValueTypeError(type(new).__name__)
+        new = bytes_like(new)
         exp = (e[1] if e is not None else 0.0) if ttl is None else now + ttl
-        self.data[k] = (bytes(new), exp)
-        return bytes(new)
+        self.data[k] = (new, exp)
+        return new
+
+    def items(self, now: float) -> list[tuple[bytes, bytes]]:
+        """``list(db.items())``: the live pairs in key order (also ``list(db)``'s
+        keys and ``list(db.values())``'s values, ``len(db)`` their number)."""
+        return self.scan(now)
+
+
+def bytes_like(v) -> bytes:
+    """What a bytes-like value is stored as (README, "Values and keys"): the
+    bytes of any buffer, ``memoryview(v).tobytes()``. ValueTypeError for a
+    non-buffer (a buffer of Python objects is not modelled)."""
+    try:
+        with memoryview(v) as view:
+            return view.tobytes()
+    except TypeError:
+        raise ValueTypeError(type(v).__name__) from None
 
 
 def outcome(fn, *args, **kwargs):
