@@ -17,7 +17,12 @@ also:
 
 A disk error (ENOSPC, EDQUOT, EIO) never ends the process: the worker logs one
 line to stderr (logger ``"fusedb"``, which this process sends there), retries
-with backoff (fusedb.core.retry) and logs one line when it works again.
+with backoff (fusedb.core.retry) and logs one line when it works again. Every
+other handled condition is one log line too, never a traceback (a traceback
+means a bug): a lock held past ``lock_timeout`` by a live process
+(fusedb.shard.worker, fusedb.worker.role.PatientLock), a dead holder found at
+close, and whatever handled condition still reaches :func:`main` (the process
+then exits 1, or EXIT_DISK_ERROR for a disk error, and the router restarts it).
 
 Test hook: ``FUSEDB_WORKER_FAILPOINTS`` (fusedb.worker.testhooks).
 """
