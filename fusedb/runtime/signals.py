@@ -141,6 +141,8 @@ def _term_exit() -> None:
 
 def _handler(signum, frame) -> None:
     global _term_timer
+    if signum not in _pending and time.monotonic() - _resent.get(signum, -1.0) < 5 * RESEND:
+        return      # a re-send that crossed the signal's acting: not a new signal
     if signum == signal.SIGTERM and not _owner and not _term_timer:
         _term_timer = True
         threading.Thread(target=_term_exit, name="fusedb-term", daemon=True).start()
@@ -152,8 +154,6 @@ def _handler(signum, frame) -> None:
             threading.Thread(target=_resender, name="fusedb-signal",
                              args=(signum, threading.main_thread().ident), daemon=True).start()
         return
-    if signum not in _pending and time.monotonic() - _resent.get(signum, -1.0) < 5 * RESEND:
-        return      # a re-send that crossed the signal's acting: not a new signal
     _act(signum)
 
 
