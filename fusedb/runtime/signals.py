@@ -78,9 +78,9 @@ _owner = False          # this process opened a database (embedded, router)
 _pending: set[int] = set()
 #: Executors (objects with ``fn_threads``) whose operations check for a pending signal.
 _watched: weakref.WeakSet = weakref.WeakSet()
-#: signal -> monotonic time of the last re-send (a re-send that arrives after
-#: the signal acted is dropped, not taken for a second Ctrl-C).
-_resent: dict[int, float] = {}
+#: Signals re-sent and not handled yet (a re-send that arrives after the signal
+#: acted is dropped, not taken for a second Ctrl-C).
+_inflight: set[int] = set()
 _term_timer = False
 
 
@@ -128,7 +128,7 @@ def _resender(signum: int, main: int) -> None:
     while signum in _pending:
         time.sleep(RESEND)
         if signum in _pending:
-            _resent[signum] = time.monotonic()
+            _inflight.add(signum)
             signal.pthread_kill(main, signum)
 
 
@@ -141,8 +141,10 @@ def _term_exit() -> None:
 
 def _handler(signum, frame) -> None:
     global _term_timer
-    if signum not in _pending and time.monotonic() - _resent.get(signum, -1.0) < 5 * RESEND:
-        return      # a re-send that crossed the signal's acting: not a new signal
+    if signum in _inflight:
+        _inflight.discard(signum)
+        if signum not in _pending:
+            return      # a re-send that crossed the signal's acting: not a new signal
     if signum == signal.SIGTERM and not _owner and not _term_timer:
         _term_timer = True
         threading.Thread(target=_term_exit, name="fusedb-term", daemon=True).start()
@@ -206,6 +208,7 @@ def after_fork_in_child() -> None:
     global _owner, _term_timer
     _owner = _term_timer = False
     _pending.clear()
+    _inflight.clear()
     for x in list(_watched):
         x.fn_threads.discard(PENDING)
     try:
