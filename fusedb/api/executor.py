@@ -163,7 +163,11 @@ class Executor:
         #: Threads running an application callback (``update()``'s fn) under a
         #: shard lock: an operation from one of them would wait for ever on the
         #: lock it holds (embedded) or fail on it (multiprocess), so it raises.
+        #: Also signals.PENDING while a signal waits to act. Every operation
+        #: (the kernel's too) leaves its fast path for :meth:`reentered` while
+        #: the set is not empty.
         self.fn_threads: set[int] = set()
+        signals.watch(self)
         #: The compiled kernel's put/get/incr over this database
         #: (fusedb.core._kernel.Kernel), or None: pure Python (fusedb.core.kernel
         #: says why). It calls this executor's put, get_value and incr for every
@@ -192,8 +196,13 @@ class Executor:
         return guarded
 
     def reentered(self) -> None:
-        """Raise InvalidArgumentError if this thread is inside a callback of
-        :meth:`user_fn` (called by every operation while any callback runs)."""
+        """Called at the start of every operation while ``fn_threads`` is not
+        empty, with no lock held: act on a signal noted inside FuseDB
+        (fusedb.runtime.signals: KeyboardInterrupt, SystemExit; main thread
+        only), and raise InvalidArgumentError if this thread is inside a
+        callback of :meth:`user_fn`."""
+        if signals.PENDING in self.fn_threads:
+            signals.raise_pending()
         if threading.get_ident() in self.fn_threads:
             raise InvalidArgumentError(
                 "update()'s or transact()'s fn called the database: fn runs under shard "

@@ -8,7 +8,7 @@ A forked child inherits its parent's open databases: they are the parent's to
 close. In the child each one is marked inherited (it drops its copy of LOCK and
 never closes, flushes or unlinks anything), each API handle is told (a
 multiprocess one re-attaches on first use), and SIGTERM gets its default action
-back (the child is a client).
+back until the child attaches itself.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ def _register() -> None:
 def opened(role, owner: bool) -> None:
     """An entry point opened (``owner``: embedded or router) or attached
     (client) ``role``: close it at interpreter exit if still open, tell it about
-    a fork, and install the signal handlers (SIGTERM too for an owner). Call
+    a fork, and install the signal handlers (fusedb.runtime.signals). Call
     :func:`closed` when it closes."""
     _register()
     _open.add(role)
-    signals.install(sigterm=owner)
+    signals.install(owner)
 
 
 def closed(role) -> None:

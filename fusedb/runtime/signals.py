@@ -1,35 +1,57 @@
-"""SIGTERM and SIGINT handling for the process that opens a database.
+"""SIGINT and SIGTERM handling in every process that opens or attaches to a database.
 
 Python runs a signal handler between two bytecodes of the main thread, and the
 default SIGINT handler raises KeyboardInterrupt right there. If that is inside a
 FuseDB critical section (a buffer half-updated under a shard lock), the lock is
 released on a half-written buffer, or, for a shared-memory lock, not released at
 all. So every process that opens or attaches to a database (embedded, router,
-client) installs, in place of the *default* handlers only, handlers that never raise
-inside FuseDB code: if the interrupted frame or any frame above it belongs to the
-fusedb package, the signal is sent again to the main thread every 10 ms (by a
-daemon thread, with ``pthread_kill``, so it interrupts a blocking call there)
-until the handler finds the thread back in application code and raises, or
-until FuseDB code reaches a safe point that can last and calls
-:func:`raise_pending` (a write stalled for buffer memory or WAL room).
+client) installs, in place of the *default* handlers only, a handler that never
+raises inside FuseDB code:
+
+* Interrupted in application code (no frame of the interrupted stack belongs to
+  the fusedb package, up to the nearest application callback, :func:`call_user`),
+  it acts at once, as the default handler would.
+* Interrupted inside FuseDB, it notes the signal and marks every executor of the
+  process (:func:`watch`): ``PENDING`` joins the executor's set of callback
+  threads (``Executor.fn_threads``), whose emptiness every operation already
+  tests (the compiled kernel too) to leave its fast path. So the *next*
+  operation of the process, on any handle, calls :func:`raise_pending` before
+  it does anything, with no lock held (``Executor.reentered``): the operation in
+  progress returns, whole, and the next one raises. The hot path does no more
+  work than before: the test it takes was already there.
+* For an application that does not call FuseDB again (it sleeps, blocks on
+  input, computes), a daemon thread also re-sends the signal to the main thread
+  every 10 ms (``pthread_kill``, which interrupts a blocking call) while it is
+  pending: the first that lands in application code acts. Long waits inside
+  FuseDB that hold no lock (a write stalled for buffer memory or WAL room) call
+  :func:`raise_pending` too.
+
+What acting means:
 
 * SIGINT raises KeyboardInterrupt, as by default.
-* SIGTERM, in a process that owns a database (embedded, or the router of a
-  multiprocess one), raises SystemExit(128 + 15), so the interpreter exits
-  through atexit, which closes the database cleanly (by default SIGTERM kills the
-  process on the spot, leaving the shutdown to the next open's recovery).
-  Attached clients keep the default: a Python handler that raises can have its
-  exception swallowed (raised inside a ``__del__``, say), and a client such as a
-  ``multiprocessing`` pool worker, blocked afterwards on a lock its parent holds,
-  then never exits (seen: ``Pool.terminate()`` hanging in the test suite). A
-  client killed by SIGTERM is like one killed by SIGKILL: if it held a shard
-  lock, the shard's worker repairs the shard from the WAL. A ``fork()``ed
-  child of an owner is such a client: it gets SIGTERM's default action back.
+* SIGTERM raises SystemExit(128 + 15), so the interpreter exits through atexit,
+  which closes the database cleanly: an owner (embedded, router) merges and
+  removes its shared memory; an attached client detaches (frees its client slot,
+  unmaps). By default SIGTERM kills the process on the spot, leaving an owner's
+  shutdown to the next open's recovery.
+* A client must also end when SystemExit cannot: it may be swallowed (raised
+  inside a ``__del__``), caught by the application, or the process may block
+  afterwards on something that never comes (a ``multiprocessing`` pool worker
+  waiting on a lock its parent holds, with ``Pool.terminate()`` waiting on it).
+  So in a process that owns no database, SIGTERM also arms a timer: if the
+  process is still running :data:`TERM_GRACE` seconds later it ends with
+  ``os._exit(143)``, as the default action would have (a shard lock it held then
+  is repaired by the shard's worker, as after SIGKILL). An owner gets no timer:
+  its close merges buffers and may take longer.
+* A ``fork()``ed child of any of them owns no database: it gets SIGTERM's
+  default action back at fork, until it attaches itself (its inherited handle's
+  first use does): a fork pool's worker that never uses the database dies of
+  ``Pool.terminate()`` at once.
 
 Installed by fusedb.runtime.hooks (which also registers :func:`after_fork_in_child`),
 called by the entry points that open or attach. A handler the application
-installed itself is left alone: if it raises, it can
-interrupt a critical section (documented in docs/design.md).
+installed itself is left alone: if it raises, it can interrupt a critical
+section (documented in docs/design.md).
 """
 
 from __future__ import annotations
@@ -39,12 +61,27 @@ import signal
 import sys
 import threading
 import time
+import weakref
 
 # The fusedb package directory (this file is fusedb/runtime/signals.py).
 _PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+#: Marker put in every watched executor's ``fn_threads`` while a signal waits
+#: to act (not a thread id: those are positive).
+PENDING = -1
+#: Seconds a client may take to exit after SIGTERM before os._exit(143).
+TERM_GRACE = 1.0
+#: Seconds between two re-sends of a pending signal to the main thread.
+RESEND = 0.01
 _installed = False
-#: Signals being re-sent until the handler can act on them.
+_owner = False          # this process opened a database (embedded, router)
+#: Signals noted inside FuseDB code, not acted on yet.
 _pending: set[int] = set()
+#: Executors (objects with ``fn_threads``) whose operations check for a pending signal.
+_watched: weakref.WeakSet = weakref.WeakSet()
+#: Signals re-sent and not handled yet (a re-send that arrives after the signal
+#: acted is dropped, not taken for a second Ctrl-C).
+_inflight: set[int] = set()
+_term_timer = False
 
 
 def call_user(fn, arg):
@@ -58,6 +95,14 @@ def call_user(fn, arg):
 
 
 _CALL_USER = call_user.__code__
+
+
+def watch(executor) -> None:
+    """Have ``executor`` (an object with a ``fn_threads`` set, weakly held)
+    marked with :data:`PENDING` while a signal waits to act."""
+    _watched.add(executor)
+    if _pending:
+        executor.fn_threads.add(PENDING)
 
 
 def _inside_fusedb(frame) -> bool:
@@ -76,24 +121,49 @@ def _inside_fusedb(frame) -> bool:
 
 
 def _resender(signum: int, main: int) -> None:
-    # Until the handler acts (a second signal of the same kind meanwhile needs
+    # Until the signal acts (a second signal of the same kind meanwhile needs
     # no thread of its own). pthread_kill: a signal sent to the process may be
     # taken by any thread, and only the main thread's blocking call is
     # interrupted for the handler to run.
     while signum in _pending:
-        time.sleep(0.01)
+        time.sleep(RESEND)
         if signum in _pending:
+            _inflight.add(signum)
             signal.pthread_kill(main, signum)
 
 
+def _term_exit() -> None:
+    # A client still running TERM_GRACE seconds after SIGTERM (see the module
+    # docstring). At interpreter shutdown this daemon thread never wakes up.
+    time.sleep(TERM_GRACE)
+    os._exit(128 + signal.SIGTERM)
+
+
 def _handler(signum, frame) -> None:
+    global _term_timer
+    if signum in _inflight:
+        _inflight.discard(signum)
+        if signum not in _pending:
+            return      # a re-send that crossed the signal's acting: not a new signal
+    if signum == signal.SIGTERM and not _owner and not _term_timer:
+        _term_timer = True
+        threading.Thread(target=_term_exit, name="fusedb-term", daemon=True).start()
     if _inside_fusedb(frame):
         if signum not in _pending:
             _pending.add(signum)
+            for x in list(_watched):
+                x.fn_threads.add(PENDING)
             threading.Thread(target=_resender, name="fusedb-signal",
                              args=(signum, threading.main_thread().ident), daemon=True).start()
         return
+    _act(signum)
+
+
+def _act(signum: int) -> None:
     _pending.discard(signum)
+    if not _pending:
+        for x in list(_watched):
+            x.fn_threads.discard(PENDING)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     sys.exit(128 + signum)
@@ -102,27 +172,26 @@ def _handler(signum, frame) -> None:
 def raise_pending() -> None:
     """Act now on a signal the handler deferred, as it would have in application
     code: KeyboardInterrupt for SIGINT, SystemExit(128 + signum) for SIGTERM.
-    Called at the points in FuseDB code where no lock is held and nothing is
-    half done, and which can last (a write waiting up to ``write_timeout`` for
-    buffer memory or WAL room), so a Ctrl-C or a stop is not held off for that
-    long. Main thread only (handlers run there); elsewhere it does nothing."""
+    Called where FuseDB holds no lock and has nothing half done: at the start of
+    every operation while one is pending (``Executor.reentered``), and in waits
+    that can last (a write waiting up to ``write_timeout`` for buffer memory or
+    WAL room). Main thread only (handlers run there); elsewhere it does nothing."""
     if not _pending or threading.current_thread() is not threading.main_thread():
         return
-    signum = signal.SIGINT if signal.SIGINT in _pending else min(_pending)
-    _pending.discard(signum)
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    sys.exit(128 + signum)
+    _act(signal.SIGINT if signal.SIGINT in _pending else min(_pending))
 
 
-def install(sigterm: bool) -> None:
-    """Install the deferring handlers where the defaults are in place (main
-    thread only; elsewhere signals cannot be set). ``sigterm``: also SIGTERM
-    (in the processes that own a database: embedded, router)."""
-    global _installed
+def install(owner: bool) -> None:
+    """Install the deferring handler for SIGINT and SIGTERM where the defaults
+    are in place (main thread only; elsewhere signals cannot be set).
+    ``owner``: this process owns a database (embedded, router), so SIGTERM
+    gets no :data:`TERM_GRACE` timer (its close may take longer)."""
+    global _installed, _owner
+    if owner:
+        _owner = True
     if threading.current_thread() is not threading.main_thread():
         return
-    if sigterm and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _handler)
     if _installed:
         return
@@ -134,11 +203,14 @@ def install(sigterm: bool) -> None:
 def after_fork_in_child() -> None:
     """In a fork()ed child (called by fusedb.runtime.hooks): see below."""
     # A fork()ed child (a gunicorn worker, a fork pool's worker) owns no
-    # database: it is an attached client, and clients keep SIGTERM's default
-    # action (see above: a pool worker whose SIGTERM was deferred or swallowed
-    # never exits, and Pool.terminate() waits on it for ever). Signals the
-    # parent had deferred are the parent's.
+    # database and has not attached yet: SIGTERM's default action (see above).
+    # Signals the parent had deferred are the parent's.
+    global _owner, _term_timer
+    _owner = _term_timer = False
     _pending.clear()
+    _inflight.clear()
+    for x in list(_watched):
+        x.fn_threads.discard(PENDING)
     try:
         if signal.getsignal(signal.SIGTERM) is _handler:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -11,6 +11,7 @@ flush, which runs after the loop has stopped).
 from __future__ import annotations
 
 import collections
+import logging
 import queue
 import threading
 import time
@@ -22,7 +23,10 @@ from fusedb.core.scheduler import LeafView, Policy, ShardView, decide
 from fusedb.shard.balancing import Balancer
 from fusedb.shard.context import ShardContext
 from fusedb.shard.merging import Merger
+from fusedb.errors import LockTimeoutError
 from fusedb.shm.locks import RepairNeeded
+
+log = logging.getLogger("fusedb")
 
 
 class Worker(threading.Thread):
@@ -106,6 +110,18 @@ class Worker(threading.Thread):
                 # published nothing) and housekeeping repairs the shard next.
                 traceback.clear_frames(e.__traceback__)
                 self.wakeup.set()
+            except LockTimeoutError as e:
+                # A live process held the shard or manifest lock past lock_timeout
+                # (multiprocess: a stopped client, say). The round is dropped and
+                # the next tick runs another: a shard-lock wait times out before a
+                # merge publishes (the frozen buffer stays; the attempt's unpublished
+                # segment files are garbage the next open removes), a manifest-lock
+                # wait leaves the manifest pending (Merger.write_manifest), so
+                # nothing is half published. The meta lock, which a split takes
+                # mid-publication, never times out in a worker process
+                # (fusedb.worker.role.PatientLock).
+                traceback.clear_frames(e.__traceback__)
+                log.warning("shard %d: %s; the merge round is retried", self.merger.no, e)
             except BaseException as e:  # noqa: BLE001 - retried, or handed to every caller
                 # The traceback's frames hold numpy views of shared memory (a merge's
                 # inputs); clear their locals so close() can unmap the arena.

@@ -17,7 +17,12 @@ also:
 
 A disk error (ENOSPC, EDQUOT, EIO) never ends the process: the worker logs one
 line to stderr (logger ``"fusedb"``, which this process sends there), retries
-with backoff (fusedb.core.retry) and logs one line when it works again.
+with backoff (fusedb.core.retry) and logs one line when it works again. Every
+other handled condition is one log line too, never a traceback (a traceback
+means a bug): a lock held past ``lock_timeout`` by a live process
+(fusedb.shard.worker, fusedb.worker.role.PatientLock), a dead holder found at
+close, and whatever handled condition still reaches :func:`main` (the process
+then exits 1, or EXIT_DISK_ERROR for a disk error, and the router restarts it).
 
 Test hook: ``FUSEDB_WORKER_FAILPOINTS`` (fusedb.worker.testhooks).
 """
@@ -137,7 +142,7 @@ def run(path: str, no: int) -> int:
             # state under the shard lock), and the ring goes to disk. Nothing is
             # merged: the next open replays the WAL.
             try:
-                with store.meta_lock:
+                with store.meta_lock.inner:     # (not the patient wait: an orphan exits)
                     meta.close_routing()
             except (LockTimeoutError, RepairNeeded):
                 # A live process keeps the meta lock (or this shard needs repair
@@ -150,8 +155,17 @@ def run(path: str, no: int) -> int:
                 pass     # a dead holder: the ring up to its head is whole anyway
         else:
             try:
-                repair_if_needed(now=True)
-                store.flush()
+                for _ in range(3):
+                    try:
+                        repair_if_needed(now=True)
+                        store.flush()
+                        break
+                    except RepairNeeded:
+                        continue   # a process died holding the lock meanwhile: repair, again
+                else:
+                    log.warning("shard %d: processes kept dying holding the shard lock during "
+                                "the close; the WAL is kept and the next open replays it", no)
+                    code = 1
             except OSError as e:
                 if retry.transient(e) is None:
                     raise
@@ -182,7 +196,20 @@ def main(argv: list[str] | None = None) -> int:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     arm_from_env()
-    return run(path, no)
+    try:
+        return run(path, no)
+    except (RepairNeeded, LockTimeoutError) as e:
+        # Handled conditions, not bugs: the shard is repaired by the next worker
+        # (or the next open), a live holder's lock is waited for by it.
+        log.warning("shard %d: %s; the worker process exits", no, e)
+        return 1
+    except OSError as e:
+        if retry.transient(e) is None:
+            raise
+        # A full or failing disk where the loop could not retry it (attaching,
+        # starting the WAL writer): the router restarts the worker (one line each).
+        log.warning("shard %d: %s; the worker process exits", no, retry.transient(e))
+        return EXIT_DISK_ERROR
 
 
 if __name__ == "__main__":

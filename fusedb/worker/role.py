@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+
+from fusedb.errors import LockTimeoutError
 from fusedb.runtime.attach import attach
 from fusedb.runtime.remote import remote_wal_writer
 from fusedb.runtime.state import Runtime
@@ -10,6 +13,53 @@ from fusedb.shard.shard import Shard
 from fusedb.shm.locks import RepairNeeded
 from fusedb.core.layout import W_PID
 from fusedb.wal.writer import WalWriter
+
+log = logging.getLogger("fusedb")
+
+
+class PatientLock:
+    """The worker process's meta lock: the ProcLock ``lock`` (also
+    :attr:`inner`), except that a wait never raises LockTimeoutError: it lasts
+    as long as the holder lives, with one log line each time it passes
+    ``lock_timeout`` (a holder that dies is recovered by the lock itself:
+    EOWNERDEAD). RepairNeeded and the lock's other errors propagate.
+
+    Why wait rather than drop the round: the meta lock's critical sections are
+    O(1) and never wait for another lock, so a live process holding it past
+    ``lock_timeout`` is stopped or stalled (SIGSTOP, a debugger), and only
+    waiting lets this worker go on. Some of its meta-lock sections can be given
+    up (a scheduling snapshot, a merge's snapshot, a new leaf id: nothing is
+    half done there), but a split takes the meta lock under the shard lock
+    *after* changing the leaf table (fusedb.shard.merging, ``_split_locked``)
+    and a repair publishes under it too: giving up there would release the
+    shard lock over a half-published split, whose right half's keys no route
+    reaches any more (an earlier fix that dropped the round lost keys so).
+    Shard and manifest lock timeouts in a round are dropped and retried
+    (fusedb.shard.worker.Worker.run): nothing is half published at those."""
+
+    def __init__(self, lock, shard_no: int):
+        self.inner = lock
+        self.shard_no = shard_no
+
+    def acquire(self) -> None:
+        while True:
+            try:
+                self.inner.acquire()
+                return
+            except LockTimeoutError:
+                log.warning("shard %d: the meta lock is held past lock_timeout=%ss by pid "
+                            "%s, a live process; still waiting for it", self.shard_no,
+                            self.inner.timeout, self.inner.holder())
+
+    def release(self) -> None:
+        self.inner.release()
+
+    def __enter__(self) -> PatientLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.inner.release()
 
 
 class WorkerStore(Runtime):
@@ -40,6 +90,7 @@ class WorkerStore(Runtime):
         except BaseException:
             self.teardown()
             raise
+        self.meta_lock = PatientLock(self.meta_lock, shard_no)
         self.shard = self.shards[shard_no]
         self.wal_writer = self.wal_writers[0]
         self.merger = Merger(self.shard, self)
