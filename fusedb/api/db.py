@@ -10,6 +10,7 @@ and retry, or wait until durable (docs/design.md, "Point operations").
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -375,10 +376,13 @@ class FuseDB(Commands, Mapping):
         memory. Idempotent. Raises if a background merge had failed."""
         if self._closed:
             return
-        if self._x.fn_threads:
-            self._x.reentered()
+        x = self._x
+        if x.fn_threads and threading.get_ident() in x.fn_threads:
+            x.reentered()       # close() from update()'s fn: refused
         self._closed = True
         self._store.close()
+        if x.fn_threads:
+            x.reentered()       # a signal noted inside FuseDB acts now, after the close
 
     @property
     def closed(self) -> bool:
