@@ -92,7 +92,7 @@ def test_bench_without_hdrh_says_what_to_install_and_fails(tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stdout == ""
     (line,) = r.stderr.splitlines()
-    assert "hdrh" in line and "pip install 'fusedb[bench]'" in line and "hdrhistogram" in line
+    assert "hdrh" in line and "pip install '.[bench]'" in line and "hdrhistogram" in line
     assert time.monotonic() - t < 30
 
 

@@ -29,24 +29,23 @@ raises inside FuseDB code:
 What acting means:
 
 * SIGINT raises KeyboardInterrupt, as by default.
-* SIGTERM raises SystemExit(128 + 15), so the interpreter exits through atexit,
-  which closes the database cleanly: an owner (embedded, router) merges and
-  removes its shared memory; an attached client detaches (frees its client slot,
-  unmaps). By default SIGTERM kills the process on the spot, leaving an owner's
-  shutdown to the next open's recovery.
-* A client must also end when SystemExit cannot: it may be swallowed (raised
-  inside a ``__del__``), caught by the application, or the process may block
-  afterwards on something that never comes (a ``multiprocessing`` pool worker
-  waiting on a lock its parent holds, with ``Pool.terminate()`` waiting on it).
-  So in a process that owns no database, SIGTERM also arms a timer: if the
-  process is still running :data:`TERM_GRACE` seconds later it ends with
-  ``os._exit(143)``, as the default action would have (a shard lock it held then
-  is repaired by the shard's worker, as after SIGKILL). An owner gets no timer:
-  its close merges buffers and may take longer.
-* A ``fork()``ed child of any of them owns no database: it gets SIGTERM's
-  default action back at fork, until it attaches itself (its inherited handle's
-  first use does): a fork pool's worker that never uses the database dies of
-  ``Pool.terminate()`` at once.
+* SIGTERM, in a process that owns a database (embedded, router), raises
+  SystemExit(128 + 15), so the interpreter exits through atexit, which closes
+  the database cleanly (merges, removes its shared memory). By default SIGTERM
+  kills the process on the spot, leaving the shutdown to the next open's
+  recovery.
+* An attached client keeps SIGTERM's default action: it ends at once, wherever
+  it is. A SystemExit raised in a client can be swallowed (inside a
+  ``__del__``), caught, or followed by a block on something that never comes;
+  with a Python handler for SIGTERM in clients, ``multiprocessing``'s
+  ``Pool.terminate()`` hung here about once in 20 runs of
+  tests/recipes/pool_counter.py (a worker that never ended), never with the
+  default action (0 in 30). A client killed inside a critical section is what
+  the locks are built for: the shard's worker repairs the shard from the WAL,
+  as after SIGKILL, and nothing acknowledged is lost; its client slot is
+  dropped as a dead process's. SIGINT in a client acts as in an owner.
+* A ``fork()``ed child of an owner owns no database: it gets SIGTERM's default
+  action back at fork.
 
 Installed by fusedb.runtime.hooks (which also registers :func:`after_fork_in_child`),
 called by the entry points that open or attach. A handler the application
@@ -68,12 +67,9 @@ _PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 #: Marker put in every watched executor's ``fn_threads`` while a signal waits
 #: to act (not a thread id: those are positive).
 PENDING = -1
-#: Seconds a client may take to exit after SIGTERM before os._exit(143).
-TERM_GRACE = 1.0
 #: Seconds between two re-sends of a pending signal to the main thread.
 RESEND = 0.01
 _installed = False
-_owner = False          # this process opened a database (embedded, router)
 #: Signals noted inside FuseDB code, not acted on yet.
 _pending: set[int] = set()
 #: Executors (objects with ``fn_threads``) whose operations check for a pending signal.
@@ -81,7 +77,6 @@ _watched: weakref.WeakSet = weakref.WeakSet()
 #: Signals re-sent and not handled yet (a re-send that arrives after the signal
 #: acted is dropped, not taken for a second Ctrl-C).
 _inflight: set[int] = set()
-_term_timer = False
 
 
 def call_user(fn, arg):
@@ -132,22 +127,11 @@ def _resender(signum: int, main: int) -> None:
             signal.pthread_kill(main, signum)
 
 
-def _term_exit() -> None:
-    # A client still running TERM_GRACE seconds after SIGTERM (see the module
-    # docstring). At interpreter shutdown this daemon thread never wakes up.
-    time.sleep(TERM_GRACE)
-    os._exit(128 + signal.SIGTERM)
-
-
 def _handler(signum, frame) -> None:
-    global _term_timer
     if signum in _inflight:
         _inflight.discard(signum)
         if signum not in _pending:
             return      # a re-send that crossed the signal's acting: not a new signal
-    if signum == signal.SIGTERM and not _owner and not _term_timer:
-        _term_timer = True
-        threading.Thread(target=_term_exit, name="fusedb-term", daemon=True).start()
     if _inside_fusedb(frame):
         if signum not in _pending:
             _pending.add(signum)
@@ -184,14 +168,12 @@ def raise_pending() -> None:
 def install(owner: bool) -> None:
     """Install the deferring handler for SIGINT and SIGTERM where the defaults
     are in place (main thread only; elsewhere signals cannot be set).
-    ``owner``: this process owns a database (embedded, router), so SIGTERM
-    gets no :data:`TERM_GRACE` timer (its close may take longer)."""
-    global _installed, _owner
-    if owner:
-        _owner = True
+    ``owner``: this process owns a database (embedded, router): only then is
+    SIGTERM handled (a client keeps its default action: see the module doc)."""
+    global _installed
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    if owner and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _handler)
     if _installed:
         return
@@ -203,10 +185,8 @@ def install(owner: bool) -> None:
 def after_fork_in_child() -> None:
     """In a fork()ed child (called by fusedb.runtime.hooks): see below."""
     # A fork()ed child (a gunicorn worker, a fork pool's worker) owns no
-    # database and has not attached yet: SIGTERM's default action (see above).
-    # Signals the parent had deferred are the parent's.
-    global _owner, _term_timer
-    _owner = _term_timer = False
+    # database: SIGTERM's default action (see above). Signals the parent had
+    # deferred are the parent's.
     _pending.clear()
     _inflight.clear()
     for x in list(_watched):

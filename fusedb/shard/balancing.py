@@ -88,7 +88,7 @@ class Balancer:
                                                      if lf.leaf == d.leaf)
                     break
             acted = True
-            log.info("shard %d: %s leaf %d%s (%s)", merger.no, d.action, d.leaf,
+            log.debug("shard %d: %s leaf %d%s (%s)", merger.no, d.action, d.leaf,
                      f" to shard {d.to}" if d.action == "move" else "", d.reason)
             if d.action == "split":
                 break       # the loads changed shape: the next round measures again

@@ -40,6 +40,8 @@ the meta lock, as everywhere (docs/design.md, "Who touches what under which lock
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from fusedb.core import failpoints, manifest
@@ -157,8 +159,15 @@ def _move_locked(merger, leaf: int, to, seen: tuple, relog: tuple) -> bool:
         slab.hdr[H_REFS] = 0
         slab.set_first_pos(start)
         ctx.kick_wal_writer(to.no)
+    try:
+        manifest.commit(ctx.path)
+    except BaseException:
+        # The rename failed (EIO, say): the leaf stays; the copy logged in the
+        # destination's WAL repeats seqnos the source has, so it is harmless.
+        if new >= 0:
+            to.arena.release_slab(new)
+        raise
     # From here on nothing can fail but a process death (both shards repaired).
-    manifest.commit(ctx.path)
     failpoints.hit("move.renamed")
     with ctx.meta_lock:
         meta.shard[leaf] = to.no
@@ -202,7 +211,10 @@ def free_orphans(merger) -> None:
             continue
         with merger.lock:
             slab = merger.slabs[sid]
-            if slab.hdr[H_STATE] == STATE_FROZEN and slab.hdr[H_REFS] == 0:
+            # Still the old slab of a leaf that left this shard (a repair of the
+            # shard empties merger.orphans with the arena, so this is a check).
+            if (slab.hdr[H_STATE] == STATE_FROZEN and slab.hdr[H_REFS] == 0
+                    and merger.meta.shard[slab.hdr[H_LEAF]] != merger.no):
                 merger.arena.release_slab(sid)
     merger.orphans = keep
 
@@ -227,3 +239,26 @@ def adopt_orphans(merger) -> None:
             slab.hdr[H_REFS] = 0
     waits = tuple((sh.no, sh.ring.hdr[R_HEAD]) for sh in ctx.shards if sh.no != merger.no)
     merger.orphans += [(slab.sid, waits) for slab in lost]
+
+
+def settle_orphans_before_repair(merger, timeout: float) -> bool:
+    """Before a repair of ``merger``'s shard rebuilds its arena (and with it the
+    old slabs of moved leaves, which hold its WAL floor): wait, at most
+    ``timeout`` seconds, until every copy they wait for is durable, so the WAL
+    they hold may go. Returns whether they all were; forgets them either way
+    (the rebuilt arena has none). Called under the shard's lock: the
+    destinations' WAL writers need no lock of it."""
+    ctx = merger.ctx
+    mode = ctx.opts.durability
+    deadline = time.monotonic() + timeout
+    ok = True
+    for _sid, waits in merger.orphans:
+        for no, pos in waits:
+            while not _durable(ctx.shards[no], pos, mode):
+                if time.monotonic() > deadline:
+                    ok = False
+                    break
+                ctx.kick_wal_writer(no)
+                time.sleep(0.005)
+    merger.orphans = []
+    return ok

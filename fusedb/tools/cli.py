@@ -36,7 +36,7 @@ The FuseDB command: run a database as a daemon, look at it, check and repair it.
                         (--shards 0 runs it embedded in one process)
   fusedb bench [...]    FuseDB side by side with rocksdict, lmdb, sqlite3, diskcache
                         and Redis, a progress bar on a terminal (pip install
-                        'fusedb[bench]'; fusedb bench --help: options, columns)
+                        '.[bench]' in the checkout; fusedb bench --help: options, columns)
   fusedb check PATH     verify every file of the database (open or closed)
   fusedb repair PATH    salvage a damaged, closed database (--json for a JSON report)
   fusedb dump PATH      print manifest, segments and WAL records

@@ -19,7 +19,7 @@ import psutil
 
 import fusedb
 from fusedb.core.layout import M_ROUTER_PID, M_SERVE_PID, M_STATE, STATE_OPEN
-from fusedb.errors import NotRunningError
+from fusedb.errors import NotRunningError, PermissionDeniedError
 from fusedb.runtime.identity import SERVE_LOG
 from fusedb.shm import region
 from fusedb.shm.locks import alive
@@ -106,7 +106,7 @@ def stats(path: str, as_json: bool) -> int:
     JSON. The exit status (module doc)."""
     try:
         db = fusedb.connect(path)
-    except NotRunningError as e:
+    except (NotRunningError, PermissionDeniedError) as e:
         print(f"fusedb stats: {e}", file=sys.stderr)
         return 1
     try:

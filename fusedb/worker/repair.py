@@ -4,15 +4,19 @@ process only)."""
 from __future__ import annotations
 
 import bisect
+import logging
 
 from fusedb.core import manifest
 from fusedb.errors import FuseDBError
 from fusedb.shard.merging import Merger
+from fusedb.shard.moving import settle_orphans_before_repair
 from fusedb.shm.arena import A_FREE_TOP
 from fusedb.shm.meta import M_NEXT_LEAF
 from fusedb.shm.slab import H_STATE, STATE_FREE
 from fusedb.wal import recovery
 from fusedb.wal.reader import list_files as list_wal_files, read_file
+
+log = logging.getLogger("fusedb")
 
 
 def repair_shard(rt, merger: Merger) -> list[int]:
@@ -38,6 +42,10 @@ def repair_shard(rt, merger: Merger) -> list[int]:
     shard = merger.shard
     no = shard.no
     shard.wal_writer.sync_now()
+    if not settle_orphans_before_repair(merger, opts.lock_timeout):
+        log.warning("shard %d: repair: another shard's WAL did not make a moved leaf's "
+                    "copy durable within %.1f s; a power loss before it does may lose "
+                    "that leaf's latest writes", no, opts.lock_timeout)
     man = manifest.read(rt.path)
     mine = [lf for lf in man.leaves if lf.shard == no]
     his = [i for i, lf in enumerate(man.leaves) if lf.shard == no]

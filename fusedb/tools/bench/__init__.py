@@ -10,5 +10,6 @@ FuseDB against rocksdict, lmdb, sqlite3, diskcache and Redis, in one run.
   terminal table, markdown tables from ``--json`` files, charts.
 
 Its peers, histograms and charts are optional dependencies, the ``bench``
-extra: ``pip install 'fusedb[bench]'``. docs/perf.md, "How to run".
+extra: ``pip install '.[bench]'`` in the source checkout (the PyPI name
+``fusedb`` is another project). docs/perf.md, "How to run".
 """

@@ -21,7 +21,7 @@ from fusedb.tools.bench.engines import ENGINES, RedisEngine
 from fusedb.tools.bench.report import explained, plot, print_table
 from fusedb.tools.bench.workloads import MIXES
 
-INSTALL = "pip install 'fusedb[bench]'"
+INSTALL = "pip install '.[bench]' in FuseDB's source checkout"
 
 DESCRIPTION = """\
 FuseDB side by side with the engines users would pick instead, in one run.
@@ -30,7 +30,7 @@ Each (engine, workload) pair runs in a fresh process on an empty directory:
 load --keys keys, then run --ops operations of the mix, timing every operation
 (HDR histograms, overall and per one-second window). Prints one table; --plot
 DIR also writes PNG charts, --json FILE the results (python perf/report.py FILE
-turns them into markdown). Needs the bench extra: pip install 'fusedb[bench]';
+turns them into markdown). Needs the bench extra: pip install '.[bench]' in the source checkout;
 Redis needs the redis-server program too (Debian: apt-get install
 redis-server). An engine that is not installed is skipped, with what to
 install. Settings used for each engine: fusedb/tools/bench/engines.py."""
