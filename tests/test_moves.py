@@ -50,6 +50,17 @@ def stopped(path: str, **extra):
     return db
 
 
+def hundred_keys(tmp_path, **extra):
+    """An embedded database (merge loops stopped) holding k000..k099 in one
+    buffered leaf: (db, that leaf, its shard, the next shard)."""
+    db = stopped(str(tmp_path / "db"), **extra)
+    for i in range(100):
+        db.put(b"k%03d" % i, b"v%d" % i)
+    leaf = I.leaf_of(db, b"k000")
+    src = I.shard_of_leaf(db, leaf)
+    return db, leaf, src, (src + 1) % 3
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_moves_keep_every_key_through_crash_and_reopen(tmp_path, seed):
     """Random writes, merges, splits and moves of random leaves to random
@@ -111,13 +122,8 @@ def test_a_leaf_with_a_frozen_buffer_does_not_move(tmp_path):
 def test_the_old_slab_waits_for_the_copy_to_be_durable(tmp_path):
     """The moved leaf's old slab holds the source shard's WAL floor until the
     destination's WAL has the copy on disk; then it is freed."""
-    db = stopped(str(tmp_path / "db"))
+    db, leaf, src, dst = hundred_keys(tmp_path)
     try:
-        for i in range(100):
-            db.put(b"k%03d" % i, b"v%d" % i)
-        leaf = I.leaf_of(db, b"k000")
-        src = I.shard_of_leaf(db, leaf)
-        dst = (src + 1) % 3
         free = db.stats()["shards"][src]["slabs_free"]
         assert I.move_leaf(db, leaf, dst)
         (sid, waits), = I.orphans(db, src)
@@ -228,13 +234,8 @@ def test_a_failed_manifest_rename_leaks_no_destination_slab(tmp_path):
     def eio():
         raise OSError(errno.EIO, "injected rename failure")
 
-    db = stopped(str(tmp_path / "db"))
+    db, leaf, src, dst = hundred_keys(tmp_path)
     try:
-        for i in range(100):
-            db.put(b"k%03d" % i, b"v%d" % i)
-        leaf = I.leaf_of(db, b"k000")
-        src = I.shard_of_leaf(db, leaf)
-        dst = (src + 1) % 3
         free = db.stats()["shards"][dst]["slabs_free"]
         with failpoints.armed("publish.before_rename", eio):
             with pytest.raises(OSError):

@@ -188,9 +188,6 @@ class Ring:
         if off < 0:
             return -1
         d = self.data
-        hdr = self.hdr
-        lsn = hdr[R_LSN]
-        _pack_body(d, off + 16, lsn, len(parts), 0)
         p = off + 32
         for seq, exp, kind, key, value in parts:
             _pack_mut(d, p, seq, exp, kind, 0, len(key), len(value))
@@ -200,9 +197,18 @@ class Ring:
             q = p + pad8(n)
             d[p + n:q] = _ZEROS[:q - p - n]
             p = q
-        end = off + 16 + body
+        return self._seal(off, len(parts), body, total)
+
+    def _seal(self, off: int, count: int, body: int, total: int) -> int:
+        """Finish the MUTATIONS record of ``count`` mutations whose bytes are in
+        place at ``off + 32``: body and record headers, checksum, LSN, head.
+        Returns the stream position after it."""
+        d = self.data
+        hdr = self.hdr
+        lsn = hdr[R_LSN]
+        _pack_body(d, off + 16, lsn, count, 0)
         _pack_rec(d, off, 0, body, T_MUTATIONS)
-        _pack_q(d, off, _hash(d[off + 8:end]))
+        _pack_q(d, off, _hash(d[off + 8:off + 16 + body]))
         hdr[R_LSN] = lsn + 1
         pos = hdr[R_HEAD] + total
         hdr[R_HEAD] = pos
@@ -221,18 +227,8 @@ class Ring:
         off = self._reserve(total)
         if off < 0:
             return -1
-        d = self.data
-        hdr = self.hdr
-        lsn = hdr[R_LSN]
-        _pack_body(d, off + 16, lsn, count, 0)
-        body = 16 + len(blob)
-        d[off + 32:off + 16 + body] = blob
-        _pack_rec(d, off, 0, body, T_MUTATIONS)
-        _pack_q(d, off, _hash(d[off + 8:off + 16 + body]))
-        hdr[R_LSN] = lsn + 1
-        pos = hdr[R_HEAD] + total
-        hdr[R_HEAD] = pos
-        return pos
+        self.data[off + 32:off + 32 + len(blob)] = blob
+        return self._seal(off, count, 16 + len(blob), total)
 
     def free(self) -> int:
         """Bytes writers may still append (from the room base, see the module doc)."""
