@@ -104,7 +104,8 @@ def test_bench_skips_an_engine_that_is_not_installed(tmp_path):
     assert r.returncode == 3, r.stderr
     assert set(rows(r.stdout)) == {"fusedb"}, r.stdout
     assert re.search(r"rocksdict: skipped, cannot import rocksdict .*pip install "
-                     r"'fusedb\[bench\]' \(or: pip install rocksdict\)", r.stderr), r.stderr
+                     r"'\.\[bench\]' in FuseDB's source checkout \(or: pip install rocksdict\)",
+                     r.stderr), r.stderr
     no_traceback(r)
 
 
