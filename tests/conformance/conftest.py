@@ -13,6 +13,11 @@ from fusedb.testing import assert_no_leaks, fusedb_shm
 
 from .access import MODES, OPTS
 
+#: Keys in both halves of the key space (a 2-shard database starts with shard 0
+#: below 0x80 and shard 1 above) and with shared prefixes.
+KEYS = [b"a", b"a\x00", b"a\x00\x00", b"ab", b"abc", b"b", b"user:1", b"user:10",
+        b"user:2", b"\x7f", b"\x80", b"\x80\x00", b"\xfe\xff", b"\xff", b"\xff\xff"]
+
 
 @pytest.fixture(autouse=True)
 def no_leaks():
@@ -60,3 +65,11 @@ def fresh(access):
     yield make
     for m in made:
         m.close()
+
+
+@pytest.fixture
+def filled(db):
+    want = {k: b"v-" + k for k in KEYS}
+    for k, v in want.items():
+        db.put(k, v)
+    return want

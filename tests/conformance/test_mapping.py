@@ -13,16 +13,6 @@ import pytest
 import fusedb
 from fusedb import testing
 
-from .test_scans import KEYS
-
-
-@pytest.fixture
-def filled(db):
-    want = {k: b"v-" + k for k in KEYS}
-    for k, v in want.items():
-        db.put(k, v)
-    return want
-
 
 def _fill_leaves(db, n: int = 400) -> list[bytes]:
     """``n`` keys in both halves of the key space, flushed so the leaves split;
